@@ -1,0 +1,73 @@
+"""The `netfwd` command: a thin shell that parses, calls the library, and renders the report.
+
+Subcommands live in `netfwd/commands/*.py` and are imported only when invoked, so that
+`netfwd --help` never pays for scapy, pyroute2 or the dialects.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from netfwd import __version__
+from netfwd.errors import NetfwdError
+
+# name -> ("module:attribute", one-line help shown by `netfwd --help` without importing the module)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "validate": ("netfwd.commands.render:validate", "Check a spec and print its forwards."),
+    "render": ("netfwd.commands.render:render", "Write apply/remove scripts for a dialect."),
+    "regions": ("netfwd.commands.render:regions", "Show the region catalog and its anomalies."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, _, attr = target[0].partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="netfwd")
+def cli() -> None:
+    """Forward a relay VM's port into an on-prem Kubernetes API server, completely and verifiably.
+
+    \b
+    Example:
+      netfwd validate rules/example.yaml
+      netfwd render rules/example.yaml --dialect all --out out/
+    """
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; report netfwd errors as one line on stderr with their exit code, never a traceback."""
+    try:
+        cli.main(args=argv, prog_name="netfwd", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.Abort:
+        click.echo("netfwd: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as problem:
+        problem.show()
+        sys.exit(problem.exit_code)
+    except NetfwdError as problem:
+        click.echo(f"netfwd: error: {problem}", err=True)
+        sys.exit(problem.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(0)

@@ -1,0 +1,20 @@
+"""Shared test setup: integration tests need root and create (and always remove) their own namespaces."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "rules" / "example.yaml"
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.geteuid() == 0:
+        return
+    skip = pytest.mark.skip(reason="needs root for network namespaces")
+    for item in items:
+        if "netns" in item.keywords:
+            item.add_marker(skip)
