@@ -1,0 +1,221 @@
+"""The typed, immutable, validated model of what a relay should forward. No I/O.
+
+Data flows one way: spec (YAML) -> model -> plan -> dialect text / backend transaction -> report.
+Everything downstream may assume the invariants checked here: ports in range, network-aligned
+CIDRs, names safe in file names and rule comments, one forward per (listen address, port, protocol),
+and address families a relay can actually translate between.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal, NamedTuple
+
+from netaddr import IPAddress, IPNetwork
+
+from netfwd.errors import ModelError
+
+Protocol = Literal["tcp", "udp"]
+OS = Literal["linux", "windows"]
+
+# Names end up in file names, iptables comments, firewall rule names and PowerShell strings:
+# keep them to characters that need no quoting anywhere (and still quote them everywhere).
+NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
+# Linux interface names: at most 15 bytes, no '/', no whitespace; we also refuse ':' and quotes.
+IFACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+
+
+def check_name(value: str, field_name: str) -> str:
+    if not isinstance(value, str) or not NAME_RE.match(value):
+        raise ModelError(field_name, f"{value!r} is not a safe name: use 1-63 letters, digits, '.', '_' "
+                                     "or '-', starting and ending with a letter or digit")
+    return value
+
+
+def check_port(value: object, field_name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ModelError(field_name, f"{value!r} is not a port number (an integer 1-65535)")
+    if not 1 <= value <= 65535:
+        raise ModelError(field_name, f"{value} is outside 1-65535")
+    return value
+
+
+class Endpoint(NamedTuple):
+    """An (optional) address and a port. For `listen`, no address means every local address."""
+
+    port: int
+    address: IPAddress | None = None
+
+    def __str__(self) -> str:
+        if self.address is None:
+            return f"*:{self.port}"
+        return f"[{self.address}]:{self.port}" if self.address.version == 6 else f"{self.address}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Allow:
+    """A source whitelist: catalog regions plus literal CIDRs, resolved to a minimal CIDR list."""
+
+    regions: tuple[str, ...] = ()
+    cidrs: tuple[IPNetwork, ...] = ()
+    sources: tuple[IPNetwork, ...] = ()  # cidr_merge(regions' addresses + cidrs), sorted
+
+
+class Essence(NamedTuple):
+    """What a forward *does*, independent of how a dialect spells it: the unit of round-trip tests."""
+
+    listen_address: str | None
+    listen_port: int
+    protocol: str
+    to_address: str
+    to_port: int
+    masquerade: bool
+    local: bool
+    sources: tuple[str, ...] | None  # None = any source
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Relay port A (listen) -> on-prem IP:port B (to), optionally only from whitelisted sources."""
+
+    name: str
+    listen: Endpoint
+    to: Endpoint
+    protocol: Protocol = "tcp"
+    masquerade: bool = True
+    local: bool = False
+    allow: Allow | None = None  # None: any source
+
+    def __post_init__(self) -> None:
+        check_name(self.name, "name")
+        check_port(self.listen.port, "listen.port")
+        check_port(self.to.port, "to.port")
+        if self.to.address is None:
+            raise ModelError("to.address", "is required")
+        if self.protocol not in ("tcp", "udp"):
+            raise ModelError("protocol", f"{self.protocol!r} is not tcp or udp")
+        _check_unicast(self.to.address, "to.address")
+        if self.listen.address is not None:
+            _check_unicast(self.listen.address, "listen.address")
+
+    @property
+    def identity(self) -> tuple[str, int, str]:
+        """Two forwards with the same identity are the same forward; a new target replaces the old."""
+        return (str(self.listen.address) if self.listen.address is not None else "*",
+                self.listen.port, self.protocol)
+
+    @property
+    def family(self) -> int:
+        """The IP version of the target (and, on Linux, of everything else in the forward)."""
+        return self.to.address.version
+
+    @property
+    def sources(self) -> tuple[IPNetwork, ...] | None:
+        return None if self.allow is None else self.allow.sources
+
+    def essence(self) -> Essence:
+        return Essence(
+            None if self.listen.address is None else str(self.listen.address), self.listen.port,
+            self.protocol, str(self.to.address), self.to.port, self.masquerade, self.local,
+            None if self.sources is None else tuple(str(n) for n in self.sources),
+        )
+
+
+def _check_unicast(address: IPAddress, field_name: str) -> None:
+    if address.is_multicast() or address.value == 0 or str(address) in ("255.255.255.255",) \
+            or (address.version == 6 and address.is_link_local()):
+        raise ModelError(field_name, f"{address} is not a usable unicast address")
+
+
+@dataclass(frozen=True, slots=True)
+class Relay:
+    """The internet-facing relay VM ("the ECS hop")."""
+
+    os: OS = "linux"
+    interface: str | None = None  # the interface traffic arrives on (firewalld zone, -i match)
+    address: IPAddress | None = None  # its private address (cloud public IPs are not on the NIC)
+
+    def __post_init__(self) -> None:
+        if self.os not in ("linux", "windows"):
+            raise ModelError("os", f"{self.os!r} is not linux or windows")
+        if self.interface is not None and not IFACE_RE.match(self.interface):
+            raise ModelError("interface", f"{self.interface!r} is not a valid interface name "
+                                          "(1-15 letters, digits, '.', '_' or '-')")
+        if self.address is not None:
+            _check_unicast(self.address, "address")
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """A relay's whole netfwd configuration: one spec owns all of netfwd's state on that relay."""
+
+    cluster: str
+    relay: Relay
+    forwards: tuple[Forward, ...]
+    version: int = 1
+    origin: str = "<memory>"  # where the spec came from (for headers); not part of the meaning
+    digest: str = field(default="", compare=False)  # sha256 of the spec text
+
+    def __post_init__(self) -> None:
+        if self.version != 1:
+            raise ModelError("version", f"{self.version!r} is not a supported spec version (1)")
+        check_name(self.cluster, "cluster")
+        names: dict[str, int] = {}
+        taken: dict[tuple[str, int, str], int] = {}
+        for index, forward in enumerate(self.forwards):
+            where = f"forwards[{index}]"
+            if forward.name in names:
+                raise ModelError(f"{where}.name", f"{forward.name!r} is already the name of "
+                                                  f"forwards[{names[forward.name]}]")
+            names[forward.name] = index
+            self._check_identity(forward, index, taken)
+            self._check_loop(forward, where)
+            self._check_families(forward, where)
+            if self.relay.os == "windows" and forward.protocol != "tcp":
+                raise ModelError(f"{where}.protocol", "netsh portproxy forwards TCP only; "
+                                                      "a Windows relay cannot forward udp")
+
+    @staticmethod
+    def _check_identity(forward: Forward, index: int, taken: dict) -> None:
+        address, port, proto = forward.identity
+        clashes = [(address, port, proto)]
+        # a wildcard listener and a specific address on the same port/protocol shadow each other
+        clashes += [key for key in taken if key[1:] == (port, proto) and "*" in (address, key[0])]
+        for key in clashes:
+            if key in taken:
+                raise ModelError(f"forwards[{index}].listen",
+                                 f"{forward.listen}/{proto} is already taken by forwards[{taken[key]}]; "
+                                 "a forward is identified by listen address, port and protocol "
+                                 "(to change a target, edit that forward)")
+        taken[(address, port, proto)] = index
+
+    def _check_loop(self, forward: Forward, where: str) -> None:
+        own = {a for a in (forward.listen.address, self.relay.address) if a is not None}
+        if forward.to.port == forward.listen.port and (
+                forward.to.address in own or forward.to.address.is_loopback()):
+            raise ModelError(f"{where}.to", f"{forward.to} is the relay's own listening socket: "
+                                            "the forward would loop to itself")
+        if self.relay.os == "linux" and forward.to.address.is_loopback():
+            raise ModelError(f"{where}.to.address", "a Linux relay cannot DNAT to loopback without "
+                                                    "route_localnet; forward to a real address")
+
+    def _check_families(self, forward: Forward, where: str) -> None:
+        if self.relay.os == "linux":
+            family = forward.family
+            if forward.listen.address is not None and forward.listen.address.version != family:
+                raise ModelError(f"{where}.listen.address",
+                                 f"IPv{forward.listen.address.version} listen address with an IPv{family} "
+                                 "target: Linux NAT cannot translate between address families")
+        else:  # Windows: the firewall rule applies to the listening side
+            family = forward.listen.address.version if forward.listen.address is not None else 4
+        for source in forward.sources or ():
+            if source.version != family:
+                raise ModelError(f"{where}.allow", f"IPv{source.version} source {source} cannot "
+                                                   f"reach this IPv{family} forward")
+
+    def forward(self, name: str) -> Forward:
+        for candidate in self.forwards:
+            if candidate.name == name:
+                return candidate
+        raise KeyError(name)
