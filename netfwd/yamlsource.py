@@ -7,6 +7,7 @@ ruamel.yaml keeps line numbers on the round-trip types; we walk the tree once an
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ class Located:
     data: Any
     lines: dict[str, int]
     file: str
+    digest: str = ""  # sha256 of the text, for script headers and state records
 
     def line_of(self, field: str) -> int | None:
         """The line of `field`, or of its nearest enclosing field that has one."""
@@ -103,7 +105,8 @@ def load_text(text: str, file: str) -> Located:
         first = str(problem).strip().splitlines()[0] if str(problem).strip() else type(problem).__name__
         raise InputError(f"invalid YAML: {first}", file=file) from None
     lines: dict[str, int] = {"": 1}
-    return Located(_plain(tree, "", lines), lines, file)
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return Located(_plain(tree, "", lines), lines, file, digest)
 
 
 def _dup_key(message: str) -> str:

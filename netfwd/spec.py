@@ -1,0 +1,178 @@
+"""Turn a YAML spec into a validated :class:`netfwd.model.Spec`, with errors that name file, line and field.
+
+The spec format (version 1) is documented in docs/spec.md and published as a JSON Schema
+(`netfwd/data/spec.schema.json`). This module checks shapes and types, resolves `allow.regions`
+through the catalog, and lets the model check the cross-field rules.
+"""
+
+from __future__ import annotations
+
+import difflib
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from netaddr import IPAddress, IPNetwork, cidr_merge
+
+from netfwd.catalog import Catalog, load_catalog, unknown_region
+from netfwd.errors import InputError, ModelError
+from netfwd.model import Allow, Endpoint, Forward, Relay, Spec
+from netfwd.yamlsource import Located, load_file, load_text
+
+TOP_KEYS = ("version", "cluster", "relay", "forwards")
+RELAY_KEYS = ("os", "interface", "address")
+FORWARD_KEYS = ("name", "listen", "to", "protocol", "masquerade", "local", "allow")
+LISTEN_KEYS = ("port", "address")
+TO_KEYS = ("address", "port")
+ALLOW_KEYS = ("regions", "cidrs")
+MAX_FORWARDS = 20_000
+
+
+def load_spec(path: str | Path, catalog: Catalog | None = None) -> Spec:
+    """Read, parse and validate a spec file."""
+    return build_spec(load_file(path), catalog)
+
+
+def parse_spec(text: str, file: str = "<spec>", catalog: Catalog | None = None) -> Spec:
+    """Validate spec text (for tests and for specs that do not come from a file)."""
+    return build_spec(load_text(text, file), catalog)
+
+
+def build_spec(doc: Located, catalog: Catalog | None = None) -> Spec:
+    try:
+        return _Builder(doc, catalog).spec()
+    except ModelError as problem:
+        raise doc.error(problem.field, problem.message) from None
+
+
+@contextmanager
+def at(prefix: str) -> Iterator[None]:
+    """Prefix the field path of model errors raised inside, so they point into the document."""
+    try:
+        yield
+    except ModelError as problem:
+        field = f"{prefix}.{problem.field}" if problem.field else prefix
+        raise ModelError(field, problem.message) from None
+
+
+class _Builder:
+    def __init__(self, doc: Located, catalog: Catalog | None) -> None:
+        self.doc = doc
+        self._catalog = catalog
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            self._catalog = load_catalog()
+        return self._catalog
+
+    def spec(self) -> Spec:
+        data = self.mapping(self.doc.data, "", TOP_KEYS, required=("version", "cluster", "forwards"))
+        forwards_raw = data["forwards"]
+        if not isinstance(forwards_raw, list):
+            raise ModelError("forwards", "must be a list of forwards")
+        if len(forwards_raw) > MAX_FORWARDS:
+            raise ModelError("forwards", f"has {len(forwards_raw)} entries; at most {MAX_FORWARDS} are supported")
+        relay = self.relay(data.get("relay", {}))
+        forwards = tuple(self.forward(item, f"forwards[{i}]") for i, item in enumerate(forwards_raw))
+        return Spec(cluster=self.string(data["cluster"], "cluster"), relay=relay, forwards=forwards,
+                    version=data["version"], origin=self.doc.file, digest=self.doc.digest)
+
+    # -- shapes --------------------------------------------------------------------------
+    def mapping(self, value: Any, where: str, keys: tuple[str, ...], required: tuple[str, ...] = ()) -> dict:
+        if not isinstance(value, dict):
+            raise ModelError(where, f"must be a mapping, not {type(value).__name__}")
+        for key in value:
+            if key not in keys:
+                hint = difflib.get_close_matches(str(key), keys, n=1)
+                suggestion = f" (did you mean {hint[0]!r}?)" if hint else f" (known keys: {', '.join(keys)})"
+                raise ModelError(f"{where}.{key}" if where else str(key), f"unknown key{suggestion}")
+        for key in required:
+            if key not in value or value[key] is None:
+                raise ModelError(f"{where}.{key}" if where else key, "is required")
+        return value
+
+    @staticmethod
+    def string(value: Any, where: str) -> str:
+        if not isinstance(value, str):
+            raise ModelError(where, f"must be a string, not {type(value).__name__}")
+        return value
+
+    @staticmethod
+    def boolean(value: Any, where: str) -> bool:
+        if not isinstance(value, bool):
+            raise ModelError(where, f"must be true or false, not {value!r}")
+        return value
+
+    @staticmethod
+    def address(value: Any, where: str) -> IPAddress:
+        if not isinstance(value, str) or not value or len(value) > 64:
+            raise ModelError(where, f"{value!r} is not an IP address")
+        try:
+            return IPAddress(value)
+        except Exception:
+            raise ModelError(where, f"{value!r} is not an IP address") from None
+
+    @staticmethod
+    def network(value: Any, where: str) -> IPNetwork:
+        if not isinstance(value, str) or not value or len(value) > 64:
+            raise ModelError(where, f"{value!r} is not a CIDR")
+        try:
+            net = IPNetwork(value)
+        except Exception:
+            raise ModelError(where, f"{value!r} is not a CIDR") from None
+        if "/" not in value:
+            return IPNetwork(f"{net.ip}/{net.prefixlen}")
+        if net.ip != net.network:
+            raise ModelError(where, f"{value} has host bits set (did you mean {net.cidr}?)")
+        return net
+
+    # -- sections ------------------------------------------------------------------------
+    def relay(self, raw: Any) -> Relay:
+        data = self.mapping(raw, "relay", RELAY_KEYS)
+        with at("relay"):
+            return Relay(
+                os=self.string(data.get("os", "linux"), "os"),
+                interface=None if data.get("interface") is None else self.string(data["interface"], "interface"),
+                address=None if data.get("address") is None else self.address(data["address"], "address"),
+            )
+
+    def forward(self, raw: Any, where: str) -> Forward:
+        data = self.mapping(raw, where, FORWARD_KEYS, required=("name", "listen", "to"))
+        listen = self.mapping(data["listen"], f"{where}.listen", LISTEN_KEYS, required=("port",))
+        to = self.mapping(data["to"], f"{where}.to", TO_KEYS, required=("address", "port"))
+        with at(where):
+            return Forward(
+                name=self.string(data["name"], "name"),
+                listen=Endpoint(listen["port"], None if listen.get("address") is None
+                                else self.address(listen["address"], "listen.address")),
+                to=Endpoint(to["port"], self.address(to["address"], "to.address")),
+                protocol=self.string(data.get("protocol", "tcp"), "protocol"),  # type: ignore[arg-type]
+                masquerade=self.boolean(data.get("masquerade", True), "masquerade"),
+                local=self.boolean(data.get("local", False), "local"),
+                allow=None if data.get("allow") is None else self.allow(data["allow"]),
+            )
+
+    def allow(self, raw: Any) -> Allow:
+        data = self.mapping(raw, "allow", ALLOW_KEYS)
+        regions, cidrs = data.get("regions", []), data.get("cidrs", [])
+        for key, value in (("regions", regions), ("cidrs", cidrs)):
+            if not isinstance(value, list):
+                raise ModelError(f"allow.{key}", "must be a list")
+        region_ids = tuple(self.string(r, f"allow.regions[{i}]") for i, r in enumerate(regions))
+        for index, region in enumerate(region_ids):
+            if region not in self.catalog.ids:
+                hint = difflib.get_close_matches(region, self.catalog.ids, n=1)
+                message = unknown_region(region, self.catalog)
+                if hint:
+                    message = f"unknown region {region!r} (did you mean {hint[0]!r}?); known regions: " \
+                              f"{', '.join(self.catalog.ids)}"
+                raise ModelError(f"allow.regions[{index}]", message)
+        nets = tuple(self.network(c, f"allow.cidrs[{i}]") for i, c in enumerate(cidrs))
+        if not region_ids and not nets:
+            raise ModelError("allow", "is empty: it would admit no source at all (omit `allow` to admit any)")
+        resolved = [n for region in region_ids for n in self.catalog.region(region).networks] + list(nets)
+        return Allow(region_ids, nets, tuple(cidr_merge(resolved)))
+
+
+__all__ = ["InputError", "build_spec", "load_spec", "parse_spec"]

@@ -1,0 +1,140 @@
+"""The iptables ruleset netfwd owns, as data: shared by the iptables dialects and the live backends.
+
+netfwd owns four chains and one jump into each from a built-in chain (kube-proxy style). Rules are
+spelled exactly as `iptables-save` prints them, so live state can be compared line by line.
+Whitelists are `-s` rules (one DNAT rule per minimal source CIDR) rather than ipsets, so the whole
+owned state is a single `iptables-restore --noflush` transaction.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+from netfwd.dialects.base import rule_comment
+from netfwd.model import Essence, Forward, Spec
+
+PRE, OUT, POST, FWD = "NETFWD-PRE", "NETFWD-OUT", "NETFWD-POST", "NETFWD-FWD"
+CHAINS: dict[str, tuple[str, ...]] = {"nat": (PRE, OUT, POST), "filter": (FWD,)}
+# (table, built-in chain, owned chain): one jump each, inserted at position 1 when missing
+JUMPS: tuple[tuple[str, str, str], ...] = (
+    ("nat", "PREROUTING", PRE), ("nat", "OUTPUT", OUT), ("nat", "POSTROUTING", POST), ("filter", "FORWARD", FWD),
+)
+REPLIES_COMMENT = "netfwd: replies"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    table: str
+    chain: str
+    args: tuple[str, ...]  # after `-A CHAIN`, in iptables-save order
+
+    def save_line(self) -> str:
+        """The rule as `iptables-save` prints it (comments double-quoted)."""
+        return f"-A {self.chain} " + " ".join(_save_quote(a) for a in self.args)
+
+    def shell_args(self) -> str:
+        return " ".join(shlex.quote(a) for a in ("-t", self.table, "-A", self.chain, *self.args))
+
+
+def _save_quote(arg: str) -> str:
+    return f'"{arg}"' if (" " in arg or arg.startswith("netfwd")) else arg
+
+
+def _port_match(protocol: str, port: int) -> tuple[str, ...]:
+    return ("-p", protocol, "-m", protocol, "--dport", str(port))
+
+
+def forward_rules(spec: Spec, forward: Forward) -> list[Rule]:
+    """Every rule one forward needs: DNAT per source, local DNAT, scoped MASQUERADE, FORWARD accept."""
+    tag = ("-m", "comment", "--comment", rule_comment(spec, forward.name))
+    target = ("-j", "DNAT", "--to-destination", f"{forward.to.address}:{forward.to.port}")
+    listen = () if forward.listen.address is None else ("-d", f"{forward.listen.address}/32")
+    iface = () if spec.relay.interface is None else ("-i", spec.relay.interface)
+    rules = []
+    for source in forward.sources if forward.sources is not None else (None,):
+        src = () if source is None else ("-s", str(source))
+        rules.append(Rule("nat", PRE, (*src, *listen, *iface, *_port_match(forward.protocol, forward.listen.port),
+                                       *tag, *target)))
+    if forward.local:
+        local = listen or ()
+        addrtype = () if listen else ("-m", "addrtype", "--dst-type", "LOCAL")
+        rules.append(Rule("nat", OUT, (*local, *_port_match(forward.protocol, forward.listen.port),
+                                       *addrtype, *tag, *target)))
+    to = ("-d", f"{forward.to.address}/32", *_port_match(forward.protocol, forward.to.port),
+          "-m", "conntrack", "--ctstate", "DNAT", *tag)
+    if forward.masquerade:
+        rules.append(Rule("nat", POST, (*to, "-j", "MASQUERADE")))
+    rules.append(Rule("filter", FWD, (*to, "-j", "ACCEPT")))
+    return rules
+
+
+def ruleset(spec: Spec) -> list[Rule]:
+    """The whole owned ruleset, in order: replies first in FORWARD, then each forward's rules."""
+    rules = [Rule("filter", FWD, ("-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED",
+                                  "-m", "comment", "--comment", REPLIES_COMMENT, "-j", "ACCEPT"))]
+    for forward in spec.forwards:
+        rules.extend(forward_rules(spec, forward))
+    return rules
+
+
+def restore_payload(spec: Spec) -> str:
+    """One `iptables-restore --noflush` transaction: declaring each owned chain flushes and refills it."""
+    rules = ruleset(spec)
+    out: list[str] = []
+    for table, chains in CHAINS.items():
+        out.append(f"*{table}")
+        out.extend(f":{chain} - [0:0]" for chain in chains)
+        out.extend(rule.save_line() for rule in rules if rule.table == table)
+        out.append("COMMIT")
+    return "\n".join(out) + "\n"
+
+
+def parse_save(text: str) -> list[Essence]:
+    """Read netfwd's forwards back from `iptables-save` output or a restore payload.
+
+    Only rules in NETFWD-* chains that carry a `netfwd:` comment count; everything else is someone
+    else's and ignored.
+    """
+    found: dict[str, dict] = {}
+    order: list[str] = []
+    for line in text.splitlines():
+        if not line.startswith("-A NETFWD-"):
+            continue
+        words = shlex.split(line)
+        chain, opts = words[1], _options(words[2:])
+        name = opts.get("--comment", "")
+        if not name.startswith("netfwd:") or name == REPLIES_COMMENT:
+            continue
+        entry = found.get(name)
+        if entry is None:
+            entry = found[name] = {"sources": [], "masquerade": False, "local": False}
+            order.append(name)
+        if chain == PRE:
+            host, _, port = opts["--to-destination"].rpartition(":")
+            entry.update(listen_address=_host(opts.get("-d")), listen_port=int(opts["--dport"]),
+                         protocol=opts["-p"], to_address=host, to_port=int(port))
+            if "-s" in opts:
+                entry["sources"].append(opts["-s"])
+            else:
+                entry["any"] = True
+        elif chain == OUT:
+            entry["local"] = True
+        elif chain == POST and opts.get("-j") == "MASQUERADE":
+            entry["masquerade"] = True
+    return [Essence(e["listen_address"], e["listen_port"], e["protocol"], e["to_address"], e["to_port"],
+                    e["masquerade"], e["local"], None if e.get("any") else tuple(e["sources"]))
+            for e in (found[n] for n in order) if "to_address" in e]
+
+
+def _options(words: list[str]) -> dict[str, str]:
+    """`-p tcp -m tcp --dport 1` -> {'-p': 'tcp', '--dport': '1', ...} (the last value of a flag wins)."""
+    opts: dict[str, str] = {}
+    for index, word in enumerate(words):
+        if word.startswith("-") and index + 1 < len(words) and not words[index + 1].startswith("-"):
+            opts[word] = words[index + 1]
+    return opts
+
+
+def _host(cidr: str | None) -> str | None:
+    return None if cidr is None else cidr.removesuffix("/32")
