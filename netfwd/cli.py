@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("netfwd.commands.render:validate", "Check a spec and print its forwards."),
     "render": ("netfwd.commands.render:render", "Write apply/remove scripts for a dialect."),
     "regions": ("netfwd.commands.render:regions", "Show the region catalog and its anomalies."),
+    "schema": ("netfwd.commands.render:schema", "Print the spec's JSON Schema (for editors)."),
 }
 
 

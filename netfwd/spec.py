@@ -175,4 +175,25 @@ class _Builder:
         return Allow(region_ids, nets, tuple(cidr_merge(resolved)))
 
 
-__all__ = ["InputError", "build_spec", "load_spec", "parse_spec"]
+
+
+class LoadedSpec:
+    """A spec together with its source document, so later checks (a dialect's) can still name the line."""
+
+    def __init__(self, spec: Spec, doc: Located) -> None:
+        self.spec, self.doc = spec, doc
+
+    def check(self, function, *args):
+        """Call `function(*args)`; a ModelError it raises becomes an InputError at the right line."""
+        try:
+            return function(*args)
+        except ModelError as problem:
+            raise self.doc.error(problem.field, problem.message) from None
+
+
+def open_spec(path: str | Path, catalog: Catalog | None = None) -> LoadedSpec:
+    doc = load_file(path)
+    return LoadedSpec(build_spec(doc, catalog), doc)
+
+
+__all__ = ["InputError", "LoadedSpec", "build_spec", "load_spec", "open_spec", "parse_spec"]

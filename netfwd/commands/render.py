@@ -1,0 +1,178 @@
+"""`netfwd validate`, `netfwd render`, `netfwd regions`, `netfwd schema`: the spec-to-text commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import click
+
+from netfwd.errors import InputError
+
+CATALOG_OPTION = click.option("--catalog", "catalog_file", type=click.Path(dir_okay=False),
+                              help="A region catalog file to use instead of the bundled one.")
+OUTPUT_OPTION = click.option("--output", "-o", "output", type=click.Choice(["table", "json"]), default="table",
+                             show_default=True, help="Report format.")
+
+
+def _catalog(path: str | None):
+    from netfwd.catalog import load_catalog
+
+    return load_catalog(path) if path else None
+
+
+def _open(spec_file: str, catalog_file: str | None):
+    from netfwd.spec import open_spec
+
+    return open_spec(spec_file, _catalog(catalog_file))
+
+
+@click.command()
+@click.argument("spec_file", metavar="SPEC", type=click.Path(dir_okay=False))
+@CATALOG_OPTION
+@OUTPUT_OPTION
+def validate(spec_file: str, catalog_file: str | None, output: str) -> None:
+    """Check SPEC and show the forwards it defines (exit 2 with file:line: field on bad input).
+
+    \b
+    Example:
+      netfwd validate rules/example.yaml
+    """
+    loaded = _open(spec_file, catalog_file)
+    spec = loaded.spec
+    if output == "json":
+        click.echo(json.dumps({"cluster": spec.cluster, "relay": spec.relay.os, "digest": spec.digest,
+                               "forwards": [dict(f.essence()._asdict(), name=f.name) for f in spec.forwards]},
+                              indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{spec.cluster}: {len(spec.forwards)} forward(s) on a {spec.relay.os} relay")
+    for column in ("name", "listen", "to", "proto", "masq", "local", "sources"):
+        table.add_column(column, overflow="fold")
+    for f in spec.forwards:
+        sources = "any" if f.sources is None else f"{len(f.sources)} CIDR(s)"
+        if f.allow is not None and f.allow.regions:
+            sources += f" ({', '.join(f.allow.regions)})"
+        table.add_row(f.name, str(f.listen), str(f.to), f.protocol, "yes" if f.masquerade else "no",
+                      "yes" if f.local else "no", sources)
+    Console().print(table)
+
+
+@click.command()
+@click.argument("spec_file", metavar="SPEC", type=click.Path(dir_okay=False))
+@click.option("--dialect", "-d", "dialect_name", required=True,
+              help="iptables, iptables-restore, nft, firewalld, netsh, powershell, or all.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Write <cluster>.<dialect>.<ext> and its .remove script into this directory.")
+@click.option("--remove", is_flag=True, help="Print the remove script instead of the apply script.")
+@CATALOG_OPTION
+def render(spec_file: str, dialect_name: str, out_dir: str | None, remove: bool, catalog_file: str | None) -> None:
+    """Render SPEC as complete apply and remove scripts for a platform.
+
+    With one dialect and no --out, the script goes to stdout. `--dialect all` renders every
+    dialect for the spec's relay OS and needs --out. Nothing is written unless every dialect
+    accepts the spec.
+
+    \b
+    Examples:
+      netfwd render rules/example.yaml --dialect iptables > apply.sh
+      netfwd render rules/example.yaml --dialect nft --remove
+      netfwd render rules/example.yaml --dialect all --out out/
+    """
+    from netfwd.dialects import dialects_for, get_dialect
+
+    loaded = _open(spec_file, catalog_file)
+    if dialect_name == "all":
+        if out_dir is None:
+            raise InputError("--dialect all writes several files: give --out DIR", field="--out")
+        chosen = dialects_for(loaded.spec.relay.os)
+    else:
+        chosen = [get_dialect(dialect_name)]
+    rendered: dict[str, str] = {}
+    for dialect in chosen:
+        base = f"{loaded.spec.cluster}.{dialect.name}"
+        rendered[f"{base}.{dialect.extension}"] = loaded.check(dialect.render, loaded.spec)
+        rendered[f"{base}.remove.{dialect.extension}"] = loaded.check(dialect.render_remove, loaded.spec)
+    if out_dir is None:
+        names = list(rendered)
+        click.echo(rendered[names[1] if remove else names[0]], nl=False)
+        return
+    target = Path(out_dir)
+    target.mkdir(parents=True, exist_ok=True)
+    for name, text in rendered.items():
+        _write_atomically(target / name, text)
+        click.echo(str(target / name))
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    executable = path.suffix in (".sh", ".nft")
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        os.chmod(temp, 0o755 if executable else 0o644)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+@click.command()
+@CATALOG_OPTION
+@OUTPUT_OPTION
+def regions(catalog_file: str | None, output: str) -> None:
+    """Show the region catalog (source addresses per region), with the vendor table's anomalies marked.
+
+    \b
+    Example:
+      netfwd regions --output json
+    """
+    from netfwd.catalog import load_catalog
+
+    catalog = load_catalog(catalog_file)
+    anomalies = catalog.anomalies()
+    if output == "json":
+        click.echo(json.dumps({
+            "source": catalog.source, "source_updated": catalog.source_updated, "retrieved": catalog.retrieved,
+            "regions": [{"id": r.id, "name": r.name, "public": [str(ip) for ip in r.public],
+                         "private": [str(n) for n in r.private], "vpc": r.vpc} for r in catalog.regions],
+            "anomalies": [{"code": a.code, "cidr": str(a.cidr), "regions": list(a.regions), "note": a.note}
+                          for a in anomalies],
+        }, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    marks: dict[str, list[str]] = {}
+    for anomaly in anomalies:
+        if anomaly.code != "shared-space":
+            for region in anomaly.regions:
+                marks.setdefault(region, []).append(anomaly.code)
+    table = Table(title=f"Region catalog ({catalog.source_updated}); ! = anomaly",
+                  caption="Private CIDRs in 100.64.0.0/10 are RFC 6598 shared space. "
+                          "VPC-mode clusters: only regions marked vpc.")
+    for column in ("region", "name", "public IPs", "private CIDR", "vpc", "anomalies"):
+        table.add_column(column, overflow="fold")
+    for r in catalog.regions:
+        flagged = marks.get(r.id, [])
+        table.add_row(r.id, r.name, ", ".join(str(ip) for ip in r.public),
+                      ("! " if flagged else "") + ", ".join(str(n) for n in r.private),
+                      "yes" if r.vpc else "no", ", ".join(sorted(set(flagged))))
+    Console().print(table)
+
+
+@click.command()
+def schema() -> None:
+    """Print the JSON Schema of the spec format (for editors: yaml-language-server, VS Code).
+
+    \b
+    Example:
+      netfwd schema > netfwd.schema.json
+    """
+    from importlib import resources
+
+    click.echo((resources.files("netfwd") / "data" / "spec.schema.json").read_text(encoding="utf-8"), nl=False)

@@ -1,0 +1,101 @@
+"""`iptables` dialect: a bash script using `iptables -w`, one command per rule, into netfwd-owned chains.
+
+Idempotent by construction: owned chains are created when missing and flushed before refilling,
+jumps from the built-in chains are check-then-insert. (For a single atomic transaction use the
+`iptables-restore` dialect; both produce the same ruleset, see netfwd/xtables.py.)
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from netfwd import xtables
+from netfwd.dialects import shell
+from netfwd.dialects.base import BaseDialect
+from netfwd.model import Essence, Spec
+
+HELPERS = [
+    'ipt() { "$IPTABLES" -w 5 "$@"; }',
+    'chain_exists() { ipt -t "$1" -n -L "$2" >/dev/null 2>&1; }',
+    "ensure_jump() {  # table builtin-chain owned-chain: insert at the top unless already there",
+    '  ipt -t "$1" -C "$2" -j "$3" 2>/dev/null || ipt -t "$1" -I "$2" 1 -j "$3"',
+    "}",
+    "drop_jump() {  # remove every copy of the jump",
+    '  while ipt -t "$1" -C "$2" -j "$3" 2>/dev/null; do ipt -t "$1" -D "$2" -j "$3"; done',
+    "}",
+    "persist() {  # save the whole ruleset where the distro's boot service restores it from",
+    '  [ "${NETFWD_PERSIST:-auto}" = no ] && return 0',
+    '  local target=""',
+    '  if [ -d "$ROOT/etc/iptables" ]; then target="$ROOT/etc/iptables/rules.v4"',
+    '  elif [ -f "$ROOT/etc/sysconfig/iptables" ]; then target="$ROOT/etc/sysconfig/iptables"; fi',
+    '  if [ -z "$target" ]; then',
+    "    echo 'netfwd: no iptables persistence found (iptables-persistent or iptables-services);"
+    " rules last until reboot' >&2",
+    "    return 0",
+    "  fi",
+    '  "$IPTABLES-save" > "$target.tmp" && mv -f "$target.tmp" "$target"',
+    '  echo "netfwd: saved the ruleset to $target" >&2',
+    "}",
+    "",
+]
+
+
+def tool_check() -> list[str]:
+    return [
+        'IPTABLES="${NETFWD_IPTABLES:-iptables}"  # or iptables-legacy / iptables-nft',
+        'command -v "$IPTABLES" >/dev/null 2>&1 || { echo "netfwd: $IPTABLES not found" >&2; exit 3; }',
+        "",
+    ]
+
+
+def remove_body(spec: Spec) -> list[str]:
+    """Remove every netfwd-owned jump and chain, nothing else (shared by both iptables dialects)."""
+    lines = ["# Jumps first, then the owned chains."]
+    lines += [f"drop_jump {t} {b} {o}" for t, b, o in xtables.JUMPS]
+    for table, chains in xtables.CHAINS.items():
+        for chain in chains:
+            lines.append(f"if chain_exists {table} {chain}; then ipt -t {table} -F {chain}; "
+                         f"ipt -t {table} -X {chain}; fi")
+    return [*lines, "", *shell.forget_forwarding(), "persist", "echo 'netfwd: removed' >&2"]
+
+
+class IptablesDialect(BaseDialect):
+    name = "iptables"
+    extension = "sh"
+    families = frozenset({4})
+
+    def render(self, spec: Spec) -> str:
+        self.check(spec)
+        lines = shell.prologue(self.header(spec, "apply"))
+        lines += tool_check() + shell.refuse_under_firewalld() + HELPERS
+        lines += shell.enable_forwarding(spec)
+        lines.append("# netfwd-owned chains: create when missing, flush, refill.")
+        for table, chains in xtables.CHAINS.items():
+            for chain in chains:
+                lines.append(f"chain_exists {table} {chain} || ipt -t {table} -N {chain}")
+                lines.append(f"ipt -t {table} -F {chain}")
+        lines += ["", "# Rules (whitelisted sources DNAT; scoped masquerade; FORWARD accept)."]
+        lines += [f"ipt {rule.shell_args()}" for rule in xtables.ruleset(spec)]
+        lines += ["", "# Jumps from the built-in chains, last, so traffic only ever sees complete chains."]
+        lines += [f"ensure_jump {t} {b} {o}" for t, b, o in xtables.JUMPS]
+        lines += ["", "persist", f"echo {shlex.quote(f'netfwd: applied {len(spec.forwards)} forward(s)')} >&2", ""]
+        return "\n".join(lines)
+
+    def render_remove(self, spec: Spec) -> str:
+        self.check(spec)
+        lines = shell.prologue(self.header(spec, "remove")) + tool_check() + HELPERS + remove_body(spec)
+        return "\n".join(lines) + "\n"
+
+    def parse(self, text: str) -> list[Essence]:
+        """Accepts this dialect's script (its `ipt -t T -A ...` lines) or `iptables-save` output."""
+        save_lines = []
+        for line in text.splitlines():
+            if line.startswith("ipt -t ") and " -A " in line:
+                words = shlex.split(line)[3:]  # drop `ipt -t TABLE`
+                save_lines.append(" ".join(shlex.quote(w) if " " in w else w for w in words))
+            elif line.startswith("-A "):
+                save_lines.append(line)
+        return xtables.parse_save("\n".join(save_lines))
+
+
+DIALECT = IptablesDialect()

@@ -1,0 +1,58 @@
+"""Pieces every Linux (bash) script shares: strict mode, the redirectable root, sysctl persistence.
+
+Persistent files go under ``${NETFWD_ROOT:-}/etc/...`` so that tests and the lab, which run the
+scripts inside network namespaces, never write the host's /etc.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from netfwd.model import Spec
+
+SYSCTL_FILE = "etc/sysctl.d/90-netfwd.conf"
+
+
+def prologue(header: list[str]) -> list[str]:
+    return ["#!/usr/bin/env bash", *header, "set -euo pipefail", "umask 022",
+            'ROOT="${NETFWD_ROOT:-}"', ""]
+
+
+def sysctl_keys(spec: Spec) -> list[str]:
+    keys = ["net.ipv4.ip_forward"]
+    if any(f.family == 6 for f in spec.forwards):
+        keys.append("net.ipv6.conf.all.forwarding")
+    return keys
+
+
+def enable_forwarding(spec: Spec) -> list[str]:
+    """Turn forwarding on now and persist it in sysctl.d (atomically: write a temp file, then rename)."""
+    keys = sysctl_keys(spec)
+    lines = ["# Kernel forwarding: on now, and after a reboot (sysctl.d)."]
+    lines += [f"sysctl -q -w {shlex.quote(key + '=1')}" for key in keys]
+    body = " ".join(shlex.quote(f"{key} = 1") for key in keys)
+    lines += [
+        'mkdir -p "$ROOT/etc/sysctl.d"',
+        f"printf '%s\\n' {shlex.quote(f'# written by netfwd for cluster {spec.cluster}')} {body} "
+        f'> "$ROOT/{SYSCTL_FILE}.tmp"',
+        f'mv -f "$ROOT/{SYSCTL_FILE}.tmp" "$ROOT/{SYSCTL_FILE}"',
+        "",
+    ]
+    return lines
+
+
+def forget_forwarding() -> list[str]:
+    return ["# Forget the persisted sysctl; forwarding stays on until reboot (other services may rely on it).",
+            f'rm -f "$ROOT/{SYSCTL_FILE}"', ""]
+
+
+def refuse_under_firewalld(use_instead: str = "firewalld") -> list[str]:
+    """Raw iptables/nft rules on a firewalld host are wiped by its next reload: refuse and say what to use."""
+    return [
+        "if command -v firewall-cmd >/dev/null 2>&1 && firewall-cmd --state >/dev/null 2>&1; then",
+        f"  echo 'netfwd: firewalld is running; its reload would drop these rules. "
+        f"Use: netfwd render SPEC --dialect {use_instead}' >&2",
+        "  exit 3",
+        "fi",
+        "",
+    ]

@@ -1,0 +1,103 @@
+"""What a lab created, written down *before* creating it, so `lab down` works after a crash.
+
+One JSON file per lab under ``$NETFWD_LAB_DIR`` (default ``/run/netfwd/lab``): the namespaces,
+the processes (PID plus start time, so a recycled PID is never killed) and the work directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+LAB_NAME_RE = re.compile(r"^[a-z0-9]{1,12}$")
+NS_PREFIX = "nf-"
+
+
+def lab_dir() -> Path:
+    return Path(os.environ.get("NETFWD_LAB_DIR", "/run/netfwd/lab"))
+
+
+def ns_name(lab: str, node: str) -> str:
+    return f"{NS_PREFIX}{lab}-{node}"
+
+
+def proc_starttime(pid: int) -> int | None:
+    """The kernel's start time of `pid` (clock ticks since boot), or None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces and parentheses: split after the last ')'
+    return int(stat.rpartition(")")[2].split()[19])
+
+
+@dataclass
+class Process:
+    pid: int
+    starttime: int | None
+    node: str
+    kind: str
+    argv: list[str]
+    port: int | None = None
+    log: str | None = None
+
+    def alive(self) -> bool:
+        """Still the same process we started (not a recycled PID), and not a zombie."""
+        if proc_starttime(self.pid) != self.starttime:
+            return False
+        try:
+            return Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+        except OSError:
+            return False
+
+
+@dataclass
+class LabState:
+    name: str
+    router: bool = False
+    onprem_route_back: bool = False
+    namespaces: list[str] = field(default_factory=list)
+    processes: list[Process] = field(default_factory=list)
+    addrs: dict = field(default_factory=dict)
+    workdir: str = ""
+    created: float = field(default_factory=time.time)
+    complete: bool = False
+    owner_pid: int = field(default_factory=os.getpid)
+
+    @property
+    def path(self) -> Path:
+        return state_path(self.name)
+
+    def save(self) -> None:
+        """Atomic write: a crash leaves either the old or the new record, never half a file."""
+        path = self.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, name: str) -> "LabState":
+        data = json.loads(state_path(name).read_text())
+        data["processes"] = [Process(**p) for p in data.get("processes", [])]
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def forget(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def state_path(name: str) -> Path:
+    return lab_dir() / f"{name}.json"
+
+
+def recorded_labs() -> list[str]:
+    """Names of every lab with a state file (complete or not)."""
+    directory = lab_dir()
+    if not directory.is_dir():
+        return []
+    return sorted(p.stem for p in directory.glob("*.json") if LAB_NAME_RE.match(p.stem))
