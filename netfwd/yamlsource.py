@@ -104,7 +104,7 @@ def load_text(text: str, file: str) -> Located:
     except (YAMLError, ValueError, RecursionError) as problem:
         first = str(problem).strip().splitlines()[0] if str(problem).strip() else type(problem).__name__
         raise InputError(f"invalid YAML: {first}", file=file) from None
-    lines: dict[str, int] = {"": 1}
+    lines: dict[str, int] = {"": getattr(getattr(tree, "lc", None), "line", 0) + 1}
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return Located(_plain(tree, "", lines), lines, file, digest)
 

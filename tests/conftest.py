@@ -18,3 +18,10 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "netns" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def example_spec():
+    from netfwd.spec import load_spec
+
+    return load_spec(EXAMPLE)

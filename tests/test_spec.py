@@ -1,0 +1,102 @@
+"""The spec loader and model: the bundled examples load, and every malformed spec is refused cleanly."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from netaddr import IPNetwork
+
+from netfwd.cli import main
+from netfwd.errors import InputError
+from netfwd.spec import load_spec, parse_spec
+
+HERE = Path(__file__).parent
+BAD = sorted((HERE / "fixtures" / "bad-specs").glob("*.yaml"))
+EXPECT = re.compile(r"# expect: line=(\S+) field=(\S+)")
+
+
+def test_corpus_is_large_enough():
+    assert len(BAD) >= 30
+
+
+@pytest.mark.parametrize("path", BAD, ids=lambda p: p.stem)
+def test_bad_spec_is_one_clear_line_with_exit_2(path, capsys):
+    first = path.read_text().splitlines()[:1]
+    match = EXPECT.match(first[0]) if first else None
+    with pytest.raises(SystemExit) as done:
+        main(["validate", str(path)])
+    assert done.value.code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert "Traceback" not in captured.err and captured.out == ""
+    message = lines[0]
+    assert message.startswith(f"netfwd: error: {path}")
+    if match:
+        line, field = match.groups()
+        assert f"{path}:{line}:" in message
+        if field != "-":
+            assert f": {field}:" in message
+
+
+def test_bad_spec_through_a_real_process_has_no_traceback():
+    result = subprocess.run([sys.executable, "-m", "netfwd", "validate", str(BAD[0])],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_example_resolves_regions_through_the_catalog(example_spec):
+    forward = example_spec.forwards[0]
+    assert forward.identity == ("*", 16443, "tcp")
+    assert IPNetwork("47.96.166.214/32") in forward.sources  # cn-hangzhou public IP
+    assert IPNetwork("100.104.12.64/26") in forward.sources  # cn-hangzhou private CIDR
+    assert IPNetwork("203.0.113.0/24") in forward.sources
+    assert example_spec.digest and len(example_spec.digest) == 64
+
+
+def test_adjacent_cidrs_are_merged_minimally():
+    spec = parse_spec("version: 1\ncluster: c\nforwards:\n - name: a\n   listen: {port: 1}\n"
+                      "   to: {address: 10.0.0.1, port: 2}\n   allow: {cidrs: [10.1.0.0/25, 10.1.0.128/25, 10.1.0.5]}\n")
+    assert spec.forwards[0].sources == (IPNetwork("10.1.0.0/24"),)
+
+
+def test_changing_a_target_is_the_same_forward():
+    text = "version: 1\ncluster: c\nforwards:\n - name: a\n   listen: {port: 1}\n   to: {address: %s, port: 2}\n"
+    old, new = parse_spec(text % "10.0.0.1"), parse_spec(text % "10.0.0.2")
+    assert old.forwards[0].identity == new.forwards[0].identity
+    assert old.forwards[0] != new.forwards[0]
+
+
+def test_a_newer_catalog_can_replace_the_bundled_one(tmp_path):
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text("version: 1\nregions:\n  - id: xx-test-1\n    public: [198.51.100.7]\n    private: []\n")
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text("version: 1\ncluster: c\nforwards:\n - name: a\n   listen: {port: 1}\n"
+                         "   to: {address: 10.0.0.1, port: 2}\n   allow: {regions: [xx-test-1]}\n")
+    from netfwd.catalog import parse_catalog
+    from netfwd.yamlsource import load_file
+
+    spec = load_spec(spec_file, parse_catalog(load_file(catalog)))
+    assert spec.forwards[0].sources == (IPNetwork("198.51.100.7/32"),)
+    with pytest.raises(InputError, match="unknown region 'xx-test-1'"):
+        load_spec(spec_file)  # the bundled catalog does not know it
+
+
+def test_oversized_file_is_refused_before_parsing(tmp_path):
+    big = tmp_path / "big.yaml"
+    big.write_text("# " + "x" * 1_100_000 + "\n")
+    with pytest.raises(InputError, match="larger than"):
+        load_spec(big)
+
+
+def test_non_utf8_names_the_line(tmp_path):
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes(b"version: 1\ncluster: caf\xe9\n")
+    with pytest.raises(InputError) as problem:
+        load_spec(bad)
+    assert problem.value.line == 2 and "UTF-8" in str(problem.value)
