@@ -10,6 +10,14 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "rules" / "example.yaml"
 
+pytest_plugins = ["labfixture"]  # fixtures `lab`, `lab_fw`, `make_lab` (netfwd.lab)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _repo_cwd():
+    """Tests refer to bundled files by their repository-relative paths (rules/example.yaml)."""
+    os.chdir(REPO)
+
 
 def pytest_collection_modifyitems(config, items):
     if os.geteuid() == 0:
