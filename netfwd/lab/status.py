@@ -1,0 +1,60 @@
+"""`netfwd lab status`: what exists right now, read from the kernel rather than trusted from the record."""
+
+from __future__ import annotations
+
+import subprocess
+from typing import TYPE_CHECKING
+
+from netfwd.lab import netns
+
+if TYPE_CHECKING:
+    from netfwd.lab.core import Lab
+
+# what netfwd's backends leave behind in the relay: owned chains/tables are prefixed this way
+MARKERS = ("NETFWD", "netfwd")
+
+
+def addresses(name: str) -> dict[str, list[str]]:
+    """Interface -> addresses (CIDR) inside namespace `name`."""
+    found: dict[str, list[str]] = {}
+    with netns.netlink(name) as sock:
+        names = {link["index"]: link.get("IFLA_IFNAME") for link in sock.get_links()}
+        for link in names.values():
+            found.setdefault(link, [])
+        for addr in sock.get_addr():
+            found.setdefault(names.get(addr["index"], "?"), []).append(
+                f"{addr.get('IFA_ADDRESS')}/{addr['prefixlen']}")
+    return found
+
+
+def applied(lab: "Lab") -> dict[str, list[str]]:
+    """Lines of the relay's rule sets that belong to netfwd (by their NETFWD/netfwd marker)."""
+    result: dict[str, list[str]] = {}
+    for label, argv in (("iptables-nft", ["iptables-nft-save"]), ("iptables-legacy", ["iptables-legacy-save"]),
+                        ("nftables", ["nft", "list", "ruleset"])):
+        try:
+            done = lab.run("relay", argv, check=False, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        lines = [line.strip() for line in done.stdout.splitlines() if any(m in line for m in MARKERS)]
+        if lines:
+            result[label] = lines
+    try:
+        forward = lab.run("relay", ["sysctl", "-n", "net.ipv4.ip_forward"], check=False).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        forward = "?"
+    result["ip_forward"] = [forward]
+    return result
+
+
+def collect(lab: "Lab") -> dict:
+    nodes = {}
+    for node in lab.nodes:
+        name = lab.ns(node)
+        present = netns.exists(name)
+        nodes[node] = {"netns": name, "exists": present, "interfaces": addresses(name) if present else {}}
+    processes = [{"pid": p.pid, "node": p.node, "kind": p.kind, "port": p.port, "alive": p.alive()}
+                 for p in lab.processes()]
+    relay_present = nodes["relay"]["exists"]
+    return {"name": lab.name, "complete": lab._state.complete, "addrs": lab.addrs.as_dict(),
+            "nodes": nodes, "processes": processes, "applied": applied(lab) if relay_present else {}}
