@@ -10,8 +10,6 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "rules" / "example.yaml"
 
-pytest_plugins = ["labfixture"]  # fixtures `lab`, `lab_fw`, `make_lab` (netfwd.lab)
-
 pytest_plugins = ["tests.labfixture"]  # fixtures `lab`, `lab_fw`, `make_lab` (netfwd.lab)
 
 
