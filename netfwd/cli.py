@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "render": ("netfwd.commands.render:render", "Write apply/remove scripts for a dialect."),
     "regions": ("netfwd.commands.render:regions", "Show the region catalog and its anomalies."),
     "schema": ("netfwd.commands.render:schema", "Print the spec's JSON Schema (for editors)."),
+    "whitelist": ("netfwd.commands.whitelist:whitelist", "Verify source whitelists against the regions; render them."),
 }
 
 
