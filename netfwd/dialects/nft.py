@@ -1,0 +1,376 @@
+"""`nft` dialect: netfwd's private table `inet netfwd`, replaced in one atomic `nft -f` transaction.
+
+The rendered file is a bash script, not a bare `.nft` file, because a complete apply also needs what
+nft cannot do: turn forwarding on (sysctl), persist it and the ruleset, clear conntrack entries that
+still point at an old target, and refuse to run under firewalld. The nft ruleset itself is one
+quoted here-document (no shell expansion inside), spelled exactly as `nft list table inet netfwd`
+prints it, so live state and rendered text read back through the same parser.
+
+The table is IPv4 and IPv6 at once (family inet). Rules carry `comment "netfwd:<cluster>/<name>"`;
+whitelists are interval sets named by a hash of the forward name (any name is a safe identifier).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shlex
+
+from netaddr import IPNetwork, IPRange, cidr_merge
+
+from netfwd.dialects import shell
+from netfwd.dialects.base import BaseDialect, rule_comment
+from netfwd.model import Essence, Forward, Spec
+
+TABLE = "inet netfwd"
+DELIMITER = "NETFWD_NFT"
+NFT_FILE = "etc/nftables.d/netfwd.nft"  # under $ROOT; included from the distro's nftables.conf
+INCLUDE = 'include "/etc/nftables.d/netfwd.nft"'
+NFT_CONFS = ("etc/nftables.conf", "etc/sysconfig/nftables.conf")  # Debian/Ubuntu, RHEL/Fedora
+CONF_WORDS = " ".join(f'"$ROOT/{conf}"' for conf in NFT_CONFS)
+REPLIES_COMMENT = "netfwd: replies"
+COMMENT_MAX = 128  # nftables refuses longer comments
+
+# (chain, type, hook, priority): the base chains of the private table
+CHAINS = (
+    ("prerouting", "nat", "prerouting", "dstnat"),
+    ("output", "nat", "output", "-100"),
+    ("postrouting", "nat", "postrouting", "srcnat"),
+    ("forward", "filter", "forward", "filter"),
+)
+
+
+def set_name(forward: Forward) -> str:
+    """The whitelist set of a forward: a hash, so names with '-' or '.' stay valid nft identifiers."""
+    return "allow_" + hashlib.sha256(forward.name.encode()).hexdigest()[:12]
+
+
+def comment(spec: Spec, forward: Forward) -> str:
+    """netfwd's tag; over nft's 128-byte limit it is shortened but stays unique (hash of the full tag)."""
+    tag = rule_comment(spec, forward.name)
+    if len(tag) <= COMMENT_MAX:
+        return tag
+    digest = hashlib.sha256(tag.encode()).hexdigest()[:12]
+    return f"{tag[:COMMENT_MAX - 13]}~{digest}"
+
+
+def _ip(version: int) -> str:
+    return "ip" if version == 4 else "ip6"
+
+
+def _target(forward: Forward) -> str:
+    address = forward.to.address
+    return f"{address}:{forward.to.port}" if address.version == 4 else f"[{address}]:{forward.to.port}"
+
+
+def _dnat(forward: Forward) -> str:
+    return f"{forward.protocol} dport {forward.listen.port} dnat {_ip(forward.family)} to {_target(forward)}"
+
+
+def prerouting_rule(spec: Spec, forward: Forward) -> str:
+    ip, parts = _ip(forward.family), []
+    if spec.relay.interface is not None:
+        parts.append(f'iifname "{spec.relay.interface}"')
+    if forward.sources is not None:
+        parts.append(f"{ip} saddr @{set_name(forward)}")
+    if forward.listen.address is not None:
+        parts.append(f"{ip} daddr {forward.listen.address}")
+    return " ".join([*parts, _dnat(forward), f'comment "{comment(spec, forward)}"'])
+
+
+def output_rule(spec: Spec, forward: Forward) -> str:
+    """Connections made on the relay itself skip prerouting: DNAT them in output, to local addresses only."""
+    match = ("fib daddr type local" if forward.listen.address is None
+             else f"{_ip(forward.family)} daddr {forward.listen.address}")
+    return f'{match} {_dnat(forward)} comment "{comment(spec, forward)}"'
+
+
+def _to_match(forward: Forward) -> str:
+    return (f"ct status dnat {_ip(forward.family)} daddr {forward.to.address} "
+            f"{forward.protocol} dport {forward.to.port}")
+
+
+def ruleset(spec: Spec) -> str:
+    """The nft -f payload: create-if-missing, delete, recreate — one transaction, so re-runs converge."""
+    rules: dict[str, list[str]] = {"prerouting": [], "output": [], "postrouting": [],
+                                   "forward": [f'ct state established,related accept comment "{REPLIES_COMMENT}"']}
+    sets: list[str] = []
+    for forward in spec.forwards:
+        tag = comment(spec, forward)
+        if forward.sources is not None:
+            kind = "ipv4_addr" if forward.family == 4 else "ipv6_addr"
+            sets += [f"\t# sources of {forward.name}", f"\tset {set_name(forward)} {{", f"\t\ttype {kind}",
+                     "\t\tflags interval", "\t\telements = {",
+                     *(f"\t\t\t{net}," for net in forward.sources), "\t\t}", "\t}", ""]
+        rules["prerouting"].append(prerouting_rule(spec, forward))
+        if forward.local:
+            rules["output"].append(output_rule(spec, forward))
+        if forward.masquerade:
+            rules["postrouting"].append(f'{_to_match(forward)} masquerade comment "{tag}"')
+        rules["forward"].append(f'{_to_match(forward)} accept comment "{tag}"')
+    body = [f"table {TABLE} {{}}", f"delete table {TABLE}", f"table {TABLE} {{", *sets]
+    for index, (chain, kind, hook, priority) in enumerate(CHAINS):
+        body += [f"\tchain {chain} {{", f"\t\ttype {kind} hook {hook} priority {priority}; policy accept;"]
+        body += [f"\t\t{rule}" for rule in rules[chain]]
+        body += ["\t}", "" if index < len(CHAINS) - 1 else "}"]
+    return "\n".join(body) + "\n"
+
+
+def _keep_lines(spec: Spec) -> list[str]:
+    """`<listen> <proto> <port> <target>` per forward, as the conntrack helper compares them."""
+    return [f"{'*' if f.listen.address is None else f.listen.address} {f.protocol} {f.listen.port} {_target(f)}"
+            for f in spec.forwards]
+
+
+HELPERS = [
+    "# old_dnat: '<listen> <proto> <port> <target>' for every DNAT rule in the live table (if any)",
+    "old_dnat() {",
+    "  { nft list chain inet netfwd prerouting 2>/dev/null || true; } | awk '",
+    '    / dnat (ip|ip6) to / { a = "*"; p = ""; n = ""; t = ""',
+    "      for (i = 2; i <= NF; i++) {",
+    '        if ($i == "daddr" && ($(i-1) == "ip" || $(i-1) == "ip6")) a = $(i+1)',
+    '        if ($i == "dport") { p = $(i-1); n = $(i+1) }',
+    '        if ($i == "to" && $(i-2) == "dnat") t = $(i+1)',
+    "      }",
+    '      if (t != "") print a, p, n, t }\'',
+    "}",
+    "# forget_mapping LISTEN PROTO PORT TARGET: drop conntrack entries still NATed to TARGET, so an old",
+    "# mapping (a long-lived UDP flow above all) does not outlive its rule",
+    "forget_mapping() {",
+    '  local family=ipv4 host=${4%:*} port=${4##*:}',
+    '  case $4 in "["*) family=ipv6; host=${host#[}; host=${host%]} ;; esac',
+    '  local args=(-D -f "$family" -p "$2" --orig-port-dst "$3" --reply-src "$host" --reply-port-src "$port")',
+    '  [ "$1" = "*" ] || args+=(--orig-dst "$1")',
+    '  conntrack "${args[@]}" >/dev/null 2>&1 || true',
+    "}",
+    "",
+]
+
+
+def _forward_drop_warning() -> list[str]:
+    """An accept in our table cannot overrule a drop in someone else's: say so instead of failing silently."""
+    return [
+        "# nftables: a packet dropped by ANY table's forward hook is dropped; our accept cannot overrule it.",
+        "others=$({ nft list chains 2>/dev/null || true; } | awk '/^table /{t=$2\" \"$3} "
+        "/hook forward/ && /policy drop/ && t != \"inet netfwd\" {print t}' | sort -u | tr '\\n' ' ')",
+        'if [ -n "$others" ]; then',
+        '  say "warning: forward chains with policy drop in: $others- accept the forwarded traffic there too' 
+        ' (e.g. DOCKER-USER), or use the iptables dialect"',
+        "fi",
+        "",
+    ]
+
+
+class NftDialect(BaseDialect):
+    name = "nft"
+    extension = "sh"
+    families = frozenset({4, 6})
+    protocols = frozenset({"tcp", "udp"})
+    supports_local = True
+
+    def render(self, spec: Spec) -> str:
+        self.check(spec)
+        keep = [shlex.quote(line) for line in _keep_lines(spec)]
+        lines = shell.prologue(self.header(spec, "apply"))
+        lines += [
+            "say() { printf 'netfwd: %s\\n' \"$*\" >&2; }",
+            'die() { local status=$1; shift; say "$*"; exit "$status"; }',
+            '[ "$(id -u)" -eq 0 ] || die 3 "must run as root (it changes the firewall and sysctls)"',
+            "command -v nft >/dev/null 2>&1 || die 3 'nft not found: install nftables'",
+            *shell.refuse_under_firewalld(),
+            "if nft list tables 2>/dev/null | grep -qx 'table inet firewalld'; then",
+            "  die 3 'firewalld owns this firewall (table inet firewalld): use --dialect firewalld'",
+            "fi",
+            "",
+            *HELPERS,
+            *shell.enable_forwarding(spec),
+            "# The ruleset, written to its persistent place first (atomically), then loaded from there.",
+            f'NFT_FILE="$ROOT/{NFT_FILE}"',
+            'mkdir -p "$(dirname "$NFT_FILE")"',
+            'tmp=$(mktemp "$NFT_FILE.XXXXXX")',
+            "trap 'rm -f \"$tmp\"' EXIT",
+            f"cat >\"$tmp\" <<'{DELIMITER}'",
+            "#!/usr/sbin/nft -f",
+            *[f"# {line[2:]}" for line in self.header(spec, "ruleset")],
+            ruleset(spec) + DELIMITER,
+            'before=$(old_dnat)',
+            "# One transaction: nothing is changed unless the whole ruleset is valid.",
+            'nft -f "$tmp"',
+            'chmod 644 "$tmp"',
+            'mv -f "$tmp" "$NFT_FILE"',
+            "",
+            "# Existing connections keep their old NAT mapping: forget those whose target changed or went away.",
+            "declare -A keep=()",
+            *(f"keep[{line}]=1" for line in keep),
+            'if [ -n "$before" ]; then',
+            "  if command -v conntrack >/dev/null 2>&1; then",
+            "    while read -r listen proto port target; do",
+            '      [ -n "${keep["$listen $proto $port $target"]:-}" ] && continue',
+            '      forget_mapping "$listen" "$proto" "$port" "$target"',
+            '    done <<<"$before"',
+            "  else",
+            "    say 'conntrack not found: connections opened before this change keep their old target until they end'",
+            "  fi",
+            "fi",
+            "",
+            "# Load it at boot: include it from the distro's nftables.conf (once).",
+            "included=no",
+            f"for conf in {CONF_WORDS}; do",
+            '  [ -f "$conf" ] || continue',
+            f"  grep -qxF {shlex.quote(INCLUDE)} \"$conf\" || printf '%s\\n' {shlex.quote(INCLUDE)} >>\"$conf\"",
+            "  included=yes",
+            "done",
+            'if [ "$included" = no ]; then',
+            '  say "no nftables.conf found: load $NFT_FILE at boot yourself (nft -f)"',
+            'elif [ -z "$ROOT" ] && [ -d /run/systemd/system ]; then',
+            "  systemctl enable --quiet nftables.service || say 'could not enable nftables.service'",
+            "fi",
+            "",
+            *_forward_drop_warning(),
+            f"say {shlex.quote(f'applied {len(spec.forwards)} forward(s) in table {TABLE}')}",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def render_remove(self, spec: Spec) -> str:
+        self.check(spec)
+        lines = shell.prologue(self.header(spec, "remove"))
+        lines += [
+            "say() { printf 'netfwd: %s\\n' \"$*\" >&2; }",
+            'die() { local status=$1; shift; say "$*"; exit "$status"; }',
+            '[ "$(id -u)" -eq 0 ] || die 3 "must run as root (it changes the firewall and sysctls)"',
+            "command -v nft >/dev/null 2>&1 || die 3 'nft not found: install nftables'",
+            "",
+            *HELPERS,
+            "before=$(old_dnat)",
+            "# Create-if-missing then delete: one transaction that succeeds whether or not the table exists.",
+            f"nft -f - <<'{DELIMITER}'",
+            f"table {TABLE} {{}}",
+            f"delete table {TABLE}",
+            DELIMITER,
+            "if [ -n \"$before\" ] && command -v conntrack >/dev/null 2>&1; then",
+            '  while read -r listen proto port target; do forget_mapping "$listen" "$proto" "$port" "$target"; '
+            'done <<<"$before"',
+            "fi",
+            "",
+            "# Stop loading it at boot.",
+            f'rm -f "$ROOT/{NFT_FILE}"',
+            f"for conf in {CONF_WORDS}; do",
+            '  [ -f "$conf" ] || continue',
+            f"  if grep -qxF {shlex.quote(INCLUDE)} \"$conf\"; then",
+            f"    grep -vxF {shlex.quote(INCLUDE)} \"$conf\" >\"$conf.netfwd\" || true",
+            '    cat "$conf.netfwd" >"$conf" && rm -f "$conf.netfwd"',
+            "  fi",
+            "done",
+            "",
+            *shell.forget_forwarding(),
+            f"say {shlex.quote(f'removed table {TABLE}')}",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def parse(self, text: str) -> list[Essence]:
+        """Accepts the rendered script, the bare ruleset, or `nft list table inet netfwd` / `list ruleset`."""
+        return parse_ruleset(text)
+
+
+DIALECT = NftDialect()
+
+
+# -- reading a ruleset back ---------------------------------------------------------------------------
+
+_TABLE_RE = re.compile(r"^\s*table\s+(\S+)\s+(\S+)\s*\{\s*$")
+_BLOCK_RE = re.compile(r"^\s*(\S+)\s+(\S+)\s*\{\s*$")  # chain X {, set X {, map X {, ...
+_COMMENT_RE = re.compile(r'\bcomment\s+"([^"]*)"')
+_DNAT_RE = re.compile(r"\b(tcp|udp) dport (\d+) dnat (ip6?) to (\S+)")
+
+
+def parse_ruleset(text: str) -> list[Essence]:
+    """Forwards found in netfwd's table: rules tagged `netfwd:` grouped by tag, sets resolved."""
+    sets: dict[str, list[str]] = {}
+    found: dict[str, dict] = {}
+    table = block = None
+    depth = 0
+    elements: list[str] | None = None
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip() if not raw.lstrip().startswith("#") else ""
+        if not line:
+            continue
+        if depth == 0:
+            match = _TABLE_RE.match(line)
+            if match:
+                table, depth = f"{match[1]} {match[2]}", 1
+            continue
+        if elements is not None:  # inside `elements = { ... }`, possibly over several lines
+            elements += [e for e in re.split(r"[\s,]+", line.replace("}", " ")) if e]
+            if "}" in line:
+                sets[block] = elements  # type: ignore[index]
+                elements = None
+            continue
+        if line == "}":
+            depth -= 1
+            block = None if depth <= 1 else block
+            continue
+        if line.startswith("elements = {") and table == TABLE and block is not None:
+            elements = []
+            rest = line[len("elements = {"):]
+            elements += [e for e in re.split(r"[\s,]+", rest.replace("}", " ")) if e]
+            if "}" in rest:
+                sets[block] = elements
+                elements = None
+            continue
+        match = _BLOCK_RE.match(line)
+        if match:
+            depth += 1
+            if depth == 2:
+                block = match[2] if match[1] in ("chain", "set") else None
+            continue
+        if table != TABLE or block is None:
+            continue
+        _read_rule(block, line, found)
+    result = []
+    for entry in found.values():
+        if "to_address" not in entry:
+            continue
+        source_set = entry.get("set")
+        sources = None if source_set is None else _cidrs(sets.get(source_set, []))
+        result.append(Essence(entry["listen_address"], entry["listen_port"], entry["protocol"],
+                              entry["to_address"], entry["to_port"], entry["masquerade"], entry["local"],
+                              sources))
+    return result
+
+
+def _read_rule(chain: str, line: str, found: dict[str, dict]) -> None:
+    tag = _COMMENT_RE.search(line)
+    if tag is None or not tag[1].startswith("netfwd:") or tag[1] == REPLIES_COMMENT:
+        return
+    entry = found.setdefault(tag[1], {"masquerade": False, "local": False})
+    words = line.split()
+    dnat = _DNAT_RE.search(line)
+    if chain == "prerouting" and dnat:
+        host, _, port = dnat[4].rpartition(":")
+        entry.update(listen_address=_after(words, "daddr"), listen_port=int(dnat[2]), protocol=dnat[1],
+                     to_address=host.strip("[]"), to_port=int(port))
+        saddr = _after(words, "saddr")
+        entry["set"] = saddr[1:] if saddr and saddr.startswith("@") else None
+    elif chain == "output" and dnat:
+        entry["local"] = True
+    elif chain == "postrouting" and " masquerade" in line.split(" comment ")[0]:
+        entry["masquerade"] = True
+
+
+def _after(words: list[str], key: str) -> str | None:
+    for index, word in enumerate(words[:-1]):
+        if word == key and index > 0 and words[index - 1] in ("ip", "ip6"):
+            return words[index + 1]
+    return None
+
+
+def _cidrs(elements: list[str]) -> tuple[str, ...]:
+    """Set elements as nft prints them (hosts without /32, maybe ranges) -> the minimal CIDR list."""
+    nets: list[IPNetwork] = []
+    for element in elements:
+        if "-" in element:
+            first, last = element.split("-", 1)
+            nets.extend(IPRange(first, last).cidrs())
+        else:
+            nets.append(IPNetwork(element))
+    return tuple(str(net) for net in cidr_merge(nets))
