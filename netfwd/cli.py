@@ -18,6 +18,7 @@ from netfwd.errors import NetfwdError
 COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("netfwd.commands.render:validate", "Check a spec and print its forwards."),
     "render": ("netfwd.commands.render:render", "Write apply/remove scripts for a dialect."),
+    "lab": ("netfwd.commands.lab:lab", "Rehearse the relay path in network namespaces (root)."),
     "regions": ("netfwd.commands.render:regions", "Show the region catalog and its anomalies."),
     "schema": ("netfwd.commands.render:schema", "Print the spec's JSON Schema (for editors)."),
     "whitelist": ("netfwd.commands.whitelist:whitelist", "Verify source whitelists against the regions; render them."),

@@ -75,7 +75,7 @@ class HttpsResult:
         return json.loads(self.body or "null")
 
 
-def _crash_point(stage: str) -> None:
+def crash_point(stage: str) -> None:
     """Test hook: NETFWD_LAB_CRASH_AT=<stage> SIGKILLs this process there, to prove `down` recovers."""
     if os.environ.get("NETFWD_LAB_CRASH_AT") == stage:
         os.kill(os.getpid(), signal.SIGKILL)
@@ -122,14 +122,14 @@ class Lab:
                 raise EnvironmentProblem(f"network namespace {ns_name(self.name, node)} already exists")
         state.namespaces = [ns_name(self.name, node) for node in nodes]
         state.save()  # intent first: a crash from here on is recoverable by `down`
-        _crash_point("claimed")
+        crash_point("claimed")
         for name in list(state.namespaces):
             if netns.exists(name):  # appeared since the check: not ours, so forget it before down runs
                 state.namespaces.remove(name)
                 state.save()
                 raise EnvironmentProblem(f"network namespace {name} already exists")
             netns.create(name)
-        _crash_point("namespaces")
+        crash_point("namespaces")
         client, relay, onprem = self.ns("client"), self.ns("relay"), self.ns("onprem")
         if state.router:
             router = self.ns("router")
@@ -138,7 +138,7 @@ class Lab:
         else:
             netns.veth(client, a.client_if, relay, a.relay_outside_if)
         netns.veth(relay, a.relay_inside_if, onprem, a.onprem_if)
-        _crash_point("links")
+        crash_point("links")
         client_len = a.client_net.split("/")[1]
         outside_len = a.outside_net.split("/")[1]
         inside_len = a.inside_net.split("/")[1]
@@ -154,7 +154,7 @@ class Lab:
             netns.configure(self.ns("router"), {a.router_client_if: [f"{a.router_client}/{client_len}"],
                                                 a.router_relay_if: [f"{a.router_relay}/{outside_len}"]})
             netns.sysctl(self.ns("router"), "net.ipv4.ip_forward", "1")
-        _crash_point("configured")
+        crash_point("configured")
         state.complete = True
         state.save()
 
@@ -305,10 +305,13 @@ class Lab:
     # -- clients ----------------------------------------------------------------------------------
 
     def connect(self, node: str, host: str, port: int, source: str | None = None, timeout: float = 2.0,
-                udp: bool = False, send: str = "") -> ConnectResult:
+                udp: bool = False, send: str = "", read: bool = True) -> ConnectResult:
         """One TCP connection (or UDP datagram) from `node`, optionally from `source`; never raises
-        for network outcomes - see :class:`ConnectResult`."""
+        for network outcomes - see :class:`ConnectResult`. With read=False a TCP connection is closed
+        as soon as it is established (for servers that wait for the client, such as TLS)."""
         args = ["connect", host, str(port), "--timeout", str(timeout)]
+        if not read:
+            args.append("--no-read")
         if source:
             args += ["--source", source]
         if udp:

@@ -169,20 +169,27 @@ def connect(args: argparse.Namespace) -> dict:
             sock.send(args.send.encode() or b"?\n")
         elif args.send:
             sock.sendall(args.send.encode())
-        chunks = []
-        while True:
+    except OSError as problem:
+        sock.close()
+        return {"ok": False, "reason": _reason(problem), "data": None,
+                "elapsed": round(time.monotonic() - started, 4)}
+    chunks: list[bytes] = []
+    try:
+        while not args.no_read:
             chunk = sock.recv(65536)
             chunks.append(chunk)
             if not chunk or args.udp:
                 break
-        data = b"".join(chunks).decode(errors="replace")
-        return {"ok": True, "reason": "syn-ack" if not args.udp else "udp-reply", "data": data,
-                "elapsed": round(time.monotonic() - started, 4)}
     except OSError as problem:
-        return {"ok": False, "reason": _reason(problem), "data": None,
-                "elapsed": round(time.monotonic() - started, 4)}
+        if args.udp:  # no datagram came back: for UDP that is the whole answer
+            return {"ok": False, "reason": _reason(problem), "data": None,
+                    "elapsed": round(time.monotonic() - started, 4)}
+        # TCP: connected, the server just said nothing (e.g. a TLS server waiting for a hello)
     finally:
         sock.close()
+    data = b"".join(chunks).decode(errors="replace")
+    return {"ok": True, "reason": "udp-reply" if args.udp else "syn-ack", "data": data,
+            "elapsed": round(time.monotonic() - started, 4)}
 
 
 def get(args: argparse.Namespace) -> dict:
@@ -259,6 +266,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             p.add_argument("--udp", action="store_true")
             p.add_argument("--send", default="")
+            p.add_argument("--no-read", action="store_true", help="close right after connecting")
         p.add_argument("--source")
         p.add_argument("--timeout", type=float, default=2.0)
     args = parser.parse_args(argv)

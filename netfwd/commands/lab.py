@@ -1,0 +1,215 @@
+"""`netfwd lab up|status|exec|down|demo`: the rehearsal topology from the command line (needs root).
+
+Thin wrappers over :mod:`netfwd.lab`; a lab outlives the command that built it (its state file
+under $NETFWD_LAB_DIR records everything), so `up`, `exec` and `down` can be separate runs.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from netfwd.errors import EXIT_FINDINGS, EnvironmentProblem, InputError
+
+BUNDLED_EXAMPLE = Path(__file__).resolve().parents[2] / "rules" / "example.yaml"
+NAME_OPTION = click.option("--name", "-n", help="The lab's name (default: the only lab there is).")
+OUTPUT_OPTION = click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table",
+                             show_default=True, help="Report format.")
+
+
+def _pick(name: str | None):
+    """The lab called `name`, or the only recorded lab; a clear error otherwise."""
+    from netfwd.lab import Lab
+    from netfwd.lab.state import recorded_labs
+
+    if name:
+        return Lab.attach(name)
+    labs = recorded_labs()
+    if not labs:
+        raise InputError("no lab is up (start one with `netfwd lab up`)", field="--name")
+    if len(labs) > 1:
+        raise InputError(f"several labs are up ({', '.join(labs)}): choose one with --name", field="--name")
+    return Lab.attach(labs[0])
+
+
+@click.group()
+def lab() -> None:
+    """Rehearse the relay path in network namespaces: client -> relay -> on-prem API server.
+
+    \b
+    Example:
+      sudo netfwd lab demo
+      sudo netfwd lab up --name ab12
+      sudo netfwd lab exec --name ab12 client -- ip route
+      sudo netfwd lab down --name ab12
+    """
+
+
+@lab.command()
+@NAME_OPTION
+@click.option("--spec", "spec_file", type=click.Path(dir_okay=False),
+              help="Name the relay's outside interface after the spec and start a stand-in on each target port.")
+@click.option("--router", is_flag=True, help="Put a router between client and relay (the relay is hop 2).")
+@click.option("--route-back", is_flag=True, help="Give on-prem a default route via the relay (no masquerade needed).")
+@click.option("--firewalld", is_flag=True, help="Run firewalld in the relay (private D-Bus and /etc/firewalld).")
+@click.option("--no-apiserver", is_flag=True, help="Start no API-server stand-in.")
+@click.option("--san", "sans", multiple=True, help="A SAN for the stand-in's certificate (repeatable; "
+                                                   "default: on-prem IP and kubernetes names, not the relay).")
+@click.option("--git-version", default="v1.28.3", show_default=True, help="The stand-in's /version gitVersion.")
+@click.option("--anonymous/--no-anonymous", default=True, show_default=True,
+              help="--no-anonymous: the stand-in answers 401 to everything, like --anonymous-auth=false.")
+@OUTPUT_OPTION
+def up(name: str | None, spec_file: str | None, router: bool, route_back: bool, firewalld: bool,
+       no_apiserver: bool, sans: tuple[str, ...], git_version: str, anonymous: bool, output: str) -> None:
+    """Build a lab and leave it running; print its name and addresses."""
+    from netfwd.lab import Lab
+    from netfwd.lab.core import crash_point
+
+    ports: list[tuple[int, str]] = [(6443, "tcp")]
+    interface = "ext0"
+    if spec_file:
+        from netfwd.spec import load_spec
+
+        spec = load_spec(spec_file)
+        interface = spec.relay.interface or interface
+        ports = sorted({(f.to.port, f.protocol) for f in spec.forwards})
+    built = Lab.up(name, router=router, onprem_route_back=route_back, relay_outside_if=interface)
+    try:
+        if not no_apiserver:
+            for port, protocol in ports:
+                if protocol == "tcp":
+                    built.start_server("onprem", port, kind="apiserver", sans=list(sans) or None,
+                                       git_version=git_version, anonymous=anonymous)
+                else:
+                    built.start_server("onprem", port, udp=True)
+        crash_point("servers")
+        if firewalld:
+            built.start_firewalld()
+    except BaseException:
+        built.down()
+        raise
+    _show(built.status(), output)
+
+
+@lab.command()
+@NAME_OPTION
+@OUTPUT_OPTION
+def status(name: str | None, output: str) -> None:
+    """Show a lab's namespaces, addresses, processes and the netfwd rules applied in its relay."""
+    from netfwd.lab import Lab
+    from netfwd.lab.state import recorded_labs
+
+    names = [name] if name else recorded_labs()
+    reports = [Lab.attach(n).status() for n in names]
+    if output == "json":
+        click.echo(json.dumps(reports if not name else reports[0], indent=2))
+        return
+    if not reports:
+        click.echo("no lab is up")
+    for report in reports:
+        _show(report, "table")
+
+
+@lab.command(name="exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@NAME_OPTION
+@click.argument("node", type=click.Choice(["client", "relay", "onprem", "router"]))
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_(name: str | None, node: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND inside NODE's namespace (`netfwd lab exec relay -- iptables-save`); exits with its code."""
+    chosen = _pick(name)
+    try:
+        namespace = chosen.ns(node)
+    except ValueError as problem:
+        raise InputError(str(problem), field="NODE") from None
+    argv = list(command[1:] if command and command[0] == "--" else command)
+    try:
+        done = subprocess.run(["ip", "netns", "exec", namespace, *argv])
+    except FileNotFoundError as missing:
+        raise EnvironmentProblem(f"cannot run ip netns exec: {missing}") from None
+    sys.exit(done.returncode)
+
+
+@lab.command()
+@click.option("--name", "-n", "names", multiple=True, help="The lab to remove (repeatable; default: the only one).")
+def down(names: tuple[str, ...]) -> None:
+    """Stop every process and remove every namespace a lab made (also after a crash); only those."""
+    from netfwd.lab.core import destroy
+
+    targets = list(names) or [_pick(None).name]
+    for target in targets:
+        from netfwd.lab.state import LAB_NAME_RE, state_path
+
+        if not LAB_NAME_RE.match(target) or not state_path(target).exists():
+            raise InputError(f"no lab named {target!r} (see `netfwd lab status`)", field="--name")
+        removed = destroy(target)
+        click.echo(f"lab {target} is down ({len(removed)} item(s) removed)")
+
+
+@lab.command()
+@click.option("--spec", "spec_file", type=click.Path(dir_okay=False), default=None,
+              help="The spec to rehearse (default: the bundled rules/example.yaml).")
+@click.option("--dialect", "-d", "dialect_name", default="iptables", show_default=True,
+              help="Which Linux dialect's script to apply on the relay.")
+@click.option("--keep", is_flag=True, help="Leave the lab running afterwards (remove it with `netfwd lab down`).")
+@OUTPUT_OPTION
+def demo(spec_file: str | None, dialect_name: str, keep: bool, output: str) -> None:
+    """Up -> render and apply the spec on the relay -> probe from the client -> report -> down.
+
+    Targets are replaced by the lab's on-prem address, and the lab's client range is added to the
+    whitelist (in memory only). Exit 0 when every check behaved as expected, 1 otherwise.
+    """
+    from netfwd.lab.demo import run_demo
+
+    path = spec_file or str(BUNDLED_EXAMPLE)
+    if not Path(path).is_file():
+        raise InputError("no such file", file=path)
+    quiet = output == "json"
+    report, kept = run_demo(path, dialect_name, keep=keep,
+                            progress=(lambda _: None) if quiet else (lambda m: click.echo(f"* {m}", err=True)))
+    if output == "json":
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"netfwd lab demo: {report.spec} via {report.dialect} in lab {report.lab}")
+        for column in ("check", "expected", "got", "", "note"):
+            table.add_column(column, overflow="fold")
+        for check in report.checks:
+            table.add_row(check.name, check.expect, check.got, "ok" if check.ok else "FAIL", check.note)
+        Console().print(table)
+        click.echo("all checks as expected" if report.ok else "some checks FAILED")
+        if kept is not None:
+            click.echo(f"lab {kept.name} kept: netfwd lab down --name {kept.name}")
+    if not report.ok:
+        sys.exit(EXIT_FINDINGS)
+
+
+def _show(report: dict, output: str) -> None:
+    if output == "json":
+        click.echo(json.dumps(report, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"lab {report['name']}" + ("" if report["complete"] else " (incomplete: run lab down)"))
+    for column in ("node", "netns", "interfaces", "processes"):
+        table.add_column(column, overflow="fold")
+    for node, info in report["nodes"].items():
+        interfaces = "; ".join(f"{i} {' '.join(a for a in addrs if ':' not in a)}".strip()
+                               for i, addrs in info["interfaces"].items() if i != "lo")
+        procs = ", ".join(f"{p['kind']}:{p['port'] or ''} pid {p['pid']}{'' if p['alive'] else ' (dead)'}"
+                          for p in report["processes"] if p["node"] == node)
+        table.add_row(node, info["netns"] + ("" if info["exists"] else " (missing)"), interfaces, procs)
+    Console().print(table)
+    applied = {k: v for k, v in report["applied"].items() if k != "ip_forward"}
+    click.echo(f"relay ip_forward={report['applied'].get('ip_forward', ['?'])[0]}; "
+               f"netfwd rules: {sum(len(v) for v in applied.values()) or 'none'}"
+               + "".join(f"\n  [{k}] {line}" for k, lines in applied.items() for line in lines))
+    a = report["addrs"]
+    click.echo(f"clients dial {a['relay_outside']}; allowed source {a['client_allowed']} "
+               f"({a['allowed_cidr']}), denied source {a['client_denied']}; on-prem {a['onprem']}")
