@@ -161,6 +161,12 @@ class Lab:
     def down(self) -> None:
         """Stop every process and remove every namespace and file this lab recorded; repeatable."""
         destroy(self.name, self._children)
+        for child in self._children.values():  # also when another process tore the lab down
+            try:
+                child.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                pass
+        self._children.clear()
 
     def __enter__(self) -> "Lab":
         return self

@@ -1,0 +1,170 @@
+"""Acceptance: a lab leaves `ip netns list`, `ip link` and the process table as it found them -
+after a normal run, after a demo, and after `lab up` was SIGKILLed half-way. Plus its time budget."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from netfwd.lab import Lab
+
+pytestmark = pytest.mark.netns
+NETFWD = [sys.executable, "-m", "netfwd"]
+
+
+@pytest.fixture
+def lab_dir(tmp_path, monkeypatch):
+    """A private state directory, shared by this test's CLI runs and in-process labs."""
+    directory = tmp_path / "labs"
+    monkeypatch.setenv("NETFWD_LAB_DIR", str(directory))
+    return directory
+
+
+def cli(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    done = subprocess.run([*NETFWD, *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+def root_links() -> list[str]:
+    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
+    return sorted(line.split(":")[1].strip() for line in out.splitlines())
+
+
+def lab_namespaces(name: str) -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    return sorted(line.split()[0] for line in out.splitlines() if line.startswith(f"nf-{name}-"))
+
+
+def ns_inodes(name: str) -> set[int]:
+    return {os.stat(f"/run/netns/{ns}").st_ino for ns in lab_namespaces(name)}
+
+
+def processes_in(inodes: set[int]) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}/ns/net").st_ino in inodes:
+                    found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                if text.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
+                    found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def my_children() -> list[int]:
+    try:
+        return sorted(int(p) for p in Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split())
+    except OSError:
+        return []
+
+
+def baseline(name: str, lab_dir: Path) -> dict:
+    return {"netns": lab_namespaces(name), "links": root_links(), "children": my_children(),
+            "mentioning": processes_mentioning(str(lab_dir))}
+
+
+def assert_restored(before: dict, name: str, lab_dir: Path, inodes: set[int]) -> None:
+    deadline = time.monotonic() + 3  # killed orphans are reaped by init, a moment later
+    while True:
+        now = baseline(name, lab_dir)
+        leftovers = processes_in(inodes)
+        if (now == before and not leftovers) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert now["netns"] == before["netns"] == []
+    assert now["links"] == before["links"]
+    assert now["children"] == before["children"]
+    assert now["mentioning"] == before["mentioning"] == []
+    assert leftovers == []
+    assert not (lab_dir / f"{name}.json").exists() and not (lab_dir / name).exists()
+
+
+def test_up_flow_down_leaves_the_host_as_before(lab_dir):
+    name = secrets.token_hex(3)
+    before = baseline(name, lab_dir)
+    up = json.loads(cli("lab", "up", "--name", name, "--firewalld", "-o", "json").stdout)
+    assert up["complete"] and {p["kind"] for p in up["processes"]} == {"apiserver", "firewalld", "dbus-daemon"}
+    inodes = ns_inodes(name)
+    assert len(inodes) == 3 and root_links() == before["links"]  # veths never touch the host namespace
+    lab = Lab.attach(name)
+    a = lab.addrs
+    lab.firewall_cmd("--zone=public", "--add-interface", a.relay_outside_if)
+    lab.firewall_cmd("--zone=public", f"--add-forward-port=port=16443:proto=tcp:toaddr={a.onprem}:toport=6443")
+    lab.firewall_cmd("--zone=public", "--add-masquerade")
+    assert lab.https_get("client", a.relay_outside, 16443, "/readyz", server_name=a.onprem).body == "ok"
+    lab.start_server("relay", 7000)
+    # a helper the caller "forgot" inside a lab namespace: down removes it too
+    stray = subprocess.Popen(["ip", "netns", "exec", lab.ns("client"), "sleep", "600"], start_new_session=True)
+    status = json.loads(cli("lab", "status", "--name", name, "-o", "json").stdout)
+    assert all(p["alive"] for p in status["processes"]) and len(status["processes"]) == 4
+    cli("lab", "down", "--name", name)
+    assert stray.wait(timeout=5) is not None
+    lab.down()  # already down: only reaps the whoami server this process started (no zombie left)
+    assert_restored(before, name, lab_dir, inodes)
+
+
+STAGES = ["claimed", "namespaces", "links", "configured", "servers"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_down_recovers_a_lab_killed_during_up(lab_dir, stage):
+    name = secrets.token_hex(3)
+    before = baseline(name, lab_dir)
+    crashed = cli("lab", "up", "--name", name, check=False, env={"NETFWD_LAB_CRASH_AT": stage})
+    assert crashed.returncode == -9  # SIGKILL: no finally, no atexit ran
+    assert (lab_dir / f"{name}.json").exists()
+    inodes = ns_inodes(name)
+    if stage != "claimed":
+        assert len(inodes) == 3
+    if stage == "servers":
+        assert processes_in(inodes), "the stand-in should be running in the half-built lab"
+    status = cli("lab", "status", "--name", name, "-o", "json")
+    assert json.loads(status.stdout)["complete"] is (stage == "servers")
+    cli("lab", "down", "--name", name)
+    assert_restored(before, name, lab_dir, inodes)
+    assert cli("lab", "down", "--name", name, check=False).returncode == 2  # gone: nothing left to name
+
+
+def test_demo_runs_and_cleans_up(lab_dir):
+    links = root_links()
+    done = cli("lab", "demo", "-o", "json")
+    report = json.loads(done.stdout)
+    assert report["ok"] and len(report["checks"]) == 6
+    assert {c["name"].split(": ")[-1] for c in report["checks"]} >= {"GET /version (tls-server-name kubernetes)"}
+    assert lab_namespaces(report["lab"]) == [] and root_links() == links
+    assert list(lab_dir.iterdir()) == []
+
+
+def test_up_and_down_each_take_under_two_seconds(lab_dir):
+    started = time.monotonic()
+    lab = Lab.up()
+    built = time.monotonic() - started
+    inodes = ns_inodes(lab.name)
+    lab.start_server("onprem", 6443, kind="apiserver")
+    started = time.monotonic()
+    lab.down()
+    removed = time.monotonic() - started
+    assert built < 2.0 and removed < 2.0, (built, removed)
+    assert processes_in(inodes) == [] and lab_namespaces(lab.name) == []
