@@ -162,7 +162,7 @@ class Spec:
             raise ModelError("version", f"{self.version!r} is not a supported spec version (1)")
         check_name(self.cluster, "cluster")
         names: dict[str, int] = {}
-        taken: dict[tuple[str, int, str], int] = {}
+        taken: dict[tuple[int, str], dict[str, int]] = {}
         for index, forward in enumerate(self.forwards):
             where = f"forwards[{index}]"
             if forward.name in names:
@@ -178,17 +178,17 @@ class Spec:
 
     @staticmethod
     def _check_identity(forward: Forward, index: int, taken: dict) -> None:
+        """`taken` maps (port, protocol) -> {listen address or "*": forward index}."""
         address, port, proto = forward.identity
-        clashes = [(address, port, proto)]
+        on_port = taken.setdefault((port, proto), {})
         # a wildcard listener and a specific address on the same port/protocol shadow each other
-        clashes += [key for key in taken if key[1:] == (port, proto) and "*" in (address, key[0])]
-        for key in clashes:
-            if key in taken:
-                raise ModelError(f"forwards[{index}].listen",
-                                 f"{forward.listen}/{proto} is already taken by forwards[{taken[key]}]; "
-                                 "a forward is identified by listen address, port and protocol "
-                                 "(to change a target, edit that forward)")
-        taken[(address, port, proto)] = index
+        rival = on_port.get(address, on_port.get("*") if address != "*" else next(iter(on_port.values()), None))
+        if rival is not None:
+            raise ModelError(f"forwards[{index}].listen",
+                             f"{forward.listen}/{proto} is already taken by forwards[{rival}]; "
+                             "a forward is identified by listen address, port and protocol "
+                             "(to change a target, edit that forward)")
+        on_port[address] = index
 
     def _check_loop(self, forward: Forward, where: str) -> None:
         own = {a for a in (forward.listen.address, self.relay.address) if a is not None}

@@ -59,6 +59,7 @@ class _Builder:
     def __init__(self, doc: Located, catalog: Catalog | None) -> None:
         self.doc = doc
         self._catalog = catalog
+        self._resolved: dict[tuple, Allow] = {}
 
     @property
     def catalog(self) -> Catalog:
@@ -171,8 +172,11 @@ class _Builder:
         nets = tuple(self.network(c, f"allow.cidrs[{i}]") for i, c in enumerate(cidrs))
         if not region_ids and not nets:
             raise ModelError("allow", "is empty: it would admit no source at all (omit `allow` to admit any)")
-        resolved = [n for region in region_ids for n in self.catalog.region(region).networks] + list(nets)
-        return Allow(region_ids, nets, tuple(cidr_merge(resolved)))
+        key = (region_ids, nets)
+        if key not in self._resolved:  # large specs repeat the same whitelist many times
+            resolved = [n for region in region_ids for n in self.catalog.region(region).networks] + list(nets)
+            self._resolved[key] = Allow(region_ids, nets, tuple(cidr_merge(resolved)))
+        return self._resolved[key]
 
 
 

@@ -8,6 +8,7 @@ owned state is a single `iptables-restore --noflush` transaction.
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass
 
@@ -31,14 +32,21 @@ class Rule:
 
     def save_line(self) -> str:
         """The rule as `iptables-save` prints it (comments double-quoted)."""
-        return f"-A {self.chain} " + " ".join(_save_quote(a) for a in self.args)
+        words = list(self.args)
+        if "--comment" in words:
+            at = words.index("--comment") + 1
+            words[at] = f'"{words[at]}"'
+        return f"-A {self.chain} " + " ".join(words)
 
     def shell_args(self) -> str:
+        """`-t TABLE -A CHAIN ARGS...` quoted for bash (fast path: validated values need no quoting)."""
+        joined = " ".join(self.args)
+        if len(joined.split(" ")) == len(self.args) and not _SHELL_UNSAFE.search(joined):
+            return f"-t {self.table} -A {self.chain} {joined}"
         return " ".join(shlex.quote(a) for a in ("-t", self.table, "-A", self.chain, *self.args))
 
 
-def _save_quote(arg: str) -> str:
-    return f'"{arg}"' if (" " in arg or arg.startswith("netfwd")) else arg
+_SHELL_UNSAFE = re.compile(r"[^\w@%+=:,./ -]", re.ASCII)
 
 
 def _port_match(protocol: str, port: int) -> tuple[str, ...]:

@@ -89,7 +89,7 @@ def test_a_newer_catalog_can_replace_the_bundled_one(tmp_path):
 
 def test_oversized_file_is_refused_before_parsing(tmp_path):
     big = tmp_path / "big.yaml"
-    big.write_text("# " + "x" * 1_100_000 + "\n")
+    big.write_text("# " + "x" * 8_100_000 + "\n")
     with pytest.raises(InputError, match="larger than"):
         load_spec(big)
 
