@@ -59,7 +59,9 @@ def cli() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; report netfwd errors as one line on stderr with their exit code, never a traceback."""
     try:
-        cli.main(args=argv, prog_name="netfwd", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="netfwd", standalone_mode=False)
+        if isinstance(code, int) and not isinstance(code, bool) and code:  # ctx.exit(N) returns N here
+            sys.exit(code)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
     except click.Abort:
