@@ -35,7 +35,7 @@ class LabCommandError(subprocess.CalledProcessError):
 
     def __str__(self) -> str:
         tail = (self.stderr or self.stdout or "").strip()
-        return f"{super().__str__()}{': ' + tail[-2000:] if tail else ''}"
+        return f"{super().__str__().rstrip('.')}: {tail[-2000:]}" if tail else super().__str__()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,74 @@
+"""Clear errors from the lab: not root, bad names, taken names and ports, unknown nodes and options."""
+
+from __future__ import annotations
+
+import pytest
+
+from netfwd.cli import main
+from netfwd.errors import EnvironmentProblem, InputError
+from netfwd.lab import Lab
+from netfwd.lab import netns
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as done:
+        main(list(args))
+    return done.value.code, capsys.readouterr().err
+
+
+def test_not_root_is_an_environment_problem(monkeypatch, capsys):
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    with pytest.raises(EnvironmentProblem, match="needs root"):
+        netns.check_environment()
+    code, err = run_cli(capsys, "lab", "up")
+    assert code == 3 and err.count("\n") == 1 and "needs root" in err and "Traceback" not in err
+
+
+def test_missing_iproute2_is_named(monkeypatch):
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    monkeypatch.setattr("shutil.which", lambda tool: None)
+    with pytest.raises(EnvironmentProblem, match="iproute2"):
+        netns.check_environment()
+
+
+def test_cli_bad_name_and_unknown_lab_exit_2(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("NETFWD_LAB_DIR", str(tmp_path))
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    code, err = run_cli(capsys, "lab", "up", "--name", "Bad!")
+    assert code == 2 and "'Bad!' is not a lab name" in err and err.count("\n") == 1
+    code, err = run_cli(capsys, "lab", "down", "--name", "nope")
+    assert code == 2 and "no lab named 'nope'" in err
+    code, err = run_cli(capsys, "lab", "exec", "client", "--", "true")
+    assert code == 2 and "no lab is up" in err
+    code, err = run_cli(capsys, "lab", "demo", "--spec", str(tmp_path / "missing.yaml"))
+    assert code == 2 and "missing.yaml: no such file" in err
+
+
+@pytest.mark.netns
+def test_a_taken_name_is_refused_and_left_alone(lab):
+    with pytest.raises(InputError, match="already exists"):
+        Lab.up(name=lab.name)
+    assert lab.run("relay", ["true"]).returncode == 0  # the existing lab still works
+
+
+@pytest.mark.netns
+def test_a_server_that_cannot_start_says_why_and_leaves_nothing(lab):
+    lab.start_server("relay", 7000)
+    with pytest.raises(EnvironmentProblem, match="did not start.*Address already in use"):
+        lab.start_server("relay", 7000)
+    assert len(lab.processes()) == 1
+    with pytest.raises(ValueError, match="unknown server kind"):
+        lab.start_server("relay", 7001, kind="ftp")
+    with pytest.raises(TypeError, match="colour"):
+        lab.start_server("relay", 7001, colour="red")
+    with pytest.raises(ValueError, match="no node 'router'"):
+        lab.run("router", ["true"])
+
+
+@pytest.mark.netns
+def test_a_failing_command_reports_its_stderr(lab):
+    from netfwd.lab import LabCommandError
+
+    with pytest.raises(LabCommandError, match="nosuchif0.* does not exist"):
+        lab.run("relay", ["ip", "link", "show", "nosuchif0"])
+    assert lab.run("relay", ["ip", "link", "show", "nosuchif0"], check=False).returncode != 0
