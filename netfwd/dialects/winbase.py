@@ -1,0 +1,266 @@
+"""What the netsh and PowerShell dialects share: the per-forward plan, the Essence rules, and a
+model of the Windows state their scripts change (used to read scripts back, since no Windows runs here).
+
+How a Windows relay forwards (facts.md §4): ``netsh interface portproxy`` keeps a table per address
+family pair (``v4tov4`` ...) keyed by listen address and port, served by the IP Helper service, plus
+an inbound Windows Firewall rule that admits the sources. Portproxy is a *proxy*: it accepts the
+connection and opens a new one to the target. So, in an :class:`~netfwd.model.Essence`:
+
+* ``masquerade`` is always true: the target always sees the relay as the source. A spec asking for
+  ``masquerade: false`` is refused (the client address cannot be preserved).
+* ``local`` is always true: the listener also accepts connections made on the relay itself, whatever
+  the spec says (the spec's default ``local: false`` is accepted, and means nothing on Windows).
+* ``listen_address`` is None for the wildcard (netsh ``listenaddress=*``), else the canonical address.
+* ``sources`` are the inbound rule's remote addresses as a minimal sorted CIDR list, None for ``any``.
+  A port proxy with no inbound rule at all reads back as ``()``: no remote source can reach it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from netaddr import IPNetwork, cidr_merge
+
+from netfwd.dialects.base import BaseDialect, rule_comment
+from netfwd.errors import UnsupportedByDialect
+from netfwd.model import Essence, Forward, Spec
+from netfwd.windows import TABLES, WILDCARD, normalise_address, table_name
+
+
+@dataclass(frozen=True, slots=True)
+class WinForward:
+    """One forward, spelled the way both Windows dialects write it."""
+
+    name: str
+    rule_name: str  # firewall rule name / DisplayName: "netfwd <cluster> <forward>"
+    description: str  # "netfwd:<cluster>/<forward> to <target>": the tag netfwd finds its rules by
+    table: str  # v4tov4 | v4tov6 | v6tov4 | v6tov6
+    listen_address: str  # "*" or an address
+    listen_port: int
+    connect_address: str
+    connect_port: int
+    local_ip: str | None  # the firewall rule's local address (None: any local address)
+    sources: tuple[str, ...] | None  # minimal CIDR list; None = any
+    family: int  # of the listening side: 4 or 6
+
+    @property
+    def stale_tables(self) -> tuple[str, ...]:
+        """Tables that may hold an older entry for the same listen socket (a target of another family)."""
+        return tuple(t for t in TABLES if t.startswith(f"v{self.family}to"))
+
+    def listen_text(self) -> str:
+        return f"[{self.listen_address}]:{self.listen_port}" if ":" in self.listen_address \
+            else f"{self.listen_address}:{self.listen_port}"
+
+    def target_text(self) -> str:
+        return f"[{self.connect_address}]:{self.connect_port}" if ":" in self.connect_address \
+            else f"{self.connect_address}:{self.connect_port}"
+
+
+def plan(spec: Spec) -> list[WinForward]:
+    return [_plan_forward(spec, forward) for forward in spec.forwards]
+
+
+def _plan_forward(spec: Spec, forward: Forward) -> WinForward:
+    family = forward.listen.address.version if forward.listen.address is not None else 4
+    listen = WILDCARD if forward.listen.address is None else str(forward.listen.address)
+    target = str(forward.to.address)
+    sources = None if forward.sources is None else tuple(str(n) for n in forward.sources)
+    return WinForward(
+        name=forward.name,
+        rule_name=f"netfwd {spec.cluster} {forward.name}",
+        description=f"{rule_comment(spec, forward.name)} to {forward.to}",
+        table=table_name(family, forward.to.address.version),
+        listen_address=listen, listen_port=forward.listen.port,
+        connect_address=target, connect_port=forward.to.port,
+        local_ip=None if forward.listen.address is None else listen,
+        sources=sources, family=family,
+    )
+
+
+class WindowsDialect(BaseDialect):
+    """Capabilities of a Windows relay (portproxy: TCP only, always proxies) and the Essence rules."""
+
+    relay_os = "windows"
+    protocols = frozenset({"tcp"})
+    supports_local = True  # accepted; portproxy serves local connections anyway (see module doc)
+    supports_no_masquerade = False
+
+    def check(self, spec: Spec) -> None:
+        super().check(spec)
+        for index, forward in enumerate(spec.forwards):
+            family = forward.listen.address.version if forward.listen.address is not None else 4
+            for source in forward.sources or ():
+                if source.version != family:  # the model checks this too; the firewall rule needs it
+                    raise UnsupportedByDialect(f"forwards[{index}].allow",
+                                               f"IPv{source.version} source {source} for an IPv{family} listener")
+
+    def expected(self, spec: Spec) -> list[Essence]:
+        return [expected_essence(f) for f in spec.forwards]
+
+
+def expected_essence(forward: Forward) -> Essence:
+    """The Essence a Windows relay gives back for `forward` (see the module docstring)."""
+    essence = forward.essence()
+    return essence._replace(masquerade=True, local=True,
+                            sources=None if essence.sources is None else _merged(essence.sources))
+
+
+def _merged(cidrs) -> tuple[str, ...]:
+    return tuple(str(n) for n in cidr_merge([IPNetwork(c) for c in cidrs]))
+
+
+# -- the state a script changes ---------------------------------------------------------------
+
+
+@dataclass
+class FirewallRule:
+    display_name: str
+    rule_id: str | None  # PowerShell -Name; netsh-made rules get a GUID we never see
+    local_port: int | None
+    local_ip: str | None  # None: any
+    remote: tuple[str, ...] | None  # None: any
+    allows_inbound_tcp: bool = True
+
+
+class ScriptError(ValueError):
+    """A script line that the Windows state model cannot interpret."""
+
+
+@dataclass
+class WindowsState:
+    """Port proxies and firewall rules, as changed by the netsh lines and cmdlets netfwd emits."""
+
+    proxies: dict[tuple[str, str, int], tuple[str, int]] = field(default_factory=dict)
+    rules: list[FirewallRule] = field(default_factory=list)
+
+    # -- netsh -----------------------------------------------------------------------------
+    def netsh(self, argv: list[str]) -> None:
+        """Apply one netsh invocation (argv without the program name); read-only commands are ignored."""
+        words = [a for a in argv]
+        lowered = [w.lower() for w in words]
+        if lowered[:2] == ["interface", "portproxy"] or lowered[:2] == ["int", "portproxy"]:
+            self._portproxy(lowered[2:3], words[3:])
+        elif lowered[:3] == ["advfirewall", "firewall", "add"] and lowered[3:4] == ["rule"]:
+            self._netsh_add_rule(_pairs(words[4:]))
+        elif lowered[:3] == ["advfirewall", "firewall", "delete"] and lowered[3:4] == ["rule"]:
+            pairs = _pairs(words[4:])
+            if "name" not in pairs:
+                raise ScriptError("netsh advfirewall firewall delete rule without name=")
+            self.remove_rules(display_name=pairs["name"])
+
+    def _portproxy(self, verb: list[str], rest: list[str]) -> None:
+        if verb in (["show"], []):
+            return
+        if verb == ["reset"]:
+            self.proxies.clear()
+            return
+        if not rest or rest[0].lower() not in TABLES:
+            raise ScriptError(f"portproxy {verb[0]} needs a table ({', '.join(TABLES)})")
+        table, pairs = rest[0].lower(), _pairs(rest[1:])
+        if pairs.get("protocol", "tcp").lower() != "tcp":
+            raise ScriptError("portproxy is TCP only")
+        if "listenport" not in pairs:
+            raise ScriptError("portproxy without listenport=")
+        key = (table, normalise_address(pairs.get("listenaddress", WILDCARD)), _port(pairs["listenport"]))
+        if verb == ["delete"]:
+            self.proxies.pop(key, None)
+        elif verb in (["add"], ["set"]):
+            if verb == ["add"] and key in self.proxies:
+                raise ScriptError(f"portproxy add {key}: the entry exists (netsh refuses a duplicate)")
+            connect = normalise_address(pairs.get("connectaddress", "127.0.0.1"))
+            self.proxies[key] = (connect, _port(pairs.get("connectport", pairs["listenport"])))
+        else:
+            raise ScriptError(f"unknown portproxy verb {verb[0]!r}")
+
+    def _netsh_add_rule(self, pairs: dict[str, str]) -> None:
+        for required in ("name", "dir", "action"):
+            if required not in pairs:
+                raise ScriptError(f"netsh add rule without {required}=")
+        remote = pairs.get("remoteip", "any")
+        local_ip = pairs.get("localip", "any")
+        self.rules.append(FirewallRule(
+            display_name=pairs["name"], rule_id=None,
+            local_port=_port(pairs["localport"]) if "localport" in pairs else None,
+            local_ip=None if local_ip.lower() == "any" else normalise_address(local_ip),
+            remote=_remote(remote.split(",")),
+            allows_inbound_tcp=(pairs["dir"].lower(), pairs["action"].lower(), pairs.get("protocol", "").lower())
+            == ("in", "allow", "tcp")))
+
+    # -- PowerShell NetSecurity cmdlets ----------------------------------------------------------
+    def new_rule(self, params: dict) -> None:
+        rule_id = _scalar(params.get("name"), "-Name")
+        if any(r.rule_id == rule_id for r in self.rules):
+            raise ScriptError(f"New-NetFirewallRule -Name {rule_id!r}: a rule with that name exists")
+        remote = params.get("remoteaddress", "Any")
+        local = params.get("localaddress", "Any")
+        self.rules.append(FirewallRule(
+            display_name=_scalar(params.get("displayname", rule_id), "-DisplayName"), rule_id=rule_id,
+            local_port=_port(_scalar(params["localport"], "-LocalPort")) if "localport" in params else None,
+            local_ip=None if _scalar(local, "-LocalAddress").lower() == "any"
+            else normalise_address(_scalar(local, "-LocalAddress")),
+            remote=_remote(remote if isinstance(remote, list) else [_scalar(remote, "-RemoteAddress")]),
+            allows_inbound_tcp=(str(params.get("direction", "")).lower(), str(params.get("action", "")).lower(),
+                                str(params.get("protocol", "")).lower()) == ("inbound", "allow", "tcp")))
+
+    def remove_rules(self, display_name: str | None = None, rule_id: str | None = None) -> None:
+        self.rules = [r for r in self.rules
+                      if not ((display_name is not None and r.display_name.lower() == display_name.lower())
+                              or (rule_id is not None and r.rule_id is not None
+                                  and r.rule_id.lower() == rule_id.lower()))]
+
+    # -- reading back ----------------------------------------------------------------------
+    def essences(self) -> list[Essence]:
+        """The forwards this state carries out, in the order their port proxies were added."""
+        out = []
+        for (table, listen, port), (connect, connect_port) in self.proxies.items():
+            out.append(Essence(None if listen == WILDCARD else listen, port, "tcp", connect, connect_port,
+                               True, True, self.sources_for(listen, port)))
+        return out
+
+    def sources_for(self, listen: str, port: int) -> tuple[str, ...] | None:
+        """Who may reach listen:port: the union of the inbound allow rules that cover it."""
+        union: list[IPNetwork] = []
+        for rule in self.rules:
+            if not rule.allows_inbound_tcp or rule.local_port not in (None, port):
+                continue
+            if rule.local_ip is not None and rule.local_ip != listen:
+                continue
+            if rule.remote is None:
+                return None
+            union += [IPNetwork(c) for c in rule.remote]
+        return tuple(str(n) for n in cidr_merge(union))
+
+
+def _pairs(words: list[str]) -> dict[str, str]:
+    pairs = {}
+    for word in words:
+        key, sep, value = word.partition("=")
+        if not sep:
+            raise ScriptError(f"{word!r} is not key=value")
+        pairs[key.lower()] = value
+    return pairs
+
+
+def _port(text: object) -> int:
+    if isinstance(text, int):
+        return text
+    if not isinstance(text, str) or not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise ScriptError(f"{text!r} is not a port")
+    return int(text)
+
+
+def _scalar(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise ScriptError(f"{what} must be a literal string, not {value!r}")
+    return value
+
+
+def _remote(items: list) -> tuple[str, ...] | None:
+    words = [_scalar(i, "remote address").strip() for i in items]
+    if any(w.lower() == "any" for w in words):
+        return None
+    try:
+        return tuple(str(n) for n in cidr_merge([IPNetwork(w) for w in words]))
+    except Exception as problem:  # netaddr raises several types
+        raise ScriptError(f"remote addresses {words!r}: {problem}") from None
