@@ -1,0 +1,308 @@
+"""`firewalld` dialect: a bash script that drives firewall-cmd, for relays where firewalld owns the firewall.
+
+Why it looks the way it does (see docs/dialects.md and facts.md §3):
+
+- Every forward is a rich rule *with the source in it*: `rule family=... source ipset="netfwd-…"
+  forward-port ...`. A plain `--add-forward-port` DNATs before any filter runs, so a separate rule
+  can never restrict it (firewalld issue #1466).
+- Every forward gets its own `hash:net` ipset, even one open to any source (it then holds the two
+  halves of the address space, since an ipset cannot hold a /0). So every rich rule netfwd owns
+  names a `netfwd-` ipset: that is how the script finds its own stale rules, and only those.
+- Masquerade is a rich rule too, narrowed to the forward's sources and target address.
+- Runtime and permanent configuration get the same changes. firewalld creates ipsets in the
+  permanent configuration only; a new (or deleted) netfwd ipset reaches the runtime only through
+  `--reload`, which also drops runtime-only changes others made. The script reloads only then.
+
+The script is declarative: it lists the wanted ipsets and rich rules, then converges both
+configurations to them (adds what is missing, removes netfwd's rules and ipsets that are not wanted
+in any zone), so a changed target replaces a rule rather than duplicating it. The remove script is
+the same engine with nothing wanted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+
+from netaddr import IPNetwork, cidr_merge
+
+from netfwd.dialects import shell
+from netfwd.dialects.base import BaseDialect
+from netfwd.model import Essence, Forward, Spec
+
+IPSET_PREFIX = "netfwd-"
+# hash:net cannot hold /0: "any source" is the two halves of the address space
+EVERYWHERE = {4: ("0.0.0.0/1", "128.0.0.0/1"), 6: ("::/1", "8000::/1")}
+ANY = {4: "0.0.0.0/0", 6: "::/0"}
+
+
+def ipset_name(forward: Forward) -> str:
+    """netfwd-<hash of name and family>: fixed for a forward's life, a new one when its family changes."""
+    return IPSET_PREFIX + hashlib.sha256(f"{forward.name}/{forward.family}".encode()).hexdigest()[:12]
+
+
+def ipset_entries(forward: Forward) -> tuple[str, ...]:
+    sources = forward.sources
+    if sources is None or [str(s) for s in sources] == [ANY[forward.family]]:
+        return EVERYWHERE[forward.family]
+    return tuple(str(net) for net in sources)
+
+
+def forward_rule(forward: Forward) -> str:
+    """The DNAT rich rule, spelled exactly as `firewall-cmd --list-rich-rules` prints it."""
+    family = f"ipv{forward.family}"
+    destination = "" if forward.listen.address is None else f' destination address="{forward.listen.address}"'
+    return (f'rule family="{family}" source ipset="{ipset_name(forward)}"{destination} '
+            f'forward-port port="{forward.listen.port}" protocol="{forward.protocol}" '
+            f'to-port="{forward.to.port}" to-addr="{forward.to.address}"')
+
+
+def masquerade_rule(forward: Forward) -> str:
+    return (f'rule family="ipv{forward.family}" source ipset="{ipset_name(forward)}" '
+            f'destination address="{forward.to.address}" masquerade')
+
+
+# The engine: converge runtime and permanent configuration to WANT_SET / WANT_RULE. Values reach it
+# only as quoted arguments of want_set / want_rule; it never evaluates them.
+ENGINE = r"""
+declare -A WANT_SET=() WANT_RULE=()
+SET_ORDER=() RULE_ORDER=()
+CHANGES=0
+want_set() { WANT_SET[$1]=$2; SET_ORDER+=("$1"); }  # want_set NAME "FAMILY ENTRY..."
+want_rule() { WANT_RULE[$1]=1; RULE_ORDER+=("$1"); }  # want_rule RICH-RULE (in $ZONE)
+
+fw() { firewall-cmd -q "$@"; }
+conf_opt() { if [ "$1" = permanent ]; then echo --permanent; fi; }
+
+# netfwd_rules [--permanent]: "<zone><TAB><rule>" for every rich rule whose source is a netfwd ipset
+netfwd_rules() {
+  firewall-cmd "$@" --list-all-zones | awk '
+    /^[^ \t]/ { zone = $1 }
+    /^[ \t]+rule / && /source ipset="netfwd-/ { sub(/^[ \t]+/, ""); print zone "\t" $0 }'
+}
+
+# sync_entries runtime|permanent NAME: the ipset holds exactly its wanted entries
+sync_entries() {
+  local opt entry listing
+  opt=$(conf_opt "$1")
+  local -A want=() have=()
+  local add=() del=() entries=()
+  read -r -a entries <<<"${WANT_SET[$2]#* }"
+  for entry in "${entries[@]}"; do want[$entry]=1; done
+  listing=$(firewall-cmd ${opt:+"$opt"} --ipset="$2" --get-entries)
+  while read -r entry; do [ -z "$entry" ] || have[$entry]=1; done <<<"$listing"
+  for entry in ${have[@]+"${!have[@]}"}; do [ -n "${want[$entry]:-}" ] || del+=(--remove-entry="$entry"); done
+  for entry in "${entries[@]}"; do [ -n "${have[$entry]:-}" ] || add+=(--add-entry="$entry"); done
+  # removals first: firewalld refuses an entry that overlaps one still present
+  if [ ${#del[@]} -gt 0 ]; then fw ${opt:+"$opt"} --ipset="$2" "${del[@]}"; CHANGES=$((CHANGES + ${#del[@]})); fi
+  if [ ${#add[@]} -gt 0 ]; then fw ${opt:+"$opt"} --ipset="$2" "${add[@]}"; CHANGES=$((CHANGES + ${#add[@]})); fi
+}
+
+# sync_rules runtime|permanent: netfwd's rich rules are exactly WANT_RULE in $ZONE, and none elsewhere
+sync_rules() {
+  local opt zone rule item listing
+  opt=$(conf_opt "$1")
+  local -A have=() stale_zones=()
+  local stale=() add=() args=()
+  listing=$(netfwd_rules ${opt:+"$opt"})
+  while IFS=$'\t' read -r zone rule; do
+    [ -n "$rule" ] || continue
+    if [ "$zone" = "$ZONE" ] && [ -n "${WANT_RULE[$rule]:-}" ]; then
+      have[$rule]=1
+    else
+      stale+=("$zone"$'\t'"$rule")
+      stale_zones[$zone]=1
+    fi
+  done <<<"$listing"
+  for zone in ${stale_zones[@]+"${!stale_zones[@]}"}; do
+    args=()
+    for item in "${stale[@]}"; do
+      [ "${item%%$'\t'*}" != "$zone" ] || args+=(--remove-rich-rule="${item#*$'\t'}")
+    done
+    fw ${opt:+"$opt"} --zone="$zone" "${args[@]}"
+    CHANGES=$((CHANGES + ${#args[@]}))
+  done
+  for rule in ${RULE_ORDER[@]+"${RULE_ORDER[@]}"}; do
+    [ -n "${have[$rule]:-}" ] || add+=(--add-rich-rule="$rule")
+  done
+  if [ ${#add[@]} -gt 0 ]; then fw ${opt:+"$opt"} --zone="$ZONE" "${add[@]}"; CHANGES=$((CHANGES + ${#add[@]})); fi
+}
+
+converge() {
+  local name sets
+  # 1. permanent: ipsets (created here only: firewalld has no runtime --new-ipset), rules, stale ipsets
+  sets=" $(firewall-cmd --permanent --get-ipsets) "
+  for name in ${SET_ORDER[@]+"${SET_ORDER[@]}"}; do
+    if [[ $sets != *" $name "* ]]; then
+      fw --permanent --new-ipset="$name" --type=hash:net --option=family="${WANT_SET[$name]%% *}"
+      CHANGES=$((CHANGES + 1))
+    fi
+    sync_entries permanent "$name"
+  done
+  sync_rules permanent
+  for name in $sets; do
+    if [[ $name == netfwd-* ]] && [ -z "${WANT_SET[$name]:-}" ]; then
+      fw --permanent --delete-ipset="$name"
+      CHANGES=$((CHANGES + 1))
+    fi
+  done
+  # 2. runtime: a netfwd ipset to add or drop there needs --reload (which makes runtime = permanent)
+  local reload=no
+  sets=" $(firewall-cmd --get-ipsets) "
+  for name in ${SET_ORDER[@]+"${SET_ORDER[@]}"}; do [[ $sets == *" $name "* ]] || reload=yes; done
+  for name in $sets; do
+    if [[ $name == netfwd-* ]] && [ -z "${WANT_SET[$name]:-}" ]; then reload=yes; fi
+  done
+  if [ "$reload" = yes ]; then
+    say "reloading firewalld: ipsets reach the runtime only that way (runtime-only changes not made by netfwd are lost)"
+    fw --reload
+  fi
+  for name in ${SET_ORDER[@]+"${SET_ORDER[@]}"}; do sync_entries runtime "$name"; done
+  sync_rules runtime
+}
+""".strip("\n").splitlines()
+
+
+def _preflight(spec: Spec) -> list[str]:
+    """Refuse without a running firewalld (exit 3); pick the zone of the relay's interface, else the default."""
+    interface = spec.relay.interface
+    zone = ["ZONE=$(firewall-cmd --get-default-zone)"]
+    if interface is not None:
+        quoted = shlex.quote(f"--get-zone-of-interface={interface}")
+        zone = [f"if ! ZONE=$(firewall-cmd {quoted} 2>/dev/null); then",
+                f"  ZONE=$(firewall-cmd --get-default-zone)  # {interface} is in no zone: the default zone applies",
+                "fi"]
+    return [
+        "say() { printf 'netfwd: %s\\n' \"$*\" >&2; }",
+        'die() { local status=$1; shift; say "$*"; exit "$status"; }',
+        '[ "$(id -u)" -eq 0 ] || die 3 "must run as root (it changes the firewall and sysctls)"',
+        "command -v firewall-cmd >/dev/null 2>&1 || die 3 'firewall-cmd not found: install firewalld, "
+        "or use the nft or iptables dialect'",
+        'if ! state=$(firewall-cmd --state 2>&1); then',
+        '  die 3 "firewalld is not running (${state:-no answer}): start it (systemctl start firewalld),'
+        ' or use the nft or iptables dialect"',
+        "fi",
+        *zone,
+        "",
+    ]
+
+
+def _wanted(spec: Spec) -> list[str]:
+    lines = ["# Wanted state: per forward one ipset (its sources), the DNAT rich rule, the masquerade rule."]
+    for forward in spec.forwards:
+        family = "inet" if forward.family == 4 else "inet6"
+        lines.append(f"# {forward.name}: {forward.listen} {forward.protocol} -> {forward.to}")
+        lines.append(f"want_set {ipset_name(forward)} {shlex.quote(' '.join((family, *ipset_entries(forward))))}")
+        lines.append(f"want_rule {shlex.quote(forward_rule(forward))}")
+        if forward.masquerade:
+            lines.append(f"want_rule {shlex.quote(masquerade_rule(forward))}")
+    return [*lines, ""]
+
+
+class FirewalldDialect(BaseDialect):
+    name = "firewalld"
+    extension = "sh"
+    families = frozenset({4, 6})
+    protocols = frozenset({"tcp", "udp"})
+    supports_local = False  # rich rules hook prerouting only: the relay's own connections are not DNATed
+
+    def expected(self, spec: Spec) -> list[Essence]:
+        """An allow list of the whole address space is the same as no allow list (the ipset cannot tell)."""
+        result = []
+        for forward in spec.forwards:
+            essence = forward.essence()
+            if essence.sources == (ANY[forward.family],):
+                essence = essence._replace(sources=None)
+            result.append(essence)
+        return result
+
+    def render(self, spec: Spec) -> str:
+        self.check(spec)
+        lines = shell.prologue(self.header(spec, "apply")) + _preflight(spec) + ENGINE + [""]
+        lines += shell.enable_forwarding(spec)
+        lines += _wanted(spec)
+        lines += ["converge",
+                  f'say "applied {len(spec.forwards)} forward(s) in zone $ZONE ($CHANGES change(s))"', ""]
+        return "\n".join(lines)
+
+    def render_remove(self, spec: Spec) -> str:
+        self.check(spec)
+        lines = shell.prologue(self.header(spec, "remove")) + _preflight(spec) + ENGINE + [""]
+        lines += ["# Nothing wanted: every netfwd rich rule (in any zone) and netfwd ipset goes.",
+                  "converge", ""]
+        lines += shell.forget_forwarding()
+        lines += ['say "removed netfwd\'s rich rules and ipsets ($CHANGES change(s))"', ""]
+        return "\n".join(lines)
+
+    def parse(self, text: str) -> list[Essence]:
+        """Accepts the rendered script, or firewall-cmd output: `--list-rich-rules` / `--list-all-zones`
+        lines, plus `--info-ipset=NAME` blocks for the sources (without them a forward's sources read
+        as ``("@<ipset>",)``)."""
+        return parse_rich_rules(text)
+
+
+DIALECT = FirewalldDialect()
+
+
+# -- reading rich rules back ------------------------------------------------------------------------
+
+def parse_rich_rules(text: str) -> list[Essence]:
+    ipsets: dict[str, list[str]] = {}
+    rules: list[str] = []
+    block: str | None = None  # the ipset an `--info-ipset` block is about
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("want_set "):
+            words = shlex.split(line)
+            ipsets[words[1]] = words[2].split()[1:]
+        elif line.startswith("want_rule "):
+            rules.append(shlex.split(line)[1])
+        elif line.startswith("rule "):
+            rules.append(line)
+        elif raw.startswith(IPSET_PREFIX) and " " not in line:
+            block = line
+        elif block is not None and line.startswith("entries:"):
+            ipsets[block] = line.split()[1:]
+            block = None
+    forwards: list[dict] = []
+    masquerades: set[tuple[str, str]] = set()
+    for rule in rules:
+        parts = _rich_rule(rule)
+        source = parts.get("source", {}).get("ipset", "")
+        if not source.startswith(IPSET_PREFIX) or "NOT" in parts.get("source", {}):
+            continue
+        if "forward-port" in parts:
+            port = parts["forward-port"]
+            forwards.append(dict(ipset=source, listen=parts.get("destination", {}).get("address"),
+                                 port=int(port["port"]), protocol=port["protocol"],
+                                 to_port=int(port.get("to-port", port["port"])), to=port["to-addr"]))
+        elif "masquerade" in parts and "address" in parts.get("destination", {}):
+            masquerades.add((source, parts["destination"]["address"]))
+    return [Essence(f["listen"], f["port"], f["protocol"], f["to"], f["to_port"],
+                    (f["ipset"], f["to"]) in masquerades, False, _sources(f["ipset"], ipsets))
+            for f in forwards]
+
+
+def _rich_rule(rule: str) -> dict[str, dict[str, str]]:
+    """`rule family="ipv4" source ipset="x" forward-port port="1" ...` -> {element: {attribute: value}}."""
+    parts: dict[str, dict[str, str]] = {}
+    element = "rule"
+    for token in shlex.split(rule):
+        if "=" in token:
+            key, _, value = token.partition("=")
+            parts.setdefault(element, {})[key] = value
+        elif token == "NOT":
+            parts.setdefault(element, {})["NOT"] = "1"
+        else:
+            element = token
+            parts.setdefault(element, {})
+    return parts
+
+
+def _sources(name: str, ipsets: dict[str, list[str]]) -> tuple[str, ...] | None:
+    if name not in ipsets:
+        return (f"@{name}",)
+    merged = [str(net) for net in cidr_merge([IPNetwork(e) for e in ipsets[name]])]
+    if merged in (["0.0.0.0/0"], ["::/0"]):
+        return None
+    return tuple(merged)
