@@ -51,11 +51,12 @@ def unused(group: Group, requirement: Requirement, others: Intervals | None = No
     if not idle:
         return []
     elsewhere = sum(1 for e in idle if others is not None and others.touches(e))
-    where = ", ".join(str(e.origin) for e in idle[:3]) + (", ..." if len(idle) > 3 else "")
     note = f" ({elsewhere} belong to catalog regions that were not requested)" if elsewhere else ""
-    return [Finding("unused", "info", f"{len(idle):,} entr{'y' if len(idle) == 1 else 'ies'} admit no address "
-                    f"the requested regions need{note}: {where}", idle[0].origin,
-                    tuple(e.text for e in idle), sum(e.size for e in idle))]
+    examples = ", ".join(f"{e.text} ({e.origin.file}:{e.origin.line})" if e.origin.line else e.text
+                         for e in idle[:3]) + (", ..." if len(idle) > 3 else "")
+    verb = "entry admits" if len(idle) == 1 else "entries admit"
+    return [Finding("unused", "info", f"{len(idle):,} {verb} no address the requested regions need{note}: "
+                    f"{examples}", idle[0].origin, tuple(e.text for e in idle), sum(e.size for e in idle))]
 
 
 def private_range(group: Group, requirement: Requirement) -> list[Finding]:

@@ -1,0 +1,234 @@
+"""A small firewall IR shared by the iptables and nftables readers, so one evaluator serves both.
+
+Only what decides "is a new connection from source S to this port admitted" is modelled: source
+matches as address sets, and every other match as a condition on the packet that answers
+yes, no, or *unknown* (None). Unknown is never guessed: the evaluator counts such rules as not
+admitting anything and reports them as `unevaluated`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from netaddr import IPAddress, IPSet
+
+from netfwd.whitelist.model import Origin
+
+UNIVERSE = {4: IPSet(["0.0.0.0/0"]), 6: IPSet(["::/0"])}
+NOT_REMOTE = IPSet(["127.0.0.0/8", "::1/128", "224.0.0.0/4", "ff00::/8"])
+# Interfaces a client on the network never arrives on.
+INTERNAL_PREFIXES = ("lo", "docker", "br-", "veth", "virbr", "cni", "flannel", "cali", "kube-", "podman", "lxc")
+# Priorities of iptables' tables at each hook, as nftables numbers them.
+PRIORITY = {"raw": -300, "mangle": -150, "nat": -100, "filter": 0, "security": 50}
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    """Everything about the first packet of the connection except its source address."""
+
+    version: int
+    protocol: str
+    port: int
+    hook: str  # prerouting | input | forward
+    daddr: IPAddress | None = None  # None: one of the relay's own addresses
+    dnat: bool = False  # already destination-NATed (conntrack state DNAT)
+    relay: IPSet | None = None  # the relay's addresses, when known
+    interface: str | None = None  # the ingress interface, when known
+
+
+def iface_matches(pattern: str, name: str) -> bool:
+    if pattern.endswith(("+", "*")):
+        return name.startswith(pattern[:-1])
+    return name == pattern
+
+
+class Cond:
+    """A non-source match; `test` answers True, False, or None (cannot tell)."""
+
+    negated: bool = False
+
+    def test(self, packet: Packet) -> bool | None:
+        raise NotImplementedError
+
+    def check(self, packet: Packet) -> bool | None:
+        result = self.test(packet)
+        return None if result is None else (result != self.negated)
+
+
+@dataclass(frozen=True)
+class Proto(Cond):
+    names: frozenset[str]
+    negated: bool = False
+
+    def test(self, packet: Packet) -> bool | None:
+        return packet.protocol in self.names or bool(self.names & {"all", "ip"})
+
+
+@dataclass(frozen=True)
+class DPort(Cond):
+    ranges: tuple[tuple[int, int], ...]
+    negated: bool = False
+
+    def test(self, packet: Packet) -> bool | None:
+        return any(low <= packet.port <= high for low, high in self.ranges)
+
+
+@dataclass(frozen=True)
+class DAddr(Cond):
+    addresses: IPSet | None  # None: a named set we could not read
+    negated: bool = False
+    name: str = ""
+
+    def test(self, packet: Packet) -> bool | None:
+        if self.addresses is None:
+            return None
+        if packet.daddr is not None:
+            return packet.daddr in self.addresses
+        if not self.addresses - NOT_REMOTE:
+            return False  # loopback or multicast: never a relay address a client connects to
+        if packet.relay is not None:
+            if not packet.relay & self.addresses:
+                return False
+            return True if (packet.relay & UNIVERSE[packet.version]).issubset(self.addresses) else None
+        return None
+
+
+@dataclass(frozen=True)
+class DstLocal(Cond):
+    """`-m addrtype --dst-type LOCAL` / `fib daddr type local`."""
+
+    negated: bool = False
+
+    def test(self, packet: Packet) -> bool | None:
+        if packet.daddr is None:
+            return True
+        return None if packet.relay is None else packet.daddr in packet.relay
+
+
+@dataclass(frozen=True)
+class Iface(Cond):
+    direction: str  # in | out
+    pattern: str
+    negated: bool = False
+
+    def test(self, packet: Packet) -> bool | None:
+        if self.direction == "out":  # the route to the target is not in a dump: only loopback is certain
+            return False if self.pattern == "lo" else None
+        if self.pattern.startswith(INTERNAL_PREFIXES):
+            return False  # clients on the network never arrive on loopback or a container bridge
+        if packet.interface is not None:
+            return iface_matches(self.pattern, packet.interface)
+        return True  # a named external interface is the one the rule's author meant clients to use
+
+
+@dataclass(frozen=True)
+class CtState(Cond):
+    states: frozenset[str]
+    negated: bool = False
+
+    def test(self, packet: Packet) -> bool | None:
+        mine = {"new", "dnat"} if packet.dnat else {"new"}
+        return bool(self.states & mine)
+
+
+@dataclass(frozen=True)
+class Family(Cond):
+    version: int
+    negated: bool = False
+
+    def test(self, packet: Packet) -> bool | None:
+        return packet.version == self.version
+
+
+@dataclass(frozen=True)
+class Always(Cond):
+    """Matches that never decide admission (comments, counters, `-m tcp`)."""
+
+    negated: bool = False
+
+    def test(self, packet: Packet) -> bool | None:
+        return True
+
+
+@dataclass(frozen=True)
+class Unknown(Cond):
+    what: str
+    negated: bool = False
+
+    def test(self, packet: Packet) -> bool | None:
+        return None
+
+
+def describe(cond: Cond) -> str:
+    """Why `cond` cannot be decided, and what would decide it."""
+    bang = "! " if cond.negated else ""
+    if isinstance(cond, Iface):
+        if cond.direction == "out":
+            return f"{bang}output interface {cond.pattern}: the route to the target is not known"
+        return f"{bang}input interface {cond.pattern}: pass --interface"
+    if isinstance(cond, DAddr):
+        if cond.addresses is None:
+            return f"{bang}destination set {cond.name!r}, whose members are not in this input"
+        return f"{bang}destination address {', '.join(str(n) for n in cond.addresses.iter_cidrs()[:4])}: " \
+               "pass --relay-address"
+    if isinstance(cond, DstLocal):
+        return f"{bang}destination type LOCAL: pass --relay-address"
+    if isinstance(cond, Unknown):
+        return f"{bang}{cond.what}".strip()
+    return type(cond).__name__
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """A source-address match; `addresses` is None when it names a set whose members we lack."""
+
+    addresses: IPSet | None
+    negated: bool = False
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    kind: str  # accept | drop | dnat | redirect | jump | goto | return | continue | unknown
+    target: str = ""  # chain, for jump/goto
+    to_addr: IPAddress | None = None  # dnat
+    to_port: int | None = None  # dnat / redirect (None: unchanged)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    origin: Origin
+    sources: tuple[Source, ...]
+    conds: tuple[Cond, ...]
+    verdict: Verdict
+    source_text: str  # "-s 10.0.0.0/8", "ip saddr != @allow", "any source"
+
+
+@dataclass
+class Chain:
+    name: str
+    versions: frozenset[int]
+    rules: list[Rule] = field(default_factory=list)
+    hook: str | None = None  # prerouting | input | forward | ... for base chains
+    priority: int = 0
+    kind: str = "filter"  # nat | filter
+    policy: str = "accept"
+    origin: Origin | None = None
+
+
+@dataclass
+class Ruleset:
+    """Chains keyed by a table-qualified name; jumps resolve within the same table."""
+
+    chains: dict[tuple[str, str], Chain] = field(default_factory=dict)  # (table id, chain name)
+
+    def chain(self, table: str, name: str) -> Chain | None:
+        return self.chains.get((table, name))
+
+    def base_chains(self, hook: str, version: int) -> list[tuple[str, Chain]]:
+        found = [(table, c) for (table, _), c in self.chains.items() if c.hook == hook and version in c.versions]
+        return sorted(found, key=lambda item: item[1].priority)
+
+    @property
+    def versions(self) -> set[int]:
+        return {v for c in self.chains.values() for v in c.versions}
