@@ -26,6 +26,38 @@ NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
 IFACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 
 
+class Address(IPAddress):
+    """An IPAddress that remembers its text: dialects format the same addresses thousands of times."""
+
+    __slots__ = ("_text",)
+
+    def __init__(self, addr: object) -> None:
+        super().__init__(addr)
+        self._text = IPAddress.__str__(self)
+
+    def __str__(self) -> str:
+        return self._text
+
+    def __format__(self, spec: str) -> str:
+        return format(self._text, spec)
+
+
+class Network(IPNetwork):
+    """An IPNetwork that remembers its text (see :class:`Address`)."""
+
+    __slots__ = ("_text",)
+
+    def __init__(self, addr: object) -> None:
+        super().__init__(addr)
+        self._text = IPNetwork.__str__(self)
+
+    def __str__(self) -> str:
+        return self._text
+
+    def __format__(self, spec: str) -> str:
+        return format(self._text, spec)
+
+
 def check_name(value: str, field_name: str) -> str:
     if not isinstance(value, str) or not NAME_RE.match(value):
         raise ModelError(field_name, f"{value!r} is not a safe name: use 1-63 letters, digits, '.', '_' "

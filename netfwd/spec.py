@@ -16,7 +16,7 @@ from netaddr import IPAddress, IPNetwork, cidr_merge
 
 from netfwd.catalog import Catalog, load_catalog, unknown_region
 from netfwd.errors import InputError, ModelError
-from netfwd.model import Allow, Endpoint, Forward, Relay, Spec
+from netfwd.model import Address, Allow, Endpoint, Forward, Network, Relay, Spec
 from netfwd.yamlsource import Located, load_file, load_text
 
 TOP_KEYS = ("version", "cluster", "relay", "forwards")
@@ -110,7 +110,7 @@ class _Builder:
         if not isinstance(value, str) or not value or len(value) > 64:
             raise ModelError(where, f"{value!r} is not an IP address")
         try:
-            return IPAddress(value)
+            return Address(value)
         except Exception:
             raise ModelError(where, f"{value!r} is not an IP address") from None
 
@@ -123,10 +123,10 @@ class _Builder:
         except Exception:
             raise ModelError(where, f"{value!r} is not a CIDR") from None
         if "/" not in value:
-            return IPNetwork(f"{net.ip}/{net.prefixlen}")
+            return Network(f"{net.ip}/{net.prefixlen}")
         if net.ip != net.network:
             raise ModelError(where, f"{value} has host bits set (did you mean {net.cidr}?)")
-        return net
+        return Network(net)
 
     # -- sections ------------------------------------------------------------------------
     def relay(self, raw: Any) -> Relay:
@@ -175,7 +175,7 @@ class _Builder:
         key = (region_ids, nets)
         if key not in self._resolved:  # large specs repeat the same whitelist many times
             resolved = [n for region in region_ids for n in self.catalog.region(region).networks] + list(nets)
-            self._resolved[key] = Allow(region_ids, nets, tuple(cidr_merge(resolved)))
+            self._resolved[key] = Allow(region_ids, nets, tuple(Network(n) for n in cidr_merge(resolved)))
         return self._resolved[key]
 
 

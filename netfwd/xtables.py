@@ -77,12 +77,23 @@ def forward_rules(spec: Spec, forward: Forward) -> list[Rule]:
     return rules
 
 
+_last: tuple[Spec | None, list[Rule]] = (None, [])
+
+
 def ruleset(spec: Spec) -> list[Rule]:
-    """The whole owned ruleset, in order: replies first in FORWARD, then each forward's rules."""
+    """The whole owned ruleset, in order: replies first in FORWARD, then each forward's rules.
+
+    The last result is kept (specs are immutable): both iptables dialects, the live backends and
+    `render --dialect all` ask for the same spec's ruleset in a row.
+    """
+    global _last
+    if _last[0] is spec:
+        return _last[1]
     rules = [Rule("filter", FWD, ("-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED",
                                   "-m", "comment", "--comment", REPLIES_COMMENT, "-j", "ACCEPT"))]
     for forward in spec.forwards:
         rules.extend(forward_rules(spec, forward))
+    _last = (spec, rules)
     return rules
 
 

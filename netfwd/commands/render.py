@@ -83,7 +83,7 @@ def render(spec_file: str, dialect_name: str, out_dir: str | None, remove: bool,
       netfwd render rules/example.yaml --dialect nft --remove
       netfwd render rules/example.yaml --dialect all --out out/
     """
-    from netfwd.dialects import dialects_for, get_dialect
+    from netfwd.dialects import dialects_for, get_dialect, render_files
 
     loaded = _open(spec_file, catalog_file)
     if dialect_name == "all":
@@ -92,11 +92,7 @@ def render(spec_file: str, dialect_name: str, out_dir: str | None, remove: bool,
         chosen = dialects_for(loaded.spec.relay.os)
     else:
         chosen = [get_dialect(dialect_name)]
-    rendered: dict[str, str] = {}
-    for dialect in chosen:
-        base = f"{loaded.spec.cluster}.{dialect.name}"
-        rendered[f"{base}.{dialect.extension}"] = loaded.check(dialect.render, loaded.spec)
-        rendered[f"{base}.remove.{dialect.extension}"] = loaded.check(dialect.render_remove, loaded.spec)
+    rendered = loaded.check(render_files, loaded.spec, chosen)
     if out_dir is None:
         names = list(rendered)
         click.echo(rendered[names[1] if remove else names[0]], nl=False)
