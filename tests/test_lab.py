@@ -128,3 +128,16 @@ def test_stop_server_stops_only_that_process(lab):
     assert [p.pid for p in lab.processes()] == [second]
     with pytest.raises(ValueError):
         lab.stop_server(1)
+
+
+def test_status_reads_the_kernel_and_shows_only_netfwd_rules(lab):
+    a = lab.addrs
+    lab.run("relay", ["iptables", "-w", "5", "-t", "nat", "-N", "NETFWD-PRE"])
+    lab.run("relay", ["iptables", "-w", "5", "-t", "nat", "-A", "PREROUTING", "-p", "tcp", "--dport", "9",
+                      "-j", "DNAT", "--to-destination", f"{a.onprem}:9"])  # not netfwd's
+    lab.enable_forwarding()
+    status = lab.status()
+    assert status["applied"]["iptables-nft"] == [":NETFWD-PRE - [0:0]"]
+    assert status["applied"]["ip_forward"] == ["1"]
+    assert f"{a.relay_inside}/24" in status["nodes"]["relay"]["interfaces"][a.relay_inside_if]
+    assert status["complete"] and set(status["nodes"]) == {"client", "relay", "onprem"}

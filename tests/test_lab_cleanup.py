@@ -27,6 +27,16 @@ def lab_dir(tmp_path, monkeypatch):
     return directory
 
 
+@pytest.fixture
+def name(lab_dir):
+    """A fresh lab name; whatever the test leaves under it is torn down even when an assert fails."""
+    from netfwd.lab.core import destroy
+
+    chosen = secrets.token_hex(3)
+    yield chosen
+    destroy(chosen)
+
+
 def cli(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     done = subprocess.run([*NETFWD, *args], capture_output=True, text=True, timeout=120,
                           env={**os.environ, **(env or {})})
@@ -101,8 +111,7 @@ def assert_restored(before: dict, name: str, lab_dir: Path, inodes: set[int]) ->
     assert not (lab_dir / f"{name}.json").exists() and not (lab_dir / name).exists()
 
 
-def test_up_flow_down_leaves_the_host_as_before(lab_dir):
-    name = secrets.token_hex(3)
+def test_up_flow_down_leaves_the_host_as_before(lab_dir, name):
     before = baseline(name, lab_dir)
     up = json.loads(cli("lab", "up", "--name", name, "--firewalld", "-o", "json").stdout)
     assert up["complete"] and {p["kind"] for p in up["processes"]} == {"apiserver", "firewalld", "dbus-daemon"}
@@ -129,8 +138,7 @@ STAGES = ["claimed", "namespaces", "links", "configured", "servers"]
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_down_recovers_a_lab_killed_during_up(lab_dir, stage):
-    name = secrets.token_hex(3)
+def test_down_recovers_a_lab_killed_during_up(lab_dir, name, stage):
     before = baseline(name, lab_dir)
     crashed = cli("lab", "up", "--name", name, check=False, env={"NETFWD_LAB_CRASH_AT": stage})
     assert crashed.returncode == -9  # SIGKILL: no finally, no atexit ran
@@ -161,10 +169,12 @@ def test_up_and_down_each_take_under_two_seconds(lab_dir):
     started = time.monotonic()
     lab = Lab.up()
     built = time.monotonic() - started
-    inodes = ns_inodes(lab.name)
-    lab.start_server("onprem", 6443, kind="apiserver")
-    started = time.monotonic()
-    lab.down()
-    removed = time.monotonic() - started
+    try:
+        inodes = ns_inodes(lab.name)
+        lab.start_server("onprem", 6443, kind="apiserver")
+    finally:
+        started = time.monotonic()
+        lab.down()
+        removed = time.monotonic() - started
     assert built < 2.0 and removed < 2.0, (built, removed)
     assert processes_in(inodes) == [] and lab_namespaces(lab.name) == []

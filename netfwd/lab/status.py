@@ -30,21 +30,28 @@ def addresses(name: str) -> dict[str, list[str]]:
 def applied(lab: "Lab") -> dict[str, list[str]]:
     """Lines of the relay's rule sets that belong to netfwd (by their NETFWD/netfwd marker)."""
     result: dict[str, list[str]] = {}
-    for label, argv in (("iptables-nft", ["iptables-nft-save"]), ("iptables-legacy", ["iptables-legacy-save"]),
-                        ("nftables", ["nft", "list", "ruleset"])):
-        try:
-            done = lab.run("relay", argv, check=False, timeout=10)
-        except (OSError, subprocess.SubprocessError):
-            continue
-        lines = [line.strip() for line in done.stdout.splitlines() if any(m in line for m in MARKERS)]
+    for label, argv in (("iptables-nft", ["iptables-nft-save"]), ("iptables-legacy", ["iptables-legacy-save"])):
+        lines = [line.strip() for line in _output(lab, argv).splitlines() if any(m in line for m in MARKERS)]
         if lines:
             result[label] = lines
+    # native nftables: netfwd owns whole tables (`table inet netfwd`); iptables-nft's tables are above
+    for table in _output(lab, ["nft", "list", "tables"]).splitlines():
+        if any(m in table for m in MARKERS):
+            body = _output(lab, ["nft", "list", *table.split()])
+            result.setdefault("nftables", []).extend(line.strip() for line in body.splitlines() if line.strip())
     try:
         forward = lab.run("relay", ["sysctl", "-n", "net.ipv4.ip_forward"], check=False).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         forward = "?"
     result["ip_forward"] = [forward]
     return result
+
+
+def _output(lab: "Lab", argv: list[str]) -> str:
+    try:
+        return lab.run("relay", argv, check=False, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
 
 
 def collect(lab: "Lab") -> dict:
