@@ -1,0 +1,86 @@
+"""`--against live`: read the relay's current netfwd-owned firewall state and evaluate it.
+
+nftables first (`nft -j list table inet netfwd`: netfwd owns that table whole), else the xtables
+dump (`iptables-save` / `ip6tables-save`, where netfwd's NETFWD-* chains are evaluated in context,
+so a foreign DROP before the jump still counts), trying the legacy backend when the nf_tables one
+holds no netfwd chains. The relay's own addresses and its default-route interface are read from the
+namespace (pyroute2), so `-d`/`-i` matches in netfwd's rules are exact. python-iptables is not
+needed: `iptables-legacy-save` reads the same legacy tables.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+from netaddr import IPNetwork, IPSet
+
+from netfwd.errors import EnvironmentProblem, InputError
+from netfwd.whitelist.model import Parsed
+from netfwd.whitelist.sources import Context
+
+TIMEOUT = 20
+OWNED_CHAIN = ":NETFWD-"
+
+
+def _run(argv: list[str], netns: str | None) -> subprocess.CompletedProcess | None:
+    if shutil.which(argv[0]) is None:
+        return None
+    full = (["ip", "netns", "exec", netns] if netns else []) + argv
+    try:
+        return subprocess.run(full, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as problem:
+        raise EnvironmentProblem(f"`{' '.join(full)}` failed: {problem}") from None
+
+
+def relay_facts(netns: str | None) -> tuple[IPSet, str | None]:
+    """The namespace's unicast addresses and the interface of its default route."""
+    from pyroute2 import IPRoute, NetNS
+
+    addresses, interface = [], None
+    try:
+        with (NetNS(netns) if netns else IPRoute()) as handle:
+            for addr in handle.get_addr():
+                addresses.append(IPNetwork(addr.get_attr("IFA_ADDRESS")))
+            names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in handle.get_links()}
+            for route in handle.get_routes(table=254):
+                if route["dst_len"] == 0 and route.get_attr("RTA_OIF"):
+                    interface = names.get(route.get_attr("RTA_OIF"))
+                    break
+    except Exception as problem:
+        raise EnvironmentProblem(f"cannot read network namespace {netns or '(current)'}: {problem}") from None
+    return IPSet(addresses) - IPSet(["127.0.0.0/8", "::1/128", "fe80::/10"]), interface
+
+
+def read_live(context: Context, netns: str | None) -> Parsed:
+    if netns is not None and not netns.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise InputError(f"{netns!r} is not a namespace name", field="--netns")
+    addresses, interface = relay_facts(netns)
+    context = Context(context.catalog, context.protocol, context.port,
+                      context.relay_addresses if context.relay_addresses is not None else addresses,
+                      context.interface or interface)
+    where = f"live:{netns}" if netns else "live"
+    nft = _run(["nft", "-j", "list", "table", "inet", "netfwd"], netns)
+    if nft is not None and nft.returncode == 0 and nft.stdout.strip():
+        from netfwd.whitelist.sources.nft_json import parse
+
+        return _renamed(parse(nft.stdout, f"{where} (nft table inet netfwd)", context), "live-nft")
+    for save, save6 in (("iptables-save", "ip6tables-save"), ("iptables-legacy-save", "ip6tables-legacy-save")):
+        dump = _run([save], netns)
+        if dump is None or dump.returncode != 0 or OWNED_CHAIN not in dump.stdout:
+            continue
+        text = dump.stdout
+        dump6 = _run([save6], netns)
+        if dump6 is not None and dump6.returncode == 0 and OWNED_CHAIN in dump6.stdout:
+            text += "\n" + dump6.stdout
+        from netfwd.whitelist.sources.iptables import parse
+
+        return _renamed(parse(text, f"{where} ({save})", context), f"live-{save.removesuffix('-save')}")
+    if _run(["iptables-save"], netns) is None and _run(["nft", "--version"], netns) is None:
+        raise EnvironmentProblem("neither nft nor iptables-save is installed")
+    raise EnvironmentProblem(f"no netfwd-owned rules in {netns or 'this namespace'}: neither `table inet netfwd` "
+                             "nor NETFWD-* chains (is netfwd applied here? are you root?)")
+
+
+def _renamed(parsed: Parsed, fmt: str) -> Parsed:
+    return Parsed(fmt, parsed.file, parsed.groups, parsed.notes)
