@@ -178,3 +178,20 @@ def test_up_and_down_each_take_under_two_seconds(lab_dir):
         removed = time.monotonic() - started
     assert built < 2.0 and removed < 2.0, (built, removed)
     assert processes_in(inodes) == [] and lab_namespaces(lab.name) == []
+
+
+def test_up_with_a_spec_names_the_interface_and_serves_each_target(lab_dir, name, tmp_path):
+    spec = tmp_path / "two.yaml"
+    spec.write_text("version: 1\ncluster: two\nrelay: {os: linux, interface: eth7}\nforwards:\n"
+                    "  - {name: api, listen: {port: 16443}, to: {address: 192.168.10.5, port: 6443}}\n"
+                    "  - {name: dns, listen: {port: 1053}, to: {address: 192.168.10.6, port: 53}, protocol: udp}\n")
+    up = json.loads(cli("lab", "up", "--name", name, "--spec", str(spec), "-o", "json").stdout)
+    assert up["addrs"]["relay_outside_if"] == "eth7" and "eth7" in up["nodes"]["relay"]["interfaces"]
+    assert sorted((p["kind"], p["port"]) for p in up["processes"]) == [("apiserver", 6443), ("whoami", 53)]
+    lab = Lab.attach(name)
+    assert lab.connect("relay", lab.addrs.onprem, 53, udp=True).peer == lab.addrs.relay_inside
+    assert cli("lab", "exec", "--name", name, "relay", "--", "sh", "-c", "exit 5", check=False).returncode == 5
+    shown = cli("lab", "exec", "--name", name, "relay", "--", "ip", "-o", "link", "show", "eth7").stdout
+    assert "eth7" in shown
+    cli("lab", "down", "--name", name)
+    assert lab_namespaces(name) == []

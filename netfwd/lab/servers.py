@@ -21,7 +21,6 @@ import ssl
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 def _ready() -> None:
@@ -76,6 +75,8 @@ def _status(code: int, reason: str, message: str) -> dict:
 
 
 def apiserver(args: argparse.Namespace) -> None:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
     version = {
         "major": args.git_version.lstrip("v").split(".")[0],
         "minor": args.git_version.lstrip("v").split(".")[1] if "." in args.git_version else "0",
