@@ -38,7 +38,7 @@ def load(source: str, context: Context, fmt: str | None = None, netns: str | Non
 
         return read_live(context, netns)
     if netns is not None:
-        raise InputError("--netns only applies to --against live", field="--netns")
+        raise InputError("only applies to --against live", field="--netns")
     if fmt is not None and fmt not in FORMATS:
         raise InputError(f"{fmt!r} is not a source format; choose from {', '.join(FORMATS)}", field="--format")
     text = read_text(source)
