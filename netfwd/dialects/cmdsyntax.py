@@ -17,7 +17,10 @@ from dataclasses import dataclass, field
 
 # Characters that never need quoting in a command argument (netsh key=value pairs, addresses, CIDRs).
 _PLAIN = re.compile(r"^[A-Za-z0-9._:/*,=+@-]+$")
-_FORBIDDEN = re.compile(r"[\"\x00-\x1f\x7f]")  # a quote cannot be escaped inside quotes; no controls
+# A quote cannot be escaped inside quotes; no control characters; and nothing outside ASCII: cmd
+# reads a .cmd file in the OEM code page, where in a DBCS page (GBK, Shift-JIS) a stray lead byte
+# from UTF-8 text can swallow the next byte, such as the caret that escapes a '&'.
+_FORBIDDEN = re.compile(r"[\"\x00-\x1f\x7f-\U0010ffff]")
 _ECHO_SPECIAL = re.compile(r"([\^&|<>()\"])")
 BUILTINS = frozenset({"call", "echo", "exit", "for", "goto", "if", "rem", "set", "setlocal", "endlocal"})
 
@@ -50,38 +53,31 @@ def kv(key: str, value: str) -> str:
 
 def echo_text(text: str) -> str:
     """`text` for ``echo``, which prints its raw rest of line: every special character caret-escaped."""
-    if re.search(r"[\x00-\x1f\x7f]", text):
+    if re.search(r"[\x00-\x1f\x7f-\U0010ffff]", text):
         raise UnsafeValue(f"{text!r} cannot be echoed safely by cmd")
     return _ECHO_SPECIAL.sub(r"^\1", text.replace("%", "%%"))
 
 
+_PERCENT = re.compile(r"%%|%(?:~[a-z]*)?[0-9*]|%([^%\r\n]*)%|%")
+
+
 def expand_percent(line: str, env: dict[str, str] | None = None) -> str:
     """Phase 1 in a batch file: ``%%`` -> ``%``; ``%VAR%`` -> its value (undefined: nothing);
-    batch arguments (``%1``, ``%~2``, ``%*``) are kept as written (they exist only inside a call)."""
-    env = {k.upper(): v for k, v in (env or {}).items()}
-    out: list[str] = []
-    i = 0
-    while i < len(line):
-        char = line[i]
-        if char != "%":
-            out.append(char)
-            i += 1
-            continue
-        argument = re.match(r"%(?:~[a-z]*)?[0-9*]", line[i:])
-        if line.startswith("%%", i):
-            out.append("%")
-            i += 2
-        elif argument:
-            out.append(argument.group(0))
-            i += len(argument.group(0))
-        else:
-            end = line.find("%", i + 1)
-            if end == -1:  # a lone percent sign is dropped
-                i += 1
-                continue
-            out.append(env.get(line[i + 1:end].upper(), ""))
-            i = end + 1
-    return "".join(out)
+    batch arguments (``%1``, ``%~2``, ``%*``) are kept as written (they exist only inside a call);
+    a lone ``%`` is dropped."""
+    if "%" not in line:
+        return line
+    upper = {k.upper(): v for k, v in (env or {}).items()}
+
+    def one(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if token == "%%":
+            return "%"
+        if match.group(1) is not None:
+            return upper.get(match.group(1).upper(), "")
+        return "" if token == "%" else token
+
+    return _PERCENT.sub(one, line)
 
 
 def split_argv(command_line: str) -> list[str]:
@@ -254,8 +250,8 @@ class _Lexer:
 
     def rest_of_line(self, depth: int, kind: str) -> None:
         start, line = self.i, self.line
-        while not self.at_line_end():
-            self.advance()
+        end = self.s.find("\n", start)
+        self.i = len(self.s) if end < 0 else end - (self.s[end - 1] == "\r" and end - 1 >= start)
         text = self.s[start:self.i]
         self.out.append(Command(text, [text.split()[0] if kind == "rem" else text], line=line,
                                 depth=depth, kind=kind))
@@ -271,40 +267,42 @@ class _Lexer:
             self.skip_blank()
 
     def simple(self, depth: int, redirects: list[str]) -> None:
-        line = self.line
-        text: list[str] = []
-        quoted = False
-        while self.peek() and not self.at_line_end():
-            char = self.peek()
-            if quoted:
-                text.append(self.advance())
-                quoted = char != '"'
+        line, s = self.line, self.s
+        raw = ""
+        while self.i < len(s):
+            plain = _ORDINARY.match(s, self.i)
+            if plain:
+                raw += plain.group(0)
+                self.i = plain.end()
                 continue
-            if char == '"':
-                quoted = True
-                text.append(self.advance())
+            char = s[self.i]
+            if char == "\n" or (char == "\r" and s[self.i + 1:self.i + 2] == "\n"):
+                break
+            if char == '"':  # quoted: literal up to the closing quote (or the end of the line)
+                quoted = _QUOTED.match(s, self.i)
+                raw += quoted.group(0)
+                self.i = quoted.end()
             elif char == "^":
-                self.advance()
+                self.i += 1
                 if self.at_line_end():
                     raise CmdSyntaxError(f"line {self.line}: a caret at the end of a line continues it")
-                text.append(self.advance())
+                raw += s[self.i]
+                self.i += 1
             elif char in "&|" or (char == ")" and self.parens):
                 break
             elif char in "<>":
                 handle = ""
-                if text and text[-1].isdigit() and (len(text) == 1 or text[-2] in " \t"):
-                    handle = text.pop()
-                match = _REDIRECT.match(self.rest())
+                if raw[-1:].isdigit() and (len(raw) == 1 or raw[-2] in " \t"):
+                    handle, raw = raw[-1], raw[:-1]
+                match = _REDIRECT.match(s, self.i)
                 if not match:
                     raise CmdSyntaxError(f"line {self.line}: redirection without a target")
                 redirects.append(handle + re.sub(r"\s+", "", match.group(0)))
-                self.advance(len(match.group(0)))
-            else:
-                text.append(self.advance())
-        raw = "".join(text)
-        if redirects:
-            raw = raw.rstrip(" \t")  # the space before a trailing redirection is not an argument
-        argv = split_argv(raw)
+                self.i = match.end()
+            else:  # ')' outside a block, a lone '\r'
+                raw += char
+                self.i += 1
+        argv = split_argv(raw)  # `echo a >nul` prints "a ": cmd keeps the space before a redirection
         name = argv[0].lower() if argv else ""
         kind = name if name in BUILTINS else "exec"
         self.out.append(Command(raw, argv, redirects, line=line, depth=depth, kind=kind))
@@ -372,6 +370,8 @@ class _Lexer:
         self.sequence(depth + 1, block=False)
 
 
+_ORDINARY = re.compile(r'[^"^&|<>)\r\n]+')
+_QUOTED = re.compile(r'"[^"\r\n]*"?')
 _REDIRECT = re.compile(r"[0-9]?(?:>>?|<)(?:&[0-9]|[ \t]*[^\s&|<>()]+)")
 _DO = re.compile(r"[ \t]+do[ \t]", re.IGNORECASE)
 

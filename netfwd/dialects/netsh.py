@@ -212,6 +212,8 @@ def _finish(lines: list[str]) -> str:
     text = "\r\n".join(lines).rstrip("\r\n") + "\r\n"
     if any(len(line) > MAX_LINE for line in lines):
         raise cmd.UnsafeValue("a line exceeds cmd's 8191-character limit")
+    if not text.isascii():  # see cmdsyntax: cmd reads scripts in the OEM code page
+        raise cmd.UnsafeValue("a batch script must be ASCII")
     return text
 
 

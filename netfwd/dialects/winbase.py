@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from netaddr import IPNetwork, cidr_merge
 
-from netfwd.dialects.base import BaseDialect, rule_comment
+from netfwd.dialects.base import BaseDialect, rule_comment, safe_comment
 from netfwd.errors import UnsupportedByDialect
 from netfwd.model import Essence, Forward, Spec
 from netfwd.windows import TABLES, WILDCARD, normalise_address, table_name
@@ -97,6 +97,13 @@ class WindowsDialect(BaseDialect):
 
     def expected(self, spec: Spec) -> list[Essence]:
         return [expected_essence(f) for f in spec.forwards]
+
+    def header(self, spec: Spec, what: str) -> list[str]:
+        """The shared header, with the cluster name made comment-safe too (defence in depth: the
+        model already restricts names, and a newline in a comment would start a command)."""
+        lines = super().header(spec, what)
+        lines[0] = lines[0].replace(f"cluster {spec.cluster}", f"cluster {safe_comment(spec.cluster)}")
+        return lines
 
 
 def expected_essence(forward: Forward) -> Essence:
@@ -203,11 +210,20 @@ class WindowsState:
             allows_inbound_tcp=(str(params.get("direction", "")).lower(), str(params.get("action", "")).lower(),
                                 str(params.get("protocol", "")).lower()) == ("inbound", "allow", "tcp")))
 
-    def remove_rules(self, display_name: str | None = None, rule_id: str | None = None) -> None:
-        self.rules = [r for r in self.rules
-                      if not ((display_name is not None and r.display_name.lower() == display_name.lower())
-                              or (rule_id is not None and r.rule_id is not None
-                                  and r.rule_id.lower() == rule_id.lower()))]
+    def remove_rules(self, display_name: str | None = None, rule_id: str | None = None,
+                     wildcards: bool = False) -> None:
+        """Delete rules by display name and/or id: exact (netsh) or PowerShell wildcard patterns (cmdlets)."""
+        from netfwd.dialects.pssyntax import wildcard_regex
+
+        def matcher(value: str | None):
+            if value is None:
+                return lambda _: False
+            if wildcards:
+                return lambda text: text is not None and wildcard_regex(value).match(text) is not None
+            return lambda text: text is not None and text.lower() == value.lower()
+
+        by_display, by_id = matcher(display_name), matcher(rule_id)
+        self.rules = [r for r in self.rules if not (by_display(r.display_name) or by_id(r.rule_id))]
 
     # -- reading back ----------------------------------------------------------------------
     def essences(self) -> list[Essence]:
