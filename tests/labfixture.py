@@ -10,9 +10,12 @@ Mark such tests ``@pytest.mark.netns`` (they need root; conftest skips them othe
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import pytest
+
+if TYPE_CHECKING:
+    from netfwd.lab import Lab
 
 
 def _need_root() -> None:
@@ -21,7 +24,7 @@ def _need_root() -> None:
 
 
 @pytest.fixture
-def make_lab() -> Iterator[Callable[..., "object"]]:
+def make_lab() -> Iterator[Callable[..., "Lab"]]:
     """A factory: ``make_lab(router=..., onprem_route_back=..., firewalld=...)``; all torn down after the test."""
     _need_root()
     from netfwd.lab import Lab
