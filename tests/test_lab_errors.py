@@ -72,3 +72,14 @@ def test_a_failing_command_reports_its_stderr(lab):
     with pytest.raises(LabCommandError, match="nosuchif0.* does not exist"):
         lab.run("relay", ["ip", "link", "show", "nosuchif0"])
     assert lab.run("relay", ["ip", "link", "show", "nosuchif0"], check=False).returncode != 0
+
+
+def test_a_torn_record_is_reported_and_down_still_clears_it(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("NETFWD_LAB_DIR", str(tmp_path))
+    (tmp_path / "torn1.json").write_text("")  # killed between claiming the name and writing the record
+    with pytest.raises(EnvironmentProblem, match="unreadable.*lab down --name torn1"):
+        Lab.attach("torn1")
+    code, err = run_cli(capsys, "lab", "status")
+    assert code == 0 and "lab torn1" in err
+    code, _ = run_cli(capsys, "lab", "down", "--name", "torn1")
+    assert code == 0 and list(tmp_path.iterdir()) == []

@@ -103,8 +103,17 @@ def status(name: str | None, output: str) -> None:
     from netfwd.lab import Lab
     from netfwd.lab.state import recorded_labs
 
-    names = [name] if name else recorded_labs()
-    reports = [Lab.attach(n).status() for n in names]
+    from netfwd.errors import NetfwdError
+
+    if name:
+        reports = [Lab.attach(name).status()]
+    else:
+        reports = []
+        for found in recorded_labs():
+            try:
+                reports.append(Lab.attach(found).status())
+            except NetfwdError as problem:  # torn down meanwhile, or a torn record: say so, go on
+                click.echo(f"netfwd: lab {found}: {problem}", err=True)
     if output == "json":
         click.echo(json.dumps(reports if not name else reports[0], indent=2))
         return

@@ -112,7 +112,11 @@ class Lab:
         """The lab recorded under `name` (built by another process, e.g. `netfwd lab up`)."""
         if not LAB_NAME_RE.match(name) or not state_path(name).exists():
             raise InputError(f"no lab named {name!r} (see `netfwd lab status`)", field="name")
-        return cls(LabState.load(name))
+        try:
+            return cls(LabState.load(name))
+        except (ValueError, TypeError, KeyError):
+            raise EnvironmentProblem(f"the record of lab {name} ({state_path(name)}) is unreadable, probably "
+                                     f"from a crash while it was claimed; run `netfwd lab down --name {name}`") from None
 
     def _build(self) -> None:
         state, a = self._state, self.addrs
