@@ -182,7 +182,11 @@ def _double(text: str, i: int, line: int) -> tuple[str, bool, int, int]:
 
 
 def _bare(text: str, i: int, line: int) -> tuple[str, bool, int, int]:
-    """A bare word in argument mode; quoted parts inside it join the same argument (a'b'c -> abc)."""
+    """A bare word in argument mode; quoted parts inside it join the same argument (a'b'c -> abc).
+    ``-Name:value`` is a parameter and its value: the word ends after the colon."""
+    colon = re.match(rf"[{DASHES}][A-Za-z_][A-Za-z0-9_]*:", text[i:i + 256])
+    if colon:
+        return colon.group(0), False, i + len(colon.group(0)), line
     out, expands = [], False
     while i < len(text):
         char = text[i]
@@ -268,6 +272,9 @@ def commands(text: str) -> list[PsCommand]:
             depth, at_start, i = depth + 1, tok.value != "[", i + 1
         elif tok.kind == "op" and tok.value in (")", "}", "]"):
             depth, at_start, i = depth - 1, tok.value == "}", i + 1
+        elif at_start and tok.kind == "word" and tok.value.lower() == "param" and i + 1 < len(tokens) \
+                and tokens[i + 1].kind == "op" and tokens[i + 1].value == "(":
+            i = _matching(tokens, i + 1) + 1  # a param block; a statement may follow on the same line
         elif at_start and tok.kind == "var" and i + 1 < len(tokens) and tokens[i + 1] == ("word", "=", tokens[i + 1].line,
                                                                                         False):
             i += 2  # `$x = <command>`: the right-hand side may be a command
