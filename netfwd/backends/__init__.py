@@ -1,0 +1,43 @@
+"""Live backends: apply a spec to a running relay's firewall, one module per firewall.
+
+Every module exposes ``make(context)`` returning an object that satisfies
+:class:`netfwd.backends.base.Backend`. Modules load on first use (python-iptables, for one, needs
+the iptables shared libraries at import time).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from netfwd.errors import InputError
+
+# name -> (module, keyword arguments for its make())
+MODULES: dict[str, tuple[str, dict]] = {
+    "iptables": ("netfwd.backends.iptables", {"flavour": "nft"}),
+    "iptables-nft": ("netfwd.backends.iptables", {"flavour": "nft"}),
+    "iptables-legacy": ("netfwd.backends.iptables", {"flavour": "legacy"}),
+    "libiptc": ("netfwd.backends.libiptc", {}),
+    "nft": ("netfwd.backends.nft", {}),
+    "firewalld": ("netfwd.backends.firewalld", {}),
+}
+NAMES = (*MODULES, "auto")
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a backend may need from the engine: where persisted files go (`root`), a private work
+    directory (`workdir`, for transaction files), and the lock to hand to the child that commits."""
+
+    root: Path
+    workdir: Path
+    lock_fd: int | None = None
+
+
+def get_backend(name: str, context: Context):
+    """The backend called `name` ("auto" is resolved by netfwd.backends.auto first)."""
+    if name not in MODULES:
+        raise InputError(f"unknown backend {name!r}; choose one of: {', '.join(NAMES)}", field="--backend")
+    module, options = MODULES[name]
+    return importlib.import_module(module).make(context, **options)

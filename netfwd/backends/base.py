@@ -1,0 +1,182 @@
+"""What every live backend shares: the protocol the engine drives, and the Plan/Change types.
+
+Backends are deliberately dumb (NAPALM style): they read netfwd's owned state, render the desired
+owned state, and write one transaction from one to the other. Everything with a life cycle - locks,
+snapshots, commit-confirm, rollback, recovery - lives in :mod:`netfwd.engine`, once for all backends.
+
+The *owned state* is text: the objects netfwd owns as the backend reads them back, in a canonical
+form (iptables: restore-payload lines; nft: the private table; firewalld: ipsets and rich rules).
+Equal text means equal state, so plans, drift checks and snapshots are plain text comparisons, and
+a snapshot is something the backend can write back in one transaction.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+from netfwd.errors import EnvironmentProblem, NetfwdError
+from netfwd.model import Essence, Spec
+
+
+class TransactionError(NetfwdError):
+    """The backend refused a transaction (nothing was committed unless it says otherwise)."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Live:
+    """Owned state as read: canonical `text`, per-tag counters (packets, bytes) when the backend has
+    them, and backend-private details the matching write needs (e.g. the zone firewalld uses)."""
+
+    text: str
+    counters: dict[str, tuple[int, int]] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One line of a plan: ``+`` add, ``-`` remove, ``~`` replace (same identity, new content)."""
+
+    op: str
+    kind: str  # "forward", "object" (rules/jumps/sets the forwards do not explain), "sysctl"
+    key: str
+    old: str | None = None
+    new: str | None = None
+
+    def render(self) -> str:
+        if self.op == "~":
+            arrow = "=>" if self.kind == "forward" else "->"
+            return f"~ {self.kind} {self.key}: {self.old} {arrow} {self.new}"
+        return f"{self.op} {self.kind} {self.key} {self.new if self.op == '+' else self.old}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"op": self.op, "kind": self.kind, "key": self.key, "old": self.old, "new": self.new}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Desired vs live owned state. ``changes`` explain it by forward; ``added``/``removed`` count
+    the owned lines (rules, jumps, set entries) that differ."""
+
+    backend: str
+    changes: tuple[Change, ...]
+    added: int
+    removed: int
+    current: str
+    desired: str
+
+    @property
+    def in_sync(self) -> bool:
+        return not self.changes
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"backend": self.backend, "in_sync": self.in_sync, "lines_added": self.added,
+                "lines_removed": self.removed, "changes": [c.as_dict() for c in self.changes]}
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+
+    def check(self, spec: Spec) -> None:
+        """Raise UnsupportedByDialect when the spec asks for what this backend cannot do."""
+
+    def read(self) -> Live:
+        """The live owned state, with ONE read of the firewall (one save / list / D-Bus session)."""
+
+    def desired(self, spec: Spec, live: Live) -> str:
+        """The owned state `spec` asks for, in the same canonical form :meth:`read` returns."""
+
+    def write(self, target: str, live: Live) -> None:
+        """Make the owned state `target` in one transaction (`target` "" = own nothing)."""
+
+    def forwards(self, text: str) -> list[Essence]:
+        """The forwards an owned-state text holds (for plans that speak in forwards, not lines)."""
+
+    def fingerprint(self) -> str | None:
+        """A cheap token that changes whenever the firewall may have changed (None: no such thing)."""
+
+    def persist(self, target: str) -> list[str]:
+        """Save the ruleset where the host reloads it at boot; returns what was done, for the log."""
+
+
+# -- diffing -------------------------------------------------------------------------------------
+
+def _essence_text(e: Essence) -> str:
+    target = f"[{e.to_address}]:{e.to_port}" if ":" in e.to_address else f"{e.to_address}:{e.to_port}"
+    flags = [] if e.masquerade else ["no-masquerade"]
+    if e.local:
+        flags.append("local")
+    sources = "any source" if e.sources is None else f"from {', '.join(e.sources)}"
+    return f"-> {target} {sources}" + (f" ({', '.join(flags)})" if flags else "")
+
+
+def _identity(e: Essence) -> str:
+    return f"{e.listen_address or '*'}:{e.listen_port}/{e.protocol}"
+
+
+def diff(backend: Backend, current: str, desired: str) -> Plan:
+    """Forward-level changes (keyed on listen address, port, protocol: a new target *replaces*),
+    plus an ``object`` change when owned lines differ in ways the forwards do not show (a missing
+    jump, a foreign rule inside an owned chain, rule order)."""
+    if current == desired:
+        return Plan(backend.name, (), 0, 0, current, desired)
+    old = {_identity(e): e for e in backend.forwards(current)}
+    new = {_identity(e): e for e in backend.forwards(desired)}
+    changes: list[Change] = []
+    for key, essence in new.items():
+        if key not in old:
+            changes.append(Change("+", "forward", key, new=_essence_text(essence)))
+        elif old[key] != essence:
+            changes.append(Change("~", "forward", key, _essence_text(old[key]), _essence_text(essence)))
+    changes += [Change("-", "forward", key, old=_essence_text(e)) for key, e in old.items() if key not in new]
+    have, want = Counter(_lines(current)), Counter(_lines(desired))
+    added, removed = want - have, have - want
+    if not changes:  # same forwards, different objects: say which
+        if added or removed:
+            sample = next(iter(added or removed))
+            changes.append(Change("~", "object", "owned state",
+                                  f"{sum(removed.values())} line(s) to remove",
+                                  f"{sum(added.values())} line(s) to add (e.g. {'+' if added else '-'} {sample.strip()})"))
+        else:
+            changes.append(Change("~", "object", "owned state", "rules in another order", "in spec order"))
+    return Plan(backend.name, tuple(changes), sum(added.values()), sum(removed.values()), current, desired)
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line and not line.startswith(("*", "COMMIT", "#"))]
+
+
+# -- running tools -------------------------------------------------------------------------------
+
+def run(argv: Sequence[str], *, input: str | None = None, check: bool = True,  # noqa: A002
+        timeout: float = 600.0, pass_fds: Sequence[int] = (), stdin_file: str | None = None,
+        what: str | None = None) -> subprocess.CompletedProcess:
+    """Run a firewall tool; a missing tool is an EnvironmentProblem, a refusal a TransactionError.
+
+    `pass_fds` lets the engine hand its lock to the child, so the lock is held until the child
+    finishes even if netfwd itself is killed meanwhile."""
+    try:
+        if stdin_file is not None:
+            with open(stdin_file, "rb") as source:
+                done = subprocess.run(list(argv), stdin=source, capture_output=True, timeout=timeout,
+                                      pass_fds=tuple(pass_fds))
+            done = subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(errors="replace"),
+                                               done.stderr.decode(errors="replace"))
+        else:
+            done = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=timeout,
+                                  pass_fds=tuple(pass_fds), stdin=None if input is not None else subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise EnvironmentProblem(f"{argv[0]} not found: install it, or choose another --backend") from None
+    except subprocess.TimeoutExpired:
+        raise TransactionError(f"{what or argv[0]} did not finish within {timeout:.0f} s") from None
+    if check and done.returncode != 0:
+        detail = (done.stderr or done.stdout).strip().splitlines()
+        detail = [line for line in detail if not line.startswith("Try `")][-3:]
+        raise TransactionError(f"{what or ' '.join(argv[:2])} failed (exit {done.returncode}): "
+                               f"{' / '.join(detail) or 'no output'}")
+    return done

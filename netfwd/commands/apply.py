@@ -1,0 +1,246 @@
+"""`netfwd plan|apply|confirm|rollback|remove|status`: change a live relay's firewall (root).
+
+Thin: options in, :class:`netfwd.engine.Engine` does the work, a report out. Exit codes:
+0 done / in sync; 1 nothing to confirm or roll back, or drift found by status; 2 bad input;
+3 the host cannot do it (not root, tool missing, lock busy, confirm pending); 4 plan: changes pending.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from netfwd.errors import EXIT_CHANGES_PENDING, EXIT_FINDINGS, InputError
+
+SHOWN = 40  # plan lines printed before "... and N more"
+
+
+def _options(function: Callable) -> Callable:
+    options = [
+        click.option("--backend", "-b", default="auto", show_default=True,
+                     help="iptables (nf_tables), iptables-legacy, libiptc, nft, firewalld, or auto."),
+        click.option("--netns", metavar="NAME", help="Act inside this network namespace (ip netns)."),
+        click.option("--root", metavar="DIR", envvar="NETFWD_ROOT", default="/", show_default=True,
+                     help="Where persisted files go (sysctl.d, saved rules, state); env NETFWD_ROOT."),
+        click.option("--state-dir", metavar="DIR", envvar="NETFWD_STATE_DIR",
+                     help="State directory [default: ROOT/var/lib/netfwd]; env NETFWD_STATE_DIR."),
+        click.option("--lock-timeout", type=click.FloatRange(0, 3600), default=60.0, show_default=True,
+                     help="Seconds to wait for another netfwd to finish before giving up."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+OUTPUT = click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True,
+                      help="Report format.")
+CATALOG = click.option("--catalog", "catalog_file", type=click.Path(dir_okay=False),
+                       help="A region catalog file to use instead of the bundled one.")
+SPEC = click.argument("spec_file", metavar="SPEC", type=click.Path(dir_okay=False))
+
+
+def _engine(backend: str, netns: str | None, root: str, state_dir: str | None, lock_timeout: float):
+    from netfwd.backends import NAMES
+    from netfwd.engine.core import Engine
+    from netfwd.engine.state import default_dir
+
+    if backend not in NAMES:
+        raise InputError(f"unknown backend {backend!r}; choose one of: {', '.join(NAMES)}", field="--backend")
+    if os.geteuid() != 0:
+        from netfwd.errors import EnvironmentProblem
+
+        raise EnvironmentProblem("changing the firewall needs root: run it with sudo")
+    if netns:
+        from netfwd.backends import netns as namespaces
+
+        namespaces.enter(netns)
+    root_path = Path(root)
+    if not root_path.is_dir():
+        raise InputError(f"{root} is not a directory", field="--root")
+    directory = Path(state_dir) if state_dir else default_dir(root_path, netns)
+    return Engine(directory, root_path, backend, lock_wait=lock_timeout)
+
+
+def _print_plan(plan, header: str) -> None:
+    click.echo(header)
+    for change in plan.changes[:SHOWN]:
+        click.echo(f"  {change.render()}")
+    if len(plan.changes) > SHOWN:
+        click.echo(f"  ... and {len(plan.changes) - SHOWN} more (--output json lists all)")
+
+
+def _summary(plan) -> str:
+    return f"{len(plan.changes)} change(s), {plan.added} owned line(s) to add, {plan.removed} to remove"
+
+
+@click.command()
+@SPEC
+@_options
+@CATALOG
+@OUTPUT
+@click.pass_context
+def plan(ctx: click.Context, spec_file: str, catalog_file: str | None, output: str, **common: Any) -> None:
+    """Show what `apply` would change: + add, - remove, ~ replace. Exit 0 in sync, 4 changes pending.
+
+    \b
+    Example:
+      netfwd plan rules/example.yaml --backend iptables
+    """
+    outcome = _engine(**common).plan(spec_file, catalog_file)
+    if output == "json":
+        click.echo(json.dumps(outcome.as_dict(), indent=2))
+    elif outcome.plan.in_sync:
+        click.echo(f"in sync ({outcome.backend}): nothing to change")
+    else:
+        _print_plan(outcome.plan, f"{outcome.backend}: {_summary(outcome.plan)}")
+    if not outcome.plan.in_sync:
+        ctx.exit(EXIT_CHANGES_PENDING)
+
+
+@click.command()
+@SPEC
+@_options
+@CATALOG
+@click.option("--confirm-timeout", type=click.FloatRange(1, 86400), metavar="SECONDS",
+              help="Roll back automatically after SECONDS unless `netfwd confirm` runs (survives this "
+                   "process being killed and the SSH session dropping).")
+@click.option("--yes", "-y", is_flag=True, help="Apply without asking (required when stdin is not a terminal).")
+@OUTPUT
+def apply(spec_file: str, catalog_file: str | None, confirm_timeout: float | None, yes: bool, output: str,
+          **common: Any) -> None:
+    """Apply SPEC to this relay in one transaction; enable and persist forwarding.
+
+    \b
+    Example:
+      netfwd apply rules/example.yaml --confirm-timeout 120 --yes
+      netfwd confirm
+    """
+    engine = _engine(**common)
+    outcome = engine.apply(spec_file, catalog=catalog_file, confirm_timeout=confirm_timeout,
+                           approve=None if yes else _ask)
+    _report(outcome, output, "applied")
+
+
+def _ask(plan) -> bool:
+    if not sys.stdin.isatty():
+        raise InputError("stdin is not a terminal: pass --yes to apply without asking", field="--yes")
+    _print_plan(plan, f"{plan.backend}: {_summary(plan)}")
+    return click.confirm("Apply these changes?", default=False)
+
+
+def _report(outcome, output: str, verb: str) -> None:
+    if output == "json":
+        click.echo(json.dumps(outcome.as_dict(), indent=2))
+        return
+    if not outcome.changed:
+        how = " (nothing read: unchanged since the last apply)" if outcome.fast else ""
+        click.echo(f"no changes ({outcome.backend}){how}")
+        return
+    _print_plan(outcome.plan, f"{verb} change {outcome.change_id} ({outcome.backend}): {_summary(outcome.plan)}")
+    for note in outcome.notes:
+        click.echo(f"note: {note}")
+
+
+@click.command()
+@_options
+@click.option("--confirm-timeout", type=click.FloatRange(1, 86400), metavar="SECONDS",
+              help="Put everything back after SECONDS unless `netfwd confirm` runs.")
+@click.argument("spec_file", metavar="[SPEC]", required=False, type=click.Path(dir_okay=False))
+@OUTPUT
+def remove(spec_file: str | None, confirm_timeout: float | None, output: str, **common: Any) -> None:
+    """Remove every netfwd-owned object (chains, jumps, table, rich rules, ipsets), nothing else.
+
+    SPEC is optional; when given it must be valid (a typo should not go unnoticed).
+
+    \b
+    Example:
+      netfwd remove --backend iptables
+    """
+    if spec_file:
+        from netfwd.spec import open_spec
+
+        open_spec(spec_file)
+    outcome = _engine(**common).remove(confirm_timeout=confirm_timeout)
+    _report(outcome, output, "removed, as")
+
+
+@click.command()
+@_options
+def confirm(**common: Any) -> None:
+    """Keep the change made with `apply --confirm-timeout` (stops the rollback timer, persists it)."""
+    click.echo(_engine(**common).confirm())
+
+
+@click.command()
+@_options
+@OUTPUT
+def rollback(output: str, **common: Any) -> None:
+    """Put back the owned state from before the last change (run twice to redo it)."""
+    outcome = _engine(**common).rollback()
+    _report(outcome, output, "rolled back with")
+
+
+@click.command()
+@_options
+@OUTPUT
+@click.pass_context
+def status(ctx: click.Context, output: str, **common: Any) -> None:
+    """What netfwd owns live, its counters, a pending confirm, and drift since the last change.
+
+    Exit 1 when the live owned state differs from what netfwd last applied.
+    """
+    report = _engine(**common).status()
+    if output == "json":
+        click.echo(json.dumps(report, indent=2, default=str))
+    else:
+        _print_status(report)
+    if report.get("drift"):
+        ctx.exit(EXIT_FINDINGS)
+
+
+def _print_status(report: dict) -> None:
+    applied = report.get("applied")
+    click.echo(f"state:    {report['state_dir']}")
+    click.echo(f"backend:  {report.get('backend') or 'none recorded'}")
+    if applied:
+        what = applied.get("spec") or "nothing (removed)"
+        click.echo(f"applied:  {applied.get('id')} at {applied.get('at')}: {applied.get('op')} {what} "
+                   f"({applied.get('forwards', 0)} forward(s))")
+    else:
+        click.echo("applied:  nothing recorded")
+    pending = report.get("pending")
+    if pending:
+        alive = "timer running" if pending["timer_alive"] else "TIMER NOT RUNNING (next netfwd command rolls back)"
+        click.echo(f"pending:  change {pending['id']} rolls back in {pending['seconds_left']:.0f} s unless "
+                   f"`netfwd confirm` ({alive}, pid {pending['timer_pid']})")
+    if report.get("interrupted"):
+        click.echo(f"interrupted: change {report['interrupted']} (the next apply/rollback finishes or undoes it)")
+    if report.get("rollback"):
+        click.echo(f"rollback: available (undoes {report['rollback']['undoes']})")
+    drift = report.get("drift")
+    if drift:
+        click.echo(f"DRIFT:    {drift['lines_missing']} owned line(s) missing, {drift['lines_appeared']} "
+                   f"appeared since the last change - {drift['hint']}")
+        for change in drift["changes"][:SHOWN]:
+            click.echo(f"  {change['op']} {change['kind']} {change['key']}")
+    elif report.get("backend") and applied:
+        click.echo("drift:    none (live owned state = last change)")
+    forwards = report.get("forwards") or []
+    if forwards:
+        click.echo(f"forwards live ({len(forwards)}):")
+        for f in forwards[:SHOWN]:
+            counters = "" if f["packets"] is None else f"  {f['packets']} pkts {f['bytes']} bytes"
+            sources = "any" if f["sources"] is None else ",".join(f["sources"])
+            target = f"[{f['to_address']}]" if ":" in f["to_address"] else f["to_address"]
+            click.echo(f"  {f['listen_address'] or '*'}:{f['listen_port']}/{f['protocol']} -> "
+                       f"{target}:{f['to_port']} from {sources}{counters}")
+        if len(forwards) > SHOWN:
+            click.echo(f"  ... and {len(forwards) - SHOWN} more")
+
+
+__all__ = ["apply", "confirm", "plan", "remove", "rollback", "status"]

@@ -1,0 +1,468 @@
+"""The change life cycle, once for every backend: plan, apply, commit-confirm, rollback, remove, status.
+
+NAPALM's verbs on a Linux relay. Each change is:
+
+1. under the exclusive state lock (one change at a time; the second caller waits, then fails clearly);
+2. finish or undo an interrupted earlier change (journal), roll back an overdue commit-confirm;
+3. read the live owned state ONCE; diff it against the desired state;
+4. snapshot the live state, write the journal, start the commit-confirm timer (if asked) - all
+   *before* touching the firewall, so a crash at any later point is recoverable and still timed;
+5. ONE backend transaction; then forwarding sysctls, persistence, the records; drop the journal.
+
+A no-change re-apply does not even parse the spec when the spec file, netfwd and the backend are
+the same as last time and the firewall provably did not change since (nf_tables generation ID), or
+its owned state reads back identical to what was applied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from netfwd import __version__
+from netfwd.backends import Context, get_backend
+from netfwd.backends.base import Change, Plan, TransactionError, diff
+from netfwd.engine import sysctl, timer
+from netfwd.engine.files import StateLock, fsync_dir, write_json
+from netfwd.engine.state import State, digest, new_id
+from netfwd.errors import EnvironmentProblem, InputError, NetfwdError
+
+Log = Callable[[str], None]
+
+
+def _stderr(message: str) -> None:
+    print(f"netfwd: {message}", file=sys.stderr, flush=True)
+
+
+class NothingToDo(NetfwdError):
+    """confirm / rollback with nothing pending or recorded (exit 1)."""
+
+
+@dataclass
+class Outcome:
+    """What a change did, for the command to report."""
+
+    plan: Plan
+    changed: bool
+    change_id: str | None = None
+    backend: str = ""
+    notes: list[str] = field(default_factory=list)
+    sysctl: list[tuple[str, str, str]] = field(default_factory=list)
+    deadline: float | None = None
+    fast: bool = False  # decided without reading the firewall or parsing the spec
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.plan.as_dict(), "changed": self.changed, "change_id": self.change_id,
+                "sysctl": [{"what": w, "now": n, "wanted": v} for w, n, v in self.sysctl],
+                "confirm_deadline": self.deadline, "notes": self.notes, "fast_path": self.fast}
+
+
+class Engine:
+    def __init__(self, state_dir: Path, root: Path, backend: str = "auto", *, lock_wait: float = 60.0,
+                 log: Log = _stderr) -> None:
+        self.state_dir, self.root, self.requested = state_dir, root, backend
+        self.lock_wait, self.log = lock_wait, log
+
+    @classmethod
+    def for_timer(cls, state_dir: Path) -> "Engine":
+        state = State.load(state_dir)
+        return cls(state_dir, Path(state.root or "/"), state.backend or "auto", lock_wait=600.0,
+                   log=lambda m: print(m, flush=True))
+
+    # -- backends ------------------------------------------------------------------------------
+    def _backend(self, state: State, lock_fd: int | None, *, name: str | None = None):
+        chosen = name or self.requested
+        if chosen == "auto":
+            if state.backend and state.applied_text():
+                chosen = state.backend
+            else:
+                from netfwd.backends.auto import choose
+
+                chosen, why = choose()
+                self.log(f"backend {chosen}: {why}")
+        elif state.backend and state.backend != chosen and state.applied_text() and name is None:
+            raise EnvironmentProblem(f"netfwd's rules on this relay were applied with --backend {state.backend}; "
+                                     f"remove them first (netfwd remove --backend {state.backend}) "
+                                     f"before switching to {chosen}")
+        context = Context(root=self.root, workdir=self.state_dir, lock_fd=lock_fd)
+        return get_backend(chosen, context)
+
+    def _lock(self, what: str, exclusive: bool = True) -> StateLock:
+        return StateLock(self.state_dir, exclusive=exclusive, wait=self.lock_wait, what=what)
+
+    # -- plan ------------------------------------------------------------------------------------
+    def plan(self, spec_path: str, catalog: str | None = None) -> Outcome:
+        """What `apply` would change (reads only; takes no lock)."""
+        state = State.load(self.state_dir)
+        backend = self._backend(state, None)
+        loaded = _load(spec_path, catalog)
+        loaded.check(backend.check, loaded.spec)
+        live = backend.read()
+        plan = diff(backend, live.text, backend.desired(loaded.spec, live))
+        if not plan.in_sync and hasattr(backend, "validate"):
+            backend.validate(plan.desired, live)  # the firewall's own dry run: errors show before apply
+        changes = sysctl.pending(loaded.spec, self.root)
+        plan = _with_sysctl(plan, changes)
+        return Outcome(plan, False, backend=backend.name, sysctl=changes)
+
+    # -- apply / remove --------------------------------------------------------------------------
+    def apply(self, spec_path: str, *, catalog: str | None = None, confirm_timeout: float | None = None,
+              approve: Callable[[Plan], bool] | None = None) -> Outcome:
+        with self._lock(f"netfwd apply {spec_path}") as lock:
+            state = State.load(self.state_dir)
+            self._recover(state, lock.fd)
+            self._refuse_while_pending(state)
+            backend = self._backend(state, lock.fd)
+            key = _spec_key(spec_path, catalog, backend.name)
+            fast = self._unchanged(state, backend, key)
+            if fast is not None:
+                return fast
+            generation = backend.fingerprint()
+            live = backend.read()
+            if (not getattr(backend, "desired_depends_on_live", False) and state.applied
+                    and state.applied.get("spec_key") == key and live.text == state.applied_text()
+                    and state.backend == backend.name and self._sysctl_ok(state)):
+                self._remember(state, backend, generation, live.text)
+                return Outcome(Plan(backend.name, (), 0, 0, live.text, live.text), False,
+                               backend=backend.name, fast=True)
+            loaded = _load(spec_path, catalog)
+            spec = loaded.spec
+            loaded.check(backend.check, spec)
+            desired = backend.desired(spec, live)
+            plan = diff(backend, live.text, desired)
+            changes = sysctl.pending(spec, self.root)
+            plan = _with_sysctl(plan, changes)
+            record = {"op": "apply", "spec": str(Path(spec_path).resolve()), "spec_key": key,
+                      "forwards": len(spec.forwards), "cluster": spec.cluster,
+                      "sysctl_text": sysctl.file_text(spec)}
+            if plan.in_sync:
+                state.applied = {**(state.applied or {}), **record, "digest": digest(desired)}
+                if not state.applied.get("id"):
+                    state.applied["id"] = new_id()
+                self._remember(state, backend, generation, desired, write_text=True)
+                return Outcome(plan, False, backend=backend.name)
+            if approve is not None and not approve(plan):
+                raise NothingToDo("not applied")
+            outcome = self._transact(state, backend, live, desired, record=record, lock_fd=lock.fd,
+                                     confirm_timeout=confirm_timeout, generation=generation, plan=plan)
+            outcome.sysctl = changes
+            return outcome
+
+    def remove(self, *, confirm_timeout: float | None = None) -> Outcome:
+        """Take away every netfwd-owned object (and the persisted sysctl), nothing else."""
+        with self._lock("netfwd remove") as lock:
+            state = State.load(self.state_dir)
+            self._recover(state, lock.fd)
+            self._refuse_while_pending(state)
+            backend = self._backend(state, lock.fd, name=state.backend if self.requested == "auto" else self.requested)
+            generation = backend.fingerprint()
+            live = backend.read()
+            plan = diff(backend, live.text, "")
+            sysctl_file = (self.root / sysctl.SYSCTL_FILE).exists()
+            if plan.in_sync and not sysctl_file:
+                return Outcome(plan, False, backend=backend.name)
+            record = {"op": "remove", "spec": None, "spec_key": None, "forwards": 0}
+            return self._transact(state, backend, live, "", record=record, lock_fd=lock.fd,
+                                  confirm_timeout=confirm_timeout, generation=generation, forget=True,
+                                  plan=plan)
+
+    # -- confirm / rollback / expire -------------------------------------------------------------
+    def confirm(self) -> str:
+        with self._lock("netfwd confirm") as lock:
+            state = State.load(self.state_dir)
+            self._recover(state, lock.fd)
+            pending = state.pending
+            if not pending:
+                raise NothingToDo("no change is waiting for confirmation (it may have been rolled back "
+                                  "already: see netfwd status)")
+            timer.stop(pending.get("pid"), pending.get("start"))
+            state.pending = None
+            state.save()
+            backend = self._backend(state, lock.fd, name=state.backend)
+            notes = backend.persist(state.applied_text())
+            for note in notes:
+                self.log(note)
+            return f"confirmed change {pending['id']}"
+
+    def rollback(self) -> Outcome:
+        """Undo the last change (a rollback is a change too: rolling back twice redoes it)."""
+        with self._lock("netfwd rollback") as lock:
+            state = State.load(self.state_dir)
+            self._recover(state, lock.fd)
+            return self._undo(state, lock.fd, "rollback")
+
+    def expire(self, change_id: str) -> str:
+        """The commit-confirm deadline of `change_id` has passed: roll it back if still pending."""
+        with self._lock(f"netfwd commit-confirm timer ({change_id})") as lock:
+            state = State.load(self.state_dir)
+            self._recover(state, lock.fd, timer_of=change_id)
+            if not state.pending or state.pending.get("id") != change_id:
+                return f"change {change_id} is no longer pending: nothing to do"
+            outcome = self._undo(state, lock.fd, "commit-confirm timeout")
+            return f"rolled back change {change_id} (not confirmed in time) as change {outcome.change_id}"
+
+    def _undo(self, state: State, lock_fd: int | None, why: str) -> Outcome:
+        if not state.rollback:
+            raise NothingToDo("nothing to roll back: no change recorded in " + str(self.state_dir))
+        backend = self._backend(state, lock_fd, name=state.backend)
+        target = state.read_snapshot(state.rollback["snapshot"])
+        previous = state.rollback.get("previous") or {"op": "remove", "forwards": 0}
+        pending = state.pending
+        if pending:
+            timer.stop(pending.get("pid"), pending.get("start"))
+            state.pending = None
+        generation = backend.fingerprint()
+        live = backend.read()
+        record = {k: v for k, v in previous.items() if k not in ("id", "at", "digest", "fingerprint")}
+        record["op"] = f"rollback of {state.rollback['id']} ({why})"
+        plan = diff(backend, live.text, target)
+        return self._transact(state, backend, live, target, record=record, lock_fd=lock_fd,
+                              confirm_timeout=None, generation=generation, plan=plan,
+                              forget=not record.get("sysctl_text"))
+
+    # -- the transaction -------------------------------------------------------------------------
+    def _transact(self, state: State, backend, live, target: str, *, record: dict, lock_fd: int | None,
+                  confirm_timeout: float | None, generation: str | None, plan: Plan,
+                  forget: bool = False) -> Outcome:
+        """Snapshot, journal, timer, ONE backend write, then sysctls, persistence and records.
+        Forwarding is enabled (and persisted) as `record["sysctl_text"]` says; `forget` drops it."""
+        change_id = new_id()
+        before = state.write_snapshot(change_id, live.text)
+        after = state.write_snapshot(change_id, target, "after")
+        applied = {"id": change_id, "at": _now(), **record, "digest": digest(target), "fingerprint": None}
+        journal = {"id": change_id, "backend": backend.name, "before": before, "after": after,
+                   "applied": applied, "previous": state.applied, "forget_sysctl": forget,
+                   "sysctl_text": record.get("sysctl_text")}
+        write_json(state.journal_file, journal)
+        state.backend, state.root = backend.name, str(self.root)
+        prior_pending, deadline = state.pending, None
+        if confirm_timeout is not None:
+            deadline = time.time() + confirm_timeout
+            pid, start = timer.spawn(self.state_dir, change_id, deadline)
+            state.pending = {"id": change_id, "deadline": deadline, "timeout": confirm_timeout,
+                             "pid": pid, "start": start}
+        state.save()
+        try:
+            commits = backend.write(target, live)
+        except BaseException:
+            self._abandon(state, backend, live, journal, prior_pending)
+            raise
+        notes = self._finish(state, backend, journal, generation=generation, commits=commits,
+                             persist=confirm_timeout is None, target=target)
+        if deadline is not None:
+            notes.append(f"rolls back at {time.strftime('%H:%M:%S', time.localtime(deadline))} unless you run "
+                         f"`netfwd confirm` within {confirm_timeout:g} s")
+        return Outcome(plan, True, change_id, backend.name, notes, deadline=deadline)
+
+    def _finish(self, state: State, backend, journal: dict, *, generation: str | None, commits: Any,
+                persist: bool, target: str) -> list[str]:
+        notes: list[str] = []
+        if journal.get("sysctl_text"):
+            for key in sysctl.keys_of(journal["sysctl_text"]):
+                sysctl.set_key(key)
+            sysctl.write_file(self.root, journal["sysctl_text"])
+        if journal.get("forget_sysctl") and sysctl.forget(self.root):
+            notes.append(f"removed {self.root / sysctl.SYSCTL_FILE} (forwarding stays on until reboot)")
+        if persist:
+            notes += backend.persist(target)
+        applied = dict(journal["applied"])
+        applied["fingerprint"] = _fingerprint_after(backend, generation, commits)
+        os.replace(self.state_dir / journal["after"], state.applied_file)
+        fsync_dir(self.state_dir)
+        state.applied = applied
+        state.rollback = {"id": journal["id"], "snapshot": journal["before"], "previous": journal["previous"]}
+        state.save()
+        state.journal_file.unlink(missing_ok=True)
+        state.prune({journal["before"]})
+        return notes
+
+    def _abandon(self, state: State, backend, live, journal: dict, prior_pending) -> None:
+        """The transaction failed (or we were interrupted): make sure the old state is what is live."""
+        try:
+            now = backend.read()
+            if now.text != live.text:
+                self.log("the transaction failed part-way: restoring the state before it")
+                backend.write(live.text, now)
+        finally:
+            pending = state.pending
+            if pending and pending.get("id") == journal["id"]:
+                timer.stop(pending.get("pid"), pending.get("start"))
+                state.pending = prior_pending
+            state.save()
+            state.journal_file.unlink(missing_ok=True)
+            for name in (journal["before"], journal["after"]):
+                (self.state_dir / name).unlink(missing_ok=True)
+
+    # -- recovery --------------------------------------------------------------------------------
+    def _recover(self, state: State, lock_fd: int | None, timer_of: str | None = None) -> None:
+        """Finish or undo a change whose netfwd died mid-way; honour overdue commit-confirms."""
+        journal = state.journal()
+        if journal:
+            backend = self._backend(state, lock_fd, name=journal["backend"])
+            live = backend.read()
+            after = (self.state_dir / journal["after"]).read_text()
+            before = (self.state_dir / journal["before"]).read_text()
+            if live.text == after:
+                self.log(f"change {journal['id']} was interrupted after its transaction: recording it")
+                self._finish(state, backend, journal, generation=None, commits=None,
+                             persist=not (state.pending and state.pending.get("id") == journal["id"]),
+                             target=after)
+            else:
+                if live.text != before:
+                    self.log(f"change {journal['id']} was interrupted mid-way: restoring the state before it")
+                else:
+                    self.log(f"change {journal['id']} was interrupted before its transaction: discarding it")
+                self._abandon(state, backend, type(live)(before), journal, None)
+        pending = state.pending
+        if pending and pending.get("id") != timer_of and not timer.alive(pending.get("pid"), pending.get("start")):
+            if time.time() >= pending["deadline"]:
+                self.log(f"change {pending['id']} was not confirmed by its deadline and its timer is gone: "
+                         "rolling it back now")
+                self._undo(state, lock_fd, "commit-confirm timeout (timer gone)")
+            else:
+                pid, start = timer.spawn(self.state_dir, pending["id"], pending["deadline"])
+                state.pending = {**pending, "pid": pid, "start": start}
+                state.save()
+                self.log(f"restarted the commit-confirm timer of change {pending['id']} (pid {pid})")
+
+    def _refuse_while_pending(self, state: State) -> None:
+        if state.pending:
+            left = max(0, state.pending["deadline"] - time.time())
+            raise EnvironmentProblem(f"change {state.pending['id']} is waiting for confirmation (rolls back in "
+                                     f"{left:.0f} s): run `netfwd confirm` or `netfwd rollback` first")
+
+    # -- no-change fast path ---------------------------------------------------------------------
+    def _unchanged(self, state: State, backend, key: str) -> Outcome | None:
+        applied = state.applied
+        if not applied or applied.get("spec_key") != key or state.backend != backend.name:
+            return None
+        token = applied.get("fingerprint")
+        if not token or backend.fingerprint() != token or not self._sysctl_ok(state):
+            return None
+        return Outcome(Plan(backend.name, (), 0, 0, "", ""), False, backend=backend.name, fast=True)
+
+    def _sysctl_ok(self, state: State) -> bool:
+        applied = state.applied or {}
+        text = applied.get("sysctl_text")
+        if not text:
+            return False
+        if any(sysctl.current(k) != "1" for k in sysctl.keys_of(text)):
+            return False
+        try:
+            return (self.root / sysctl.SYSCTL_FILE).read_text() == text
+        except OSError:
+            return False
+
+    def _remember(self, state: State, backend, generation: str | None, text: str, write_text: bool = False) -> None:
+        """In sync: record the fingerprint (and the text) so the next identical apply is instant."""
+        if write_text or state.applied_text() != text:
+            from netfwd.engine.files import write_atomic
+
+            write_atomic(state.applied_file, text, mode=0o600)
+        if state.applied is not None:
+            state.applied["fingerprint"] = generation if generation and backend.fingerprint() == generation else None
+        state.backend, state.root = backend.name, str(self.root)
+        state.save()
+
+    # -- status ----------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        state = State.load(self.state_dir)
+        report: dict[str, Any] = {"state_dir": str(self.state_dir), "backend": state.backend,
+                                  "applied": state.applied, "pending": None, "rollback": None,
+                                  "interrupted": None, "drift": None, "forwards": []}
+        if state.pending:
+            p = state.pending
+            report["pending"] = {"id": p["id"], "deadline": p["deadline"],
+                                 "seconds_left": max(0.0, p["deadline"] - time.time()),
+                                 "timer_pid": p.get("pid"), "timer_alive": timer.alive(p.get("pid"), p.get("start"))}
+        if state.rollback:
+            report["rollback"] = {"undoes": state.rollback["id"]}
+        journal = state.journal()
+        if journal:
+            report["interrupted"] = journal["id"]
+        if not state.backend and self.requested == "auto":
+            return report
+        backend = self._backend(state, None, name=state.backend if self.requested == "auto" else None)
+        report["backend"] = backend.name
+        live = backend.read()
+        reference = state.applied_text()
+        plan = diff(backend, reference, live.text)
+        report["drift"] = None if plan.in_sync else {
+            "lines_appeared": plan.added, "lines_missing": plan.removed,
+            "changes": [c.as_dict() for c in plan.changes],
+            "hint": ("netfwd's objects are gone (a firewall reload or restart flushes them?): "
+                     "run `netfwd apply` again" if reference and not live.text else
+                     "someone changed netfwd's objects: `netfwd plan` shows what apply would restore")}
+        counters = live.counters or {}
+        for essence in backend.forwards(live.text):
+            tag = _tag_of(live.text, essence)
+            packets, octets = counters.get(tag, (None, None)) if tag else (None, None)
+            report["forwards"].append({**essence._asdict(), "tag": tag, "packets": packets, "bytes": octets})
+        return report
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+def _load(spec_path: str, catalog: str | None):
+    from netfwd.spec import open_spec
+
+    cat = None
+    if catalog:
+        from netfwd.catalog import load_catalog
+
+        cat = load_catalog(catalog)
+    return open_spec(spec_path, cat)
+
+
+def _spec_key(spec_path: str, catalog: str | None, backend: str) -> str:
+    """Same key = same desired state: spec bytes, catalog bytes, netfwd version, backend."""
+    h = hashlib.sha256(f"netfwd {__version__}\0{backend}\0".encode())
+    for path in (spec_path, catalog):
+        if path:
+            try:
+                h.update(Path(path).read_bytes())
+            except OSError as problem:
+                raise InputError(f"cannot read it: {problem.strerror}", file=path) from None
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _with_sysctl(plan: Plan, changes: list[tuple[str, str, str]]) -> Plan:
+    if not changes:
+        return plan
+    extra = tuple(Change("~", "sysctl", what, now, wanted) for what, now, wanted in changes)
+    return Plan(plan.backend, plan.changes + extra, plan.added, plan.removed, plan.current, plan.desired)
+
+
+def _fingerprint_after(backend, generation: str | None, commits: Any) -> str | None:
+    """Trust the post-write fingerprint only if nobody else committed between our read and write."""
+    after = backend.fingerprint()
+    if not generation or not after or not isinstance(commits, int):
+        return None
+    try:
+        moved = int(after.rsplit(":", 1)[1]) - int(generation.rsplit(":", 1)[1])
+    except ValueError:
+        return None
+    return after if moved == commits else None
+
+
+def _tag_of(text: str, essence) -> str | None:
+    """The netfwd comment tag of a forward's DNAT rule (for its counters)."""
+    needle = f":{essence.to_port}"
+    for line in text.splitlines():
+        if "DNAT" in line or " dnat " in line:
+            if f"--dport {essence.listen_port} " in line or f"dport {essence.listen_port} " in line:
+                if needle in line:
+                    at = line.find('comment "')
+                    if at >= 0:
+                        return line[at + 9:line.find('"', at + 9)]
+    return None
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -1,0 +1,113 @@
+"""Crash-safe files: atomic replace (temp + fsync + rename + directory fsync) and the state lock.
+
+A reader (or the next netfwd after a crash) sees either the old file or the new one, never a torn
+one. The lock is an flock(2) on ``STATE_DIR/lock``: it belongs to the open file, so a child handed
+the descriptor (the iptables-restore that commits) keeps it held until the child exits, even when
+netfwd itself was killed - the next netfwd waits for that transaction instead of racing it.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from netfwd.errors import EnvironmentProblem, NetfwdError, EXIT_ENVIRONMENT
+
+
+class LockBusy(NetfwdError):
+    """Another netfwd holds the state lock (exit 3): one apply at a time."""
+
+    exit_code = EXIT_ENVIRONMENT
+
+
+def write_atomic(path: Path, data: str | bytes, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    raw = data.encode() if isinstance(data, str) else data
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        view = memoryview(raw)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (ValueError, OSError) as problem:
+        raise EnvironmentProblem(f"{path} is unreadable ({problem}); move it aside to start afresh") from None
+
+
+class StateLock:
+    """flock on STATE_DIR/lock. ``exclusive`` for anything that changes the firewall."""
+
+    def __init__(self, directory: Path, exclusive: bool = True, wait: float = 60.0, what: str = "netfwd") -> None:
+        self.path = directory / "lock"
+        self.exclusive, self.wait, self.what = exclusive, wait, what
+        self.fd: int | None = None
+
+    def __enter__(self) -> "StateLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        kind = fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH
+        deadline = time.monotonic() + self.wait
+        told = False
+        while True:
+            try:
+                fcntl.flock(self.fd, kind | fcntl.LOCK_NB)
+                break
+            except OSError as problem:
+                if problem.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise
+            holder = self.holder()
+            if time.monotonic() >= deadline:
+                os.close(self.fd)
+                self.fd = None
+                raise LockBusy(f"another netfwd is changing this relay ({holder or 'holder unknown'}); "
+                               f"gave up after {self.wait:g} s - try again when it has finished "
+                               f"(lock: {self.path})")
+            if not told:
+                print(f"netfwd: waiting for the lock: {holder or 'another netfwd'} holds {self.path}",
+                      file=sys.stderr)
+                told = True
+            time.sleep(0.05)
+        if self.exclusive:
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, f"pid {os.getpid()}: {self.what}\n".encode(), 0)
+        return self
+
+    def holder(self) -> str:
+        try:
+            return self.path.read_text().strip()
+        except OSError:
+            return ""
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None

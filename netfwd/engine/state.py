@@ -1,0 +1,110 @@
+"""The state directory: what netfwd applied, what it can roll back to, what awaits confirmation.
+
+    STATE_DIR/state.json           records (below), replaced atomically
+    STATE_DIR/applied.txt          the owned state of the last change (the drift reference)
+    STATE_DIR/snapshots/<id>.txt   the owned state before change <id> (what `rollback` restores)
+    STATE_DIR/journal.json         exists only while a transaction is being written
+    STATE_DIR/lock, timer.log
+
+state.json:
+    backend   the backend of the last change (`--backend auto` sticks to it)
+    root      where persisted files go (the commit-confirm timer needs it)
+    applied   {id, at, op, spec, spec_key, forwards, digest, fingerprint} of the live change
+    rollback  {id, snapshot, previous} - undo of the last change (`previous` = the applied before it)
+    pending   {id, deadline, timeout, pid, start} - a commit-confirm waiting for `netfwd confirm`
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from netfwd.engine.files import read_json, write_atomic, write_json
+
+FORMAT = 1
+
+
+def default_dir(root: Path, netns: str | None) -> Path:
+    """NETFWD_STATE_DIR, else ROOT/var/lib/netfwd (per namespace when acting inside one)."""
+    explicit = os.environ.get("NETFWD_STATE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = root / "var/lib/netfwd"
+    return base / "netns" / netns if netns else base
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def new_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{os.getpid()}-{time.monotonic_ns() % 1000000:06d}"
+
+
+@dataclass
+class State:
+    directory: Path
+    backend: str | None = None
+    root: str | None = None
+    applied: dict[str, Any] | None = None
+    rollback: dict[str, Any] | None = None
+    pending: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # -- files ---------------------------------------------------------------------------------
+    @property
+    def file(self) -> Path:
+        return self.directory / "state.json"
+
+    @property
+    def applied_file(self) -> Path:
+        return self.directory / "applied.txt"
+
+    @property
+    def journal_file(self) -> Path:
+        return self.directory / "journal.json"
+
+    def snapshot_file(self, change_id: str, suffix: str = "txt") -> Path:
+        return self.directory / "snapshots" / f"{change_id}.{suffix}"
+
+    @classmethod
+    def load(cls, directory: Path) -> "State":
+        data = read_json(directory / "state.json") or {}
+        known = {"backend", "root", "applied", "rollback", "pending"}
+        return cls(directory, **{k: data.get(k) for k in known},
+                   extra={k: v for k, v in data.items() if k not in known | {"format"}})
+
+    def save(self) -> None:
+        write_json(self.file, {"format": FORMAT, "backend": self.backend, "root": self.root,
+                               "applied": self.applied, "rollback": self.rollback, "pending": self.pending,
+                               **self.extra})
+
+    def applied_text(self) -> str:
+        try:
+            return self.applied_file.read_text()
+        except FileNotFoundError:
+            return ""
+
+    def read_snapshot(self, name: str) -> str:
+        return (self.directory / name).read_text()
+
+    def write_snapshot(self, change_id: str, text: str, suffix: str = "txt") -> str:
+        path = self.snapshot_file(change_id, suffix)
+        write_atomic(path, text, mode=0o600)
+        return str(path.relative_to(self.directory))
+
+    def journal(self) -> dict[str, Any] | None:
+        return read_json(self.journal_file)
+
+    def prune(self, keep: set[str]) -> None:
+        """Drop snapshot files no record refers to (one rollback level is kept)."""
+        folder = self.directory / "snapshots"
+        if not folder.is_dir():
+            return
+        for path in folder.iterdir():
+            if str(path.relative_to(self.directory)) not in keep and not path.name.startswith("."):
+                path.unlink(missing_ok=True)

@@ -1,0 +1,72 @@
+"""Kernel forwarding: on now (in the namespace netfwd acts in) and after reboot (ROOT/etc/sysctl.d).
+
+Same file and content as the shell dialects write, so a relay set up by a rendered script and one
+set up by `netfwd apply` look the same.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from netfwd.dialects.shell import SYSCTL_FILE, sysctl_keys
+from netfwd.engine.files import write_atomic
+from netfwd.errors import EnvironmentProblem
+from netfwd.model import Spec
+
+
+def _proc(key: str) -> Path:
+    return Path("/proc/sys") / key.replace(".", "/")
+
+
+def current(key: str) -> str | None:
+    try:
+        return _proc(key).read_text().strip()
+    except OSError:
+        return None
+
+
+def file_text(spec: Spec) -> str:
+    return "".join([f"# written by netfwd for cluster {spec.cluster}\n",
+                    *(f"{key} = 1\n" for key in sysctl_keys(spec))])
+
+
+def keys_of(text: str) -> list[str]:
+    """The keys a sysctl.d file text sets (`key = value` lines)."""
+    return [line.split(" = ", 1)[0].strip() for line in text.splitlines() if " = " in line and line[0] != "#"]
+
+
+def pending(spec: Spec, root: Path) -> list[tuple[str, str, str]]:
+    """[(what, now, wanted)] that differ: live sysctls and the persisted file."""
+    out = []
+    for key in sysctl_keys(spec):
+        value = current(key)
+        if value != "1":
+            out.append((key, value or "missing", "1"))
+    path = root / SYSCTL_FILE
+    try:
+        have = path.read_text()
+    except OSError:
+        have = None
+    if have != file_text(spec):
+        out.append((str(path), "missing" if have is None else "different", "netfwd's"))
+    return out
+
+
+def set_key(key: str, value: str = "1") -> None:
+    try:
+        _proc(key).write_text(value + "\n")
+    except OSError as problem:
+        raise EnvironmentProblem(f"cannot set {key}={value}: {problem}") from None
+
+
+def write_file(root: Path, text: str) -> None:
+    write_atomic(root / SYSCTL_FILE, text)
+
+
+def forget(root: Path) -> bool:
+    """Remove the persisted file (forwarding stays on until reboot: other services may need it)."""
+    path = root / SYSCTL_FILE
+    if path.exists():
+        path.unlink()
+        return True
+    return False
