@@ -74,3 +74,11 @@ def test_a_recycled_pid_is_not_our_process():
     assert me.alive()
     assert not Process(os.getpid(), (proc_starttime(os.getpid()) or 0) + 1, "relay", "x", []).alive()
     assert proc_starttime(2 ** 22 + 7) is None
+
+
+def test_the_builder_of_a_lab_is_recognised_by_pid_and_start_time(tmp_path, monkeypatch):
+    monkeypatch.setenv("NETFWD_LAB_DIR", str(tmp_path))
+    state = LabState("cd34")
+    assert state.owner_alive()
+    state.owner_starttime = (state.owner_starttime or 0) + 1  # same PID, another process: not ours
+    assert not state.owner_alive()

@@ -205,7 +205,13 @@ def _show(report: dict, output: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"lab {report['name']}" + ("" if report["complete"] else " (incomplete: run lab down)"))
+    import time
+
+    age = int(time.time() - report["created"])
+    builder = report["builder"]
+    table = Table(title=f"lab {report['name']}" + ("" if report["complete"] else " (incomplete: run lab down)"),
+                  caption=f"built {age} s ago by PID {builder['pid']} "
+                          f"({'still running' if builder['alive'] else 'gone'})")
     for column in ("node", "netns", "interfaces", "processes"):
         table.add_column(column, overflow="fold")
     for node, info in report["nodes"].items():

@@ -67,6 +67,11 @@ class LabState:
     created: float = field(default_factory=time.time)
     complete: bool = False
     owner_pid: int = field(default_factory=os.getpid)
+    owner_starttime: int | None = field(default_factory=lambda: proc_starttime(os.getpid()))
+
+    def owner_alive(self) -> bool:
+        """Is the process that built this lab still running (a hint for spotting abandoned labs)?"""
+        return proc_starttime(self.owner_pid) == self.owner_starttime
 
     @property
     def path(self) -> Path:
