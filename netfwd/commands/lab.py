@@ -92,7 +92,7 @@ def up(name: str | None, spec_file: str | None, router: bool, route_back: bool, 
     except BaseException:
         built.down()
         raise
-    _show(built.status(), output)
+    _show(built.status(rules=False), output)  # a fresh relay has no rules: skip reading them
 
 
 @lab.command()
@@ -221,10 +221,11 @@ def _show(report: dict, output: str) -> None:
                           for p in report["processes"] if p["node"] == node)
         table.add_row(node, info["netns"] + ("" if info["exists"] else " (missing)"), interfaces, procs)
     Console().print(table)
-    applied = {k: v for k, v in report["applied"].items() if k != "ip_forward"}
-    click.echo(f"relay ip_forward={report['applied'].get('ip_forward', ['?'])[0]}; "
-               f"netfwd rules: {sum(len(v) for v in applied.values()) or 'none'}"
-               + "".join(f"\n  [{k}] {line}" for k, lines in applied.items() for line in lines))
+    if report["applied"]:
+        applied = {k: v for k, v in report["applied"].items() if k != "ip_forward"}
+        click.echo(f"relay ip_forward={report['applied'].get('ip_forward', ['?'])[0]}; "
+                   f"netfwd rules: {sum(len(v) for v in applied.values()) or 'none'}"
+                   + "".join(f"\n  [{k}] {line}" for k, lines in applied.items() for line in lines))
     a = report["addrs"]
     click.echo(f"clients dial {a['relay_outside']}; allowed source {a['client_allowed']} "
                f"({a['allowed_cidr']}), denied source {a['client_denied']}; on-prem {a['onprem']}")

@@ -380,11 +380,11 @@ class Lab:
 
     # -- status -----------------------------------------------------------------------------------
 
-    def status(self) -> dict:
-        """Namespaces, addresses, processes and what netfwd applied (nat rules / tables) in the relay."""
+    def status(self, rules: bool = True) -> dict:
+        """Namespaces, addresses, processes and (rules=True) what netfwd applied in the relay."""
         from netfwd.lab.status import collect
 
-        return collect(self)
+        return collect(self, rules)
 
 
 # -- module helpers -------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ def _output(lab: "Lab", argv: list[str]) -> str:
         return ""
 
 
-def collect(lab: "Lab") -> dict:
+def collect(lab: "Lab", rules: bool = True) -> dict:
     nodes = {}
     for node in lab.nodes:
         name = lab.ns(node)
@@ -66,4 +66,4 @@ def collect(lab: "Lab") -> dict:
     owner = lab._state.owner_pid
     return {"name": lab.name, "complete": lab._state.complete, "created": lab._state.created,
             "builder": {"pid": owner, "alive": lab._state.owner_alive()}, "addrs": lab.addrs.as_dict(),
-            "nodes": nodes, "processes": processes, "applied": applied(lab) if relay_present else {}}
+            "nodes": nodes, "processes": processes, "applied": applied(lab) if relay_present and rules else {}}
