@@ -10,11 +10,19 @@ _IPTABLES = re.compile(r"^(\*(nat|filter|mangle|raw|security)\s*$|:[A-Z][A-Z0-9_
 _LIST_ALL = re.compile(r"^\S.*\n\s+target:\s", re.M)
 _NETSH = re.compile(r"^Rule Name:\s", re.M)
 _SPEC = re.compile(r"^forwards\s*:", re.M)
+HEAD = 65536
 
 
 def detect(text: str) -> str:
-    """The FORMATS name for `text`; a plain list when nothing more specific matches."""
-    head = text.lstrip("\ufeff \t\r\n")
+    """The FORMATS name for `text`; a plain list when nothing more specific matches.
+
+    Only the first 64 KB are looked at (every format announces itself early), so detection costs
+    nothing on a 100,000-line list; an `ipset save` prefix of any length means iptables input.
+    """
+    head = text[:HEAD].lstrip("\ufeff \t\r\n")
+    if re.match(r"create \S+ (hash|bitmap|list):", head):
+        return "iptables"
+    text = head
     if head.startswith("{") and '"nftables"' in text[:4096]:
         return "nft-json"
     if head.startswith("<"):

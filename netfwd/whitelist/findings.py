@@ -2,21 +2,39 @@
 
 Codes (the CLI contract, see docs/whitelist.md): too-broad, unused, private-range, local-overlap,
 catalog-duplicate; `unevaluated` comes from the source readers. Findings never change coverage;
-they are warnings (or info) beside it.
+they are warnings (or info) beside it. Each check looks only at the entries the screen flagged
+for it, and computes what it reports with netaddr.
 """
 
 from __future__ import annotations
 
 from netaddr import IPSet
 
-from netfwd.whitelist.coverage import Intervals, Requirement
-from netfwd.whitelist.model import Finding, Group, Origin
+from netfwd.whitelist.coverage import Requirement
+from netfwd.whitelist.addresses import to_cidrs
+from netfwd.whitelist.model import Entry, Finding, Origin
+from netfwd.whitelist.screen import LOCAL, OTHER_REGIONS, REQUIRED, RFC1918, SHARED, Screen
 
-RFC1918 = IPSet(["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"])  # + IPv6 ULA
-SHARED = IPSet(["100.64.0.0/10"])  # RFC 6598
-PRIVATE = RFC1918 | SHARED
-_PRIVATE_INTERVALS = Intervals(PRIVATE)
+PRIVATE_RFC = IPSet(["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"])  # + IPv6 ULA
+SHARED_SPACE = IPSet(["100.64.0.0/10"])  # RFC 6598
 SHOW = 8  # CIDRs quoted in one message
+
+
+def make_screen(requirement: Requirement, local: IPSet | None) -> Screen:
+    return Screen({REQUIRED: requirement.union, OTHER_REGIONS: requirement.others, RFC1918: PRIVATE_RFC,
+                   SHARED: SHARED_SPACE, LOCAL: local or IPSet()})
+
+
+PRIVATE_BLOCKS = list(PRIVATE_RFC.iter_cidrs())
+SHARED_BLOCKS = list(SHARED_SPACE.iter_cidrs())
+
+
+def _part(entry: Entry, blocks: list) -> tuple[tuple[str, ...], int]:
+    """entry ∩ blocks as (minimal CIDRs, address count): clip the entry's ranges to each block."""
+    spans = [(max(first, block.first), min(last, block.last)) for first, last in entry.ranges
+             for block in blocks if block.version == entry.version and first <= block.last and last >= block.first]
+    cidrs = tuple(str(n) for first, last in sorted(spans) for n in to_cidrs(entry.version, first, last))
+    return cidrs, sum(last - first + 1 for first, last in spans)
 
 
 def _quote(addresses: IPSet) -> tuple[str, ...]:
@@ -27,74 +45,80 @@ def _short(cidrs: tuple[str, ...]) -> str:
     return ", ".join(cidrs[:SHOW]) + (f" and {len(cidrs) - SHOW} more" if len(cidrs) > SHOW else "")
 
 
-def too_broad(group: Group, requirement: Requirement) -> list[Finding]:
+def too_broad(entries: list[Entry], masks: list[int], requirement: Requirement) -> list[Finding]:
     """Entries that admit required addresses *and* others (or everything): say how many others."""
     found = []
-    names = ", ".join(rid for rid, _, _ in requirement.regions)
-    for entry in group.entries:
-        if not (entry.is_any or requirement.intervals.touches(entry)):
+    for entry, mask in zip(entries, masks):
+        if not (mask & REQUIRED or (entry.ranges[0][0] == 0 and entry.is_any)):
             continue
-        needed = (entry.ipset() & requirement.union).size
-        beyond = entry.size - needed
+        beyond = entry.size - (entry.ipset() & requirement.union).size
         if beyond > 0:
-            what = "every address" if entry.is_any else f"{beyond:,} address(es) beyond what {names} need"
-            found.append(Finding("too-broad", "warning", f"{entry.text} admits {what}"
-                                 + (f" ({beyond:,} beyond the requirement)" if entry.is_any else ""),
-                                 entry.origin, tuple(str(n) for n in entry.cidrs()[:SHOW]), beyond))
+            what = (f"every address ({beyond:,} beyond the requirement)" if entry.is_any
+                    else f"{beyond:,} address(es) beyond what {requirement.names} need")
+            found.append(Finding("too-broad", "warning", f"{entry.text} admits {what}", entry.origin,
+                                 tuple(str(n) for n in entry.cidrs()[:SHOW]), beyond))
     return found
 
 
-def unused(group: Group, requirement: Requirement, others: Intervals | None = None) -> list[Finding]:
+def unused(entries: list[Entry], masks: list[int]) -> list[Finding]:
     """One finding per group listing entries that admit no address any requested region needs."""
-    touches = requirement.intervals.touches
-    idle = [e for e in group.entries if not e.is_any and not touches(e)]
+    idle, size, elsewhere = [], 0, 0
+    add = idle.append
+    for entry, mask in zip(entries, masks):  # hot on big lists: flat, no generator per entry
+        if mask & REQUIRED:
+            continue
+        ranges = entry[1]
+        if ranges[0][0] == 0 and entry.is_any:
+            continue
+        add(entry)
+        if len(ranges) == 1:
+            size += ranges[0][1] - ranges[0][0] + 1
+        else:
+            size += sum(last - first + 1 for first, last in ranges)
+        if mask & OTHER_REGIONS:
+            elsewhere += 1
     if not idle:
         return []
-    elsewhere = sum(1 for e in idle if others is not None and others.touches(e))
     note = f" ({elsewhere} belong to catalog regions that were not requested)" if elsewhere else ""
     examples = ", ".join(f"{e.text} ({e.origin.file}:{e.origin.line})" if e.origin.line else e.text
                          for e in idle[:3]) + (", ..." if len(idle) > 3 else "")
     verb = "entry admits" if len(idle) == 1 else "entries admit"
     return [Finding("unused", "info", f"{len(idle):,} {verb} no address the requested regions need{note}: "
-                    f"{examples}", idle[0].origin, tuple(e.text for e in idle), sum(e.size for e in idle))]
+                    f"{examples}", idle[0].origin, tuple(e[2] for e in idle), size)]
 
 
-def private_range(group: Group, requirement: Requirement) -> list[Finding]:
+def private_range(entries: list[Entry], masks: list[int], requirement: Requirement) -> list[Finding]:
     """Entries that admit RFC 1918 / ULA space, or shared space (RFC 6598) beyond the requirement."""
     found = []
-    for entry in group.entries:
-        if not _PRIVATE_INTERVALS.touches(entry):
-            continue
-        part = entry.ipset() & PRIVATE
-        rfc = part & RFC1918
-        extra_shared = (part & SHARED) - requirement.union
-        if rfc:
-            required = " (the catalog requires part of it)" if rfc & requirement.union else ""
-            cidrs = _quote(rfc)
+    for entry, mask in zip(entries, masks):
+        if mask & RFC1918:
+            cidrs, size = _part(entry, PRIVATE_BLOCKS)
+            required = ""
+            if mask & REQUIRED and IPSet(cidrs) & requirement.union:
+                required = " (the catalog requires part of it)"
             found.append(Finding("private-range", "warning",
                                  f"{entry.text} admits private (RFC 1918/ULA) addresses {_short(cidrs)}: "
-                                 f"on-prem hosts may use them{required}", entry.origin, cidrs, rfc.size))
-        elif extra_shared:
-            cidrs = _quote(extra_shared)
-            found.append(Finding("private-range", "warning",
-                                 f"{entry.text} admits RFC 6598 shared address space no requested region "
-                                 f"needs: {_short(cidrs)}", entry.origin, cidrs, extra_shared.size))
+                                 f"on-prem hosts may use them{required}", entry.origin, cidrs, size))
+        elif mask & SHARED:
+            shared, _ = _part(entry, SHARED_BLOCKS)
+            extra = IPSet(shared) - requirement.union
+            if extra:
+                cidrs = _quote(extra)
+                found.append(Finding("private-range", "warning",
+                                     f"{entry.text} admits RFC 6598 shared address space no requested region "
+                                     f"needs: {_short(cidrs)}", entry.origin, cidrs, extra.size))
     return found
 
 
-def local_overlap(group: Group, local: IPSet | None) -> list[Finding]:
+def local_overlap(entries: list[Entry], masks: list[int], local: IPSet | None) -> list[Finding]:
     """Entries overlapping the relay's or on-prem networks: those hosts would be admitted too."""
-    if not local:
-        return []
-    screen = Intervals(local)
     found = []
-    for entry in group.entries:
-        if screen.touches(entry):
+    for entry, mask in zip(entries, masks):
+        if mask & LOCAL and local:
             part = entry.ipset() & local
             cidrs = _quote(part)
-            found.append(Finding("local-overlap", "warning",
-                                 f"{entry.text} overlaps local network(s) {_short(cidrs)}",
-                                 entry.origin, cidrs, part.size))
+            found.append(Finding("local-overlap", "warning", f"{entry.text} overlaps local network(s) "
+                                 f"{_short(cidrs)}", entry.origin, cidrs, part.size))
     return found
 
 
@@ -113,8 +137,7 @@ def catalog_findings(catalog, region_ids: list[str]) -> list[Finding]:
     return found
 
 
-def group_findings(group: Group, requirement: Requirement, local: IPSet | None,
-                   others: Intervals | None) -> list[Finding]:
-    return (too_broad(group, requirement) + private_range(group, requirement)
-            + local_overlap(group, local) + unused(group, requirement, others) + list(group.notes))
-
+def group_findings(entries: list[Entry], masks: list[int], requirement: Requirement,
+                   local: IPSet | None) -> list[Finding]:
+    return (too_broad(entries, masks, requirement) + private_range(entries, masks, requirement)
+            + local_overlap(entries, masks, local) + unused(entries, masks))

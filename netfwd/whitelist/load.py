@@ -44,4 +44,7 @@ def load(source: str, context: Context, fmt: str | None = None, netns: str | Non
     text = read_text(source)
     if not text.strip():
         raise InputError("is empty", file=source)
-    return parse_text(text, source, fmt or detect(text), context)
+    from netfwd.whitelist.verify import gc_paused
+
+    with gc_paused():
+        return parse_text(text, source, fmt or detect(text), context)

@@ -6,14 +6,17 @@ any is partial or missing (or, with `strict`, when there are warnings), 2 for ba
 
 from __future__ import annotations
 
+import gc
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from netaddr import IPSet
 
 from netfwd.errors import EXIT_FINDINGS, EXIT_OK, InputError
-from netfwd.whitelist.coverage import Intervals, RegionCoverage, Requirement, cover
-from netfwd.whitelist.findings import catalog_findings, group_findings
-from netfwd.whitelist.model import Finding, Parsed
+from netfwd.whitelist.coverage import RegionCoverage, Requirement, cover
+from netfwd.whitelist.findings import catalog_findings, group_findings, make_screen
+from netfwd.whitelist.model import Finding, Group, Parsed
+from netfwd.whitelist.screen import REQUIRED
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,14 +68,20 @@ def check_regions(catalog, region_ids: list[str]) -> list[str]:
     return list(dict.fromkeys(region_ids))
 
 
+def check_group(group: Group, requirement: Requirement, screen, local: IPSet | None) -> GroupReport:
+    entries = list(group.entries)
+    masks = screen.masks(entries)
+    relevant = [e for e, m in zip(entries, masks) if m & REQUIRED]
+    return GroupReport(group.label, group.protocol, group.port, len(entries), tuple(cover(relevant, requirement)),
+                       tuple(group_findings(entries, masks, requirement, local) + list(group.notes)))
+
+
 def verify(parsed: Parsed, catalog, region_ids: list[str], local: IPSet | None = None) -> Report:
     region_ids = check_regions(catalog, region_ids)
     requirement = Requirement.build(catalog, region_ids)
-    others = Intervals(catalog.networks([r for r in catalog.ids if r not in region_ids]) - requirement.union)
-    groups = tuple(
-        GroupReport(g.label, g.protocol, g.port, len(g.entries), tuple(cover(g, requirement)),
-                    tuple(group_findings(g, requirement, local, others)))
-        for g in parsed.groups)
+    screen = make_screen(requirement, local)
+    with gc_paused():
+        groups = tuple(check_group(g, requirement, screen, local) for g in parsed.groups)
     notes = list(parsed.notes)
     if not groups:
         notes.append(Finding("unevaluated", "warning", f"{parsed.file}: no whitelist found in this "
@@ -80,3 +89,16 @@ def verify(parsed: Parsed, catalog, region_ids: list[str], local: IPSet | None =
     return Report(parsed.file, parsed.format, tuple(region_ids), groups,
                   tuple(catalog_findings(catalog, region_ids) + notes),
                   tuple(str(n) for n in local.iter_cidrs()) if local else ())
+
+
+@contextmanager
+def gc_paused():
+    """Batch work allocates ~10 objects per entry and makes no cycles: pausing the cyclic GC for it
+    makes a 100,000-entry check 2-3x faster (collections would rescan the growing heap)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
