@@ -65,11 +65,12 @@ def masquerade_rule(forward: Forward) -> str:
 # The engine: converge runtime and permanent configuration to WANT_SET / WANT_RULE. Values reach it
 # only as quoted arguments of want_set / want_rule; it never evaluates them.
 ENGINE = r"""
-declare -A WANT_SET=() WANT_RULE=()
+declare -A WANT_SET=() WANT_RULE=() FRESH=()
 SET_ORDER=() RULE_ORDER=()
+TAB=$'\t'
 CHANGES=0
 want_set() { WANT_SET[$1]=$2; SET_ORDER+=("$1"); }  # want_set NAME "FAMILY ENTRY..."
-want_rule() { WANT_RULE[$1]=1; RULE_ORDER+=("$1"); }  # want_rule RICH-RULE (in $ZONE)
+want_rule() { WANT_RULE[$1$TAB$2]=1; RULE_ORDER+=("$1$TAB$2"); }  # want_rule ZONE RICH-RULE
 
 fw() { firewall-cmd -q "$@"; }
 conf_opt() { if [ "$1" = permanent ]; then echo --permanent; fi; }
@@ -89,7 +90,8 @@ sync_entries() {
   local add=() del=() entries=()
   read -r -a entries <<<"${WANT_SET[$2]#* }"
   for entry in "${entries[@]}"; do want[$entry]=1; done
-  listing=$(firewall-cmd ${opt:+"$opt"} --ipset="$2" --get-entries)
+  listing=""  # an ipset created by this run is known to be empty: spare the (slow) firewall-cmd call
+  [ -n "$opt" ] && [ -n "${FRESH[$2]:-}" ] || listing=$(firewall-cmd ${opt:+"$opt"} --ipset="$2" --get-entries)
   while read -r entry; do [ -z "$entry" ] || have[$entry]=1; done <<<"$listing"
   for entry in ${have[@]+"${!have[@]}"}; do [ -n "${want[$entry]:-}" ] || del+=(--remove-entry="$entry"); done
   for entry in "${entries[@]}"; do [ -n "${have[$entry]:-}" ] || add+=(--add-entry="$entry"); done
@@ -98,34 +100,40 @@ sync_entries() {
   if [ ${#add[@]} -gt 0 ]; then fw ${opt:+"$opt"} --ipset="$2" "${add[@]}"; CHANGES=$((CHANGES + ${#add[@]})); fi
 }
 
-# sync_rules runtime|permanent: netfwd's rich rules are exactly WANT_RULE in $ZONE, and none elsewhere
+# zone_args ACTION ZONE ITEM...: --ACTION-rich-rule=RULE for each "<zone><TAB><rule>" ITEM in ZONE
+zone_args() {
+  local action=$1 zone=$2 item
+  shift 2
+  for item in "$@"; do
+    [ "${item%%"$TAB"*}" != "$zone" ] || printf -- '--%s-rich-rule=%s\n' "$action" "${item#*"$TAB"}"
+  done
+}
+
+# sync_rules runtime|permanent: netfwd's rich rules are exactly WANT_RULE, zone by zone, and none elsewhere
 sync_rules() {
   local opt zone rule item listing
   opt=$(conf_opt "$1")
-  local -A have=() stale_zones=()
+  local -A have=() zones=()
   local stale=() add=() args=()
   listing=$(netfwd_rules ${opt:+"$opt"})
   while IFS=$'\t' read -r zone rule; do
     [ -n "$rule" ] || continue
-    if [ "$zone" = "$ZONE" ] && [ -n "${WANT_RULE[$rule]:-}" ]; then
-      have[$rule]=1
+    if [ -n "${WANT_RULE[$zone$TAB$rule]:-}" ]; then
+      have[$zone$TAB$rule]=1
     else
-      stale+=("$zone"$'\t'"$rule")
-      stale_zones[$zone]=1
+      stale+=("$zone$TAB$rule")
     fi
   done <<<"$listing"
-  for zone in ${stale_zones[@]+"${!stale_zones[@]}"}; do
-    args=()
-    for item in "${stale[@]}"; do
-      [ "${item%%$'\t'*}" != "$zone" ] || args+=(--remove-rich-rule="${item#*$'\t'}")
-    done
-    fw ${opt:+"$opt"} --zone="$zone" "${args[@]}"
-    CHANGES=$((CHANGES + ${#args[@]}))
+  for item in ${RULE_ORDER[@]+"${RULE_ORDER[@]}"}; do [ -n "${have[$item]:-}" ] || add+=("$item"); done
+  for item in ${stale[@]+"${stale[@]}"} ${add[@]+"${add[@]}"}; do zones[${item%%"$TAB"*}]=1; done
+  for zone in ${zones[@]+"${!zones[@]}"}; do  # stale rules go before new ones are added
+    mapfile -t args < <(zone_args remove "$zone" ${stale[@]+"${stale[@]}"})
+    if [ ${#args[@]} -gt 0 ]; then fw ${opt:+"$opt"} --zone="$zone" "${args[@]}"; CHANGES=$((CHANGES + ${#args[@]})); fi
   done
-  for rule in ${RULE_ORDER[@]+"${RULE_ORDER[@]}"}; do
-    [ -n "${have[$rule]:-}" ] || add+=(--add-rich-rule="$rule")
+  for zone in ${zones[@]+"${!zones[@]}"}; do
+    mapfile -t args < <(zone_args add "$zone" ${add[@]+"${add[@]}"})
+    if [ ${#args[@]} -gt 0 ]; then fw ${opt:+"$opt"} --zone="$zone" "${args[@]}"; CHANGES=$((CHANGES + ${#args[@]})); fi
   done
-  if [ ${#add[@]} -gt 0 ]; then fw ${opt:+"$opt"} --zone="$ZONE" "${add[@]}"; CHANGES=$((CHANGES + ${#add[@]})); fi
 }
 
 converge() {
@@ -135,6 +143,7 @@ converge() {
   for name in ${SET_ORDER[@]+"${SET_ORDER[@]}"}; do
     if [[ $sets != *" $name "* ]]; then
       fw --permanent --new-ipset="$name" --type=hash:net --option=family="${WANT_SET[$name]%% *}"
+      FRESH[$name]=1
       CHANGES=$((CHANGES + 1))
     fi
     sync_entries permanent "$name"
@@ -156,6 +165,7 @@ converge() {
   if [ "$reload" = yes ]; then
     say "reloading firewalld: ipsets reach the runtime only that way (runtime-only changes not made by netfwd are lost)"
     fw --reload
+    return  # the runtime is now the permanent configuration, which is already right
   fi
   for name in ${SET_ORDER[@]+"${SET_ORDER[@]}"}; do sync_entries runtime "$name"; done
   sync_rules runtime
@@ -163,15 +173,38 @@ converge() {
 """.strip("\n").splitlines()
 
 
+# Where rules go: a zone's forward-ports act on traffic entering it, its masquerade on traffic leaving
+# into it; zones are found at run time (interfaces and routes are the relay's, not the spec's).
+ZONES = r"""
+declare -A ZONE_OF=()
+ZONE_IS=""
+# zone_of [IFACE]: sets ZONE_IS to the zone firewalld applies to traffic on IFACE: the zone it is bound
+# to, else the default zone. One lookup of all zones (every firewall-cmd call is slow).
+zone_of() {
+  local zone="" key value
+  if [ -z "${ZONE_OF[*]:-}" ]; then
+    ZONE_OF[:default]=$(firewall-cmd --get-default-zone)
+    while read -r key value; do
+      case $key in
+        interfaces:) for key in $value; do ZONE_OF[$key]=$zone; done ;;
+        *:) ;;
+        ?*) zone=$key ;;
+      esac
+    done <<<"$(firewall-cmd --get-active-zones)"
+  fi
+  ZONE_IS=${ZONE_OF[${1:-:default}]:-${ZONE_OF[:default]}}
+}
+# route_dev [ADDRESS]: the interface of the route to ADDRESS (the default route without one), or nothing
+route_dev() {
+  if [ -n "${1:-}" ]; then ip route get "$1" 2>/dev/null; else ip route show default 2>/dev/null; fi |
+    awk '{ for (i = 1; i < NF; i++) if ($i == "dev") { print $(i + 1); exit } }'
+}
+""".strip("\n").splitlines()
+
+
 def _preflight(spec: Spec) -> list[str]:
-    """Refuse without a running firewalld (exit 3); pick the zone of the relay's interface, else the default."""
+    """Refuse without a running firewalld (exit 3); find the zone traffic arrives in."""
     interface = spec.relay.interface
-    zone = ["ZONE=$(firewall-cmd --get-default-zone)"]
-    if interface is not None:
-        quoted = shlex.quote(f"--get-zone-of-interface={interface}")
-        zone = [f"if ! ZONE=$(firewall-cmd {quoted} 2>/dev/null); then",
-                f"  ZONE=$(firewall-cmd --get-default-zone)  # {interface} is in no zone: the default zone applies",
-                "fi"]
     return [
         "say() { printf 'netfwd: %s\\n' \"$*\" >&2; }",
         'die() { local status=$1; shift; say "$*"; exit "$status"; }',
@@ -182,9 +215,19 @@ def _preflight(spec: Spec) -> list[str]:
         '  die 3 "firewalld is not running (${state:-no answer}): start it (systemctl start firewalld),'
         ' or use the nft or iptables dialect"',
         "fi",
-        *zone,
+        *ENGINE,
         "",
     ]
+
+
+def _ingress(spec: Spec) -> list[str]:
+    """The zone the forwarded traffic arrives in: DNAT (forward-port) rules act there."""
+    lines = [*ZONES, ""]
+    if spec.relay.interface is not None:
+        return lines + [f"zone_of {shlex.quote(spec.relay.interface)}  # relay.interface (in no zone: the default zone)",
+                "ZONE=$ZONE_IS", ""]
+    return lines + ['zone_of "$(route_dev)"  # the default route\'s interface (in no zone, or none: the default zone)',
+            "ZONE=$ZONE_IS", ""]
 
 
 def _wanted(spec: Spec) -> list[str]:
@@ -193,9 +236,10 @@ def _wanted(spec: Spec) -> list[str]:
         family = "inet" if forward.family == 4 else "inet6"
         lines.append(f"# {forward.name}: {forward.listen} {forward.protocol} -> {forward.to}")
         lines.append(f"want_set {ipset_name(forward)} {shlex.quote(' '.join((family, *ipset_entries(forward))))}")
-        lines.append(f"want_rule {shlex.quote(forward_rule(forward))}")
-        if forward.masquerade:
-            lines.append(f"want_rule {shlex.quote(masquerade_rule(forward))}")
+        lines.append(f'want_rule "$ZONE" {shlex.quote(forward_rule(forward))}')
+        if forward.masquerade:  # masquerade acts on traffic leaving into a zone: the zone toward the target
+            lines.append(f'zone_of "$(route_dev {forward.to.address})"; '
+                         f'want_rule "$ZONE_IS" {shlex.quote(masquerade_rule(forward))}')
     return [*lines, ""]
 
 
@@ -218,7 +262,7 @@ class FirewalldDialect(BaseDialect):
 
     def render(self, spec: Spec) -> str:
         self.check(spec)
-        lines = shell.prologue(self.header(spec, "apply")) + _preflight(spec) + ENGINE + [""]
+        lines = shell.prologue(self.header(spec, "apply")) + _preflight(spec) + _ingress(spec)
         lines += shell.enable_forwarding(spec)
         lines += _wanted(spec)
         lines += ["converge",
@@ -227,7 +271,7 @@ class FirewalldDialect(BaseDialect):
 
     def render_remove(self, spec: Spec) -> str:
         self.check(spec)
-        lines = shell.prologue(self.header(spec, "remove")) + _preflight(spec) + ENGINE + [""]
+        lines = shell.prologue(self.header(spec, "remove")) + _preflight(spec)
         lines += ["# Nothing wanted: every netfwd rich rule (in any zone) and netfwd ipset goes.",
                   "converge", ""]
         lines += shell.forget_forwarding()
@@ -252,11 +296,12 @@ def parse_rich_rules(text: str) -> list[Essence]:
     block: str | None = None  # the ipset an `--info-ipset` block is about
     for raw in text.splitlines():
         line = raw.strip()
+        line = line.rpartition("; ")[2] if line.startswith("zone_of ") else line
         if line.startswith("want_set "):
             words = shlex.split(line)
             ipsets[words[1]] = words[2].split()[1:]
         elif line.startswith("want_rule "):
-            rules.append(shlex.split(line)[1])
+            rules.append(shlex.split(line)[-1])
         elif line.startswith("rule "):
             rules.append(line)
         elif raw.startswith(IPSET_PREFIX) and " " not in line:
@@ -267,7 +312,10 @@ def parse_rich_rules(text: str) -> list[Essence]:
     forwards: list[dict] = []
     masquerades: set[tuple[str, str]] = set()
     for rule in rules:
-        parts = _rich_rule(rule)
+        try:
+            parts = _rich_rule(rule)
+        except ValueError:  # unbalanced quotes: not a rule firewalld (or netfwd) wrote
+            continue
         source = parts.get("source", {}).get("ipset", "")
         if not source.startswith(IPSET_PREFIX) or "NOT" in parts.get("source", {}):
             continue
