@@ -247,11 +247,13 @@ class Engine:
             state.pending = {"id": change_id, "deadline": deadline, "timeout": confirm_timeout,
                              "pid": pid, "start": start}
         state.save()
+        crash_point("before-write")
         try:
             commits = backend.write(target, live)
         except BaseException:
             self._abandon(state, backend, live, journal, prior_pending)
             raise
+        crash_point("after-write")
         notes = self._finish(state, backend, journal, generation=generation, commits=commits,
                              persist=confirm_timeout is None, target=target)
         if deadline is not None:
@@ -462,6 +464,14 @@ def _tag_of(text: str, essence) -> str | None:
                     if at >= 0:
                         return line[at + 9:line.find('"', at + 9)]
     return None
+
+
+def crash_point(stage: str) -> None:
+    """Test hook: NETFWD_CRASH_AT=<stage> SIGKILLs this process there, to prove recovery works."""
+    if os.environ.get("NETFWD_CRASH_AT") == stage:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _now() -> str:

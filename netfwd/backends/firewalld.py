@@ -1,0 +1,170 @@
+"""`firewalld` backend: netfwd's ipsets and rich rules, runtime and permanent kept in step.
+
+The objects are the firewalld dialect's (one ``netfwd-<hash>`` hash:net ipset per forward, a
+forward-port rich rule with that ipset as its source in the zone traffic arrives in, a masquerade
+rich rule in the zone toward the target), so a rendered script and a live apply make the same
+thing. They are read and written through firewalld's D-Bus API by one helper process
+(netfwd.backends.fwdbus, run by firewalld's own Python), not by one firewall-cmd per object.
+
+Canonical owned-state text, one object per line, sorted; both configurations must say the same:
+
+    permanent ipset netfwd-1a2b3c4d5e6f inet 10.200.1.8/29
+    permanent rule public rule family="ipv4" source ipset="netfwd-..." forward-port ...
+    runtime ipset ...
+    runtime rule ...
+
+firewalld has no multi-object transaction; see fwdbus for the order that keeps the live runtime
+either old or new (a reload when ipsets come or go, otherwise adds before removals).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import socket
+from pathlib import Path
+from typing import Any
+
+from netfwd.backends import Context
+from netfwd.backends.base import Live, TransactionError, run
+from netfwd.dialects import firewalld as dialect
+from netfwd.errors import EnvironmentProblem
+from netfwd.model import Essence, Spec
+
+HELPER = str(Path(__file__).with_name("fwdbus.py"))
+CONFIGS = ("permanent", "runtime")
+
+
+def firewalld_python() -> str:
+    """The interpreter firewall-cmd runs with (it has firewalld's modules and python3-dbus)."""
+    path = shutil.which("firewall-cmd")
+    if path is None:
+        raise EnvironmentProblem("firewall-cmd not found: install firewalld, or choose another --backend")
+    try:
+        first = Path(path).read_text(errors="replace").splitlines()[0]
+    except (OSError, IndexError):
+        first = ""
+    words = first[2:].split() if first.startswith("#!") else []
+    if words and Path(words[0]).name == "env" and len(words) > 1:
+        return shutil.which(words[1]) or "/usr/bin/python3"
+    return words[0] if words else "/usr/bin/python3"
+
+
+def canonical(state: dict[str, Any]) -> str:
+    lines = []
+    for config in CONFIGS:
+        part = state.get(config) or {}
+        for name, ipset in sorted((part.get("ipsets") or {}).items()):
+            lines.append(f"{config} ipset {name} {ipset['family']} {' '.join(sorted(ipset['entries']))}".rstrip())
+        for zone, rules in sorted((part.get("rules") or {}).items()):
+            lines += [f"{config} rule {zone} {rule}" for rule in sorted(rules)]
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def parse(text: str) -> dict[str, Any]:
+    state: dict[str, Any] = {config: {"ipsets": {}, "rules": {}} for config in CONFIGS}
+    for line in text.splitlines():
+        words = line.split(" ", 3)
+        if len(words) < 3 or words[0] not in CONFIGS:
+            continue
+        config, kind = words[0], words[1]
+        if kind == "ipset":
+            family, *entries = (words[3] if len(words) > 3 else "inet").split()
+            state[config]["ipsets"][words[2]] = {"family": family, "entries": sorted(entries)}
+        elif kind == "rule" and len(words) == 4:
+            state[config]["rules"].setdefault(words[2], []).append(words[3])
+    return state
+
+
+class FirewalldBackend:
+    name = "firewalld"
+    desired_depends_on_live = True  # zones come from the live firewall, not from the spec
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+        self.python = firewalld_python()
+
+    def _helper(self, op: str, request: dict) -> dict:
+        lock = () if self.context.lock_fd is None else (self.context.lock_fd,)
+        done = run([self.python, HELPER, op], input=json.dumps(request), check=False, pass_fds=lock,
+                   what=f"firewalld D-Bus helper ({op})")
+        try:
+            answer = json.loads(done.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise TransactionError(f"firewalld D-Bus helper ({op}) failed: "
+                                   f"{(done.stderr or done.stdout).strip()[-500:] or 'no output'}") from None
+        if "error" in answer:
+            if done.returncode == 3:
+                raise EnvironmentProblem(f"{answer['error']}: start firewalld, or choose another --backend")
+            raise TransactionError(f"firewalld refused the change: {answer['error']}")
+        return answer
+
+    def check(self, spec: Spec) -> None:
+        dialect.DIALECT.check(spec)
+
+    def read(self) -> Live:
+        interfaces = [name for _, name in socket.if_nameindex()]
+        answer = self._helper("read", {"interfaces": interfaces})
+        return Live(canonical(answer), None, {"zones_of": answer["zones_of"], "default_zone": answer["default_zone"]})
+
+    def desired(self, spec: Spec, live: Live) -> str:
+        zones_of, default = live.extra.get("zones_of", {}), live.extra.get("default_zone", "public")
+        routes = _route_devices([str(f.to.address) for f in spec.forwards if f.masquerade])
+        ingress = spec.relay.interface or routes.get("default")
+        zone_in = zones_of.get(ingress or "", default)
+        part: dict[str, Any] = {"ipsets": {}, "rules": {}}
+        for forward in spec.forwards:
+            family = "inet" if forward.family == 4 else "inet6"
+            part["ipsets"][dialect.ipset_name(forward)] = {"family": family,
+                                                           "entries": sorted(dialect.ipset_entries(forward))}
+            part["rules"].setdefault(zone_in, []).append(dialect.forward_rule(forward))
+            if forward.masquerade:
+                zone_out = zones_of.get(routes.get(str(forward.to.address)) or "", default)
+                part["rules"].setdefault(zone_out, []).append(dialect.masquerade_rule(forward))
+        return canonical({config: part for config in CONFIGS})
+
+    def forwards(self, text: str) -> list[Essence]:
+        """The runtime's forwards (what is live), read by the dialect's parser."""
+        runtime = parse(text)["runtime"]
+        lines = [f"want_set {name} {shlex.quote(' '.join([s['family'], *s['entries']]))}"
+                 for name, s in runtime["ipsets"].items()]
+        lines += [rule for rules in runtime["rules"].values() for rule in rules]
+        return dialect.parse_rich_rules("\n".join(lines))
+
+    def write(self, target: str, live: Live) -> int | None:
+        answer = self._helper("write", {"target": parse(target)})
+        return answer.get("commits")
+
+    def fingerprint(self) -> str | None:
+        return None
+
+    def persist(self, target: str) -> list[str]:
+        return []  # the permanent configuration is written with every change
+
+
+def _route_devices(addresses: list[str]) -> dict[str, str]:
+    """{address: device of the route to it, "default": device of the IPv4 default route} (netlink)."""
+    from pyroute2 import IPRoute
+
+    found: dict[str, str] = {}
+    with IPRoute() as ipr:
+        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+        for route in ipr.get_default_routes(family=socket.AF_INET):
+            oif = route.get_attr("RTA_OIF")
+            if oif in names:
+                found["default"] = names[oif]
+                break
+        for address in dict.fromkeys(addresses):
+            try:
+                routes = ipr.route("get", dst=address)
+            except Exception:  # noqa: BLE001 - no route: the default zone applies
+                continue
+            oif = routes[0].get_attr("RTA_OIF") if routes else None
+            if oif in names:
+                found[address] = names[oif]
+    return found
+
+
+def make(context: Context) -> FirewalldBackend:
+    return FirewalldBackend(context)
