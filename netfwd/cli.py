@@ -22,12 +22,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "regions": ("netfwd.commands.render:regions", "Show the region catalog and its anomalies."),
     "schema": ("netfwd.commands.render:schema", "Print the spec's JSON Schema (for editors)."),
     "whitelist": ("netfwd.commands.whitelist:whitelist", "Verify source whitelists against the regions; render them."),
+    "doctor": ("netfwd.commands.doctor:doctor", "Pre-flight checks of the relay and cluster, each problem with its fix."),
+    "audit": ("netfwd.commands.audit:audit", "Audit policy and kube-apiserver manifest for log-based threat detection."),
     "plan": ("netfwd.commands.apply:plan", "Show what apply would change on this relay (exit 4: changes pending)."),
     "apply": ("netfwd.commands.apply:apply", "Apply a spec to this relay in one transaction, optionally commit-confirm."),
     "confirm": ("netfwd.commands.apply:confirm", "Keep a change made with apply --confirm-timeout."),
     "rollback": ("netfwd.commands.apply:rollback", "Put back the owned firewall state from before the last change."),
     "remove": ("netfwd.commands.apply:remove", "Remove everything netfwd owns on this relay, nothing else."),
     "status": ("netfwd.commands.apply:status", "What netfwd owns live: counters, pending confirm, drift."),
+    "probe": ("netfwd.commands.probe:probe", "Probe the API server through the relay: where and why it fails."),
 }
 
 

@@ -1,0 +1,115 @@
+"""`--from-relay`: evidence only the relay has. Run on the relay (or in its lab namespace).
+
+Three facts pin a silent forward down: is IP forwarding on; does the target answer the relay
+directly (a direct connect to B); and what conntrack recorded for port A. A SYN the FORWARD
+chain drops never gets a confirmed conntrack entry; one that was forwarded but never answered
+stays `[UNREPLIED]` — and if its reply tuple points at the client rather than the relay, the
+target was asked to answer a client it has no route to: masquerade is missing (the reply path).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from netfwd.probe.model import Stage
+from netfwd.probe.tcp import connect_once, state_of
+
+_TUPLE = re.compile(r"(src|dst|sport|dport)=(\S+)")
+
+
+@dataclass(frozen=True)
+class Flow:
+    """One conntrack entry: original and reply tuples (src, dst, sport, dport), flags."""
+
+    state: str
+    original: tuple[str, str, int, int]
+    reply: tuple[str, str, int, int]
+    unreplied: bool
+    assured: bool
+
+    @property
+    def masqueraded(self) -> bool:
+        """The reply goes to someone other than the original client: the source was rewritten."""
+        return self.reply[1] != self.original[0]
+
+    def as_dict(self) -> dict:
+        return {"state": self.state, "client": f"{self.original[0]}:{self.original[2]}",
+                "dialled": f"{self.original[1]}:{self.original[3]}",
+                "target": f"{self.reply[0]}:{self.reply[2]}", "reply_to": f"{self.reply[1]}:{self.reply[3]}",
+                "unreplied": self.unreplied, "assured": self.assured, "masqueraded": self.masqueraded}
+
+
+def parse_conntrack(text: str) -> list[Flow]:
+    """Parse `conntrack -L` lines (the default output format) for TCP."""
+    flows = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 4 or fields[0] != "tcp":
+            continue
+        pairs = _TUPLE.findall(line)
+        if len(pairs) < 8:
+            continue
+        values = [v for _, v in pairs]
+        try:
+            original = (values[0], values[1], int(values[2]), int(values[3]))
+            reply = (values[4], values[5], int(values[6]), int(values[7]))
+        except ValueError:
+            continue
+        flows.append(Flow(fields[3], original, reply, "[UNREPLIED]" in line, "[ASSURED]" in line))
+    return flows
+
+
+def conntrack_flows(listen_port: int, timeout: float = 10.0) -> tuple[list[Flow] | None, str | None]:
+    """Entries whose original destination port is `listen_port`, or (None, why not)."""
+    if shutil.which("conntrack") is None:
+        return None, "the conntrack tool is not installed (apt install conntrack)"
+    try:
+        done = subprocess.run(["conntrack", "-L", "-p", "tcp", "--orig-port-dst", str(listen_port)],
+                              capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as problem:
+        return None, f"conntrack -L failed: {problem}"
+    if done.returncode != 0:
+        return None, (done.stderr.strip().splitlines() or ["conntrack -L failed"])[-1]
+    return parse_conntrack(done.stdout), None
+
+
+def ip_forward(family: int = 4) -> bool | None:
+    path = Path("/proc/sys/net/ipv4/ip_forward" if family == 4 else "/proc/sys/net/ipv6/conf/all/forwarding")
+    try:
+        return path.read_text().strip() == "1"
+    except OSError:
+        return None
+
+
+def relay_stage(listen_port: int, target: tuple[str, int] | None, timeout: float) -> Stage:
+    """Direct connect to the target, conntrack entries for port A, ip_forward."""
+    started = time.perf_counter()
+    detail: dict = {"listen_port": listen_port, "ip_forward": ip_forward(6 if target and ":" in target[0] else 4)}
+    if target is not None:
+        attempt = connect_once(target[0], target[1], timeout)
+        detail["direct"] = {"target": f"{target[0]}:{target[1]}", "reason": attempt.reason,
+                            "state": state_of(attempt.reason), "rtt_ms": round(attempt.rtt * 1000, 3)}
+        if attempt.icmp is not None:
+            detail["direct"]["icmp"] = {"kind": attempt.icmp.kind, "from": attempt.icmp.sender}
+    flows, why_not = conntrack_flows(listen_port)
+    if flows is None:
+        detail["conntrack_error"] = why_not
+    else:
+        local = []
+        if target is not None:  # entries DNATed to this forward's target; the rest the relay kept
+            local = [f for f in flows if (f.reply[0], f.reply[2]) != target]
+            flows = [f for f in flows if (f.reply[0], f.reply[2]) == target]
+        detail["conntrack"] = {"entries": len(flows), "unreplied": sum(f.unreplied for f in flows),
+                               "assured": sum(f.assured for f in flows),
+                               "unreplied_unmasqueraded": sum(f.unreplied and not f.masqueraded for f in flows),
+                               "not_forwarded": len(local),
+                               "sample": [f.as_dict() for f in flows[:5]]}
+    direct_ok = detail.get("direct", {}).get("reason") == "syn-ack"
+    status = "ok" if direct_ok or target is None else "fail"
+    reason = detail.get("direct", {}).get("reason", "no-target")
+    return Stage("relay", status, reason, (time.perf_counter() - started) * 1000, detail)
