@@ -13,15 +13,12 @@ command -v firewall-cmd >/dev/null 2>&1 || die 3 'firewall-cmd not found: instal
 if ! state=$(firewall-cmd --state 2>&1); then
   die 3 "firewalld is not running (${state:-no answer}): start it (systemctl start firewalld), or use the nft or iptables dialect"
 fi
-if ! ZONE=$(firewall-cmd --get-zone-of-interface=eth0 2>/dev/null); then
-  ZONE=$(firewall-cmd --get-default-zone)  # eth0 is in no zone: the default zone applies
-fi
-
-declare -A WANT_SET=() WANT_RULE=()
+declare -A WANT_SET=() WANT_RULE=() FRESH=()
 SET_ORDER=() RULE_ORDER=()
+TAB=$'\t'
 CHANGES=0
 want_set() { WANT_SET[$1]=$2; SET_ORDER+=("$1"); }  # want_set NAME "FAMILY ENTRY..."
-want_rule() { WANT_RULE[$1]=1; RULE_ORDER+=("$1"); }  # want_rule RICH-RULE (in $ZONE)
+want_rule() { WANT_RULE[$1$TAB$2]=1; RULE_ORDER+=("$1$TAB$2"); }  # want_rule ZONE RICH-RULE
 
 fw() { firewall-cmd -q "$@"; }
 conf_opt() { if [ "$1" = permanent ]; then echo --permanent; fi; }
@@ -41,7 +38,8 @@ sync_entries() {
   local add=() del=() entries=()
   read -r -a entries <<<"${WANT_SET[$2]#* }"
   for entry in "${entries[@]}"; do want[$entry]=1; done
-  listing=$(firewall-cmd ${opt:+"$opt"} --ipset="$2" --get-entries)
+  listing=""  # an ipset created by this run is known to be empty: spare the (slow) firewall-cmd call
+  [ -n "$opt" ] && [ -n "${FRESH[$2]:-}" ] || listing=$(firewall-cmd ${opt:+"$opt"} --ipset="$2" --get-entries)
   while read -r entry; do [ -z "$entry" ] || have[$entry]=1; done <<<"$listing"
   for entry in ${have[@]+"${!have[@]}"}; do [ -n "${want[$entry]:-}" ] || del+=(--remove-entry="$entry"); done
   for entry in "${entries[@]}"; do [ -n "${have[$entry]:-}" ] || add+=(--add-entry="$entry"); done
@@ -50,34 +48,40 @@ sync_entries() {
   if [ ${#add[@]} -gt 0 ]; then fw ${opt:+"$opt"} --ipset="$2" "${add[@]}"; CHANGES=$((CHANGES + ${#add[@]})); fi
 }
 
-# sync_rules runtime|permanent: netfwd's rich rules are exactly WANT_RULE in $ZONE, and none elsewhere
+# zone_args ACTION ZONE ITEM...: --ACTION-rich-rule=RULE for each "<zone><TAB><rule>" ITEM in ZONE
+zone_args() {
+  local action=$1 zone=$2 item
+  shift 2
+  for item in "$@"; do
+    [ "${item%%"$TAB"*}" != "$zone" ] || printf -- '--%s-rich-rule=%s\n' "$action" "${item#*"$TAB"}"
+  done
+}
+
+# sync_rules runtime|permanent: netfwd's rich rules are exactly WANT_RULE, zone by zone, and none elsewhere
 sync_rules() {
   local opt zone rule item listing
   opt=$(conf_opt "$1")
-  local -A have=() stale_zones=()
+  local -A have=() zones=()
   local stale=() add=() args=()
   listing=$(netfwd_rules ${opt:+"$opt"})
   while IFS=$'\t' read -r zone rule; do
     [ -n "$rule" ] || continue
-    if [ "$zone" = "$ZONE" ] && [ -n "${WANT_RULE[$rule]:-}" ]; then
-      have[$rule]=1
+    if [ -n "${WANT_RULE[$zone$TAB$rule]:-}" ]; then
+      have[$zone$TAB$rule]=1
     else
-      stale+=("$zone"$'\t'"$rule")
-      stale_zones[$zone]=1
+      stale+=("$zone$TAB$rule")
     fi
   done <<<"$listing"
-  for zone in ${stale_zones[@]+"${!stale_zones[@]}"}; do
-    args=()
-    for item in "${stale[@]}"; do
-      [ "${item%%$'\t'*}" != "$zone" ] || args+=(--remove-rich-rule="${item#*$'\t'}")
-    done
-    fw ${opt:+"$opt"} --zone="$zone" "${args[@]}"
-    CHANGES=$((CHANGES + ${#args[@]}))
+  for item in ${RULE_ORDER[@]+"${RULE_ORDER[@]}"}; do [ -n "${have[$item]:-}" ] || add+=("$item"); done
+  for item in ${stale[@]+"${stale[@]}"} ${add[@]+"${add[@]}"}; do zones[${item%%"$TAB"*}]=1; done
+  for zone in ${zones[@]+"${!zones[@]}"}; do  # stale rules go before new ones are added
+    mapfile -t args < <(zone_args remove "$zone" ${stale[@]+"${stale[@]}"})
+    if [ ${#args[@]} -gt 0 ]; then fw ${opt:+"$opt"} --zone="$zone" "${args[@]}"; CHANGES=$((CHANGES + ${#args[@]})); fi
   done
-  for rule in ${RULE_ORDER[@]+"${RULE_ORDER[@]}"}; do
-    [ -n "${have[$rule]:-}" ] || add+=(--add-rich-rule="$rule")
+  for zone in ${zones[@]+"${!zones[@]}"}; do
+    mapfile -t args < <(zone_args add "$zone" ${add[@]+"${add[@]}"})
+    if [ ${#args[@]} -gt 0 ]; then fw ${opt:+"$opt"} --zone="$zone" "${args[@]}"; CHANGES=$((CHANGES + ${#args[@]})); fi
   done
-  if [ ${#add[@]} -gt 0 ]; then fw ${opt:+"$opt"} --zone="$ZONE" "${add[@]}"; CHANGES=$((CHANGES + ${#add[@]})); fi
 }
 
 converge() {
@@ -87,6 +91,7 @@ converge() {
   for name in ${SET_ORDER[@]+"${SET_ORDER[@]}"}; do
     if [[ $sets != *" $name "* ]]; then
       fw --permanent --new-ipset="$name" --type=hash:net --option=family="${WANT_SET[$name]%% *}"
+      FRESH[$name]=1
       CHANGES=$((CHANGES + 1))
     fi
     sync_entries permanent "$name"
@@ -108,6 +113,7 @@ converge() {
   if [ "$reload" = yes ]; then
     say "reloading firewalld: ipsets reach the runtime only that way (runtime-only changes not made by netfwd are lost)"
     fw --reload
+    return  # the runtime is now the permanent configuration, which is already right
   fi
   for name in ${SET_ORDER[@]+"${SET_ORDER[@]}"}; do sync_entries runtime "$name"; done
   sync_rules runtime

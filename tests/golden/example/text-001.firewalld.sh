@@ -13,15 +13,12 @@ command -v firewall-cmd >/dev/null 2>&1 || die 3 'firewall-cmd not found: instal
 if ! state=$(firewall-cmd --state 2>&1); then
   die 3 "firewalld is not running (${state:-no answer}): start it (systemctl start firewalld), or use the nft or iptables dialect"
 fi
-if ! ZONE=$(firewall-cmd --get-zone-of-interface=eth0 2>/dev/null); then
-  ZONE=$(firewall-cmd --get-default-zone)  # eth0 is in no zone: the default zone applies
-fi
-
-declare -A WANT_SET=() WANT_RULE=()
+declare -A WANT_SET=() WANT_RULE=() FRESH=()
 SET_ORDER=() RULE_ORDER=()
+TAB=$'\t'
 CHANGES=0
 want_set() { WANT_SET[$1]=$2; SET_ORDER+=("$1"); }  # want_set NAME "FAMILY ENTRY..."
-want_rule() { WANT_RULE[$1]=1; RULE_ORDER+=("$1"); }  # want_rule RICH-RULE (in $ZONE)
+want_rule() { WANT_RULE[$1$TAB$2]=1; RULE_ORDER+=("$1$TAB$2"); }  # want_rule ZONE RICH-RULE
 
 fw() { firewall-cmd -q "$@"; }
 conf_opt() { if [ "$1" = permanent ]; then echo --permanent; fi; }
@@ -41,7 +38,8 @@ sync_entries() {
   local add=() del=() entries=()
   read -r -a entries <<<"${WANT_SET[$2]#* }"
   for entry in "${entries[@]}"; do want[$entry]=1; done
-  listing=$(firewall-cmd ${opt:+"$opt"} --ipset="$2" --get-entries)
+  listing=""  # an ipset created by this run is known to be empty: spare the (slow) firewall-cmd call
+  [ -n "$opt" ] && [ -n "${FRESH[$2]:-}" ] || listing=$(firewall-cmd ${opt:+"$opt"} --ipset="$2" --get-entries)
   while read -r entry; do [ -z "$entry" ] || have[$entry]=1; done <<<"$listing"
   for entry in ${have[@]+"${!have[@]}"}; do [ -n "${want[$entry]:-}" ] || del+=(--remove-entry="$entry"); done
   for entry in "${entries[@]}"; do [ -n "${have[$entry]:-}" ] || add+=(--add-entry="$entry"); done
@@ -50,34 +48,40 @@ sync_entries() {
   if [ ${#add[@]} -gt 0 ]; then fw ${opt:+"$opt"} --ipset="$2" "${add[@]}"; CHANGES=$((CHANGES + ${#add[@]})); fi
 }
 
-# sync_rules runtime|permanent: netfwd's rich rules are exactly WANT_RULE in $ZONE, and none elsewhere
+# zone_args ACTION ZONE ITEM...: --ACTION-rich-rule=RULE for each "<zone><TAB><rule>" ITEM in ZONE
+zone_args() {
+  local action=$1 zone=$2 item
+  shift 2
+  for item in "$@"; do
+    [ "${item%%"$TAB"*}" != "$zone" ] || printf -- '--%s-rich-rule=%s\n' "$action" "${item#*"$TAB"}"
+  done
+}
+
+# sync_rules runtime|permanent: netfwd's rich rules are exactly WANT_RULE, zone by zone, and none elsewhere
 sync_rules() {
   local opt zone rule item listing
   opt=$(conf_opt "$1")
-  local -A have=() stale_zones=()
+  local -A have=() zones=()
   local stale=() add=() args=()
   listing=$(netfwd_rules ${opt:+"$opt"})
   while IFS=$'\t' read -r zone rule; do
     [ -n "$rule" ] || continue
-    if [ "$zone" = "$ZONE" ] && [ -n "${WANT_RULE[$rule]:-}" ]; then
-      have[$rule]=1
+    if [ -n "${WANT_RULE[$zone$TAB$rule]:-}" ]; then
+      have[$zone$TAB$rule]=1
     else
-      stale+=("$zone"$'\t'"$rule")
-      stale_zones[$zone]=1
+      stale+=("$zone$TAB$rule")
     fi
   done <<<"$listing"
-  for zone in ${stale_zones[@]+"${!stale_zones[@]}"}; do
-    args=()
-    for item in "${stale[@]}"; do
-      [ "${item%%$'\t'*}" != "$zone" ] || args+=(--remove-rich-rule="${item#*$'\t'}")
-    done
-    fw ${opt:+"$opt"} --zone="$zone" "${args[@]}"
-    CHANGES=$((CHANGES + ${#args[@]}))
+  for item in ${RULE_ORDER[@]+"${RULE_ORDER[@]}"}; do [ -n "${have[$item]:-}" ] || add+=("$item"); done
+  for item in ${stale[@]+"${stale[@]}"} ${add[@]+"${add[@]}"}; do zones[${item%%"$TAB"*}]=1; done
+  for zone in ${zones[@]+"${!zones[@]}"}; do  # stale rules go before new ones are added
+    mapfile -t args < <(zone_args remove "$zone" ${stale[@]+"${stale[@]}"})
+    if [ ${#args[@]} -gt 0 ]; then fw ${opt:+"$opt"} --zone="$zone" "${args[@]}"; CHANGES=$((CHANGES + ${#args[@]})); fi
   done
-  for rule in ${RULE_ORDER[@]+"${RULE_ORDER[@]}"}; do
-    [ -n "${have[$rule]:-}" ] || add+=(--add-rich-rule="$rule")
+  for zone in ${zones[@]+"${!zones[@]}"}; do
+    mapfile -t args < <(zone_args add "$zone" ${add[@]+"${add[@]}"})
+    if [ ${#args[@]} -gt 0 ]; then fw ${opt:+"$opt"} --zone="$zone" "${args[@]}"; CHANGES=$((CHANGES + ${#args[@]})); fi
   done
-  if [ ${#add[@]} -gt 0 ]; then fw ${opt:+"$opt"} --zone="$ZONE" "${add[@]}"; CHANGES=$((CHANGES + ${#add[@]})); fi
 }
 
 converge() {
@@ -87,6 +91,7 @@ converge() {
   for name in ${SET_ORDER[@]+"${SET_ORDER[@]}"}; do
     if [[ $sets != *" $name "* ]]; then
       fw --permanent --new-ipset="$name" --type=hash:net --option=family="${WANT_SET[$name]%% *}"
+      FRESH[$name]=1
       CHANGES=$((CHANGES + 1))
     fi
     sync_entries permanent "$name"
@@ -108,10 +113,38 @@ converge() {
   if [ "$reload" = yes ]; then
     say "reloading firewalld: ipsets reach the runtime only that way (runtime-only changes not made by netfwd are lost)"
     fw --reload
+    return  # the runtime is now the permanent configuration, which is already right
   fi
   for name in ${SET_ORDER[@]+"${SET_ORDER[@]}"}; do sync_entries runtime "$name"; done
   sync_rules runtime
 }
+
+declare -A ZONE_OF=()
+ZONE_IS=""
+# zone_of [IFACE]: sets ZONE_IS to the zone firewalld applies to traffic on IFACE: the zone it is bound
+# to, else the default zone. One lookup of all zones (every firewall-cmd call is slow).
+zone_of() {
+  local zone="" key value
+  if [ -z "${ZONE_OF[*]:-}" ]; then
+    ZONE_OF[:default]=$(firewall-cmd --get-default-zone)
+    while read -r key value; do
+      case $key in
+        interfaces:) for key in $value; do ZONE_OF[$key]=$zone; done ;;
+        *:) ;;
+        ?*) zone=$key ;;
+      esac
+    done <<<"$(firewall-cmd --get-active-zones)"
+  fi
+  ZONE_IS=${ZONE_OF[${1:-:default}]:-${ZONE_OF[:default]}}
+}
+# route_dev [ADDRESS]: the interface of the route to ADDRESS (the default route without one), or nothing
+route_dev() {
+  if [ -n "${1:-}" ]; then ip route get "$1" 2>/dev/null; else ip route show default 2>/dev/null; fi |
+    awk '{ for (i = 1; i < NF; i++) if ($i == "dev") { print $(i + 1); exit } }'
+}
+
+zone_of eth0  # relay.interface (in no zone: the default zone)
+ZONE=$ZONE_IS
 
 # Kernel forwarding: on now, and after a reboot (sysctl.d).
 sysctl -q -w net.ipv4.ip_forward=1
@@ -122,8 +155,8 @@ mv -f "$ROOT/etc/sysctl.d/90-netfwd.conf.tmp" "$ROOT/etc/sysctl.d/90-netfwd.conf
 # Wanted state: per forward one ipset (its sources), the DNAT rich rule, the masquerade rule.
 # apiserver: *:16443 tcp -> 192.168.10.5:6443
 want_set netfwd-aec32ea1beef 'inet 47.96.166.214/32 100.104.12.64/26 203.0.113.0/24'
-want_rule 'rule family="ipv4" source ipset="netfwd-aec32ea1beef" forward-port port="16443" protocol="tcp" to-port="6443" to-addr="192.168.10.5"'
-want_rule 'rule family="ipv4" source ipset="netfwd-aec32ea1beef" destination address="192.168.10.5" masquerade'
+want_rule "$ZONE" 'rule family="ipv4" source ipset="netfwd-aec32ea1beef" forward-port port="16443" protocol="tcp" to-port="6443" to-addr="192.168.10.5"'
+zone_of "$(route_dev 192.168.10.5)"; want_rule "$ZONE_IS" 'rule family="ipv4" source ipset="netfwd-aec32ea1beef" destination address="192.168.10.5" masquerade'
 
 converge
 say "applied 1 forward(s) in zone $ZONE ($CHANGES change(s))"
