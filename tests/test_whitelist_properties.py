@@ -10,7 +10,7 @@ import ipaddress
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from netaddr import IPNetwork
+from netaddr import IPNetwork, IPSet
 
 from netfwd.catalog import Catalog, Region
 from netfwd.whitelist.addresses import parse_token
@@ -77,12 +77,13 @@ region_maps = st.dictionaries(st.sampled_from(["r-a", "r-b", "r-c"]), st.lists(n
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(whitelist=st.lists(entries(), max_size=12), regions=region_maps)
-def test_coverage_missing_and_findings_match_the_oracle(whitelist, regions):
+@given(whitelist=st.lists(entries(), max_size=12), regions=region_maps, local_net=networks())
+def test_coverage_missing_and_findings_match_the_oracle(whitelist, regions, local_net):
     text = "".join(f"{line}\n" for line, _, _ in whitelist)
     admitted = {(v, i) for _, addrs, v in whitelist for i in addrs}
     cat = catalog(regions)
-    report = verify(parse_plain(text or "# empty\n", "wl.txt"), cat, list(regions), None)
+    local = IPSet([str(local_net)])
+    report = verify(parse_plain(text or "# empty\n", "wl.txt"), cat, list(regions), local)
     (group,) = report.groups
     needed_all: set = set()
     for rid, nets in regions.items():
@@ -95,9 +96,14 @@ def test_coverage_missing_and_findings_match_the_oracle(whitelist, regions):
         assert result.status == ("covered" if not missing else "missing" if missing == needed else "partial")
     # too-broad: every entry that overlaps the requirement and admits more, with the exact count
     broad = {f.origin.line: f.count for f in group.findings if f.code == "too-broad"}
+    private = {f.origin.line: f.count for f in group.findings if f.code == "private-range"}
+    overlap = {f.origin.line: f.count for f in group.findings if f.code == "local-overlap"}
     unused = next((f for f in group.findings if f.code == "unused"), None)
     for line, (_, addrs, version) in enumerate(whitelist, 1):
         mine = {(version, i) for i in addrs}
+        # 10.9.8.0/24 is RFC 1918, 2001:db8::/120 is not private
+        assert private.get(line) == (len(mine) if version == 4 else None)
+        assert overlap.get(line) == (len(mine & ints(local_net)) or None)
         beyond = len(mine - needed_all)
         if mine & needed_all and beyond:
             assert broad.get(line) == beyond
