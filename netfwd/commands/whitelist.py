@@ -100,8 +100,7 @@ def _print_table(report) -> None:
     console = Console()
     style = {"covered": "green", "partial": "yellow", "missing": "red"}
     for group in report.groups:
-        where = f" ({group.protocol}/{group.port})" if group.port else ""
-        table = Table(title=escape(f"{report.source} [{report.format}] {group.label}{where}: "
+        table = Table(title=escape(f"{report.source} [{report.format}] {group.label}: "
                             f"{group.entries:,} entr{'y' if group.entries == 1 else 'ies'}"))
         for column in ("region", "status", "missing"):
             table.add_column(column, overflow="fold")
