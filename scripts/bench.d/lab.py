@@ -68,6 +68,10 @@ def main() -> int:
         seconds, _ = timed(lambda: subprocess.run([*netfwd, "down", "--name", name], check=True,
                                                   capture_output=True))
         results.setdefault("netfwd lab down (CLI)", []).append(seconds)
+        seconds, _ = timed(lambda: subprocess.run([*netfwd, "up", "--name", name, "--no-apiserver", "-o", "json"],
+                                                  check=True, capture_output=True))
+        results.setdefault("netfwd lab up --no-apiserver (CLI)", []).append(seconds)
+        subprocess.run([*netfwd, "down", "--name", name], check=True, capture_output=True)
         seconds, _ = timed(lambda: subprocess.run([*netfwd, "demo", "-o", "json"], check=True, capture_output=True))
         results.setdefault("netfwd lab demo (CLI, whole flow)", []).append(seconds)
     ok = True
