@@ -1,0 +1,294 @@
+"""What the relay's firewall does to one forward's packets, from the live dumps of every backend.
+
+The kernel runs every base chain at a hook, whatever wrote it: iptables-nft's tables, iptables-legacy's
+tables and native nftables tables (netfwd's own `inet netfwd`, firewalld's, anyone's). So the dumps
+of all three are read into one IR (`netfwd.whitelist.ruleset`, the whitelist verifier's) and the
+same symbolic evaluator answers, per forward and over its whole source set:
+
+* prerouting: is relay:A DNATed to B:port?
+* forward: is the new, DNATed connection to B:port accepted by *every* base chain at the hook?
+  (an accept ends one base chain only; a drop anywhere is final)
+* postrouting: is it masqueraded / SNATed before it leaves?
+
+Matches on the output interface are decided with the route to the target (`ip route get`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from netaddr import IPAddress, IPSet
+
+from netfwd.model import Forward
+from netfwd.whitelist.ruleset import UNIVERSE, Always, Chain, Iface, Packet, Rule, Ruleset, iface_matches
+
+IPTABLES_TABLES = ("filter", "nat", "mangle", "raw", "security")
+SNAT_MARK = "snat: "
+MAX_DEPTH = 64
+
+
+@dataclass
+class Firewall:
+    """The merged IR plus what was read (for the reports)."""
+
+    ruleset: Ruleset = field(default_factory=Ruleset)
+    read: list[str] = field(default_factory=list)  # "iptables-nft (IPv4)", "nft table inet netfwd", ...
+
+    @property
+    def empty(self) -> bool:
+        return not self.ruleset.chains
+
+
+def read_firewall(relay) -> Firewall:
+    """Every backend's rules in `relay` (a :class:`netfwd.doctor.linux.LinuxRelay`), as one IR."""
+    from netfwd.whitelist.sources.iptables import read_ruleset
+    from netfwd.whitelist.sources.nft_json import build
+
+    fw = Firewall()
+    compat: set[tuple[str, str]] = set()  # (nft family, table) that iptables-nft made
+    for backend, texts in relay.saves.items():
+        for version, text in texts.items():
+            label = f"iptables-{backend} (IPv{version})"
+            part = read_ruleset(text, label)
+            for (tid, name), chain in part.chains.items():
+                fw.ruleset.chains[(f"{backend}/{tid}", name)] = chain
+            fw.read.append(label)
+            if backend == "nft":
+                family = "ip" if version == 4 else "ip6"
+                compat |= {(family, t) for t in IPTABLES_TABLES if f"\n*{t}" in "\n" + text}
+    objects = relay.nft_objects
+    if objects:
+        native = [_marked(o) for o in objects if _table_of(o) is not None and _table_of(o) not in compat]
+        part = build(native, "nft ruleset")
+        fw.ruleset.chains.update(part.chains)
+        fw.read += sorted({f"nft table {f} {t}" for f, t in (_table_of(o) for o in native) if t})
+    return fw
+
+
+def _table_of(obj: dict) -> tuple[str, str] | None:
+    for kind in ("table", "chain", "rule", "set", "map"):
+        if kind in obj and isinstance(obj[kind], dict):
+            body = obj[kind]
+            return body.get("family"), body.get("table", body.get("name") if kind == "table" else None)
+    return None
+
+
+def _marked(obj: dict) -> dict:
+    """Tag nft rules that masquerade or SNAT (the IR reads them as non-terminal 'continue')."""
+    rule = obj.get("rule")
+    if not isinstance(rule, dict):
+        return obj
+    exprs = rule.get("expr", [])
+    if any(isinstance(e, dict) and ("masquerade" in e or "snat" in e) for e in exprs):
+        text = f"{SNAT_MARK}{rule.get('family')} {rule.get('table')} chain {rule.get('chain')} " \
+               f"handle {rule.get('handle', '?')}"
+        return {"rule": dict(rule, _text=text)}
+    return obj
+
+
+def is_snat(rule: Rule) -> bool:
+    return (rule.verdict.kind == "continue" and rule.verdict.target in ("MASQUERADE", "SNAT")) \
+        or rule.origin.text.startswith(SNAT_MARK)
+
+
+def with_egress(ruleset: Ruleset, egress: str | None) -> Ruleset:
+    """A copy where output-interface matches are decided for packets leaving by `egress`."""
+    if egress is None:
+        return ruleset
+    out = Ruleset()
+    for key, chain in ruleset.chains.items():
+        rules = [_resolve_out(rule, egress) for rule in chain.rules]
+        out.chains[key] = Chain(chain.name, chain.versions, rules, chain.hook, chain.priority, chain.kind,
+                                chain.policy, chain.origin)
+    return out
+
+
+def _resolve_out(rule: Rule, egress: str) -> Rule:
+    if not any(isinstance(c, Iface) and c.direction == "out" for c in rule.conds):
+        return rule
+    conds = tuple(Always(negated=not (iface_matches(c.pattern, egress) != c.negated))
+                  if isinstance(c, Iface) and c.direction == "out" else c for c in rule.conds)
+    return replace(rule, conds=conds)
+
+
+def sources_of(forward: Forward) -> IPSet:
+    return IPSet(forward.sources) if forward.sources is not None else UNIVERSE[forward.family]
+
+
+# -- prerouting: DNAT ---------------------------------------------------------------------------------
+
+@dataclass
+class DnatResult:
+    to_target: IPSet  # sources DNATed to the spec's target
+    elsewhere: list[tuple[str, IPSet]]  # (other target, sources)
+    notes: list[str]
+
+
+def dnat(fw: Firewall, forward: Forward, relay_addresses: IPSet | None, ingress: str | None) -> DnatResult:
+    from netfwd.whitelist.evaluate import Evaluator
+
+    evaluator = Evaluator(fw.ruleset)
+    packet = Packet(forward.family, forward.protocol, forward.listen.port, "prerouting",
+                    forward.listen.address, False, relay_addresses, ingress)
+    pieces, _rest = evaluator.prerouting(sources_of(forward), packet)
+    hit, other = IPSet(), []
+    for (addresses, _rule, _origin), (to_addr, to_port) in pieces:
+        port = to_port or forward.listen.port
+        if to_addr == forward.to.address and port == forward.to.port:
+            hit |= addresses
+        else:
+            where = "the relay itself (REDIRECT)" if to_addr is None else f"{to_addr}:{port}"
+            other.append((where, addresses))
+    return DnatResult(hit, other, [f"{n.origin}: {n.message}" for n in evaluator.notes.values()])
+
+
+# -- forward: accepted? ---------------------------------------------------------------------------------
+
+@dataclass
+class ForwardResult:
+    accepted: IPSet
+    total: IPSet
+    blockers: list[str]
+    notes: list[str]
+
+
+def forward_packet(forward: Forward, relay_addresses: IPSet | None, ingress: str | None) -> Packet:
+    return Packet(forward.family, forward.protocol, forward.to.port, "forward", forward.to.address, True,
+                  relay_addresses, ingress)
+
+
+def forward_hook(fw: Firewall, forward: Forward, relay_addresses: IPSet | None, ingress: str | None,
+                 egress: str | None) -> ForwardResult:
+    from netfwd.whitelist.evaluate import Evaluator
+
+    ruleset = with_egress(fw.ruleset, egress)
+    evaluator = Evaluator(ruleset)
+    packet = forward_packet(forward, relay_addresses, ingress)
+    total = sources_of(forward)
+    accepted = IPSet()
+    for addresses, _rule, _origin in evaluator.filter("forward", total, packet):
+        accepted |= addresses
+    blockers = [] if accepted == total else _blockers(ruleset, packet)
+    return ForwardResult(accepted, total, blockers, [f"{n.origin}: {n.message}" for n in evaluator.notes.values()])
+
+
+def _blockers(ruleset: Ruleset, packet: Packet) -> list[str]:
+    """Policies and unconditional DROP/REJECT rules at the forward hook that this packet can meet."""
+    found = []
+    for table, chain in ruleset.base_chains("forward", packet.version):
+        for rule in _reachable(ruleset, table, chain):
+            if rule.verdict.kind == "drop" and not rule.sources and all(c.check(packet) for c in rule.conds):
+                found.append(f"{rule.origin.file}: {rule.origin.text}")
+        if chain.policy == "drop":
+            text = chain.origin.text if chain.origin else f"{chain.name} policy drop"
+            file = chain.origin.file if chain.origin else table
+            found.append(f"{file}: {text}")
+    return found
+
+
+def _reachable(ruleset: Ruleset, table: str, chain: Chain, seen: set | None = None, depth: int = 0):
+    seen = set() if seen is None else seen
+    if chain.name in seen or depth > MAX_DEPTH:
+        return
+    seen.add(chain.name)
+    for rule in chain.rules:
+        yield rule
+        if rule.verdict.kind in ("jump", "goto"):
+            sub = ruleset.chain(table, rule.verdict.target)
+            if sub is not None:
+                yield from _reachable(ruleset, table, sub, seen, depth + 1)
+
+
+# -- postrouting: masquerade -------------------------------------------------------------------------
+
+@dataclass
+class SnatResult:
+    covered: IPSet  # sources whose forwarded connection is masqueraded / SNATed
+    unsure: IPSet  # maybe (a match we cannot decide)
+    total: IPSet
+
+
+def masquerade(fw: Firewall, forward: Forward, relay_addresses: IPSet | None, ingress: str | None,
+               egress: str | None) -> SnatResult:
+    ruleset = with_egress(fw.ruleset, egress)
+    packet = Packet(forward.family, forward.protocol, forward.to.port, "postrouting", forward.to.address, True,
+                    relay_addresses, ingress)
+    total = sources_of(forward)
+    covered, unsure, alive = IPSet(), IPSet(), total
+    for table, chain in ruleset.base_chains("postrouting", forward.family):
+        if chain.kind != "nat" or not alive:
+            continue
+        snat, maybe, _returned = _walk_nat(ruleset, table, chain, alive, packet, 0)
+        covered |= snat
+        unsure |= maybe
+        alive = alive - snat  # NAT is decided by the first nat chain that translates
+    return SnatResult(covered, unsure - covered, total)
+
+
+def _walk_nat(ruleset: Ruleset, table: str, chain: Chain, alive: IPSet, packet: Packet,
+              depth: int) -> tuple[IPSet, IPSet, IPSet]:
+    """(masqueraded, maybe masqueraded, returned) for the sources in `alive`."""
+    snat, unsure, returned = IPSet(), IPSet(), IPSet()
+    for rule in chain.rules:
+        if not alive:
+            break
+        matched, certain = _match(rule, alive, packet)
+        if not matched:
+            continue
+        kind = rule.verdict.kind
+        sub = ruleset.chain(table, rule.verdict.target) if kind in ("jump", "goto") else None
+        if not certain:
+            if is_snat(rule):
+                unsure |= matched
+            elif sub is not None and depth < MAX_DEPTH:
+                inner = _walk_nat(ruleset, table, sub, matched, packet, depth + 1)
+                unsure |= inner[0] | inner[1]
+            continue
+        if is_snat(rule):
+            snat |= matched
+            alive = alive - matched
+        elif sub is not None and depth < MAX_DEPTH:
+            inner_snat, inner_unsure, inner_returned = _walk_nat(ruleset, table, sub, matched, packet, depth + 1)
+            snat |= inner_snat
+            unsure |= inner_unsure
+            alive = alive - matched
+            if kind == "jump":
+                alive = alive | inner_returned
+            else:
+                returned |= inner_returned
+        elif kind in ("accept", "drop", "dnat", "redirect"):
+            alive = alive - matched  # NAT decided here without a source translation
+        elif kind == "return":
+            returned |= matched
+            alive = alive - matched
+    return snat, unsure, returned | alive
+
+
+def _match(rule: Rule, alive: IPSet, packet: Packet) -> tuple[IPSet, bool]:
+    certain = True
+    for cond in rule.conds:
+        result = cond.check(packet)
+        if result is False:
+            return IPSet(), True
+        if result is None:
+            certain = False
+    matched = alive
+    for source in rule.sources:
+        if source.addresses is None:
+            certain = False
+            continue
+        matched = matched & (UNIVERSE[packet.version] - source.addresses if source.negated else source.addresses)
+    return matched, certain
+
+
+def describe(addresses: IPSet, total: IPSet) -> str:
+    """'every source', or 'N of M addresses (10.0.0.0/8, ...)'."""
+    if addresses == total:
+        return "every source" if total in (UNIVERSE[4], UNIVERSE[6]) else "every allowed source"
+    cidrs = [str(c) for c in addresses.iter_cidrs()[:3]]
+    more = ", ..." if len(addresses.iter_cidrs()) > 3 else ""
+    return f"{addresses.size:,} of {total.size:,} source address(es) ({', '.join(cidrs)}{more})"
+
+
+def addresses_set(addresses: list[IPAddress]) -> IPSet:
+    return IPSet([str(a) for a in addresses])
