@@ -159,7 +159,11 @@ def test_demo_runs_and_cleans_up(lab_dir):
     links = root_links()
     done = cli("lab", "demo", "-o", "json")
     report = json.loads(done.stdout)
-    assert report["ok"] and len(report["checks"]) == 6
+    from netfwd.cli import COMMANDS
+
+    assert report["ok"] and len(report["checks"]) == 6 + ("probe" in COMMANDS)
+    if "probe" in COMMANDS:  # netfwd's own probe, run from the client namespace, agrees
+        assert report["probes"][0]["verdict"] == "reachable"
     assert {c["name"].split(": ")[-1] for c in report["checks"]} >= {"GET /version (tls-server-name kubernetes)"}
     assert lab_namespaces(report["lab"]) == [] and root_links() == links
     assert list(lab_dir.iterdir()) == []

@@ -35,6 +35,7 @@ class DemoReport:
     addrs: dict
     checks: list[Check] = field(default_factory=list)
     applied: str = ""
+    probes: list[dict] = field(default_factory=list)  # `netfwd probe -o json` documents, one per forward
 
     @property
     def ok(self) -> bool:
@@ -42,7 +43,8 @@ class DemoReport:
 
     def as_dict(self) -> dict:
         return {"lab": self.lab, "dialect": self.dialect, "spec": self.spec, "ok": self.ok,
-                "addrs": self.addrs, "checks": [dataclasses.asdict(c) for c in self.checks]}
+                "addrs": self.addrs, "checks": [dataclasses.asdict(c) for c in self.checks],
+                "probes": self.probes}
 
 
 def adapt(spec: Spec, lab: Lab) -> Spec:
@@ -116,7 +118,35 @@ def _rehearse(lab: Lab, spec: Spec, dialect, origin: str, progress: Callable[[st
     progress(f"applied the {dialect.name} script on the relay")
     for forward in spec.forwards:
         report.checks += _probe(lab, forward)
+        if forward.protocol == "tcp":
+            report.checks.append(_netfwd_probe(lab, forward, report))
     return report
+
+
+def _netfwd_probe(lab: Lab, forward, report: DemoReport) -> Check:
+    """What an engineer would run from outside: `netfwd probe` from the client's namespace."""
+    import json
+    import subprocess
+    import sys
+
+    from netfwd.cli import COMMANDS
+
+    name = f"{forward.name}: netfwd probe from the client"
+    if "probe" not in COMMANDS:
+        return Check(name, "reachable", "skipped", True, "this netfwd has no probe command")
+    a = lab.addrs
+    argv = [sys.executable, "-m", "netfwd", "probe", "--netns", lab.ns("client"),
+            "--via", f"{a.relay_outside}:{forward.listen.port}", "--target", f"{a.onprem}:{forward.to.port}",
+            "--ca", str(lab.ca_file), "--server-name", "kubernetes", "--timeout", "2", "-o", "json"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    try:
+        document = json.loads(done.stdout)
+    except ValueError:
+        return Check(name, "reachable", f"exit {done.returncode}", False, done.stderr.strip()[-300:])
+    report.probes.append(document)
+    stages = "; ".join(f"{st.get('name')} {st.get('status')}" for st in document.get("stages", []))
+    verdict = document.get("verdict", f"exit {done.returncode}")
+    return Check(name, "reachable", verdict, verdict == "reachable", stages)
 
 
 def _probe(lab: Lab, forward) -> list[Check]:
