@@ -224,3 +224,22 @@ def test_iptables_evaluation_matches_a_per_address_simulator(main, user, policy_
         admitted |= {a for a in PROBES if any(f <= int(a) <= l for f, l in entry.ranges)}
     expected = {a for a in PROBES if simulate({"MAIN": main, "USER": user}, policy_good, a)}
     assert admitted == expected, text
+
+
+@given(st.one_of(st.from_regex(r"\A[0-9./-]{1,20}\Z"), entries().map(lambda e: e[0]),
+                 st.builds(lambda a, n: f"{ipaddress.IPv4Address(a)}/{n}", st.integers(0, 2**32 - 1),
+                           st.integers(0, 40))))
+def test_plain_fast_path_agrees_with_the_general_parser(token):
+    """The list reader's IPv4 shortcut must accept and refuse exactly what parse_token does."""
+    from netfwd.errors import InputError
+
+    try:
+        expected = parse_token(token)
+    except ValueError:
+        expected = None
+    try:
+        (entry,) = parse_plain(token + "\n", "wl.txt").groups[0].entries
+        got = (entry.version, *entry.ranges[0])
+    except InputError:
+        got = None
+    assert got == expected

@@ -68,7 +68,7 @@ def verify(ctx: click.Context, regions_opt: str, source: str, fmt: str | None, l
     from netfwd.whitelist.load import load
     from netfwd.whitelist.localnets import from_routing_table, parse_cidrs
     from netfwd.whitelist.sources import Context
-    from netfwd.whitelist.verify import check_regions, verify as run
+    from netfwd.whitelist.verify import check_regions, gc_paused, verify as run
 
     catalog = _catalog(catalog_file)
     region_ids = check_regions(catalog, _regions(regions_opt, catalog))
@@ -78,7 +78,8 @@ def verify(ctx: click.Context, regions_opt: str, source: str, fmt: str | None, l
         local = None if local_networks.strip() == "none" else parse_cidrs(local_networks, "--local-networks")
     relay = parse_cidrs(relay_address, "--relay-address") if relay_address else None
     context = Context(catalog=catalog, protocol=protocol, port=port, relay_addresses=relay, interface=interface)
-    report = run(load(source, context, fmt, netns), catalog, region_ids, local)
+    with gc_paused():  # one pause for parse and check: see netfwd.whitelist.verify.gc_paused
+        report = run(load(source, context, fmt, netns), catalog, region_ids, local)
     if output == "json":
         from netfwd.whitelist.report import to_json
 

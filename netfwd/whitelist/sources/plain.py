@@ -33,13 +33,20 @@ def parse(text: str, file: str, context=None) -> Parsed:
         for token in tokens:
             if not token:
                 continue
-            if "/" not in token and "-" not in token and ":" not in token:
-                try:  # the common case, a bare IPv4 address, without the general parser
-                    value = from_bytes(pton(inet, token), "big")
+            if ":" not in token and "-" not in token:  # the common IPv4 cases, without the general parser
+                address, slash, length = token.partition("/")
+                try:
+                    value = from_bytes(pton(inet, address), "big")
+                except OSError:
+                    value = -1  # parse_token explains what is wrong with it
+                if value >= 0 and not slash:
                     add(new(Entry, (4, ((value, value),), token, new(Origin, (file, number, "")))))
                     continue
-                except OSError:
-                    pass  # parse_token explains what is wrong with it
+                if value >= 0 and length.isdigit() and int(length) <= 32:
+                    host = (1 << (32 - int(length))) - 1
+                    if not value & host:
+                        add(new(Entry, (4, ((value, value | host),), token, new(Origin, (file, number, "")))))
+                        continue
             try:
                 version, first, last = parse_token(token)
             except ValueError as problem:
