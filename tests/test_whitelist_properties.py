@@ -14,7 +14,6 @@ from netaddr import IPNetwork, IPSet
 
 from netfwd.catalog import Catalog, Region
 from netfwd.whitelist.addresses import parse_token
-from netfwd.whitelist.coverage import Requirement
 from netfwd.whitelist.render import aggregate, render
 from netfwd.whitelist.sources import Context
 from netfwd.whitelist.sources.iptables import parse as parse_iptables
