@@ -204,3 +204,16 @@ def test_bad_input_names_file_line_and_field(tmp_path, text, fmt, where):
     with pytest.raises(InputError) as problem:
         load(str(path), Context(catalog=CATALOG), fmt)
     assert problem.value.render().startswith(str(path) + where)
+
+
+@pytest.mark.parametrize("name", ["nft-vmap.txt", "nft-vmap.json"])
+def test_nft_verdict_maps_are_split_per_key(name):
+    """`ct state vmap`, `tcp dport vmap { 6443 : jump api }` and `ip saddr vmap` (the whitelist
+    itself): the same answer from `nft list` text and from `nft -j`."""
+    _, report = run(name, regions=["cn-hangzhou"], port=6443)
+    (g,) = report.groups
+    assert g.label == "tcp/6443 (local)"
+    # 100.104.13.0/27 -> drop is not required; .96/27 has no element, so the input policy drops it
+    assert status(g)["cn-hangzhou"] == ("partial", {"100.104.12.96/27"})
+    _, ssh = run(name, regions=["cn-hangzhou"], port=22)
+    assert any(f.code == "too-broad" for f in ssh.groups[0].findings)  # `jump ssh` accepts everyone

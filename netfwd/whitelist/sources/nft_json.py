@@ -112,7 +112,10 @@ class _RuleBuilder:
         self.conds: list = []
         self.verdict = Verdict("continue")
 
-    def build(self, exprs: list[dict], origin: Origin) -> Rule:
+    def build(self, exprs: list[dict], origin: Origin) -> list[Rule]:
+        """Usually one rule; a verdict map (`ct state vmap { ... }`) becomes one rule per element,
+        each with the map key as an extra match: exact, since map keys are disjoint."""
+        vmap = None
         for expr in exprs:
             if not isinstance(expr, dict) or len(expr) != 1:
                 self.conds.append(Unknown(f"expression {str(expr)[:40]}"))
@@ -120,14 +123,39 @@ class _RuleBuilder:
             (key, body), = expr.items()
             if key == "match":
                 self.match(body)
+            elif key == "vmap" and isinstance(body, dict):
+                vmap = body
             elif key in VERDICTS:
                 self.set_verdict(key, body)
             elif key == "unknown":  # from the text reader: a statement it could not read
                 self.conds.append(Unknown(str(body)))
             elif key not in IGNORED:
                 self.conds.append(Unknown(key))  # limit, quota, ...: may stop the rule from matching
+        if vmap is not None:
+            return self._split(vmap, origin)
+        return [self._rule(origin)]
+
+    def _rule(self, origin: Origin) -> Rule:
         return Rule(origin, tuple(self.sources), tuple(self.conds), self.verdict,
                     " ".join(self.source_text) or "any source")
+
+    def _split(self, vmap: dict, origin: Origin) -> list[Rule]:
+        data = vmap.get("data", {})
+        items = data.get("set", []) if isinstance(data, dict) else []
+        rules = []
+        base_sources, base_text, base_conds = list(self.sources), list(self.source_text), list(self.conds)
+        for item in items:
+            if not (isinstance(item, list) and len(item) == 2 and isinstance(item[1], dict) and len(item[1]) == 1):
+                self.sources, self.source_text = base_sources, base_text
+                self.conds = base_conds + [Unknown("verdict map element")]
+                self.verdict = Verdict("unknown", "vmap")
+                return [self._rule(origin)]
+            self.sources, self.source_text, self.conds = list(base_sources), list(base_text), list(base_conds)
+            self.match({"op": "==", "left": vmap.get("key"), "right": item[0]})
+            (verdict, body), = item[1].items()
+            self.set_verdict(verdict, body)
+            rules.append(self._rule(origin))
+        return rules
 
     def match(self, body: dict) -> None:
         op, left, right = body.get("op", "=="), body.get("left"), body.get("right")
@@ -254,7 +282,7 @@ def build(objects: list[dict], file: str, lines: dict[tuple, int] | None = None)
             if spec.get("comment"):
                 text += f' comment "{spec["comment"]}"'
             origin = Origin(file, line, text if len(text) <= 160 else text[:157] + "...")
-            chain.rules.append(_RuleBuilder(sets.get(table, {})).build(spec.get("expr", []), origin))
+            chain.rules.extend(_RuleBuilder(sets.get(table, {})).build(spec.get("expr", []), origin))
     return ruleset
 
 

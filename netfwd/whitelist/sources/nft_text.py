@@ -76,6 +76,24 @@ class _Rule:
             return {"set": items}
         return _scalar(self.take())
 
+    def verdict_map(self) -> list:
+        items: list = []
+        if self.peek() != "{":
+            return items
+        self.take()
+        while self.peek() not in (None, "}"):
+            key = self.take()
+            if key == ",":
+                continue
+            if self.peek() == ":":
+                self.take()
+            verdict = self.take() if self.peek() not in (None, "}") else "continue"
+            body = {"target": self.take()} if verdict in ("jump", "goto") and self.peek() else None
+            items.append([_scalar(key), {verdict: body}])
+        if self.peek() == "}":
+            self.take()
+        return items
+
     def values(self):
         """A comma list without braces (`ct state established,related`)."""
         word = self.take()
@@ -84,6 +102,10 @@ class _Rule:
         return _scalar(word) if not self.peek() == "{" else self.value()
 
     def match(self, left: dict, *, multi: bool = False) -> None:
+        if self.peek() == "vmap":  # KEY vmap { k : verdict, ... }
+            self.take()
+            self.expr.append({"vmap": {"key": left, "data": {"set": self.verdict_map()}}})
+            return
         op = "=="
         if self.peek() in ("!=", "=="):
             op = self.take()
