@@ -69,8 +69,11 @@ def validate(spec_file: str, catalog_file: str | None, output: str) -> None:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
               help="Write <cluster>.<dialect>.<ext> and its .remove script into this directory.")
 @click.option("--remove", is_flag=True, help="Print the remove script instead of the apply script.")
+@click.option("--collector", is_flag=True, help="With --dialect powershell: the read-only collector whose report "
+                                                "`netfwd doctor --windows-report` checks, instead.")
 @CATALOG_OPTION
-def render(spec_file: str, dialect_name: str, out_dir: str | None, remove: bool, catalog_file: str | None) -> None:
+def render(spec_file: str, dialect_name: str, out_dir: str | None, remove: bool, catalog_file: str | None,
+           collector: bool = False) -> None:
     """Render SPEC as complete apply and remove scripts for a platform.
 
     With one dialect and no --out, the script goes to stdout. `--dialect all` renders every
@@ -86,6 +89,12 @@ def render(spec_file: str, dialect_name: str, out_dir: str | None, remove: bool,
     from netfwd.dialects import dialects_for, get_dialect, render_files
 
     loaded = _open(spec_file, catalog_file)
+    if collector:  # netfwd doctor's Windows collector (netfwd/doctor/windows_collector.py)
+        if dialect_name != "powershell":
+            raise InputError("the collector is a PowerShell script: use it with --dialect powershell", field="--collector")
+        from netfwd.doctor.windows_collector import collector_script
+
+        return _emit_collector(collector_script(), f"{loaded.spec.cluster}.collect.ps1", out_dir)
     if dialect_name == "all":
         if out_dir is None:
             raise InputError("--dialect all writes several files: give --out DIR", field="--out")
@@ -102,6 +111,15 @@ def render(spec_file: str, dialect_name: str, out_dir: str | None, remove: bool,
     for name, text in rendered.items():
         _write_atomically(target / name, text)
         click.echo(str(target / name))
+
+
+def _emit_collector(text: str, name: str, out_dir: str | None) -> None:
+    if out_dir is None:
+        click.echo(text, nl=False)
+        return
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    _write_atomically(Path(out_dir) / name, text)
+    click.echo(str(Path(out_dir) / name))
 
 
 def _write_atomically(path: Path, text: str) -> None:
