@@ -240,6 +240,8 @@ def to_objects(text: str, file: str) -> tuple[list[dict], dict[tuple, int]]:
             skip_depth += words.count("{") - words.count("}")
             continue
         if table is None:
+            if words[:1] in (["delete"], ["flush"]) or (words[:1] == ["table"] and words[-2:] == ["{", "}"]):
+                continue  # the create-delete-recreate preamble of an `nft -f` file (netfwd renders one)
             if words[:1] == ["table"] and len(words) >= 4 and words[-1] == "{":
                 table = (words[1], words[2])
                 continue
