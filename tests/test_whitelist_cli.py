@@ -151,3 +151,13 @@ def test_render_rendered_ipset_is_accepted_by_verify(tmp_path, capsys):
 def test_render_bad_input(args, message, capsys):
     code, _, err = run(["whitelist", "render", *args], capsys)
     assert code == 2 and message in err and err.count("\n") == 1
+
+
+def test_regions_table_names_the_region_a_duplicate_cidr_is_shared_with(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, _ = run(["regions"], capsys)
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.startswith("│")}
+    assert code == 0
+    assert "catalog-duplicate (with us-east-1)" in rows["cn-huhehaote"]
+    assert "catalog-duplicate (with eu-west-1)" in rows["eu-central-1"] and "private-range" in rows["eu-central-1"]
+    assert "!" not in rows["cn-hangzhou"]

@@ -165,7 +165,9 @@ def regions(catalog_file: str | None, output: str) -> None:
     for anomaly in anomalies:
         if anomaly.code != "shared-space":
             for region in anomaly.regions:
-                marks.setdefault(region, []).append(anomaly.code)
+                others = [r for r in anomaly.regions if r != region]
+                shared = f" (with {', '.join(others)})" if anomaly.code == "catalog-duplicate" and others else ""
+                marks.setdefault(region, []).append(anomaly.code + shared)
     table = Table(title=f"Region catalog ({catalog.source_updated}); ! = anomaly",
                   caption="Private CIDRs in 100.64.0.0/10 are RFC 6598 shared space. "
                           "VPC-mode clusters: only regions marked vpc.")
