@@ -110,7 +110,7 @@ def probe(ctx: click.Context, spec_file: str | None, via: str | None, targets: t
     else:
         from rich.console import Console
 
-        render_table(results, options, Console(soft_wrap=False))
+        render_table(results, options, Console(width=None if sys.stdout.isatty() else 140))
     if not all_ok(results, options):
         ctx.exit(EXIT_FINDINGS)
 

@@ -46,6 +46,7 @@ class Endpoint:
 
     @property
     def dial(self) -> str:
+        """host:port ("*" as host: the relay itself, with --from-relay)."""
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     @property

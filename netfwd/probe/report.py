@@ -119,15 +119,13 @@ def render_table(results: Sequence[ProbeResult], options: Options, console) -> N
         console.print(table)
     else:
         table = Table(title=f"netfwd probe: {len(results)} endpoints, {overall(results)}", title_justify="left")
-        for column in ("endpoint", "dial", "target", "verdict", "tcp", "rtt ms", "tls", "http", "findings"):
-            table.add_column(column, overflow="fold")
-        for result in results:
-            tcp, tls, http = result.stage("tcp"), result.stage("tls"), result.stage("http")
-            rtt = tcp.detail.get("rtt_ms", {}).get("avg", "") if tcp else ""
-            table.add_row(result.endpoint.name or "", result.endpoint.dial, result.endpoint.target_text or "",
-                          result.verdict, tcp.reason if tcp else "", str(rtt),
-                          tls.reason if tls else "", (http.detail.get("gitVersion") or http.reason) if http else "",
-                          " ".join(f.code for f in result.findings))
+        rows = [_row(r) for r in results]
+        columns = ("endpoint", "dial", "target", "verdict", "tcp", "rtt ms", "tls", "http", "relay", "findings")
+        keep = [i for i, _ in enumerate(columns) if any(row[i] for row in rows)]  # no empty columns
+        for i in keep:
+            table.add_column(columns[i], overflow="fold")
+        for row in rows:
+            table.add_row(*(row[i] for i in keep))
         console.print(table)
     findings = [(r, f) for r in results for f in r.findings]
     for result, finding in findings:
@@ -137,6 +135,15 @@ def render_table(results: Sequence[ProbeResult], options: Options, console) -> N
         console.print(f"    fix: {finding.fix}", highlight=False, markup=False)
     if not findings:
         console.print("no findings", highlight=False)
+
+
+def _row(result: ProbeResult) -> tuple[str, ...]:
+    tcp, tls, http, relay = (result.stage(n) for n in ("tcp", "tls", "http", "relay"))
+    rtt = tcp.detail.get("rtt_ms", {}).get("avg", "") if tcp else ""
+    return (result.endpoint.name or "", result.endpoint.dial, result.endpoint.target_text or "", result.verdict,
+            tcp.reason if tcp else "", str(rtt), tls.reason if tls else "",
+            (http.detail.get("gitVersion") or http.reason) if http else "", relay.reason if relay else "",
+            " ".join(f.code for f in result.findings))
 
 
 def _status(status: str) -> str:

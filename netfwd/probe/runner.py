@@ -1,15 +1,16 @@
 """Run the stages for many endpoints at once, with a bound, and diagnose each.
 
-Three phases, each concurrent across endpoints, so N endpoints take about as long as the
-slowest one, not the sum: resolve; every TCP handshake in one selector loop (at most
-`concurrency` in flight, see :mod:`netfwd.probe.engine`); then, per endpoint that needs more,
-the trace, TLS and HTTP stages (or the relay checks) in a bounded thread pool. Only the
-endpoints given are ever dialled.
+Endpoints are resolved, then every TCP handshake runs in one selector loop (at most
+`concurrency` in flight, see :mod:`netfwd.probe.engine`); the moment an endpoint's handshakes
+are done, its remaining stages (trace, TLS, HTTP) go to a pool of at most `concurrency`
+threads while the loop carries on. So N endpoints take about as long as the slowest one, not
+the sum, and only the endpoints given are ever dialled.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import queue
 import socket
 import threading
 import time
@@ -18,6 +19,7 @@ from typing import Callable, Sequence
 from netfwd.probe.diagnose import diagnose
 from netfwd.probe.model import Endpoint, Options, ProbeResult, Stage
 from netfwd.probe.tcp import Attempt
+from netfwd.probe.trace import Relays, RelayState
 
 Progress = Callable[[ProbeResult], None]
 _RAW_LOCK = threading.Lock()  # one scapy exchange at a time: its sockets see each other's replies
@@ -51,6 +53,7 @@ class _Run:
         self.started = [time.perf_counter()] * len(endpoints)
         self.lock = threading.Lock()
         self.last_attempt: dict[int, Attempt] = {}  # the full-TTL handshake, reused by the trace
+        self.relays = Relays()  # per relay address: its hop and ICMP budget, shared by its traces
 
     def finish(self, index: int) -> None:
         self.conclude(index)
@@ -71,46 +74,70 @@ def probe_all(endpoints: Sequence[Endpoint], options: Options, progress: Progres
     """Probe every endpoint; results in input order (see the module doc for the phases)."""
     run = _Run(endpoints, options, progress)
     workers = max(1, min(options.concurrency, len(endpoints)))
-    _resolve_all(run, workers)
-    if options.from_relay:
-        parallel(lambda i: _relay(run, i), _resolved(run), workers)
+    if options.from_relay:  # nothing is dialled at port A: the relay checks its own state
+        parallel(lambda i: _relay(run, i), range(len(endpoints)), workers)
         return run.results
-    more = _tcp_all(run)
-    parallel(lambda i: _after_tcp(run, i), more, workers)
+    _resolve_all(run, workers)
+    pool = Pool(workers)
+    try:
+        _tcp_all(run, lambda index: pool.submit(lambda i: _after_tcp(run, i), index))
+    finally:
+        pool.join()
     return run.results
 
 
-def parallel(function: Callable[[int], None], items: Sequence[int], workers: int) -> None:
-    """function(item) for every item, on at most `workers` threads (none for a single item);
-    the first exception is re-raised once all threads stopped."""
+class Pool:
+    """At most `workers` threads, started only as work arrives, fed while the caller keeps going
+    (the TCP scan hands each endpoint over the moment its handshake is done)."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = max(1, workers)
+        self.tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self.threads: list[threading.Thread] = []
+        self.errors: list[BaseException] = []
+        self.lock = threading.Lock()
+
+    def submit(self, function: Callable[[int], None], item: int) -> None:
+        self.tasks.put((function, item))
+        with self.lock:
+            if len(self.threads) >= self.workers:
+                return
+            thread = threading.Thread(target=self._work, name=f"probe-{len(self.threads)}", daemon=True)
+            self.threads.append(thread)
+        thread.start()
+
+    def _work(self) -> None:
+        while True:
+            task = self.tasks.get()
+            if task is None:
+                return
+            function, item = task
+            try:
+                if not self.errors:
+                    function(item)
+            except BaseException as problem:  # noqa: BLE001 - re-raised by join()
+                self.errors.append(problem)
+
+    def join(self) -> None:
+        """Wait for every task; re-raise the first failure."""
+        for _ in self.threads:
+            self.tasks.put(None)
+        for thread in self.threads:
+            thread.join()
+        if self.errors:
+            raise self.errors[0]
+
+
+def parallel(function: Callable[[int], None], items: Sequence[int] | range, workers: int) -> None:
+    """function(item) for every item on at most `workers` threads (inline for a single item)."""
     if len(items) <= 1 or workers <= 1:
         for item in items:
             function(item)
         return
-    queue = iter(items)
-    lock = threading.Lock()
-    errors: list[BaseException] = []
-
-    def worker() -> None:
-        while not errors:
-            with lock:
-                item = next(queue, None)
-            if item is None:
-                return
-            try:
-                function(item)
-            except BaseException as problem:  # noqa: BLE001 - handed to the caller below
-                errors.append(problem)
-                return
-
-    threads = [threading.Thread(target=worker, name=f"probe-{n}", daemon=True)
-               for n in range(min(workers, len(items)))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
+    pool = Pool(workers)
+    for item in items:
+        pool.submit(function, item)
+    pool.join()
 
 
 def probe_endpoint(endpoint: Endpoint, options: Options) -> ProbeResult:
@@ -139,13 +166,12 @@ def _resolved(run: _Run) -> list[int]:
     return [i for i, a in enumerate(run.addresses) if a is not None]
 
 
-def _tcp_all(run: _Run) -> list[int]:
-    """Every handshake in one selector loop; returns the endpoints that need more stages."""
+def _tcp_all(run: _Run, more: Callable[[int], None]) -> None:
+    """Every handshake in one selector loop; endpoints that need more stages go to `more` at once."""
     from netfwd.probe.engine import Handshake, scan
     from netfwd.probe.tcp import tcp_stage
 
     options, indexes = run.options, _resolved(run)
-    more: list[int] = []
 
     def done(position: int, attempts: list, seconds: float) -> None:
         index = indexes[position]
@@ -154,7 +180,7 @@ def _tcp_all(run: _Run) -> list[int]:
         run.last_attempt[index] = attempts[-1]
         needs = options.trace or (options.locate and stage.status != "ok") or options.until != "tcp"
         if needs:
-            more.append(index)
+            more(index)
         else:
             finished.append(index)
             run.results[index].elapsed_ms = _ms(run.started[index])
@@ -165,7 +191,6 @@ def _tcp_all(run: _Run) -> list[int]:
          timeout=options.timeout, interval=options.interval, concurrency=options.concurrency, done=done)
     for index in finished:
         run.conclude(index)
-    return sorted(more)
 
 
 def _after_tcp(run: _Run, index: int) -> None:
@@ -174,7 +199,8 @@ def _after_tcp(run: _Run, index: int) -> None:
     tcp = result.stage("tcp")
     assert tcp is not None
     if options.trace or (options.locate and tcp.status != "ok"):
-        result.stages.append(_trace(endpoint, address, options, run.last_attempt.get(index)))
+        result.stages.append(_trace(endpoint, address, options, run.last_attempt.get(index),
+                                    run.relays(address)))
     _tls_and_http(result, endpoint, address, options, tcp)
     run.finish(index)
 
@@ -183,6 +209,7 @@ def _relay(run: _Run, index: int) -> None:
     from netfwd.probe.relay import relay_stage
 
     endpoint = run.endpoints[index]
+    run.started[index] = time.perf_counter()
     run.results[index].stages.append(relay_stage(endpoint.port, endpoint.target, run.options.timeout))
     run.finish(index)
 
@@ -193,14 +220,14 @@ def _later(options: Options) -> list[str]:
     return ["tcp", "tls", "http"][: ("tcp", "tls", "http").index(options.until) + 1]
 
 
-def _trace(endpoint: Endpoint, address: str, options: Options, last: Attempt | None) -> Stage:
+def _trace(endpoint: Endpoint, address: str, options: Options, last: Attempt | None, state: RelayState) -> Stage:
     from netfwd.probe.trace import trace_stage
 
     relay = {address, endpoint.host, *endpoint.relay_addresses}
     if options.trace:
         with _RAW_LOCK:
-            return trace_stage(address, endpoint.port, relay, options.timeout, options.max_hops, True, None)
-    return trace_stage(address, endpoint.port, relay, options.timeout, options.max_hops, False, last)
+            return trace_stage(address, endpoint.port, relay, options.timeout, options.max_hops, True, None, state)
+    return trace_stage(address, endpoint.port, relay, options.timeout, options.max_hops, False, last, state)
 
 
 def _tls_and_http(result: ProbeResult, endpoint: Endpoint, address: str, options: Options, tcp: Stage) -> None:

@@ -74,8 +74,10 @@ def from_list_file(path: str) -> list[Endpoint]:
     return found
 
 
-def from_spec(loaded, via: str | None, names: Sequence[str], log: Callable[[str], None]) -> list[Endpoint]:
-    """One endpoint per TCP forward: dial (--via host, or the spec's address) : listen port."""
+def from_spec(loaded, via: str | None, names: Sequence[str], log: Callable[[str], None],
+              on_relay: bool = False) -> list[Endpoint]:
+    """One endpoint per TCP forward: dial (--via host, or the spec's address) : listen port.
+    On the relay itself (`on_relay`) nothing is dialled at port A, so no address is needed."""
     spec = loaded.spec
     via_host, via_port = parse_hostport(via, "--via", need_port=False) if via else (None, None)
     forwards = list(spec.forwards)
@@ -99,7 +101,7 @@ def from_spec(loaded, via: str | None, names: Sequence[str], log: Callable[[str]
         if forward not in forwards:
             continue
         listen = str(forward.listen.address) if forward.listen.address is not None else None
-        host = via_host or listen or relay_private
+        host = via_host or listen or relay_private or ("*" if on_relay else None)
         if host is None:
             raise loaded.doc.error(f"forwards[{index}].listen",
                                    "no address to dial: give --via RELAY (the relay's reachable address), "
@@ -120,7 +122,7 @@ def collect(loaded, via: str | None, targets: Sequence[str], list_file: str | No
         if targets or list_file:
             raise InputError("the spec already names the targets: drop --target/--targets-file, or the SPEC",
                              field="--target")
-        endpoints = from_spec(loaded, via, names, log)
+        endpoints = from_spec(loaded, via, names, log, on_relay=from_relay)
     elif via:
         host, port = parse_hostport(via, "--via")
         if len(targets) > 1 or list_file:

@@ -13,6 +13,7 @@ the plain TCP stage fails).
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Iterable
@@ -67,8 +68,9 @@ def _beyond(hops: list[Hop], after: int) -> str:
     return "silent"
 
 
-def analyse(hops: Iterable[Hop], relay: set[str]) -> Path:
-    """Locate the relay's hop and read what happened there and beyond (see the module doc)."""
+def analyse(hops: Iterable[Hop], relay: set[str], known_hop: int | None = None) -> Path:
+    """Locate the relay's hop and read what happened there and beyond (see the module doc).
+    `known_hop`: the relay's hop as an earlier sweep established it (so an answer there is certain)."""
     ordered = sorted(hops, key=lambda h: h.ttl)
     for index, hop in enumerate(ordered):
         if hop.kind is None:
@@ -82,8 +84,8 @@ def analyse(hops: Iterable[Hop], relay: set[str]) -> Path:
             continue  # a router on the way
         # the relay's hop: everything before it answered from elsewhere (or it is hop 1)
         before = ordered[:index]
-        certain = hop.ttl == 1 or (bool(before) and before[-1].ttl == hop.ttl - 1
-                                   and before[-1].kind == "time-exceeded")
+        certain = hop.ttl in (1, known_hop) or (bool(before) and before[-1].ttl == hop.ttl - 1
+                                                and before[-1].kind == "time-exceeded")
         if hop.kind == "time-exceeded":
             beyond = _beyond(ordered, hop.ttl)
             return Path("forwarded", hop.ttl, beyond, True,
@@ -136,32 +138,148 @@ def _settled(results: dict[int, Hop], ttls: list[int], relay: set[str]) -> bool:
     return False
 
 
+# -- pacing: the relay rate-limits its ICMP errors --------------------------------------------
+
+ICMP_BURST, ICMP_PER_SECOND = 6, 1.0  # Linux: net.ipv4.icmp_ratelimit=1000 ms, burst factor 6
+
+
+class RelayState:
+    """What traces of one relay address share within a run: its hop once a sweep found it, and a
+    token bucket mirroring the relay's ICMP rate limit, so that probing many forwards of one relay
+    at once does not make its time-exceeded answers vanish (a silent hop would read as unknown)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # held by the one sweep that looks for the relay's hop
+        self.swept = False
+        self.hop: int | None = None
+        self.before: Path | None = None  # a router before the relay said unreachable
+        self._bucket = threading.Lock()
+        self._tokens, self._stamp = float(ICMP_BURST), time.monotonic()
+
+    def take(self) -> None:
+        """Wait for one ICMP answer's worth of the relay's budget."""
+        with self._bucket:
+            now = time.monotonic()
+            self._tokens = min(ICMP_BURST, self._tokens + (now - self._stamp) * ICMP_PER_SECOND)
+            self._stamp = now
+            if self._tokens < 1:
+                time.sleep((1 - self._tokens) / ICMP_PER_SECOND)
+                self._tokens, self._stamp = 1.0, time.monotonic()
+            self._tokens -= 1
+
+
+class Relays:
+    """RelayState per relay address, for one probe run."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._states: dict[str, RelayState] = {}
+
+    def __call__(self, address: str) -> RelayState:
+        with self._lock:
+            return self._states.setdefault(address, RelayState())
+
+
+def windows(max_hops: int) -> list[list[int]]:
+    """TTLs in growing windows (1-2, 3-6, 7-14, ...): few SYNs when the relay is near, and no
+    more time-exceeded or reject answers from beyond it than needed."""
+    out, low, size = [], 1, 2
+    while low <= max_hops:
+        out.append(list(range(low, min(max_hops, low + size - 1) + 1)))
+        low, size = low + size, size * 2
+    return out
+
+
 # -- the stage -------------------------------------------------------------------------------------
 
 def trace_stage(host: str, port: int, relay: set[str], timeout: float, max_hops: int,
-                raw: bool, full: Attempt | None) -> Stage:
-    """Send the TTL-limited SYNs (raw or connect), analyse, and add the route used."""
+                raw: bool, full: Attempt | None, state: RelayState | None = None) -> Stage:
+    """Send TTL-limited SYNs (raw or connect), analyse, and (raw) add the route used.
+
+    The first trace of a relay sweeps the TTLs to find its hop; later traces of the same relay
+    (other forwards) send one SYN at that hop. A silent relay hop is retried once, after the
+    relay's ICMP budget allows it."""
     started = time.perf_counter()
-    ttls = list(range(1, max_hops + 1))
+    state = state or RelayState()
     if raw:
         from netfwd.probe.rawtrace import raw_hops
 
-        hops = raw_hops(host, port, ttls + [FULL_TTL], timeout)
-        method = "raw"
+        def send(ttls: list[int]) -> list[Hop]:
+            return raw_hops(host, port, ttls, timeout)
     else:
-        hops = connect_hops(host, port, ttls, timeout, relay)
-        method = "connect"
-        if full is not None:  # the tcp stage already sent the full-TTL SYN
-            hops.append(hop_of(FULL_TTL, full, host))
-    path = analyse(hops, relay)
-    shown = [h.as_dict() for h in _worth_showing(hops, path)]
-    detail: dict = {"method": method, "path": path.as_dict(), "hops": shown}
+        def send(ttls: list[int]) -> list[Hop]:
+            return connect_hops(host, port, ttls, timeout, relay)
+
+    hops: list[Hop] = []
+    retried = swept = False
+    with state.lock:
+        if not state.swept:
+            swept = True
+            hops = _sweep(send, max_hops, relay, state, first_extra=[FULL_TTL] if raw else [])
+            if analyse(hops, relay).at_relay == "silent":
+                retried = True
+                hops = _merge(hops, _sweep(send, max_hops, relay, state, []))
+            path = analyse(hops, relay)
+            state.swept, state.hop = True, path.relay_hop
+            state.before = path if path.at_relay == "before-relay" else None
+    if not swept:
+        if state.hop is not None:
+            extra = [FULL_TTL] if raw else []
+            state.take()
+            hops = send([state.hop] + extra)
+            if hops[0].kind is None:
+                retried = True
+                state.take()
+                hops = _merge(hops, send([state.hop]))
+        elif state.before is not None:
+            hops = []
+    if full is not None and not raw:  # the tcp stage already sent the full-TTL SYN
+        hops = [h for h in hops if h.ttl != FULL_TTL] + [hop_of(FULL_TTL, full, host)]
+    path = analyse(hops, relay, known_hop=state.hop if not swept else None)
+    if not swept and state.hop is None:
+        path = state.before or Path("silent", None, None, False,
+                                    "no answer from the relay at any hop in an earlier trace of it: unknown")
+    detail: dict = {"method": "raw" if raw else "connect", "path": path.as_dict(),
+                    "hops": [h.as_dict() for h in _worth_showing(hops, path)]}
+    if retried:
+        detail["retried"] = True
     if raw:
         from netfwd.probe.route import route_to
 
         detail["route"] = route_to(host)
     status = "ok" if path.at_relay != "silent" else "fail"
     return Stage("trace", status, path.at_relay, (time.perf_counter() - started) * 1000, detail)
+
+
+def _sweep(send, max_hops: int, relay: set[str], state: RelayState, first_extra: list[int]) -> list[Hop]:
+    """Windows of TTLs until the relay's hop is known; a wholly silent first window means the
+    rest is sent at once (nothing answers: one more timeout, not one per window)."""
+    hops: list[Hop] = []
+    plan = windows(max_hops)
+    index = 0
+    while index < len(plan):
+        window = plan[index]
+        state.take()
+        hops += send(window + (first_extra if index == 0 else []))
+        if analyse(hops, relay).at_relay != "silent":
+            break
+        if index == 0 and all(h.kind is None for h in hops):
+            rest = [ttl for later in plan[1:] for ttl in later]
+            if rest:
+                state.take()
+                hops += send(rest)
+            break
+        index += 1
+    return hops
+
+
+def _merge(first: list[Hop], second: list[Hop]) -> list[Hop]:
+    """Per TTL, the answer if either round got one."""
+    merged = {h.ttl: h for h in first}
+    for hop in second:
+        if hop.kind is not None or hop.ttl not in merged:
+            merged[hop.ttl] = hop
+    return sorted(merged.values(), key=lambda h: h.ttl)
 
 
 def _worth_showing(hops: list[Hop], path: Path) -> list[Hop]:
