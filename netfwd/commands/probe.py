@@ -174,6 +174,9 @@ def _argv_without(ctx: click.Context, skip: str) -> list[str]:
     positional: list[str] = []
     for param in ctx.command.params:
         value = ctx.params.get(param.name)
+        if isinstance(param, click.Option) and param.is_flag and param.secondary_opts and param.name != skip:
+            argv.append(param.opts[0] if value else param.secondary_opts[0])  # --x/--no-x: always explicit
+            continue
         if param.name == skip or value is None or value == () or value is False:
             continue
         if isinstance(param, click.Argument):

@@ -91,10 +91,10 @@ def make_socket(host: str, ttl: int | None = None) -> socket.socket:
 
 def read_icmp(sock: socket.socket) -> Icmp | None:
     """The ICMP error queued on `sock` (IP_RECVERR), if any; never blocks."""
-    sock.setblocking(False)  # with a timeout set, CPython would poll for readability first
     try:
+        sock.setblocking(False)  # with a timeout set, CPython would poll for readability first
         _, ancillary, _, _ = sock.recvmsg(1, 512, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
-    except OSError:
+    except OSError:  # nothing queued, or the socket is already closed
         return None
     for _level, _type, data in ancillary:
         if len(data) < _EE.size:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from netfwd.probe.model import Stage
-from netfwd.probe.tcp import classify, read_icmp
+from netfwd.probe.tcp import classify
 
 
 @dataclass
@@ -58,13 +58,9 @@ def tls_stage(host: str, port: int, timeout: float, server_name: str | None, ca:
     try:
         conn = _insecure_context().wrap_socket(raw, server_hostname=sni)
     except (ssl.SSLError, OSError) as problem:
-        icmp = read_icmp(raw)
         raw.close()
         reason, message = _handshake_failure(problem)
-        detail: dict[str, Any] = {"error": message}
-        if icmp is not None:
-            detail["icmp"] = {"kind": icmp.kind, "from": icmp.sender}
-        return TlsOutcome(Stage("tls", "fail", reason, _ms(started), detail), None)
+        return TlsOutcome(Stage("tls", "fail", reason, _ms(started), {"error": message}), None)
     detail = {"version": conn.version(), "cipher": (conn.cipher() or ("?",))[0], "sni": sni}
     der = conn.getpeercert(binary_form=True)
     if der:
