@@ -80,7 +80,9 @@ class ApiserverReachable(ClusterCheck):
             if result.verdict == "unreachable" and not any(p.severity == "error" for p in problems):
                 problems.append(error(f"{_label(result)}: unreachable", "see `netfwd probe SPEC` for the stages"))
             if result.verdict != "unreachable":
-                seen.append(f"{_label(result)}: {result.verdict}")
+                http = result.stage("http")
+                answered = "TCP, TLS and HTTP answer" if http is not None and http.status == "ok" else "TCP answers"
+                seen.append(f"{_label(result)}: {answered}")
         return found(problems, "; ".join(seen))
 
 
