@@ -22,6 +22,7 @@ the same engine with nothing wanted.
 from __future__ import annotations
 
 import hashlib
+import re
 import shlex
 
 from netaddr import IPNetwork, cidr_merge
@@ -43,23 +44,31 @@ def ipset_name(forward: Forward) -> str:
 
 def ipset_entries(forward: Forward) -> tuple[str, ...]:
     sources = forward.sources
-    if sources is None or [str(s) for s in sources] == [ANY[forward.family]]:
+    if sources is None:
         return EVERYWHERE[forward.family]
-    return tuple(str(net) for net in sources)
+    entries = tuple(str(net) for net in sources)
+    return EVERYWHERE[forward.family] if entries == (ANY[forward.family],) else entries
 
 
-def forward_rule(forward: Forward) -> str:
+def forward_rule(forward: Forward, ipset: str | None = None, to: str | None = None) -> str:
     """The DNAT rich rule, spelled exactly as `firewall-cmd --list-rich-rules` prints it."""
-    family = f"ipv{forward.family}"
     destination = "" if forward.listen.address is None else f' destination address="{forward.listen.address}"'
-    return (f'rule family="{family}" source ipset="{ipset_name(forward)}"{destination} '
-            f'forward-port port="{forward.listen.port}" protocol="{forward.protocol}" '
-            f'to-port="{forward.to.port}" to-addr="{forward.to.address}"')
+    return (f'rule family="ipv{forward.to.address.version}" source ipset="{ipset or ipset_name(forward)}"'
+            f'{destination} forward-port port="{forward.listen.port}" protocol="{forward.protocol}" '
+            f'to-port="{forward.to.port}" to-addr="{to or forward.to.address}"')
 
 
-def masquerade_rule(forward: Forward) -> str:
-    return (f'rule family="ipv{forward.family}" source ipset="{ipset_name(forward)}" '
-            f'destination address="{forward.to.address}" masquerade')
+def masquerade_rule(forward: Forward, ipset: str | None = None, to: str | None = None) -> str:
+    """Masquerade only what comes from the forward's sources and goes to its target."""
+    return (f'rule family="ipv{forward.to.address.version}" source ipset="{ipset or ipset_name(forward)}" '
+            f'destination address="{to or forward.to.address}" masquerade')
+
+
+def _single_quoted(text: str) -> str:
+    """Shell single quotes. Rules and entries are built from validated values only; never a quote."""
+    if "'" in text:
+        raise ValueError(f"unexpected quote in {text!r}")
+    return f"'{text}'"
 
 
 # The engine: converge runtime and permanent configuration to WANT_SET / WANT_RULE. Values reach it
@@ -233,13 +242,14 @@ def _ingress(spec: Spec) -> list[str]:
 def _wanted(spec: Spec) -> list[str]:
     lines = ["# Wanted state: per forward one ipset (its sources), the DNAT rich rule, the masquerade rule."]
     for forward in spec.forwards:
-        family = "inet" if forward.family == 4 else "inet6"
-        lines.append(f"# {forward.name}: {forward.listen} {forward.protocol} -> {forward.to}")
-        lines.append(f"want_set {ipset_name(forward)} {shlex.quote(' '.join((family, *ipset_entries(forward))))}")
-        lines.append(f'want_rule "$ZONE" {shlex.quote(forward_rule(forward))}')
+        name, to = ipset_name(forward), str(forward.to.address)
+        family = "inet" if forward.to.address.version == 4 else "inet6"
+        lines += [f"# {forward.name}: port {forward.listen.port}/{forward.protocol} -> {to} port {forward.to.port}",
+                  f"want_set {name} {_single_quoted(' '.join((family, *ipset_entries(forward))))}",
+                  f'want_rule "$ZONE" {_single_quoted(forward_rule(forward, name, to))}']
         if forward.masquerade:  # masquerade acts on traffic leaving into a zone: the zone toward the target
-            lines.append(f'zone_of "$(route_dev {forward.to.address})"; '
-                         f'want_rule "$ZONE_IS" {shlex.quote(masquerade_rule(forward))}')
+            lines.append(f'zone_of "$(route_dev {to})"; '
+                         f'want_rule "$ZONE_IS" {_single_quoted(masquerade_rule(forward, name, to))}')
     return [*lines, ""]
 
 
@@ -297,11 +307,10 @@ def parse_rich_rules(text: str) -> list[Essence]:
     for raw in text.splitlines():
         line = raw.strip()
         line = line.rpartition("; ")[2] if line.startswith("zone_of ") else line
-        if line.startswith("want_set "):
-            words = shlex.split(line)
-            ipsets[words[1]] = words[2].split()[1:]
-        elif line.startswith("want_rule "):
-            rules.append(shlex.split(line)[-1])
+        if line.startswith("want_set "):  # want_set NAME 'FAMILY ENTRY...'
+            ipsets[line.split()[1]] = line.split("'")[1].split()[1:]
+        elif line.startswith("want_rule "):  # want_rule "$ZONE" 'RULE' (a rule holds no single quote)
+            rules.append(line.split("'")[1])
         elif line.startswith("rule "):
             rules.append(line)
         elif raw.startswith(IPSET_PREFIX) and " " not in line:
@@ -312,10 +321,7 @@ def parse_rich_rules(text: str) -> list[Essence]:
     forwards: list[dict] = []
     masquerades: set[tuple[str, str]] = set()
     for rule in rules:
-        try:
-            parts = _rich_rule(rule)
-        except ValueError:  # unbalanced quotes: not a rule firewalld (or netfwd) wrote
-            continue
+        parts = _rich_rule(rule)
         source = parts.get("source", {}).get("ipset", "")
         if not source.startswith(IPSET_PREFIX) or "NOT" in parts.get("source", {}):
             continue
@@ -331,18 +337,20 @@ def parse_rich_rules(text: str) -> list[Essence]:
             for f in forwards]
 
 
+_TOKEN = re.compile(r"""([A-Za-z-]+)=(?:"([^"]*)"|'([^']*)'|(\S+))|(\S+)""")
+
+
 def _rich_rule(rule: str) -> dict[str, dict[str, str]]:
     """`rule family="ipv4" source ipset="x" forward-port port="1" ...` -> {element: {attribute: value}}."""
     parts: dict[str, dict[str, str]] = {}
     element = "rule"
-    for token in shlex.split(rule):
-        if "=" in token:
-            key, _, value = token.partition("=")
-            parts.setdefault(element, {})[key] = value
-        elif token == "NOT":
+    for key, double, single, bare, word in _TOKEN.findall(rule):
+        if key:
+            parts.setdefault(element, {})[key] = double or single or bare
+        elif word == "NOT":
             parts.setdefault(element, {})["NOT"] = "1"
         else:
-            element = token
+            element = word
             parts.setdefault(element, {})
     return parts
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import re
 import shlex
+from typing import NamedTuple
 
 from netaddr import IPNetwork, IPRange, cidr_merge
 
@@ -54,60 +55,65 @@ def comment(spec: Spec, forward: Forward) -> str:
     return f"{tag[:COMMENT_MAX - 13]}~{digest}"
 
 
-def _ip(version: int) -> str:
-    return "ip" if version == 4 else "ip6"
+class _Parts(NamedTuple):
+    """A forward's words, computed once (address formatting dominates the cost of big specs)."""
+
+    ip: str  # "ip" or "ip6"
+    listen: str | None  # listen address
+    to: str  # target address
+    target: str  # B:P or [B]:P, as `dnat ... to` takes it
+    dnat: str  # "tcp dport A dnat ip to B:P"
+    tag: str  # comment "netfwd:..."
+    source_set: str | None  # the whitelist set's name
 
 
-def _target(forward: Forward) -> str:
-    address = forward.to.address
-    return f"{address}:{forward.to.port}" if address.version == 4 else f"[{address}]:{forward.to.port}"
+def _parts(spec: Spec, forward: Forward) -> _Parts:
+    version = forward.to.address.version
+    ip, to = ("ip", str(forward.to.address)) if version == 4 else ("ip6", str(forward.to.address))
+    target = f"{to}:{forward.to.port}" if version == 4 else f"[{to}]:{forward.to.port}"
+    return _Parts(ip, None if forward.listen.address is None else str(forward.listen.address), to, target,
+                  f"{forward.protocol} dport {forward.listen.port} dnat {ip} to {target}",
+                  f'comment "{comment(spec, forward)}"',
+                  None if forward.allow is None else set_name(forward))
 
 
-def _dnat(forward: Forward) -> str:
-    return f"{forward.protocol} dport {forward.listen.port} dnat {_ip(forward.family)} to {_target(forward)}"
+def prerouting_rule(spec: Spec, forward: Forward, p: _Parts | None = None) -> str:
+    p = p or _parts(spec, forward)
+    words = [] if spec.relay.interface is None else [f'iifname "{spec.relay.interface}"']
+    if p.source_set is not None:
+        words.append(f"{p.ip} saddr @{p.source_set}")
+    if p.listen is not None:
+        words.append(f"{p.ip} daddr {p.listen}")
+    return " ".join([*words, p.dnat, p.tag])
 
 
-def prerouting_rule(spec: Spec, forward: Forward) -> str:
-    ip, parts = _ip(forward.family), []
-    if spec.relay.interface is not None:
-        parts.append(f'iifname "{spec.relay.interface}"')
-    if forward.sources is not None:
-        parts.append(f"{ip} saddr @{set_name(forward)}")
-    if forward.listen.address is not None:
-        parts.append(f"{ip} daddr {forward.listen.address}")
-    return " ".join([*parts, _dnat(forward), f'comment "{comment(spec, forward)}"'])
-
-
-def output_rule(spec: Spec, forward: Forward) -> str:
+def output_rule(spec: Spec, forward: Forward, p: _Parts | None = None) -> str:
     """Connections made on the relay itself skip prerouting: DNAT them in output, to local addresses only."""
-    match = ("fib daddr type local" if forward.listen.address is None
-             else f"{_ip(forward.family)} daddr {forward.listen.address}")
-    return f'{match} {_dnat(forward)} comment "{comment(spec, forward)}"'
+    p = p or _parts(spec, forward)
+    match = "fib daddr type local" if p.listen is None else f"{p.ip} daddr {p.listen}"
+    return f"{match} {p.dnat} {p.tag}"
 
 
-def _to_match(forward: Forward) -> str:
-    return (f"ct status dnat {_ip(forward.family)} daddr {forward.to.address} "
-            f"{forward.protocol} dport {forward.to.port}")
-
-
-def ruleset(spec: Spec) -> str:
+def ruleset(spec: Spec, parts: list[_Parts] | None = None) -> str:
     """The nft -f payload: create-if-missing, delete, recreate — one transaction, so re-runs converge."""
-    rules: dict[str, list[str]] = {"prerouting": [], "output": [], "postrouting": [],
-                                   "forward": [f'ct state established,related accept comment "{REPLIES_COMMENT}"']}
+    parts = parts or [_parts(spec, forward) for forward in spec.forwards]
+    prerouting, output, postrouting = [], [], []
+    forward_chain = [f'ct state established,related accept comment "{REPLIES_COMMENT}"']
     sets: list[str] = []
-    for forward in spec.forwards:
-        tag = comment(spec, forward)
-        if forward.sources is not None:
-            kind = "ipv4_addr" if forward.family == 4 else "ipv6_addr"
-            sets += [f"\t# sources of {forward.name}", f"\tset {set_name(forward)} {{", f"\t\ttype {kind}",
+    for forward, p in zip(spec.forwards, parts):
+        if p.source_set is not None:
+            sets += [f"\t# sources of {forward.name}", f"\tset {p.source_set} {{",
+                     "\t\ttype ipv4_addr" if p.ip == "ip" else "\t\ttype ipv6_addr",
                      "\t\tflags interval", "\t\telements = {",
-                     *(f"\t\t\t{net}," for net in forward.sources), "\t\t}", "\t}", ""]
-        rules["prerouting"].append(prerouting_rule(spec, forward))
+                     *(f"\t\t\t{net}," for net in forward.allow.sources), "\t\t}", "\t}", ""]
+        prerouting.append(prerouting_rule(spec, forward, p))
         if forward.local:
-            rules["output"].append(output_rule(spec, forward))
+            output.append(output_rule(spec, forward, p))
+        to_match = f"ct status dnat {p.ip} daddr {p.to} {forward.protocol} dport {forward.to.port}"
         if forward.masquerade:
-            rules["postrouting"].append(f'{_to_match(forward)} masquerade comment "{tag}"')
-        rules["forward"].append(f'{_to_match(forward)} accept comment "{tag}"')
+            postrouting.append(f"{to_match} masquerade {p.tag}")
+        forward_chain.append(f"{to_match} accept {p.tag}")
+    rules = {"prerouting": prerouting, "output": output, "postrouting": postrouting, "forward": forward_chain}
     body = [f"table {TABLE} {{}}", f"delete table {TABLE}", f"table {TABLE} {{", *sets]
     for index, (chain, kind, hook, priority) in enumerate(CHAINS):
         body += [f"\tchain {chain} {{", f"\t\ttype {kind} hook {hook} priority {priority}; policy accept;"]
@@ -116,10 +122,9 @@ def ruleset(spec: Spec) -> str:
     return "\n".join(body) + "\n"
 
 
-def _keep_lines(spec: Spec) -> list[str]:
+def _keep_lines(spec: Spec, parts: list[_Parts]) -> list[str]:
     """`<listen> <proto> <port> <target>` per forward, as the conntrack helper compares them."""
-    return [f"{'*' if f.listen.address is None else f.listen.address} {f.protocol} {f.listen.port} {_target(f)}"
-            for f in spec.forwards]
+    return [f"{p.listen or '*'} {f.protocol} {f.listen.port} {p.target}" for f, p in zip(spec.forwards, parts)]
 
 
 HELPERS = [
@@ -170,7 +175,8 @@ class NftDialect(BaseDialect):
 
     def render(self, spec: Spec) -> str:
         self.check(spec)
-        keep = [shlex.quote(line) for line in _keep_lines(spec)]
+        parts = [_parts(spec, forward) for forward in spec.forwards]
+        keep = [shlex.quote(line) for line in _keep_lines(spec, parts)]
         lines = shell.prologue(self.header(spec, "apply"))
         lines += [
             "say() { printf 'netfwd: %s\\n' \"$*\" >&2; }",
@@ -192,7 +198,7 @@ class NftDialect(BaseDialect):
             f"cat >\"$tmp\" <<'{DELIMITER}'",
             "#!/usr/sbin/nft -f",
             *[f"# {line[2:]}" for line in self.header(spec, "ruleset")],
-            ruleset(spec) + DELIMITER,
+            ruleset(spec, parts) + DELIMITER,
             'before=$(old_dnat)',
             "# One transaction: nothing is changed unless the whole ruleset is valid.",
             'nft -f "$tmp"',

@@ -153,19 +153,19 @@ printf '%s\n' '# written by netfwd for cluster lab-multi' 'net.ipv4.ip_forward =
 mv -f "$ROOT/etc/sysctl.d/90-netfwd.conf.tmp" "$ROOT/etc/sysctl.d/90-netfwd.conf"
 
 # Wanted state: per forward one ipset (its sources), the DNAT rich rule, the masquerade rule.
-# apiserver: *:16443 tcp -> 192.168.10.5:6443
+# apiserver: port 16443/tcp -> 192.168.10.5 port 6443
 want_set netfwd-aec32ea1beef 'inet 47.96.166.214/32 47.100.0.176/32 47.100.18.171/32 47.101.178.223/32 47.101.220.176/32 100.104.12.64/26 100.104.43.0/26 101.132.70.106/32 101.132.156.228/32 101.132.180.26/32 106.15.36.12/32 139.196.168.125/32 139.224.8.64/32 139.224.15.48/32'
 want_rule "$ZONE" 'rule family="ipv4" source ipset="netfwd-aec32ea1beef" forward-port port="16443" protocol="tcp" to-port="6443" to-addr="192.168.10.5"'
 zone_of "$(route_dev 192.168.10.5)"; want_rule "$ZONE_IS" 'rule family="ipv4" source ipset="netfwd-aec32ea1beef" destination address="192.168.10.5" masquerade'
-# apiserver-office: 10.0.0.4:6443 tcp -> 192.168.10.6:6443
+# apiserver-office: port 6443/tcp -> 192.168.10.6 port 6443
 want_set netfwd-4e8cd75dc99d 'inet 198.51.100.0/24 203.0.113.7/32'
 want_rule "$ZONE" 'rule family="ipv4" source ipset="netfwd-4e8cd75dc99d" destination address="10.0.0.4" forward-port port="6443" protocol="tcp" to-port="6443" to-addr="192.168.10.6"'
 zone_of "$(route_dev 192.168.10.6)"; want_rule "$ZONE_IS" 'rule family="ipv4" source ipset="netfwd-4e8cd75dc99d" destination address="192.168.10.6" masquerade'
-# dns: *:5353 udp -> 192.168.10.53:53
+# dns: port 5353/udp -> 192.168.10.53 port 53
 want_set netfwd-506a63be8c37 'inet 203.0.113.0/24'
 want_rule "$ZONE" 'rule family="ipv4" source ipset="netfwd-506a63be8c37" forward-port port="5353" protocol="udp" to-port="53" to-addr="192.168.10.53"'
 zone_of "$(route_dev 192.168.10.53)"; want_rule "$ZONE_IS" 'rule family="ipv4" source ipset="netfwd-506a63be8c37" destination address="192.168.10.53" masquerade'
-# metrics: *:19100 tcp -> 192.168.10.7:9100
+# metrics: port 19100/tcp -> 192.168.10.7 port 9100
 want_set netfwd-2a49205099f8 'inet 0.0.0.0/1 128.0.0.0/1'
 want_rule "$ZONE" 'rule family="ipv4" source ipset="netfwd-2a49205099f8" forward-port port="19100" protocol="tcp" to-port="9100" to-addr="192.168.10.7"'
 

@@ -153,7 +153,7 @@ printf '%s\n' '# written by netfwd for cluster text-001' 'net.ipv4.ip_forward = 
 mv -f "$ROOT/etc/sysctl.d/90-netfwd.conf.tmp" "$ROOT/etc/sysctl.d/90-netfwd.conf"
 
 # Wanted state: per forward one ipset (its sources), the DNAT rich rule, the masquerade rule.
-# apiserver: *:16443 tcp -> 192.168.10.5:6443
+# apiserver: port 16443/tcp -> 192.168.10.5 port 6443
 want_set netfwd-aec32ea1beef 'inet 47.96.166.214/32 100.104.12.64/26 203.0.113.0/24'
 want_rule "$ZONE" 'rule family="ipv4" source ipset="netfwd-aec32ea1beef" forward-port port="16443" protocol="tcp" to-port="6443" to-addr="192.168.10.5"'
 zone_of "$(route_dev 192.168.10.5)"; want_rule "$ZONE_IS" 'rule family="ipv4" source ipset="netfwd-aec32ea1beef" destination address="192.168.10.5" masquerade'
