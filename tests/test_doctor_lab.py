@@ -256,6 +256,24 @@ def test_listen_address_on_no_interface(relay):
     assert relay.reaches()
 
 
+def test_drift_from_the_engines_last_apply(relay, tmp_path):
+    """`netfwd apply` records what it wrote; a flush of its chain afterwards is drift (and a missing DNAT)."""
+    from netfwd.spec import load_spec
+
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(spec_text(relay.lab))
+    done = subprocess.run([sys.executable, "-m", "netfwd", "apply", str(spec_file), "--netns", relay.lab.ns("relay"),
+                           "--root", str(tmp_path), "--backend", "iptables", "--yes"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    spec = load_spec(spec_file)
+    report = relay.doctor(spec)
+    assert report.result("drift").status == "ok" and report.exit_code == 0
+    relay.sh("iptables -t nat -F NETFWD-PRE")  # a firewall reload that flushed netfwd's chain
+    assert relay.errors(spec) == {"dnat", "drift"}
+    assert not relay.reaches()
+
+
 def test_ignore_downgrades_errors_and_routes_agree_with_pyroute2(relay):
     relay.lab.enable_forwarding(enabled=False)
     report = relay.doctor(ignore="ip-forward")

@@ -1,14 +1,26 @@
-"""Checks that lean on the other netfwd parts: drift (netfwd.engine / backends) and the cluster
-reachability (netfwd.probe). Both are imported only when their check runs; while a part is not
-installed the check is skipped with the reason, never re-implemented here.
+"""Checks that lean on the other netfwd parts: drift (netfwd.engine and its backends).
+
+Drift is the engine's own answer (`netfwd status`): owned state read by the backend that applied it,
+compared with what that apply wrote. Nothing of it is re-implemented here. The engine acts in the
+namespace of the thread that calls it, so it runs in a short-lived thread that enters the relay's
+namespace first (setns(2) is per thread): the doctor process itself never moves.
 """
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
+import os
+import threading
+from pathlib import Path
+from typing import Any
 
 from netfwd.doctor.context import DoctorContext
-from netfwd.doctor.framework import Outcome, Skip, error, found, passed, warning
+from netfwd.doctor.framework import Outcome, Skip, error, found, warning
+from netfwd.errors import EnvironmentProblem
+
+CLONE_NEWNET = 0x40000000
+TIMEOUT = 30.0
 
 
 def _have(module: str) -> bool:
@@ -18,10 +30,85 @@ def _have(module: str) -> bool:
         return False
 
 
-# -- drift ---------------------------------------------------------------------------------------
-
 def drift(ctx: DoctorContext) -> Outcome:
-    """Owned state vs what the last `netfwd apply` wrote (the engine's status)."""
-    if not _have("netfwd.engine.core"):
+    """Owned state vs what the last `netfwd apply` wrote, pending confirms and interrupted changes."""
+    if not (_have("netfwd.engine.core") and _have("netfwd.backends")):
         raise Skip("skipped: needs netfwd backends (netfwd apply/status)")
-    raise Skip("skipped: needs netfwd backends (netfwd apply/status)")
+    from netfwd.engine.state import State, default_dir
+
+    relay = ctx.need_relay()
+    directory = default_dir(relay.root, relay.netns)
+    state = State.load(directory)
+    if not state.applied or not state.backend:
+        raise Skip(f"nothing applied with `netfwd apply` here (no record in {directory})")
+    report = _in_namespace(relay.netns, lambda: _status(directory, relay.root))
+    return _findings(report, state, ctx)
+
+
+def _status(directory: Path, root: Path) -> dict[str, Any]:
+    from netfwd.engine.core import Engine
+
+    return Engine(directory, root, "auto", lock_wait=10.0, log=lambda message: None).status()
+
+
+def _findings(report: dict[str, Any], state, ctx: DoctorContext) -> Outcome:
+    applied = report.get("applied") or {}
+    drift_ = report.get("drift")
+    summary = (f"drifted from change {applied.get('id')} ({report.get('backend')})" if drift_ else
+               f"in step with change {applied.get('id')} ({report.get('backend')})")
+    problems = []
+    if drift_:
+        changes = ", ".join(f"{c['op']} {c['kind']} {c['key']}" for c in drift_.get("changes", [])[:3])
+        problems.append(error(f"netfwd's owned state differs from change {applied.get('id')}: "
+                              f"{drift_.get('lines_missing', 0)} line(s) missing, {drift_.get('lines_appeared', 0)} "
+                              f"appeared ({changes}); {drift_.get('hint', '')}",
+                              "netfwd plan SPEC shows what `netfwd apply SPEC` would restore; then apply"))
+    pending = report.get("pending")
+    if pending:
+        if pending.get("timer_alive"):
+            problems.append(warning(f"change {pending['id']} rolls back in {pending['seconds_left']:.0f} s unless "
+                                    "confirmed", "netfwd confirm (once the relay works as intended)"))
+        else:
+            problems.append(error(f"change {pending['id']} awaits confirmation but its rollback timer is not "
+                                  "running", "netfwd confirm, or netfwd rollback"))
+    if report.get("interrupted"):
+        problems.append(error(f"change {report['interrupted']} was interrupted",
+                              "netfwd apply SPEC (it finishes or undoes the interrupted change first)"))
+    if ctx.spec is not None and applied.get("spec") and ctx.spec.origin and \
+            Path(applied["spec"]).name != Path(ctx.spec.origin).name:
+        problems.append(warning(f"the last apply used {applied['spec']}, not {ctx.spec.origin}",
+                                f"netfwd plan {ctx.spec.origin} shows the difference"))
+    return found(problems, summary)
+
+
+def _in_namespace(netns: str | None, function):
+    """Run `function` in a thread inside `netns` (its children inherit it); return or raise its result."""
+    if netns is None:
+        return function()
+    box: dict[str, Any] = {}
+
+    def worker() -> None:
+        try:
+            _setns(netns)
+            box["value"] = function()
+        except BaseException as problem:  # noqa: BLE001 - handed to the caller's thread
+            box["error"] = problem
+
+    thread = threading.Thread(target=worker, name=f"doctor-drift-{netns}", daemon=True)
+    thread.start()
+    thread.join(TIMEOUT)
+    if thread.is_alive():
+        raise EnvironmentProblem(f"reading netfwd's state in {netns} took over {TIMEOUT:.0f} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _setns(netns: str) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(f"/run/netns/{netns}", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            raise EnvironmentProblem(f"cannot enter network namespace {netns}: {os.strerror(ctypes.get_errno())}")
+    finally:
+        os.close(fd)

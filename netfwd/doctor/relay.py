@@ -368,16 +368,16 @@ class Dnat(RelayCheck):
             result = fwa.dnat(fw, forward, ctx.relay_addresses, ctx.ingress(forward))
             total = fwa.sources_of(forward)
             for where, addresses in result.elsewhere:
-                problems.append(error(f"forward {forward.name}: {fwa.describe(addresses, total)} DNAT to {where}, "
-                                      f"not {forward.to}", "re-apply the spec (netfwd apply / render) so the forward "
+                problems.append(error(f"forward {forward.name}: relay port {forward.listen.port} is DNATed to "
+                                      f"{where}, not {forward.to}, for {fwa.describe(addresses, total)}", "re-apply the spec (netfwd apply / render) so the forward "
                                                            "points at its target"))
             if result.to_target == total:
                 seen.append(f"{forward.name}: {forward.listen.port} -> {forward.to}")
                 continue
             missing = total - result.to_target
             unsure = " (some rules could not be evaluated: " + "; ".join(result.notes[:2]) + ")" if result.notes else ""
-            problems.append(error(f"forward {forward.name}: {fwa.describe(missing, total)} are not DNATed from "
-                                  f"port {forward.listen.port} to {forward.to}{unsure}",
+            problems.append(error(f"forward {forward.name}: relay port {forward.listen.port} is not DNATed to "
+                                  f"{forward.to} for {fwa.describe(missing, total)}{unsure}",
                                   "apply the spec: netfwd apply SPEC (or run the script from "
                                   "`netfwd render SPEC --dialect iptables-restore`)"))
         return found(problems, "; ".join(seen))
