@@ -12,7 +12,7 @@ import sys
 import click
 
 from netfwd import __version__
-from netfwd.errors import NetfwdError
+from netfwd.errors import NetfwdError, visible
 
 # name -> ("module:attribute", one-line help shown by `netfwd --help` without importing the module)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         problem.show()
         sys.exit(problem.exit_code)
     except NetfwdError as problem:
-        click.echo(f"netfwd: error: {problem}", err=True)
+        click.echo(f"netfwd: error: {visible(str(problem))}", err=True)
         sys.exit(problem.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)

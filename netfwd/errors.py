@@ -10,6 +10,8 @@ Exit codes (documented in docs/cli.md):
 
 from __future__ import annotations
 
+import re
+
 EXIT_OK = 0
 EXIT_FINDINGS = 1
 EXIT_BAD_INPUT = 2
@@ -53,7 +55,21 @@ class InputError(NetfwdError):
         if self.file:
             where = f"{self.file}:{self.line}: " if self.line else f"{self.file}: "
         what = f"{self.field}: " if self.field else ""
-        return f"{where}{what}{self.message}"
+        return visible(f"{where}{what}{self.message}")
+
+
+# Control characters (a newline would forge a second report line, ESC drives the terminal), and the
+# invisible or reordering format characters of Unicode (bidi overrides, zero-width spaces): shown
+# escaped, so an error about a hostile name cannot be mistaken for anything else.
+_INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+
+
+def visible(text: str) -> str:
+    """`text` on one line with every control or invisible character spelled as an escape."""
+    if not _INVISIBLE.search(text):
+        return text
+    return _INVISIBLE.sub(lambda m: repr(m.group())[1:-1] if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}",
+                          text)
 
 
 class EnvironmentProblem(NetfwdError):
