@@ -131,8 +131,10 @@ def read_manifest(text: str, file: str = "<manifest>") -> Manifest:
         docs = [d for d in yaml.compose_all(text, Loader=loader) if d is not None]
     except yaml.YAMLError as problem:
         mark = getattr(problem, "problem_mark", None)
-        raise InputError(f"not valid YAML: {getattr(problem, 'problem', None) or problem}", file=file,
-                         line=mark.line + 1 if mark else None) from None
+        position = getattr(problem, "position", None)  # a ReaderError (bad character) has no mark
+        line = mark.line + 1 if mark else None if position is None else text.count("\n", 0, position) + 1
+        what = getattr(problem, "problem", None) or str(problem).splitlines()[0]
+        raise InputError(f"not valid YAML: {what}", file=file, line=line) from None
     if len(docs) != 1:
         raise InputError(f"expected one YAML document (a static pod), found {len(docs)}", file=file)
     root = docs[0]

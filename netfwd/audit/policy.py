@@ -139,16 +139,11 @@ def policy_text(k8s_version: tuple[int, int] | None = None) -> str:
 
 def check_policy(text: str, file: str, k8s_version: tuple[int, int] | None) -> list:
     """Findings (netfwd.audit.manifest.Item) for an audit policy file; `k8s_version` None = assume current."""
-    import yaml
-
     from netfwd.audit.manifest import Item
+    from netfwd.yamlsource import load_text
 
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as problem:
-        mark = getattr(problem, "problem_mark", None)
-        raise InputError(f"not valid YAML: {getattr(problem, 'problem', None) or problem}", file=file,
-                         line=mark.line + 1 if mark else None) from None
+    # netfwd's safe loader: an alias bomb (which safe_load builds, and str() then expands) is refused
+    doc = load_text(text, file).data
     if not isinstance(doc, dict) or doc.get("kind") != "Policy":
         return [Item("policy kind", False, f"{file} is not an audit Policy (kind: {doc.get('kind') if isinstance(doc, dict) else None})",
                      "netfwd audit policy > " + DEFAULT_POLICY_FILE)]

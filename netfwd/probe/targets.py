@@ -47,7 +47,7 @@ def parse_hostport(text: str, field: str, need_port: bool = True, file: str | No
         raise bad(f"{text!r}: {host!r} is not a host name or address")
     port = None
     if port_text is not None:
-        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
             raise bad(f"{text!r}: {port_text!r} is not a port (1-65535)")
         port = int(port_text)
     if need_port and port is None:

@@ -26,7 +26,7 @@ def address_int(text: str) -> tuple[int, int]:
 
 
 def _prefix_len(version: int, text: str) -> int:
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # not '²' (int() fails) nor '٢٤' (a look-alike int() takes)
         length = int(text)
     elif version == 4 and text.count(".") == 3:  # netmask form, as netsh and old tools print it
         _, mask = address_int(text)
