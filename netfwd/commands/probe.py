@@ -48,8 +48,8 @@ PRETTY_JSON_MAX = 50  # endpoints up to which the JSON document is indented
               help="TLS server name to send and check, like tls-server-name in a kubeconfig.")
 @click.option("--from-relay", is_flag=True,
               help="Run on the relay: direct connect to the target, conntrack and ip_forward.")
-@click.option("--concurrency", "-j", type=click.IntRange(1, 4096), default=256, show_default=True,
-              help="Endpoints probed at the same time.")
+@click.option("--concurrency", "-j", type=click.IntRange(1, 4096), default=512, show_default=True,
+              help="Handshakes in flight at once (and up to 128 threads for the TLS/HTTP stages).")
 @click.option("--netns", metavar="NAME", help="Probe from inside this network namespace (root).")
 @click.option("--strict", is_flag=True, help="Warnings fail too (exit 1).")
 @click.option("--catalog", "catalog_file", type=click.Path(dir_okay=False), help="Region catalog for the SPEC.")

@@ -71,7 +71,7 @@ class Options:
     ca: str | None = None
     server_name: str | None = None
     from_relay: bool = False
-    concurrency: int = 256
+    concurrency: int = 512
     strict: bool = False
 
     def as_dict(self) -> dict[str, Any]:

@@ -2,36 +2,37 @@
 
 Endpoints are resolved, then every TCP handshake runs in one selector loop (at most
 `concurrency` in flight, see :mod:`netfwd.probe.engine`); the moment an endpoint's handshakes
-are done, its remaining stages (trace, TLS, HTTP) go to a pool of at most `concurrency`
-threads while the loop carries on. So N endpoints take about as long as the slowest one, not
+are done, its remaining stages (trace, TLS, HTTP) go to a pool of at most
+min(`concurrency`, MAX_THREADS) threads while the loop carries on. So N endpoints take about as long as the slowest one, not
 the sum, and only the endpoints given are ever dialled.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import queue
 import socket
 import threading
 import time
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from netfwd.probe.diagnose import diagnose
 from netfwd.probe.model import Endpoint, Options, ProbeResult, Stage
 from netfwd.probe.tcp import Attempt
-from netfwd.probe.trace import Relays, RelayState
+
+if TYPE_CHECKING:
+    from netfwd.probe.trace import Relays, RelayState
 
 Progress = Callable[[ProbeResult], None]
+MAX_THREADS = 128  # deeper stages (trace, TLS, HTTP) block in threads; handshakes need none
 _RAW_LOCK = threading.Lock()  # one scapy exchange at a time: its sockets see each other's replies
 
 
 def resolve_stage(host: str, port: int) -> tuple[Stage, str | None]:
     started = time.perf_counter()
-    try:
-        ipaddress.ip_address(host)
+    if _is_ip(host):
         return Stage("resolve", "ok", "literal", 0.0, {"address": host}), host
-    except ValueError:
-        pass
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as problem:
@@ -53,7 +54,15 @@ class _Run:
         self.started = [time.perf_counter()] * len(endpoints)
         self.lock = threading.Lock()
         self.last_attempt: dict[int, Attempt] = {}  # the full-TTL handshake, reused by the trace
-        self.relays = Relays()  # per relay address: its hop and ICMP budget, shared by its traces
+        self._relays: Relays | None = None  # per relay address: its hop and ICMP budget, for its traces
+
+    def relay_state(self, address: str) -> RelayState:
+        with self.lock:
+            if self._relays is None:
+                from netfwd.probe.trace import Relays
+
+                self._relays = Relays()
+        return self._relays(address)
 
     def finish(self, index: int) -> None:
         self.conclude(index)
@@ -73,7 +82,7 @@ class _Run:
 def probe_all(endpoints: Sequence[Endpoint], options: Options, progress: Progress | None = None) -> list[ProbeResult]:
     """Probe every endpoint; results in input order (see the module doc for the phases)."""
     run = _Run(endpoints, options, progress)
-    workers = max(1, min(options.concurrency, len(endpoints)))
+    workers = max(1, min(options.concurrency, MAX_THREADS, len(endpoints)))
     if options.from_relay:  # nothing is dialled at port A: the relay checks its own state
         parallel(lambda i: _relay(run, i), range(len(endpoints)), workers)
         return run.results
@@ -200,7 +209,7 @@ def _after_tcp(run: _Run, index: int) -> None:
     assert tcp is not None
     if options.trace or (options.locate and tcp.status != "ok"):
         result.stages.append(_trace(endpoint, address, options, run.last_attempt.get(index),
-                                    run.relays(address)))
+                                    run.relay_state(address)))
     _tls_and_http(result, endpoint, address, options, tcp)
     run.finish(index)
 
@@ -258,6 +267,7 @@ def _tls_and_http(result: ProbeResult, endpoint: Endpoint, address: str, options
     result.stages.append(http_stage(address, endpoint.port, options.timeout, sni, outcome.conn))
 
 
+@functools.lru_cache(maxsize=4096)  # a thousand endpoints usually share one relay address
 def _is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
