@@ -90,7 +90,11 @@ class _Reader:
 
     def _declare(self, tid: str, table: str, version: int, line: str, number: int) -> Chain:
         parts = line[1:].split()
+        if not parts:
+            raise self.error(number, "chain", "a chain declaration names no chain")
         name, policy = parts[0], (parts[1] if len(parts) > 1 else "-")
+        if policy not in ("-", "ACCEPT", "DROP"):
+            raise self.error(number, name, f"{policy!r} is not a chain policy (ACCEPT, DROP or -)")
         chain = self.ruleset.chain(tid, name)
         if chain is None:
             chain = Chain(name, frozenset({version}))

@@ -11,7 +11,7 @@ import json
 import socket
 from typing import Any
 
-from netaddr import IPAddress, IPSet
+from netaddr import AddrFormatError, IPAddress, IPSet
 
 from netfwd.errors import InputError
 from netfwd.whitelist.addresses import parse_token, to_cidrs
@@ -221,8 +221,11 @@ class _RuleBuilder:
             if isinstance(addr, (dict, list)) or isinstance(port, (dict, list)):
                 self.verdict = Verdict("unknown", "dnat map")
                 return
-            self.verdict = Verdict("dnat", "", IPAddress(addr) if addr else None,
-                                   int(port) if port is not None else None)
+            try:
+                self.verdict = Verdict("dnat", "", IPAddress(addr) if addr else None,
+                                       int(port) if port is not None else None)
+            except (ValueError, TypeError, AddrFormatError):
+                self.verdict = Verdict("unknown", f"dnat to {addr}:{port}")
         elif key == "redirect":
             port = body.get("port") if isinstance(body, dict) else None
             self.verdict = Verdict("redirect", "", None, int(port) if isinstance(port, int) else None)

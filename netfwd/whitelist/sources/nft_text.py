@@ -45,6 +45,10 @@ def _scalar(word: str):
     return word
 
 
+class _Incomplete(Exception):
+    """A statement that ends before its value (a truncated line)."""
+
+
 class _Rule:
     """One rule line -> the `expr` list `nft -j` would print."""
 
@@ -58,6 +62,8 @@ class _Rule:
         return self.words[index] if index < len(self.words) else None
 
     def take(self) -> str:
+        if self.i >= len(self.words):
+            raise _Incomplete
         word = self.words[self.i]
         self.i += 1
         return word
@@ -114,7 +120,14 @@ class _Rule:
             op = "in"
         self.expr.append({"match": {"op": op, "left": left, "right": right}})
 
-    def parse(self) -> tuple[list[dict], str]:  # noqa: C901 - one branch per statement keyword
+    def parse(self) -> tuple[list[dict], str]:
+        try:
+            self._statements()
+        except _Incomplete:
+            self.expr.append({"unknown": "an incomplete statement"})
+        return self.expr, self.comment
+
+    def _statements(self) -> None:  # noqa: C901 - one branch per statement keyword
         while self.peek() is not None:
             word = self.take()
             nxt = self.peek()
@@ -179,7 +192,6 @@ class _Rule:
                 while self.peek() is not None and self.peek() not in STOP:
                     what.append(self.take())
                 self.expr.append({"unknown": " ".join(what)[:60]})
-        return self.expr, self.comment
 
 
 def _nat_target(text: str) -> dict:
@@ -274,12 +286,11 @@ def to_objects(text: str, file: str) -> tuple[list[dict], dict[tuple, int]]:
                     objects.append({"rule": rule})
             block = None
             continue
-        if block[0] == "set":
-            _set_line(current, words)
-        elif words[0] == "type" and "hook" in words:
-            _chain_header(current, words)
-        elif words[0] == "policy":
-            current["policy"] = words[1].rstrip(";")
+        if block[0] == "set" or (words[0] in ("type", "policy") and not current.get("_rules")):
+            try:
+                _set_line(current, words) if block[0] == "set" else _chain_header(current, words)
+            except (IndexError, ValueError):
+                raise InputError(f"cannot read {line[:60]!r}", file=file, line=number, field=block[0]) from None
         else:
             expr, comment = _Rule(words).parse()
             current["_rules"].append((number, expr, comment, line))
@@ -299,6 +310,10 @@ def _set_line(current: dict, words: list[str]) -> None:
 
 
 def _chain_header(current: dict, words: list[str]) -> None:
+    """`type nat hook prerouting priority dstnat; policy accept;` (or just `policy drop;`)."""
+    if words[0] == "policy":
+        current["policy"] = words[1].rstrip(";")
+        return
     current["type"] = words[1]
     current["hook"] = words[words.index("hook") + 1]
     if "priority" in words:
@@ -312,5 +327,9 @@ def _chain_header(current: dict, words: list[str]) -> None:
 
 def parse(text: str, file: str, context) -> Parsed:
     objects, lines = to_objects(text, file)
-    found, notes = groups(build(objects, file, lines), context)
+    try:
+        ruleset = build(objects, file, lines)
+    except (KeyError, TypeError, ValueError) as problem:
+        raise InputError(f"cannot read this ruleset ({problem})", file=file, field="table") from None
+    found, notes = groups(ruleset, context)
     return Parsed("nft", file, tuple(found), tuple(notes))
