@@ -190,7 +190,7 @@ class Spec:
     digest: str = field(default="", compare=False)  # sha256 of the spec text
 
     def __post_init__(self) -> None:
-        if self.version != 1:
+        if type(self.version) is not int or self.version != 1:  # not `true` or 1.0, which equal 1
             raise ModelError("version", f"{self.version!r} is not a supported spec version (1)")
         check_name(self.cluster, "cluster")
         names: dict[str, int] = {}

@@ -8,6 +8,7 @@ The YAML is composed with libyaml (fast) and we walk the node tree once, indexin
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from typing import Any
 from netfwd.errors import InputError
 
 MAX_BYTES = 8_000_000  # a 10,000-forward spec is ~1.2 MB; anything this large is not a spec
+# How integers must be written: YAML 1.1 reads `port: 0443` as octal 291 and `4:30` as 270, silently.
+_DECIMAL = re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$")
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,12 @@ class _Walker:
                 self.lines[child] = item.start_mark.line + 1
                 items.append(self.walk(item, child))
             return items
-        return self.loader.construct_object(node)
+        value = self.loader.construct_object(node)
+        if node.tag == "tag:yaml.org,2002:int" and not _DECIMAL.match(node.value):
+            raise InputError(f"{node.value!r} is not a decimal integer (YAML 1.1 reads it as {value}: octal, hex, "
+                             "base 60 or with '_'); write it in decimal", file=self.file,
+                             line=node.start_mark.line + 1, field=path or None)
+        return value
 
     def scalar(self, node, path: str):
         import yaml
