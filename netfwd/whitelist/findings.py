@@ -54,7 +54,7 @@ def too_broad(entries: list[Entry], masks: list[int], requirement: Requirement) 
         beyond = entry.size - (entry.ipset() & requirement.union).size
         if beyond > 0:
             what = (f"every address ({beyond:,} beyond the requirement)" if entry.is_any
-                    else f"{beyond:,} address(es) beyond what {requirement.names} need")
+                    else f"{beyond:,} address(es) beyond the requirement of {requirement.names}")
             found.append(Finding("too-broad", "warning", f"{entry.text} admits {what}", entry.origin,
                                  tuple(str(n) for n in entry.cidrs()[:SHOW]), beyond))
     return found
