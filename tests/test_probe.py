@@ -202,6 +202,7 @@ def trace(at_relay: str, hop: int | None = 1, beyond: str | None = None, certain
     ("no-response", trace("silent", hop=None, certain=False), "relay-unreachable"),
     ("conn-refused", trace("silent", hop=None, certain=False), "unlocated"),
     ("conn-refused", None, "unlocated"),
+    ("conn-refused", trace("answered-itself", hop=2, certain=False), "unlocated"),  # hop 1 was silent
 ])
 def test_tcp_failures_map_to_codes(tcp_reason, path, code):
     stages = [Stage("tcp", "fail", tcp_reason, 1.0, {"sent": 1})] + ([path] if path else [])
@@ -466,6 +467,15 @@ def test_argv_is_rebuilt_without_netns():
     assert {k: v for k, v in again.params.items() if k != "netns"} == \
         {k: v for k, v in ctx.params.items() if k != "netns"}
     assert isinstance(ctx, click.Context)
+
+
+def test_ipv6_loopback():
+    if not socket.has_ipv6 or not Path("/proc/net/if_inet6").exists():
+        pytest.skip("no IPv6")
+    result = probe_all([Endpoint("::1", free_port())], Options(timeout=1))[0]
+    assert result.endpoint.dial.startswith("[::1]:")
+    assert [(s.name, s.reason) for s in result.stages][1:3] == [("tcp", "conn-refused"), ("trace", "answered-itself")]
+    assert [f.code for f in result.findings] == ["no-forward"]
 
 
 def test_main_reports_exit_1_for_unreachable(capsys):

@@ -105,7 +105,7 @@ def _tcp(result: ProbeResult, ep: Endpoint) -> list[Finding]:
             out.append(make("packet-loss", f"{loss}% of {tcp.detail['sent']} handshakes to {ep.dial} got no answer", ep))
         return out
     reason = tcp.reason
-    if at_relay == "answered-itself" and (path.get("certain") or reason == "conn-refused"):
+    if at_relay == "answered-itself" and path.get("certain"):
         return [make("no-forward", f"the relay answered {ep.dial} itself ({reason}) at hop {hop}: "
                                    f"no rule forwards port {ep.port}", ep)]
     if at_relay == "forwarded":

@@ -102,6 +102,7 @@ def relay_stage(listen_port: int, target: tuple[str, int] | None, timeout: float
     else:
         local = []
         if target is not None:  # entries DNATed to this forward's target; the rest the relay kept
+            flows = [f for f in flows if f.original[1] != target[0]]  # not our own direct connects to B
             local = [f for f in flows if (f.reply[0], f.reply[2]) != target]
             flows = [f for f in flows if (f.reply[0], f.reply[2]) == target]
         detail["conntrack"] = {"entries": len(flows), "unreplied": sum(f.unreplied for f in flows),
