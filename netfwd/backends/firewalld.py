@@ -133,7 +133,7 @@ class FirewalldBackend:
         return dialect.parse_rich_rules("\n".join(lines))
 
     def write(self, target: str, live: Live) -> int | None:
-        answer = self._helper("write", {"target": parse(target)})
+        answer = self._helper("write", {"current": parse(live.text), "target": parse(target)})
         return answer.get("commits")
 
     def fingerprint(self) -> str | None:
@@ -144,25 +144,20 @@ class FirewalldBackend:
 
 
 def _route_devices(addresses: list[str]) -> dict[str, str]:
-    """{address: device of the route to it, "default": device of the IPv4 default route} (netlink)."""
-    from pyroute2 import IPRoute
-
+    """{address: device of the route to it, "default": device of the IPv4 default route}: one
+    `ip -batch` for all lookups (a route lookup sends nothing)."""
+    if shutil.which("ip") is None:
+        return {}
+    queries = ["route show default", *(f"route get {a}" for a in dict.fromkeys(addresses))]
+    done = run(["ip", "-o", "-force", "-batch", "-"], input="\n".join(queries) + "\n", check=False)
     found: dict[str, str] = {}
-    with IPRoute() as ipr:
-        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
-        for route in ipr.get_default_routes(family=socket.AF_INET):
-            oif = route.get_attr("RTA_OIF")
-            if oif in names:
-                found["default"] = names[oif]
-                break
-        for address in dict.fromkeys(addresses):
-            try:
-                routes = ipr.route("get", dst=address)
-            except Exception:  # noqa: BLE001 - no route: the default zone applies
-                continue
-            oif = routes[0].get_attr("RTA_OIF") if routes else None
-            if oif in names:
-                found[address] = names[oif]
+    for line in done.stdout.splitlines():
+        words = line.split()
+        if "dev" not in words[:-1]:
+            continue
+        device = words[words.index("dev") + 1]
+        key = "default" if words[0] == "default" else words[0]
+        found.setdefault(key, device)
     return found
 
 

@@ -1,146 +1,151 @@
 """firewalld's D-Bus API in ONE process: read and converge netfwd's ipsets and rich rules.
 
-Runs under the Python that runs firewall-cmd (it needs firewalld's own `firewall.client` and
-python3-dbus, which netfwd's virtualenv does not have), so it imports nothing from netfwd:
+Runs under the Python that runs firewall-cmd (it has python3-dbus, which netfwd's virtualenv does
+not), so it imports nothing from netfwd, and it calls the D-Bus methods directly (no introspection,
+no firewall.client): a whole read is ~20 D-Bus calls, where firewall-cmd costs a Python start-up
+(~0.3-1 s) per call.
 
-    <firewalld's python> fwdbus.py read  <<< {"interfaces": ["eth0", ...]}
-    <firewalld's python> fwdbus.py write <<< {"target": {"permanent": {...}, "runtime": {...}}}
+    <python> fwdbus.py read  <<< {"interfaces": ["eth0", ...]}
+    <python> fwdbus.py write <<< {"current": STATE, "target": STATE}
+    STATE = {"permanent"|"runtime": {"ipsets": {name: {"family", "entries"}}, "rules": {zone: [rule]}}}
 
-A firewall-cmd call costs a Python start-up (~0.3 s) each; one helper reads both configurations
-and makes every change over one D-Bus connection. Owned = ipsets named ``netfwd-*`` and rich rules
-that use one as their source, in any zone; nothing else is read or written.
-
-Write order: permanent first (new ipsets, each zone's rich-rule list in one update, stale ipsets
-last), then the runtime. A netfwd ipset that must appear or disappear at runtime needs `reload`
-(firewalld creates ipsets in the permanent configuration only); reload makes the runtime equal the
-permanent configuration in one firewalld transaction. Otherwise runtime rules are added before
-stale ones are removed, so a replaced forward never has a gap.
+Owned = ipsets named ``netfwd-*`` and rich rules whose source is one, in any zone; nothing else is
+written. Write order: permanent first (new ipsets; then each zone's rich rules in one update2; stale
+ipsets last). Then the runtime: a netfwd ipset that must appear or disappear there needs `reload`
+(firewalld creates ipsets in the permanent configuration only; a reload rebuilds the runtime from it
+in one firewalld transaction); otherwise ipset entries are set and each zone's rich rules replaced
+with one setZoneSettings2 call (firewalld applies a zone's adds and removals in one transaction).
 """
 
 import json
 import sys
 
 PREFIX = "netfwd-"
+NAME = "org.fedoraproject.FirewallD1"
+PATH = "/org/fedoraproject/FirewallD1"
+
+
+class Firewalld:
+    def __init__(self):
+        import dbus
+
+        self.dbus = dbus
+        self.bus = dbus.SystemBus()
+        self.fw = self.bus.get_object(NAME, PATH, introspect=False)
+        self.cfg = self.bus.get_object(NAME, PATH + "/config", introspect=False)
+
+    def call(self, obj, interface, method, *args):
+        return getattr(obj, method)(*args, dbus_interface=NAME + interface)
+
+    def strings(self, items):
+        return self.dbus.Array([str(i) for i in items], signature="s")
+
+    def config_object(self, kind, name):
+        path = self.call(self.cfg, ".config", f"get{kind}ByName", name)
+        return self.bus.get_object(NAME, path, introspect=False)
 
 
 def _ours(rule):
     return f'source ipset="{PREFIX}' in rule
 
 
+def _rules(settings):
+    return [str(r) for r in settings.get("rules_str", [])]
+
+
 def read(fw, request):
-    cfg = fw.config()
-    default = str(fw.getDefaultZone())
+    default = str(fw.call(fw.fw, "", "getDefaultZone"))
     zones_of = {}
     for iface in request.get("interfaces", []):
-        zone = str(fw.getZoneOfInterface(iface) or "")
-        zones_of[iface] = zone or default
-    runtime_sets = {}
-    for name in fw.getIPSets():
+        zones_of[iface] = str(fw.call(fw.fw, ".zone", "getZoneOfInterface", iface) or "") or default
+    state = {"runtime": {"ipsets": {}, "rules": {}}, "permanent": {"ipsets": {}, "rules": {}}}
+    for name in fw.call(fw.fw, ".ipset", "getIPSets"):
         if str(name).startswith(PREFIX):
-            settings = fw.getIPSetSettings(name)
-            runtime_sets[str(name)] = {"family": settings.getOptions().get("family", "inet"),
-                                       "entries": sorted(str(e) for e in fw.getEntries(name))}
-    runtime_rules = {}
-    for zone in fw.getZones():
-        rules = sorted(str(r) for r in fw.getRichRules(zone) if _ours(str(r)))
+            settings = fw.call(fw.fw, ".ipset", "getIPSetSettings", name)
+            state["runtime"]["ipsets"][str(name)] = {"family": str(settings[4].get("family", "inet")),
+                                                     "entries": sorted(str(e) for e in settings[5])}
+    for zone in fw.call(fw.fw, ".zone", "getZones"):
+        rules = sorted(r for r in _rules(fw.call(fw.fw, ".zone", "getZoneSettings2", zone)) if _ours(r))
         if rules:
-            runtime_rules[str(zone)] = rules
-    permanent_sets = {}
-    for name in cfg.getIPSetNames():
+            state["runtime"]["rules"][str(zone)] = rules
+    for name in fw.call(fw.cfg, ".config", "getIPSetNames"):
         if str(name).startswith(PREFIX):
-            settings = cfg.getIPSetByName(name).getSettings()
-            permanent_sets[str(name)] = {"family": settings.getOptions().get("family", "inet"),
-                                         "entries": sorted(str(e) for e in settings.getEntries())}
-    permanent_rules = {}
-    for zone in cfg.getZoneNames():
-        rules = sorted(str(r) for r in cfg.getZoneByName(zone).getSettings().getRichRules() if _ours(str(r)))
+            settings = fw.call(fw.config_object("IPSet", name), ".config.ipset", "getSettings")
+            state["permanent"]["ipsets"][str(name)] = {"family": str(settings[4].get("family", "inet")),
+                                                       "entries": sorted(str(e) for e in settings[5])}
+    for zone in fw.call(fw.cfg, ".config", "getZoneNames"):
+        settings = fw.call(fw.config_object("Zone", zone), ".config.zone", "getSettings2")
+        rules = sorted(r for r in _rules(settings) if _ours(r))
         if rules:
-            permanent_rules[str(zone)] = rules
-    return {"default_zone": default, "zones_of": zones_of,
-            "runtime": {"ipsets": runtime_sets, "rules": runtime_rules},
-            "permanent": {"ipsets": permanent_sets, "rules": permanent_rules}}
+            state["permanent"]["rules"][str(zone)] = rules
+    return {"default_zone": default, "zones_of": zones_of, **state}
 
 
 def write(fw, request):
-    from firewall.client import FirewallClientIPSetSettings
-
-    target = request["target"]
-    current = read(fw, {})
-    cfg = fw.config()
+    current, target = request["current"], request["target"]
     done = []
-    # -- permanent ---------------------------------------------------------------------------
-    want_sets, have_sets = target["permanent"]["ipsets"], current["permanent"]["ipsets"]
-    for name, spec in want_sets.items():
-        if name not in have_sets:
-            settings = FirewallClientIPSetSettings()
-            settings.setType("hash:net")
-            settings.setOptions({"family": spec["family"]})
-            settings.setEntries(spec["entries"])
-            cfg.addIPSet(name, settings)
+    # -- permanent -------------------------------------------------------------------------
+    want, have = target["permanent"]["ipsets"], current["permanent"]["ipsets"]
+    for name, spec in want.items():
+        if name not in have:
+            settings = ("", "", "", "hash:net", fw.dbus.Dictionary({"family": spec["family"]}, signature="ss"),
+                        fw.strings(spec["entries"]))
+            fw.call(fw.cfg, ".config", "addIPSet", name, settings)
             done.append(f"permanent: new ipset {name}")
-        elif have_sets[name] != spec:
-            if have_sets[name]["family"] != spec["family"]:
-                raise SystemExit(f"ipset {name} changed family; remove netfwd's objects first")
-            ipset = cfg.getIPSetByName(name)
-            settings = ipset.getSettings()
-            settings.setEntries(spec["entries"])
-            ipset.update(settings)
+        elif have[name] != spec:
+            if have[name]["family"] != spec["family"]:
+                raise SystemExit(f"ipset {name} changed address family; run netfwd remove first")
+            fw.call(fw.config_object("IPSet", name), ".config.ipset", "setEntries", fw.strings(spec["entries"]))
             done.append(f"permanent: entries of {name}")
     want_rules, have_rules = target["permanent"]["rules"], current["permanent"]["rules"]
     for zone in sorted(set(want_rules) | set(have_rules)):
-        if sorted(want_rules.get(zone, [])) == have_rules.get(zone, []):
+        if sorted(want_rules.get(zone, [])) == sorted(have_rules.get(zone, [])):
             continue
-        handle = cfg.getZoneByName(zone)
-        settings = handle.getSettings()
-        others = [r for r in settings.getRichRules() if not _ours(str(r))]
-        settings.setRichRules(others + list(want_rules.get(zone, [])))
-        handle.update(settings)
+        handle = fw.config_object("Zone", zone)
+        others = [r for r in _rules(fw.call(handle, ".config.zone", "getSettings2")) if not _ours(r)]
+        fw.call(handle, ".config.zone", "update2", {"rules_str": fw.strings(others + want_rules.get(zone, []))})
         done.append(f"permanent: rich rules of zone {zone}")
-    for name in have_sets:
-        if name not in want_sets:
-            cfg.getIPSetByName(name).remove()
+    for name in have:
+        if name not in want:
+            fw.call(fw.config_object("IPSet", name), ".config.ipset", "remove")
             done.append(f"permanent: removed ipset {name}")
-    # -- runtime -----------------------------------------------------------------------------
-    want_sets, have_sets = target["runtime"]["ipsets"], current["runtime"]["ipsets"]
-    if set(want_sets) != set(have_sets):
-        fw.reload()
+    # -- runtime ---------------------------------------------------------------------------
+    want, have = target["runtime"]["ipsets"], current["runtime"]["ipsets"]
+    if set(want) != set(have):
+        fw.call(fw.fw, "", "reload")
         done.append("reload (netfwd ipsets appear or disappear)")
         return {"done": done, "commits": 1}
-    for name, spec in want_sets.items():
-        if have_sets[name]["entries"] != spec["entries"]:
-            fw.setEntries(name, spec["entries"])
+    for name, spec in want.items():
+        if have[name]["entries"] != spec["entries"]:
+            fw.call(fw.fw, ".ipset", "setEntries", name, fw.strings(spec["entries"]))
             done.append(f"runtime: entries of {name}")
     want_rules, have_rules = target["runtime"]["rules"], current["runtime"]["rules"]
-    removals = []
     for zone in sorted(set(want_rules) | set(have_rules)):
-        want, have = set(want_rules.get(zone, [])), set(have_rules.get(zone, []))
-        for rule in sorted(want - have):
-            fw.addRichRule(zone, rule)
-            done.append(f"runtime: + {zone} {rule}")
-        removals += [(zone, rule) for rule in sorted(have - want)]
-    for zone, rule in removals:
-        fw.removeRichRule(zone, rule)
-        done.append(f"runtime: - {zone} {rule}")
+        if sorted(want_rules.get(zone, [])) == sorted(have_rules.get(zone, [])):
+            continue
+        others = [r for r in _rules(fw.call(fw.fw, ".zone", "getZoneSettings2", zone)) if not _ours(r)]
+        fw.call(fw.fw, ".zone", "setZoneSettings2", zone, {"rules_str": fw.strings(others + want_rules.get(zone, []))})
+        done.append(f"runtime: rich rules of zone {zone}")
     return {"done": done, "commits": None}
 
 
 def main():
-    try:
-        from firewall.client import FirewallClient
-    except ImportError as problem:
-        print(json.dumps({"error": f"firewalld's Python module is missing: {problem}"}))
-        return 3
     request = json.loads(sys.stdin.read() or "{}")
     try:
-        fw = FirewallClient()
-        if not fw.connected:
-            print(json.dumps({"error": "firewalld is not running (no answer on D-Bus)"}))
-            return 3
+        fw = Firewalld()
+        fw.call(fw.fw, "", "getDefaultZone")
+    except ImportError as problem:
+        print(json.dumps({"error": f"python3-dbus is missing: {problem}"}))
+        return 3
+    except Exception as problem:  # noqa: BLE001 - no bus, or firewalld not on it
+        print(json.dumps({"error": f"firewalld is not running (D-Bus: {problem})"}))
+        return 3
+    try:
         result = read(fw, request) if sys.argv[1] == "read" else write(fw, request)
     except SystemExit as problem:
         print(json.dumps({"error": str(problem)}))
         return 1
-    except Exception as problem:  # noqa: BLE001 - firewalld's errors arrive as D-Bus exceptions
+    except Exception as problem:  # noqa: BLE001 - firewalld's refusals arrive as D-Bus exceptions
         print(json.dumps({"error": f"{type(problem).__name__}: {problem}"}))
         return 1
     print(json.dumps(result))

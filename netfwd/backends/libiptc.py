@@ -14,6 +14,7 @@ every table, so the owned state is never half old, half new.
 from __future__ import annotations
 
 import os
+import sys
 import shutil
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,26 @@ FLAGS = (("src", "-s"), ("dst", "-d"), ("in-interface", "-i"), ("out-interface",
 ATTRIBUTES = {"-s": "src", "-d": "dst", "-i": "in_interface", "-o": "out_interface", "-p": "protocol"}
 
 
+XTABLES_DIRS = ("/usr/lib/x86_64-linux-gnu/xtables", "/usr/lib/aarch64-linux-gnu/xtables", "/usr/lib64/xtables",
+                "/usr/lib/xtables", "/usr/libexec/xtables")
+
+
 def _iptc():
+    # Importing python-iptables costs ~2 s here, nearly all avoidable: it imports distutils (which
+    # setuptools' shim turns into an import of setuptools) and runs `ldconfig -v` to find the
+    # extension directory. Point both at what they look for; explicit settings win.
+    if "distutils" not in sys.modules:
+        try:
+            import _distutils_hack  # setuptools' redirect of `import distutils`: ~1 s per process
+
+            _distutils_hack.remove_shim()
+        except ImportError:
+            pass
+    if "XTABLES_LIBDIR" not in os.environ:
+        for directory in XTABLES_DIRS:
+            if os.path.isdir(directory):
+                os.environ["XTABLES_LIBDIR"] = directory
+                break
     try:
         import iptc
         import iptc.easy

@@ -9,7 +9,9 @@ listing differ - and it is itself loadable by `nft -f`, so a snapshot is written
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 
 from netaddr import IPAddress, IPNetwork
 
@@ -90,7 +92,16 @@ class NftBackend:
         run(["nft", "-c", "-f", "-"], input=RESET + target, what="nft -c")
 
     def write(self, target: str, live: Live) -> int:
-        run(["nft", "-f", "-"], input=RESET + target, what="nft -f")
+        """One `nft -f FILE`: from a file, so once started it completes even if netfwd is killed,
+        holding netfwd's lock until it has."""
+        fd, path = tempfile.mkstemp(prefix="ruleset.", suffix=".nft", dir=self.context.workdir)
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(RESET + target)
+            lock = () if self.context.lock_fd is None else (self.context.lock_fd,)
+            run(["nft", "-f", path], pass_fds=lock, what="nft -f")
+        finally:
+            os.unlink(path)
         return 1
 
     def fingerprint(self) -> str | None:

@@ -138,7 +138,7 @@ def _report(outcome, output: str, verb: str) -> None:
         click.echo(json.dumps(outcome.as_dict(), indent=2))
         return
     if not outcome.changed:
-        how = " (nothing read: unchanged since the last apply)" if outcome.fast else ""
+        how = ": spec and live state unchanged since the last apply" if outcome.fast else ""
         click.echo(f"no changes ({outcome.backend}){how}")
         return
     _print_plan(outcome.plan, f"{verb} change {outcome.change_id} ({outcome.backend}): {_summary(outcome.plan)}")

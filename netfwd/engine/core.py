@@ -54,7 +54,7 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
     sysctl: list[tuple[str, str, str]] = field(default_factory=list)
     deadline: float | None = None
-    fast: bool = False  # decided without reading the firewall or parsing the spec
+    fast: bool = False  # decided without parsing the spec (same spec, firewall provably unchanged)
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.plan.as_dict(), "changed": self.changed, "change_id": self.change_id,
@@ -254,6 +254,10 @@ class Engine:
             self._abandon(state, backend, live, journal, prior_pending)
             raise
         crash_point("after-write")
+        if deadline is not None:  # the confirm window starts when the change is live (the timer rereads it)
+            deadline = time.time() + confirm_timeout
+            state.pending = {**state.pending, "deadline": deadline}
+            state.save()
         notes = self._finish(state, backend, journal, generation=generation, commits=commits,
                              persist=confirm_timeout is None, target=target)
         if deadline is not None:

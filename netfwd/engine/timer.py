@@ -40,6 +40,7 @@ def alive(pid: int | None, start: int | None) -> bool:
 def spawn(state_dir: Path, change_id: str, deadline: float) -> tuple[int, int | None]:
     """Start the timer; returns (pid, start time) for the state record."""
     env = dict(os.environ)
+    env.pop("NETFWD_CRASH_AT", None)  # a test's crash point is meant for the CLI, not its timer
     env["PYTHONPATH"] = PACKAGE_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     log = open(state_dir / "timer.log", "ab")
     try:
@@ -62,16 +63,32 @@ def stop(pid: int | None, start: int | None) -> bool:
     return True
 
 
+def _deadline_now(state_dir: Path, change_id: str) -> float | None:
+    from netfwd.engine.state import State
+
+    try:
+        pending = State.load(state_dir).pending
+    except Exception:  # noqa: BLE001 - unreadable now: act on the deadline we have
+        return None
+    return float(pending["deadline"]) if pending and pending.get("id") == change_id else None
+
+
 def main(argv: list[str]) -> int:
     state_dir, change_id, deadline = Path(argv[0]), argv[1], float(argv[2])
     stamp = lambda: time.strftime("%Y-%m-%dT%H:%M:%S")  # noqa: E731
     when = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(deadline))
     print(f"{stamp()} timer {os.getpid()}: change {change_id} rolls back at {when} unless confirmed",
           flush=True)
-    while (left := deadline - time.time()) > 0:
-        time.sleep(min(left, 5.0))
-    from netfwd.engine.core import Engine
+    from netfwd.engine.core import Engine  # imported up front: roll back right at the deadline
     from netfwd.errors import NetfwdError
+
+    while True:
+        while (left := deadline - time.time()) > 0:
+            time.sleep(min(left, 5.0))
+        later = _deadline_now(state_dir, change_id)  # apply moves it to "live + timeout" once live
+        if later is None or later <= time.time():
+            break
+        deadline = later
 
     try:
         message = Engine.for_timer(state_dir).expire(change_id)
