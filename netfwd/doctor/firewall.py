@@ -10,7 +10,9 @@ same symbolic evaluator answers, per forward and over its whole source set:
   (an accept ends one base chain only; a drop anywhere is final)
 * postrouting: is it masqueraded / SNATed before it leaves?
 
-Matches on the output interface are decided with the route to the target (`ip route get`).
+Matches on the output interface are decided with the route to the target (`ip route get`). Each
+forward is walked through a *view*: per chain, only the rules its packet can meet (indexed by
+destination port and host), so N forwards cost O(N), not O(N^2).
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from netaddr import IPAddress, IPSet
 from netfwd.model import Forward
 from netfwd.whitelist.ruleset import UNIVERSE, Always, Chain, Iface, Packet, Rule, Ruleset, iface_matches
 
-IPTABLES_TABLES = ("filter", "nat", "mangle", "raw", "security")
 SNAT_MARK = "snat: "
 MAX_DEPTH = 64
 
@@ -33,10 +34,109 @@ class Firewall:
 
     ruleset: Ruleset = field(default_factory=Ruleset)
     read: list[str] = field(default_factory=list)  # "iptables-nft (IPv4)", "nft table inet netfwd", ...
+    _indexes: dict = field(default_factory=dict, repr=False)
+    _views: dict = field(default_factory=dict, repr=False)
 
     @property
     def empty(self) -> bool:
         return not self.ruleset.chains
+
+    def view(self, port: int, address: IPAddress | None, egress: str | None) -> "View":
+        """The rules a packet to `address`:`port` can meet (address None: one of the relay's own)."""
+        key = (port, None if address is None else int(address), egress)
+        if key not in self._views:
+            self._views[key] = View(self, port, address, egress)
+        return self._views[key]
+
+    def index(self, key: tuple[str, str]) -> "_ChainIndex":
+        if key not in self._indexes:
+            self._indexes[key] = _ChainIndex(self.ruleset.chains[key])
+        return self._indexes[key]
+
+
+SLICE_MAX_PORTS = 4096  # a --dport range wider than this counts as "any port" in the index
+SLICE_MAX_HOSTS = 16  # a -d set larger than this counts as "any destination"
+
+
+class _ChainIndex:
+    """A chain's rules indexed by destination port and host, so that one forward's packet is walked
+    through the few rules that can match it instead of all of them: with one DNAT, masquerade and
+    accept rule per forward, checking N forwards is O(N), not O(N^2)."""
+
+    def __init__(self, chain: Chain) -> None:
+        self.any: list[int] = []
+        self.by_port: dict[int, list[int]] = {}
+        self.by_host: dict[int, list[int]] = {}
+        self.by_both: dict[tuple[int, int], list[int]] = {}
+        for position, rule in enumerate(chain.rules):
+            ports, hosts = _rule_ports(rule), _rule_hosts(rule)
+            if ports is None and hosts is None:
+                self.any.append(position)
+            elif hosts is None:
+                for port in ports:
+                    self.by_port.setdefault(port, []).append(position)
+            elif ports is None:
+                for host in hosts:
+                    self.by_host.setdefault(host, []).append(position)
+            else:
+                for port in ports:
+                    for host in hosts:
+                        self.by_both.setdefault((port, host), []).append(position)
+
+    def positions(self, port: int, host: int | None) -> list[int]:
+        found = self.any + self.by_port.get(port, [])
+        if host is None:  # the relay's own address: rules on any destination host may match
+            found += [i for items in self.by_host.values() for i in items]
+            found += [i for (p, _), items in self.by_both.items() if p == port for i in items]
+        else:
+            found += self.by_host.get(host, []) + self.by_both.get((port, host), [])
+        return sorted(set(found))
+
+
+def _rule_ports(rule: Rule) -> set[int] | None:
+    from netfwd.whitelist.ruleset import DPort
+
+    for cond in rule.conds:
+        if isinstance(cond, DPort) and not cond.negated:
+            if sum(high - low + 1 for low, high in cond.ranges) <= SLICE_MAX_PORTS:
+                return {p for low, high in cond.ranges for p in range(low, high + 1)}
+    return None
+
+
+def _rule_hosts(rule: Rule) -> set[int] | None:
+    from netfwd.whitelist.ruleset import DAddr
+
+    for cond in rule.conds:
+        if isinstance(cond, DAddr) and not cond.negated and cond.addresses is not None \
+                and cond.addresses.size <= SLICE_MAX_HOSTS:
+            return {int(address) for cidr in cond.addresses.iter_cidrs() for address in cidr}
+    return None
+
+
+class View(Ruleset):
+    """A Ruleset facade: each chain holds only the rules one packet can meet, output-interface
+    matches decided for `egress`. Chains are sliced on first use, so a view costs what it reads."""
+
+    def __init__(self, fw: Firewall, port: int, address: IPAddress | None, egress: str | None) -> None:
+        super().__init__()
+        self.fw, self.port, self.egress = fw, port, egress
+        self.host = None if address is None else int(address)
+
+    def chain(self, table: str, name: str) -> Chain | None:
+        key = (table, name)
+        if key not in self.chains:
+            original = self.fw.ruleset.chains.get(key)
+            if original is None:
+                return None
+            rules = [original.rules[i] for i in self.fw.index(key).positions(self.port, self.host)]
+            if self.egress is not None:
+                rules = [_resolve_out(rule, self.egress) for rule in rules]
+            self.chains[key] = Chain(original.name, original.versions, rules, original.hook, original.priority,
+                                     original.kind, original.policy, original.origin)
+        return self.chains[key]
+
+    def base_chains(self, hook: str, version: int) -> list[tuple[str, Chain]]:
+        return [(table, self.chain(table, chain.name)) for table, chain in self.fw.ruleset.base_chains(hook, version)]
 
 
 def read_firewall(relay) -> Firewall:
@@ -45,7 +145,6 @@ def read_firewall(relay) -> Firewall:
     from netfwd.whitelist.sources.nft_json import build
 
     fw = Firewall()
-    compat: set[tuple[str, str]] = set()  # (nft family, table) that iptables-nft made
     for backend, texts in relay.saves.items():
         for version, text in texts.items():
             label = f"iptables-{backend} (IPv{version})"
@@ -53,9 +152,7 @@ def read_firewall(relay) -> Firewall:
             for (tid, name), chain in part.chains.items():
                 fw.ruleset.chains[(f"{backend}/{tid}", name)] = chain
             fw.read.append(label)
-            if backend == "nft":
-                family = "ip" if version == 4 else "ip6"
-                compat |= {(family, t) for t in IPTABLES_TABLES if f"\n*{t}" in "\n" + text}
+    compat = relay.compat_tables  # (nft family, table) that iptables-nft made: read above
     objects = relay.nft_objects
     if objects:
         native = [_marked(o) for o in objects if _table_of(o) is not None and _table_of(o) not in compat]
@@ -91,18 +188,6 @@ def is_snat(rule: Rule) -> bool:
         or rule.origin.text.startswith(SNAT_MARK)
 
 
-def with_egress(ruleset: Ruleset, egress: str | None) -> Ruleset:
-    """A copy where output-interface matches are decided for packets leaving by `egress`."""
-    if egress is None:
-        return ruleset
-    out = Ruleset()
-    for key, chain in ruleset.chains.items():
-        rules = [_resolve_out(rule, egress) for rule in chain.rules]
-        out.chains[key] = Chain(chain.name, chain.versions, rules, chain.hook, chain.priority, chain.kind,
-                                chain.policy, chain.origin)
-    return out
-
-
 def _resolve_out(rule: Rule, egress: str) -> Rule:
     if not any(isinstance(c, Iface) and c.direction == "out" for c in rule.conds):
         return rule
@@ -127,7 +212,7 @@ class DnatResult:
 def dnat(fw: Firewall, forward: Forward, relay_addresses: IPSet | None, ingress: str | None) -> DnatResult:
     from netfwd.whitelist.evaluate import Evaluator
 
-    evaluator = Evaluator(fw.ruleset)
+    evaluator = Evaluator(fw.view(forward.listen.port, forward.listen.address, None))
     packet = Packet(forward.family, forward.protocol, forward.listen.port, "prerouting",
                     forward.listen.address, False, relay_addresses, ingress)
     pieces, _rest = evaluator.prerouting(sources_of(forward), packet)
@@ -161,7 +246,7 @@ def forward_hook(fw: Firewall, forward: Forward, relay_addresses: IPSet | None, 
                  egress: str | None) -> ForwardResult:
     from netfwd.whitelist.evaluate import Evaluator
 
-    ruleset = with_egress(fw.ruleset, egress)
+    ruleset = fw.view(forward.to.port, forward.to.address, egress)
     evaluator = Evaluator(ruleset)
     packet = forward_packet(forward, relay_addresses, ingress)
     total = sources_of(forward)
@@ -210,7 +295,7 @@ class SnatResult:
 
 def masquerade(fw: Firewall, forward: Forward, relay_addresses: IPSet | None, ingress: str | None,
                egress: str | None) -> SnatResult:
-    ruleset = with_egress(fw.ruleset, egress)
+    ruleset = fw.view(forward.to.port, forward.to.address, egress)
     packet = Packet(forward.family, forward.protocol, forward.to.port, "postrouting", forward.to.address, True,
                     relay_addresses, ingress)
     total = sources_of(forward)

@@ -29,6 +29,7 @@ PROC_FILES = ("/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forw
               "/proc/net/tcp", "/proc/net/tcp6", "/proc/net/udp", "/proc/net/udp6",
               "/proc/net/ip_tables_names", "/proc/net/ip6_tables_names")
 RP_GLOB = "/proc/sys/net/ipv4/conf/*/rp_filter"
+IPTABLES_TABLES = ("filter", "nat", "mangle", "raw", "security")
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,9 +317,37 @@ class LinuxRelay:
         return out
 
     @cached_property
+    def compat_tables(self) -> set[tuple[str, str]]:
+        """(nft family, table) of the tables iptables-nft made: read through iptables-nft-save."""
+        found = set()
+        for version, text in self.saves.get("nft", {}).items():
+            family = "ip" if version == 4 else "ip6"
+            found |= {(family, t) for t in IPTABLES_TABLES if f"\n*{t}" in "\n" + text}
+        return found
+
+    @cached_property
     def nft_objects(self) -> list[dict] | None:
-        """`nft -j list ruleset` objects, or None when nft is missing or fails."""
-        done = self.run(["nft", "-j", "list", "ruleset"])
+        """`nft -j` objects of the native nftables tables (iptables-nft's own tables are listed by name
+        only: they are read through iptables-nft-save, and nft's JSON of them is slow); None when nft
+        is missing or fails."""
+        tables = self._nft_json(["list", "tables"])
+        if tables is None:
+            return None
+        objects: list[dict] = []
+        for item in tables:
+            table = item.get("table")
+            if not isinstance(table, dict):
+                continue
+            key = (table.get("family"), table.get("name"))
+            if key in self.compat_tables:
+                objects.append(item)
+                continue
+            listed = self._nft_json(["list", "table", str(key[0]), str(key[1])])
+            objects += [o for o in listed or [] if "metainfo" not in o]
+        return objects
+
+    def _nft_json(self, args: list[str]) -> list[dict] | None:
+        done = self.run(["nft", "-j", *args])
         if done is None or done.returncode != 0:
             return None
         try:

@@ -168,8 +168,9 @@ class IptablesBackends(RelayCheck):
         relay = ctx.need_relay()
         legacy = [v for v, text in relay.saves.get("legacy", {}).items() if _holds_rules(text)]
         nft = [v for v, text in relay.saves.get("nft", {}).items() if _holds_rules(text)]
-        native = sorted({f"{r['rule']['family']} {r['rule']['table']}" for r in relay.nft_objects or []
-                         if "rule" in r and not _compat(r["rule"], relay)})
+        compat = relay.compat_tables
+        native = sorted({f"{r['rule'].get('family')} {r['rule'].get('table')}" for r in relay.nft_objects or []
+                         if "rule" in r and (r["rule"].get("family"), r["rule"].get("table")) not in compat})
         holders = (["iptables-legacy"] if legacy else []) + (["iptables-nft"] if nft else []) + \
             [f"nft table {t}" for t in native]
         summary = f"rules in: {', '.join(holders)}" if holders else "no rules in any backend"
@@ -185,14 +186,6 @@ class IptablesBackends(RelayCheck):
 def _holds_rules(save_text: str) -> bool:
     return any(line.startswith("-A ") or (line.startswith(":") and line.split()[1:2] not in (["ACCEPT"], ["-"]))
                for line in save_text.splitlines())
-
-
-def _compat(rule: dict, relay) -> bool:
-    """A table iptables-nft made (already counted as iptables-nft)."""
-    family, table = rule.get("family"), rule.get("table")
-    version = {"ip": 4, "ip6": 6}.get(family)
-    text = relay.saves.get("nft", {}).get(version, "") if version else ""
-    return table in fwa.IPTABLES_TABLES and f"*{table}" in text
 
 
 class Firewalld(RelayCheck):

@@ -70,6 +70,8 @@ def load_report(path: str | Path) -> WindowsReport:
     except json.JSONDecodeError as problem:
         raise InputError(f"not a netfwd Windows report (invalid JSON: {problem.msg})", file=file,
                          line=problem.lineno) from None
+    except RecursionError:  # json's C scanner recurses once per nesting level
+        raise InputError("not a netfwd Windows report (JSON nested too deeply)", file=file) from None
     if not isinstance(doc, dict) or REPORT_MARKER not in doc:
         raise InputError(f"not a netfwd Windows report (no {REPORT_MARKER!r} field): produce it with "
                          "`netfwd render SPEC --dialect powershell --collector`", file=file)
@@ -79,9 +81,11 @@ def load_report(path: str | Path) -> WindowsReport:
 def parse_report(doc: dict, file: str) -> WindowsReport:
     report = WindowsReport(file, str(doc.get("computer") or ""), str(doc.get("os") or ""),
                            errors=[str(e) for e in as_list(doc.get("errors"))])
+    section = "portproxy"
     try:
         if "portproxy" in doc:
             report.portproxy = parse_portproxy_show(_lines(doc["portproxy"]))
+        section = "registry"
         if isinstance(doc.get("registry"), dict):
             report.registry = {str(t): {str(k): str(v) for k, v in (entries or {}).items()}
                                for t, entries in doc["registry"].items()}
@@ -96,11 +100,12 @@ def parse_report(doc: dict, file: str) -> WindowsReport:
         if "addresses" in doc:
             report.addresses = [(str(a.get("interface", "")), str(a.get("address", "")))
                                 for a in as_list(doc["addresses"]) if isinstance(a, dict)]
+        section = "listeners"
         if "listeners" in doc:
             report.listeners = [(str(a.get("address", "")), int(a.get("port", 0)), int(a.get("pid", 0)))
                                 for a in as_list(doc["listeners"]) if isinstance(a, dict)]
-    except (TypeError, ValueError, AttributeError) as problem:
-        raise InputError(f"malformed report section ({problem})", file=file) from None
+    except (TypeError, ValueError, AttributeError, OverflowError) as problem:  # Overflow: `"port": Infinity`
+        raise InputError(f"malformed report section ({problem})", file=file, field=section) from None
     return report
 
 
