@@ -177,6 +177,71 @@ def test_a_known_relay_hop_makes_a_single_answer_certain():
     assert analyse([Hop(3, "rst", "10.0.1.1")], RELAY, known_hop=3).certain is True
 
 
+class FakePath:
+    """Answers TTL-limited SYNs like a path with routers at hops 1-2 and the relay at hop 3 that
+    forwards; `silent_first` makes the relay's first time-exceeded vanish (rate-limited)."""
+
+    def __init__(self, silent_first: bool = False) -> None:
+        self.sent: list[list[int]] = []
+        self.silent = silent_first
+
+    def __call__(self, host, port, ttls, timeout, relay):
+        self.sent.append(list(ttls))
+        hops = []
+        for ttl in ttls:
+            if ttl < 3:
+                hops.append(Hop(ttl, "time-exceeded", f"10.0.0.{ttl}"))
+            elif ttl == 3 and not self.silent:
+                hops.append(Hop(ttl, "time-exceeded", "10.0.1.1"))
+            else:
+                hops.append(Hop(ttl, None))
+        if 3 in ttls:
+            self.silent = False
+        return hops
+
+
+def test_trace_sweeps_windows_then_reuses_the_relays_hop(monkeypatch):
+    from netfwd.probe import trace as tr
+    from netfwd.probe.tcp import Attempt
+
+    fake = FakePath()
+    monkeypatch.setattr(tr, "connect_hops", fake)
+    state = tr.RelayState()
+    full = Attempt("no-response", 1.0)
+    first = tr.trace_stage("10.0.1.1", 16443, RELAY, 1.0, 16, False, full, state)
+    assert fake.sent == [[1, 2], [3, 4, 5, 6]]  # stops at the window holding the relay
+    assert first.reason == "forwarded" and first.detail["path"]["relay_hop"] == 3
+    assert first.detail["path"]["beyond"] == "silent" and first.detail["path"]["certain"]
+    second = tr.trace_stage("10.0.1.1", 16444, RELAY, 1.0, 16, False, full, state)
+    assert fake.sent[2:] == [[3]] and second.reason == "forwarded"  # one SYN at the known hop
+
+
+def test_a_silent_relay_hop_is_retried_after_the_icmp_budget_refills(monkeypatch):
+    from netfwd.probe import trace as tr
+
+    fake = FakePath(silent_first=True)
+    monkeypatch.setattr(tr, "connect_hops", fake)
+    monkeypatch.setattr(tr, "ICMP_PER_SECOND", 20.0)  # refill in 50 ms instead of a second
+    stage = tr.trace_stage("10.0.1.1", 16443, RELAY, 1.0, 4, False, None, tr.RelayState())
+    assert stage.detail.get("retried") is True and stage.reason == "forwarded"
+    assert fake.sent == [[1, 2], [3, 4], [1, 2], [3, 4]]
+
+
+def test_icmp_budget_allows_a_burst_then_paces(monkeypatch):
+    import time
+
+    from netfwd.probe import trace as tr
+
+    monkeypatch.setattr(tr, "ICMP_PER_SECOND", 10.0)
+    state = tr.RelayState()
+    started = time.monotonic()
+    for _ in range(tr.ICMP_BURST):
+        state.take()
+    burst = time.monotonic() - started
+    state.take()
+    assert burst < 0.05 and time.monotonic() - started >= 0.09
+
+
 # -- diagnosis rules ------------------------------------------------------------------------------
 
 EP = Endpoint("10.0.1.1", 16443, target=("192.168.10.5", 6443))

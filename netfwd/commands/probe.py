@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -159,6 +158,8 @@ def _in_netns(ctx: click.Context, name: str) -> int:
         raise InputError(f"no network namespace {name!r} (see `ip netns list`)", field="--netns")
     if os.geteuid() != 0:
         raise EnvironmentProblem("--netns needs root (ip netns exec)")
+    import subprocess
+
     argv = [sys.executable, "-m", "netfwd", "probe", *_argv_without(ctx, "netns")]
     env = dict(os.environ)
     env["PYTHONPATH"] = PACKAGE_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")

@@ -167,6 +167,12 @@ class RelayState:
                 self._tokens, self._stamp = 1.0, time.monotonic()
             self._tokens -= 1
 
+    def spent(self) -> None:
+        """The relay stayed silent: assume its budget is gone (other traffic may have used it),
+        so the next take() waits for a refill."""
+        with self._bucket:
+            self._tokens, self._stamp = 0.0, time.monotonic()
+
 
 class Relays:
     """RelayState per relay address, for one probe run."""
@@ -218,6 +224,7 @@ def trace_stage(host: str, port: int, relay: set[str], timeout: float, max_hops:
             hops = _sweep(send, max_hops, relay, state, first_extra=[FULL_TTL] if raw else [])
             if analyse(hops, relay).at_relay == "silent":
                 retried = True
+                state.spent()
                 hops = _merge(hops, _sweep(send, max_hops, relay, state, []))
             path = analyse(hops, relay)
             state.swept, state.hop = True, path.relay_hop
@@ -229,6 +236,7 @@ def trace_stage(host: str, port: int, relay: set[str], timeout: float, max_hops:
             hops = send([state.hop] + extra)
             if hops[0].kind is None:
                 retried = True
+                state.spent()
                 state.take()
                 hops = _merge(hops, send([state.hop]))
         elif state.before is not None:

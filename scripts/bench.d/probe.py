@@ -73,12 +73,18 @@ def expected_states() -> dict[int, str]:
     return {p: state for start, n, _, state in LAYOUT for p in range(start, start + n)}
 
 
-def run_nmap(lab: Lab, relay: str, out: Path) -> tuple[float, dict[int, str]]:
+def cpu_of_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_nmap(lab: Lab, relay: str, out: Path) -> tuple[float, float, dict[int, str]]:
+    """Wall seconds, CPU seconds, state per port."""
     span = f"{BASE}-{BASE + sum(n for _, n, _, _ in LAYOUT) - 1}"
-    started = time.perf_counter()
+    cpu, started = cpu_of_children(), time.perf_counter()
     subprocess.run(["ip", "netns", "exec", lab.ns("client"), "nmap", "-sT", "-T4", "-n", "-Pn", "-p", span, relay,
                     "-oX", str(out)], check=True, capture_output=True)
-    return time.perf_counter() - started, parse_nmap(out.read_text())
+    return time.perf_counter() - started, cpu_of_children() - cpu, parse_nmap(out.read_text())
 
 
 def parse_nmap(xml: str) -> dict[int, str]:
@@ -101,17 +107,18 @@ def parse_nmap(xml: str) -> dict[int, str]:
     return states
 
 
-def run_netfwd(lab: Lab, targets: Path, timeout: float) -> tuple[float, float, dict[int, str], dict[str, int]]:
-    """Wall seconds, peak RSS (MB), state per port, reasons tally."""
+def run_netfwd(lab: Lab, targets: Path, timeout: float) -> tuple[float, float, float, dict[int, str], dict[str, int]]:
+    """Wall seconds, CPU seconds, peak RSS (MB), state per port, reasons tally."""
     import json
 
     argv = ["ip", "netns", "exec", lab.ns("client"), sys.executable, "-m", "netfwd", "probe", "--targets-file",
             str(targets), "--until", "tcp", "--no-locate", "--timeout", str(timeout), "-o", "json"]
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
-    started = time.perf_counter()
+    cpu, started = cpu_of_children(), time.perf_counter()
     child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     out, err = child.communicate()
     wall = time.perf_counter() - started
+    cpu = cpu_of_children() - cpu
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest child so far
     if child.returncode not in (0, 1):
         raise SystemExit(f"netfwd probe failed ({child.returncode}): {err.decode()}")
@@ -121,7 +128,7 @@ def run_netfwd(lab: Lab, targets: Path, timeout: float) -> tuple[float, float, d
         tcp = next(s for s in probe["stages"] if s["name"] == "tcp")
         states[int(probe["dial"].rsplit(":", 1)[1])] = tcp["detail"]["state"]
         reasons[tcp["reason"]] = reasons.get(tcp["reason"], 0) + 1
-    return wall, peak_mb, states, reasons
+    return wall, cpu, peak_mb, states, reasons
 
 
 def main() -> int:
@@ -140,14 +147,16 @@ def main() -> int:
     try:
         targets, relay, listener = setup(lab, lab.workdir)
         expected = expected_states()
-        nmap_times, netfwd_times, peaks, mismatches = [], [], [], 0
+        nmap_times, netfwd_times, nmap_cpu, netfwd_cpu, peaks, mismatches = [], [], [], [], [], 0
         reasons: dict[str, int] = {}
         for index in range(runs):
-            seconds, mb, ours, reasons = run_netfwd(lab, targets, timeout)
+            seconds, cpu, mb, ours, reasons = run_netfwd(lab, targets, timeout)
             netfwd_times.append(seconds)
+            netfwd_cpu.append(cpu)
             peaks.append(mb)
-            took, theirs = run_nmap(lab, relay, lab.workdir / f"nmap-{index}.xml")
+            took, cpu, theirs = run_nmap(lab, relay, lab.workdir / f"nmap-{index}.xml")
             nmap_times.append(took)
+            nmap_cpu.append(cpu)
             differ = [p for p in expected if ours.get(p) != theirs.get(p)]
             wrong = [p for p in expected if ours.get(p) != expected[p]]
             mismatches += len(differ)
@@ -161,9 +170,10 @@ def main() -> int:
         print(f"endpoints: {len(expected)} ({', '.join(f'{n} {s}' for s, n in counts.items())}); runs={runs}; "
               f"netfwd --timeout {timeout}")
         print(f"{'nmap -sT -T4 wall':<44} median {theirs_med:6.3f} s   min {min(nmap_times):6.3f}   "
-              f"max {max(nmap_times):6.3f}")
+              f"max {max(nmap_times):6.3f}   CPU median {statistics.median(nmap_cpu):6.3f} s")
         print(f"{'netfwd probe --until tcp wall':<44} median {ours_med:6.3f} s   min {min(netfwd_times):6.3f}   "
-              f"max {max(netfwd_times):6.3f}")
+              f"max {max(netfwd_times):6.3f}   CPU median {statistics.median(netfwd_cpu):6.3f} s")
+        print(f"{'load average (1 min) at the end':<44} {os.getloadavg()[0]:.2f}")
         ok_ratio, ok_same, ok_rss = ratio <= RATIO_BUDGET, mismatches == 0, peak < RSS_BUDGET_MB
         print(f"{'ratio netfwd / nmap (medians)':<44} {ratio:6.2f}x   (budget {RATIO_BUDGET}x: "
               f"{'ok' if ok_ratio else 'EXCEEDED'})")
