@@ -15,7 +15,6 @@ Status = Literal["ok", "fail", "skipped"]
 Severity = Literal["error", "warning", "info"]
 Verdict = Literal["reachable", "impaired", "unreachable"]
 STAGE_ORDER = ("resolve", "tcp", "trace", "tls", "http", "relay")
-UNTIL_CHOICES = ("tcp", "tls", "http")
 VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?")
 
 
