@@ -12,7 +12,7 @@ from __future__ import annotations
 from netaddr import IPSet
 
 from netfwd.doctor.context import DoctorContext
-from netfwd.doctor.framework import Outcome, Skip, error, found, passed, warning
+from netfwd.doctor.framework import Outcome, Skip, error, found, warning
 from netfwd.doctor.winreport import FirewallRule, WindowsReport
 from netfwd.whitelist.addresses import parse_token, to_cidrs
 from netfwd.whitelist.ruleset import UNIVERSE

@@ -106,8 +106,10 @@ Add-NetfwdSection 'listeners' {{
 }}
 
 $json = $report | ConvertTo-Json -Depth 8
-[System.IO.File]::WriteAllText($Out, $json, (New-Object System.Text.UTF8Encoding $false))
-Write-Output ('netfwd: wrote {{0}}; check it with: netfwd doctor --windows-report {{0}} SPEC' -f $Out)
+# .NET resolves relative paths against the process directory, not PowerShell's current location.
+$path = $ExecutionContext.SessionState.Path.GetUnresolvedProviderPathFromPSPath($Out)
+[System.IO.File]::WriteAllText($path, $json, (New-Object System.Text.UTF8Encoding $false))
+Write-Output ('netfwd: wrote {{0}}; check it with: netfwd doctor --windows-report FILE SPEC' -f $path)
 """
 
 
