@@ -72,6 +72,8 @@ def load_report(path: str | Path) -> WindowsReport:
                          line=problem.lineno) from None
     except RecursionError:  # json's C scanner recurses once per nesting level
         raise InputError("not a netfwd Windows report (JSON nested too deeply)", file=file) from None
+    except ValueError as problem:  # a number of more than 4300 digits
+        raise InputError(f"not a netfwd Windows report ({str(problem).split(':')[0]})", file=file) from None
     if not isinstance(doc, dict) or REPORT_MARKER not in doc:
         raise InputError(f"not a netfwd Windows report (no {REPORT_MARKER!r} field): produce it with "
                          "`netfwd render SPEC --dialect powershell --collector`", file=file)
