@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from netfwd.dialects import get_dialect
 from netfwd.dialects.firewalld import forward_rule, ipset_name, masquerade_rule
@@ -84,6 +85,15 @@ def test_property_render_then_parse_is_expected(spec):
     assert FW.parse(FW.render(spec)) == FW.expected(spec)
 
 
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from(FW.render(load_spec(REPO / "rules/example-multi.yaml")).splitlines())
+                | st.text(max_size=80), max_size=60))
+def test_property_parser_survives_any_text(lines):
+    """Live output may be cut off or mixed with other text: the parser never raises on it."""
+    for essence in FW.parse("\n".join(lines)):
+        assert isinstance(essence.listen_port, int) and isinstance(essence.to_port, int)
+
+
 def test_local_is_rejected_with_the_field_named():
     spec = load_spec(REPO / "tests/fixtures/specs/nft-ipv6-local.yaml")
     with pytest.raises(UnsupportedByDialect, match=r"forwards\[1\]\.local"):
@@ -138,7 +148,7 @@ forwards:
 
 
 def run_script(lab, text: str, root: Path, check: bool = True) -> subprocess.CompletedProcess:
-    return lab.relay_exec_fw(["env", f"NETFWD_ROOT={root}", "bash", "-s"], input=text, check=check)
+    return lab.relay_exec_fw(["env", f"NETFWD_ROOT={root}", "bash", "-s"], input=text, check=check, timeout=300)
 
 
 def state(lab) -> dict[str, list[str]]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from netfwd.dialects import get_dialect
 from netfwd.dialects.nft import COMMENT_MAX, comment, ruleset
@@ -83,6 +84,15 @@ def test_fixture_scripts_pass_shellcheck(path, tmp_path):
 @given(linux_specs())
 def test_property_render_then_parse_is_expected(spec):
     assert NFT.parse(NFT.render(spec)) == NFT.expected(spec)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from(ruleset(load_spec(REPO / "rules/example-multi.yaml")).splitlines())
+                | st.text(max_size=80), max_size=60))
+def test_property_parser_survives_any_text(lines):
+    """Live output may be cut off or mixed with other text: the parser never raises on it."""
+    for essence in NFT.parse("\n".join(lines)):
+        assert isinstance(essence.listen_port, int) and essence.protocol in ("tcp", "udp")
 
 
 def test_long_comments_are_shortened_but_stay_unique():

@@ -25,7 +25,7 @@ import hashlib
 import re
 import shlex
 
-from netaddr import IPNetwork, cidr_merge
+from netaddr import AddrFormatError, IPNetwork, cidr_merge
 
 from netfwd.dialects import shell
 from netfwd.dialects.base import BaseDialect
@@ -325,10 +325,10 @@ def parse_rich_rules(text: str) -> list[Essence]:
         source = parts.get("source", {}).get("ipset", "")
         if not source.startswith(IPSET_PREFIX) or "NOT" in parts.get("source", {}):
             continue
-        if "forward-port" in parts:
-            port = parts["forward-port"]
+        port = parts.get("forward-port", {})
+        if port.get("port", "").isdigit() and port.get("to-port", "0").isdigit() and "to-addr" in port:
             forwards.append(dict(ipset=source, listen=parts.get("destination", {}).get("address"),
-                                 port=int(port["port"]), protocol=port["protocol"],
+                                 port=int(port["port"]), protocol=port.get("protocol", ""),
                                  to_port=int(port.get("to-port", port["port"])), to=port["to-addr"]))
         elif "masquerade" in parts and "address" in parts.get("destination", {}):
             masquerades.add((source, parts["destination"]["address"]))
@@ -358,7 +358,13 @@ def _rich_rule(rule: str) -> dict[str, dict[str, str]]:
 def _sources(name: str, ipsets: dict[str, list[str]]) -> tuple[str, ...] | None:
     if name not in ipsets:
         return (f"@{name}",)
-    merged = [str(net) for net in cidr_merge([IPNetwork(e) for e in ipsets[name]])]
+    nets, odd = [], []  # an entry that is no CIDR is kept verbatim, so a comparison shows it
+    for entry in ipsets[name]:
+        try:
+            nets.append(IPNetwork(entry))
+        except (AddrFormatError, ValueError, TypeError):
+            odd.append(entry)
+    merged = [str(net) for net in cidr_merge(nets)] + odd
     if merged in (["0.0.0.0/0"], ["::/0"]):
         return None
     return tuple(merged)

@@ -17,7 +17,7 @@ import re
 import shlex
 from typing import NamedTuple
 
-from netaddr import IPNetwork, IPRange, cidr_merge
+from netaddr import AddrFormatError, IPNetwork, IPRange, cidr_merge
 
 from netfwd.dialects import shell
 from netfwd.dialects.base import BaseDialect, rule_comment
@@ -371,12 +371,19 @@ def _after(words: list[str], key: str) -> str | None:
 
 
 def _cidrs(elements: list[str]) -> tuple[str, ...]:
-    """Set elements as nft prints them (hosts without /32, maybe ranges) -> the minimal CIDR list."""
+    """Set elements as nft prints them (hosts without /32, maybe ranges) -> the minimal CIDR list.
+
+    An element that is no address is kept verbatim (after the CIDRs), so a comparison shows it.
+    """
     nets: list[IPNetwork] = []
+    odd: list[str] = []
     for element in elements:
-        if "-" in element:
-            first, last = element.split("-", 1)
-            nets.extend(IPRange(first, last).cidrs())
-        else:
-            nets.append(IPNetwork(element))
-    return tuple(str(net) for net in cidr_merge(nets))
+        try:
+            if "-" in element:
+                first, last = element.split("-", 1)
+                nets.extend(IPRange(first, last).cidrs())
+            else:
+                nets.append(IPNetwork(element))
+        except (AddrFormatError, ValueError, TypeError):
+            odd.append(element)
+    return tuple([str(net) for net in cidr_merge(nets)] + odd)
