@@ -294,13 +294,28 @@ def test_ignore_downgrades_errors_and_routes_agree_with_pyroute2(relay):
         slow.close()
 
 
-def test_firewalld_running_in_the_relay(lab_fw, tmp_path):
-    r = Relay(lab_fw, tmp_path, server=False)
+def test_firewalld_dialect_passes_and_raw_rules_under_firewalld_do_not(lab_fw, tmp_path):
+    """The firewalld dialect's forward (native nft, table inet firewalld) reads as DNAT + accept + masquerade."""
+    from netfwd.dialects import get_dialect
+
+    r = Relay(lab_fw, tmp_path)
+    script = get_dialect("firewalld").render(r.spec)
+    lab_fw.relay_exec_fw(["env", f"NETFWD_ROOT={tmp_path}", "NETFWD_PERSIST=no", "bash", "-s"], input=script)
     report = r.doctor()
-    assert report.result("firewalld").status == "warning"  # running, no raw netfwd rules
-    r.sh("iptables -t nat -N NETFWD-PRE")  # raw rules its reload would drop
-    assert report.result("firewalld").status == "warning"
-    assert r.doctor().result("firewalld").status == "error"
+    assert report.exit_code == 0 and r.reaches(), [(x.name, x.findings) for x in report.results if x.findings]
+    assert "firewalld is running" in report.result("firewalld").summary
+    r.sh("iptables -t nat -N NETFWD-PRE")  # raw netfwd rules its reload would drop
+    assert r.errors() == {"firewalld"}
+
+
+def test_nft_dialect_passes(relay):
+    relay.sh("nft flush ruleset")
+    script = get_dialect("nft").render(relay.spec)
+    relay.lab.run("relay", ["env", f"NETFWD_ROOT={relay.root}", "NETFWD_PERSIST=no", "bash", "-s"], input=script)
+    assert relay.errors() == set() and relay.warnings() == set()
+    assert relay.reaches()
+    relay.sh("nft flush chain inet netfwd postrouting")  # netfwd's own masquerade, gone
+    assert relay.errors() == {"masquerade"}
 
 
 def test_docker_chains_are_noticed(relay):
