@@ -294,6 +294,10 @@ def parse(text: str, file: str, context) -> Parsed:
         doc = json.loads(text)
     except json.JSONDecodeError as problem:
         raise InputError(f"invalid JSON: {problem.msg}", file=file, line=problem.lineno) from None
+    except RecursionError:  # json's C scanner recurses once per nesting level
+        raise InputError("invalid JSON: nested too deeply", file=file) from None
+    except ValueError as problem:  # a number of more than 4300 digits
+        raise InputError(f"invalid JSON: {str(problem).split(':')[0]}", file=file) from None
     objects = doc.get("nftables") if isinstance(doc, dict) else None
     if not isinstance(objects, list):
         raise InputError("not `nft -j` output: no top-level \"nftables\" list", file=file, field="nftables")
