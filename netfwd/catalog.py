@@ -14,7 +14,7 @@ from pathlib import Path
 
 from netaddr import IPAddress, IPNetwork, IPSet, cidr_merge
 
-from netfwd.errors import InputError
+from netfwd.errors import InputError, visible
 from netfwd.model import NAME_RE
 from netfwd.yamlsource import Located, load_file
 
@@ -119,9 +119,12 @@ def parse_catalog(doc: Located) -> Catalog:
         public = tuple(_address(doc, f"{where}.public[{i}]", v) for i, v in enumerate(_list(doc, row, where, "public")))
         private = tuple(_network(doc, f"{where}.private[{i}]", v) for i, v in enumerate(_list(doc, row, where, "private")))
         name = row.get("name", rid)
-        if not isinstance(name, str) or any(ord(c) < 32 for c in name):
-            raise doc.error(f"{where}.name", "must be a single-line string")
-        regions.append(Region(rid, name, public, private, bool(row.get("vpc", False))))
+        if not isinstance(name, str) or visible(name) != name:  # no newline, ESC, NEL, bidi override, ...
+            raise doc.error(f"{where}.name", "must be a single line of visible characters")
+        vpc = row.get("vpc", False)
+        if not isinstance(vpc, bool):  # bool("false") is True
+            raise doc.error(f"{where}.vpc", f"must be true or false, not {vpc!r}")
+        regions.append(Region(rid, name, public, private, vpc))
     return Catalog(tuple(regions), str(data.get("source", "")), str(data.get("source_updated", "")),
                    str(data.get("retrieved", "")), doc.file)
 
