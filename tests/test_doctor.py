@@ -355,7 +355,10 @@ def test_cli_list_and_bad_input(tmp_path):
     done = cli("--list")
     assert done.returncode == 0 and all(c.name in done.stdout for c in all_checks())
     for args, field in ((["--ignore", "nosuch"], "--ignore"), (["--only", "nosuch"], "--only"),
-                        (["--netns", "no-such-ns-x1"], "--netns"), (["--k8s-version", "banana"], "--k8s-version")):
+                        (["--netns", "no-such-ns-x1"], "--netns"), (["--k8s-version", "banana"], "--k8s-version"),
+                        (["--manifest", str(tmp_path / "none.yaml")], "none.yaml"),
+                        (["--cluster", "--via", "relay-without-port"], "--via"),
+                        (["--cluster-id", "bad id"], "--cluster-id")):
         done = cli("rules/example.yaml", *args)
         assert done.returncode == 2 and field in done.stderr and "Traceback" not in done.stderr, done.stderr
     done = cli(str(tmp_path / "missing.yaml"))

@@ -50,6 +50,8 @@ def doctor(spec=None, *, netns: str | None = None, root: str = "/", windows_repo
 
     names = [c.name for c in all_checks()]
     ignored = parse_ignore(ignore, names)
+    if cluster is not None:
+        _validate(cluster)
     audit = cluster is not None and bool(cluster.manifest or cluster.audit_policy)
     checks = select(windows=windows_report is not None, cluster=probe, audit=audit, only=only)
     ctx = DoctorContext(spec=spec, cluster=cluster)
@@ -66,6 +68,31 @@ def doctor(spec=None, *, netns: str | None = None, root: str = "/", windows_repo
     finally:
         if ctx.relay is not None:
             ctx.relay.close()
+
+
+def _validate(cluster) -> None:
+    """Files and addresses the user named are bad input (exit 2) when unreadable, not skipped checks."""
+    from pathlib import Path
+
+    if cluster.manifest:
+        from netfwd.audit.manifest import load_manifest
+
+        load_manifest(cluster.manifest)
+    if cluster.audit_policy:
+        from netfwd.audit.policy import check_policy
+
+        try:
+            text = Path(cluster.audit_policy).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as problem:
+            raise InputError(f"cannot read the audit policy: {getattr(problem, 'strerror', None) or problem}",
+                             file=cluster.audit_policy) from None
+        check_policy(text, cluster.audit_policy, cluster.k8s_version)
+    if cluster.via:
+        try:
+            from netfwd.probe.targets import parse_hostport
+        except ImportError:
+            return
+        parse_hostport(cluster.via, "--via")
 
 
 __all__ = ["GROUPS", "Report", "all_checks", "doctor", "select"]
