@@ -47,6 +47,10 @@ def policy(k8s_version: str | None, out_file: str | None) -> None:
     The guide's template says audit.k8s.io/v1beta1, which Kubernetes 1.24 removed: a
     kube-apiserver given it does not start. This writes audit.k8s.io/v1 (1.12 and later),
     or v1beta1 for 1.8-1.11.
+
+    \b
+    Example:
+      netfwd audit policy --k8s-version 1.28 > /etc/kubernetes/audit-policy.yaml
     """
     from netfwd.audit.policy import MIN_THREAT_DETECTION, parse_version, policy_text
 
@@ -73,6 +77,10 @@ def check(ctx: click.Context, manifest: str, cluster_id: str | None, log_path: s
     """Is MANIFEST (the kube-apiserver static pod) ready for audit log collection?
 
     Each missing piece is a finding with its fix. Exit 0 when complete, 1 otherwise.
+
+    \b
+    Example:
+      netfwd audit check /etc/kubernetes/manifests/kube-apiserver.yaml --cluster-id c0a1b2c3
     """
     from netfwd.audit.manifest import Settings, check_cluster_id, load_manifest
     from netfwd.audit.manifest import check as check_manifest
@@ -101,6 +109,10 @@ def patch(ctx: click.Context, manifest: str, cluster_id: str, log_path: str, pol
 
     Every existing line, comment and the order stay as they are; running it twice changes
     nothing. Without --in-place the result goes to stdout. What was added goes to stderr.
+
+    \b
+    Example:
+      netfwd audit patch /etc/kubernetes/manifests/kube-apiserver.yaml --cluster-id c0a1b2c3 --in-place
     """
     from netfwd.audit.manifest import Settings, check_cluster_id
     from netfwd.audit.patch import patch_text
