@@ -140,6 +140,7 @@ def read_manifest(text: str, file: str = "<manifest>") -> Manifest:
     root = docs[0]
     if not isinstance(root, yaml.MappingNode):
         raise InputError("not a Kubernetes object (the document is not a mapping)", file=file, line=1)
+    _refuse_duplicate_keys(root, file)
     kind = scalar(get(root, "kind"))
     if kind != "Pod":
         raise InputError(f"kind is {kind!r}, not Pod: give the kube-apiserver static pod manifest "
@@ -159,6 +160,30 @@ def read_manifest(text: str, file: str = "<manifest>") -> Manifest:
     _read_mounts(manifest)
     _read_volumes(manifest)
     return manifest
+
+
+def _refuse_duplicate_keys(root: yaml.Node, file: str) -> None:
+    """The kubelet's YAML-to-JSON reading keeps the LAST of two equal keys; this module reads the
+    first. Either copy may be the one that runs, so a manifest with both is refused."""
+    stack: list[tuple[yaml.Node, str]] = [(root, "")]
+    seen: set[int] = set()
+    while stack:
+        node, path = stack.pop()
+        if id(node) in seen:  # an alias: already looked at
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            keys: set[str] = set()
+            for key, value in node.value:
+                name = scalar(key) or "?"
+                child = f"{path}.{name}" if path else name
+                if name in keys:
+                    raise InputError(f"duplicate key {name!r} (the kubelet would use the last one)", file=file,
+                                     line=_line(key), field=child)
+                keys.add(name)
+                stack.append((value, child))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, f"{path}[{index}]") for index, item in enumerate(node.value))
 
 
 def _line(node: yaml.Node) -> int:
