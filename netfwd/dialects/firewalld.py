@@ -211,9 +211,8 @@ route_dev() {
 """.strip("\n").splitlines()
 
 
-def _preflight(spec: Spec) -> list[str]:
-    """Refuse without a running firewalld (exit 3); find the zone traffic arrives in."""
-    interface = spec.relay.interface
+def _preflight() -> list[str]:
+    """Refuse (exit 3) unless root, with firewall-cmd, and firewalld running; then the engine."""
     return [
         "say() { printf 'netfwd: %s\\n' \"$*\" >&2; }",
         'die() { local status=$1; shift; say "$*"; exit "$status"; }',
@@ -231,12 +230,11 @@ def _preflight(spec: Spec) -> list[str]:
 
 def _ingress(spec: Spec) -> list[str]:
     """The zone the forwarded traffic arrives in: DNAT (forward-port) rules act there."""
-    lines = [*ZONES, ""]
     if spec.relay.interface is not None:
-        return lines + [f"zone_of {shlex.quote(spec.relay.interface)}  # relay.interface (in no zone: the default zone)",
-                "ZONE=$ZONE_IS", ""]
-    return lines + ['zone_of "$(route_dev)"  # the default route\'s interface (in no zone, or none: the default zone)',
-            "ZONE=$ZONE_IS", ""]
+        lookup = f"zone_of {shlex.quote(spec.relay.interface)}  # relay.interface (in no zone: the default zone)"
+    else:
+        lookup = 'zone_of "$(route_dev)"  # the default route\'s interface (in no zone, or none: the default zone)'
+    return [*ZONES, "", lookup, "ZONE=$ZONE_IS", ""]
 
 
 def _wanted(spec: Spec) -> list[str]:
@@ -272,7 +270,7 @@ class FirewalldDialect(BaseDialect):
 
     def render(self, spec: Spec) -> str:
         self.check(spec)
-        lines = shell.prologue(self.header(spec, "apply")) + _preflight(spec) + _ingress(spec)
+        lines = shell.prologue(self.header(spec, "apply")) + _preflight() + _ingress(spec)
         lines += shell.enable_forwarding(spec)
         lines += _wanted(spec)
         lines += ["converge",
@@ -281,7 +279,7 @@ class FirewalldDialect(BaseDialect):
 
     def render_remove(self, spec: Spec) -> str:
         self.check(spec)
-        lines = shell.prologue(self.header(spec, "remove")) + _preflight(spec)
+        lines = shell.prologue(self.header(spec, "remove")) + _preflight()
         lines += ["# Nothing wanted: every netfwd rich rule (in any zone) and netfwd ipset goes.",
                   "converge", ""]
         lines += shell.forget_forwarding()

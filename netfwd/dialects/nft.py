@@ -127,6 +127,12 @@ def _keep_lines(spec: Spec, parts: list[_Parts]) -> list[str]:
     return [f"{p.listen or '*'} {f.protocol} {f.listen.port} {p.target}" for f, p in zip(spec.forwards, parts)]
 
 
+PREAMBLE = [
+    "say() { printf 'netfwd: %s\\n' \"$*\" >&2; }",
+    'die() { local status=$1; shift; say "$*"; exit "$status"; }',
+    '[ "$(id -u)" -eq 0 ] || die 3 "must run as root (it changes the firewall and sysctls)"',
+    "command -v nft >/dev/null 2>&1 || die 3 'nft not found: install nftables'",
+]
 HELPERS = [
     "# old_dnat: '<listen> <proto> <port> <target>' for every DNAT rule in the live table (if any)",
     "old_dnat() {",
@@ -179,10 +185,7 @@ class NftDialect(BaseDialect):
         keep = [shlex.quote(line) for line in _keep_lines(spec, parts)]
         lines = shell.prologue(self.header(spec, "apply"))
         lines += [
-            "say() { printf 'netfwd: %s\\n' \"$*\" >&2; }",
-            'die() { local status=$1; shift; say "$*"; exit "$status"; }',
-            '[ "$(id -u)" -eq 0 ] || die 3 "must run as root (it changes the firewall and sysctls)"',
-            "command -v nft >/dev/null 2>&1 || die 3 'nft not found: install nftables'",
+            *PREAMBLE,
             *shell.refuse_under_firewalld(),
             "if nft list tables 2>/dev/null | grep -qx 'table inet firewalld'; then",
             "  die 3 'firewalld owns this firewall (table inet firewalld): use --dialect firewalld'",
@@ -197,7 +200,7 @@ class NftDialect(BaseDialect):
             "trap 'rm -f \"$tmp\"' EXIT",
             f"cat >\"$tmp\" <<'{DELIMITER}'",
             "#!/usr/sbin/nft -f",
-            *[f"# {line[2:]}" for line in self.header(spec, "ruleset")],
+            *self.header(spec, "ruleset"),
             ruleset(spec, parts) + DELIMITER,
             'before=$(old_dnat)',
             "# One transaction: nothing is changed unless the whole ruleset is valid.",
@@ -241,10 +244,7 @@ class NftDialect(BaseDialect):
         self.check(spec)
         lines = shell.prologue(self.header(spec, "remove"))
         lines += [
-            "say() { printf 'netfwd: %s\\n' \"$*\" >&2; }",
-            'die() { local status=$1; shift; say "$*"; exit "$status"; }',
-            '[ "$(id -u)" -eq 0 ] || die 3 "must run as root (it changes the firewall and sysctls)"',
-            "command -v nft >/dev/null 2>&1 || die 3 'nft not found: install nftables'",
+            *PREAMBLE,
             "",
             *HELPERS,
             "before=$(old_dnat)",
