@@ -164,6 +164,19 @@ def test_patch_crlf_and_custom_paths():
     assert failing(result.text, settings) == []
 
 
+def test_patch_adds_missing_lists_as_new_keys():
+    text = ("apiVersion: v1\nkind: Pod\nmetadata:\n  name: kube-apiserver\nspec:\n  containers:\n"
+            "  - name: kube-apiserver\n    image: k8s/apiserver:1.28\n    command:\n    - kube-apiserver\n"
+            "    - --secure-port=6443  # the port\n  hostNetwork: true\n  securityContext:\n    seccompProfile:\n"
+            "      type: RuntimeDefault\n")
+    result = patch_text(text, SETTINGS)
+    only_insertions(text, result.text)
+    assert failing(result.text) == [] and not patch_text(result.text, SETTINGS).changed
+    keys = [line.strip() for line in result.text.splitlines() if line.strip().endswith(":") and "-" not in line]
+    assert keys.index("env:") < keys.index("volumeMounts:") < keys.index("volumes:")
+    assert result.text.endswith("    name: audit-policy\n")  # volumes: after the pod spec's last key
+
+
 def test_patch_refuses_what_it_cannot_do_without_rewriting():
     flow = (FIXTURES / "kubeadm-stock.yaml").read_text().replace(
         "  - command:\n    - kube-apiserver\n    - --advertise-address=192.168.10.5\n",

@@ -42,8 +42,8 @@ def patch_text(text: str, settings: Settings, file: str = "<manifest>") -> Patch
     editor = _Editor(m, file)
     values = effective(m, settings)
     editor.flags(values)
+    editor.env(settings, values["--audit-log-path"])  # the guide's order: flags, env, mounts
     editor.mounts(settings, values)
-    editor.env(settings, values["--audit-log-path"])
     new_text = editor.apply()
     after = read_manifest(new_text, file)  # the result must parse, and is checked like any manifest
     remaining = [item for item in check(after, settings) if not item.ok]
