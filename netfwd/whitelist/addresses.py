@@ -20,7 +20,7 @@ def address_int(text: str) -> tuple[int, int]:
     version = 6 if ":" in text else 4
     try:
         packed = socket.inet_pton(_FAMILY[version], text)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: an embedded NUL
         raise ValueError(f"{text!r} is not an IPv{version} address") from None
     return version, int.from_bytes(packed, "big")
 

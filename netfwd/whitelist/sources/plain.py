@@ -37,7 +37,7 @@ def parse(text: str, file: str, context=None) -> Parsed:
                 address, slash, length = token.partition("/")
                 try:
                     value = from_bytes(pton(inet, address), "big")
-                except OSError:
+                except (OSError, ValueError):  # ValueError: an embedded NUL
                     value = -1  # parse_token explains what is wrong with it
                 if value >= 0 and not slash:
                     add(new(Entry, (4, ((value, value),), token, new(Origin, (file, number, "")))))
