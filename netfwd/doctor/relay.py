@@ -13,7 +13,7 @@ from netaddr import IPAddress, IPNetwork
 from netfwd.dialects.shell import SYSCTL_FILE
 from netfwd.doctor import firewall as fwa
 from netfwd.doctor.context import DoctorContext
-from netfwd.doctor.framework import Outcome, Skip, error, found, passed, warning
+from netfwd.doctor.framework import Finding, Outcome, Skip, error, found, passed, warning
 from netfwd.model import Forward
 
 RP_NAMES = {0: "off", 1: "strict", 2: "loose"}
@@ -264,7 +264,7 @@ class RelayInterface(RelayCheck):
         return found(problems, ", ".join(seen) or "the spec names no relay interface or address")
 
 
-def _not_local(field: str, address: IPAddress, relay) -> object:
+def _not_local(field: str, address: IPAddress, relay) -> Finding:
     return error(f"{field} {address} is on no interface of {relay.where}: on a cloud VM the public IP is "
                  "NATed by the cloud fabric and never reaches the NIC, so a rule or listener on it never matches",
                  f"use the private address of the interface (ip -br addr), or omit {field} and match the port only")
