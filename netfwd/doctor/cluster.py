@@ -22,27 +22,14 @@ class ClusterCheck:
 
 
 def _endpoints(ctx: DoctorContext):
-    from netfwd.probe import Endpoint
+    """The probe's own spec-to-endpoints mapping (one per TCP forward); no address to dial -> skip."""
+    from netfwd.probe.targets import from_spec
 
-    spec = ctx.need_spec()
     options = ctx.cluster
-    if options is not None and options.via:
-        from netfwd.probe.targets import parse_hostport
-
-        host, port = parse_hostport(options.via, "--via")
-        first = spec.forwards[0] if spec.forwards else None
-        target = (str(first.to.address), first.to.port) if first else None
-        return [Endpoint(host, port, name=first.name if first else None, target=target, relay_os=spec.relay.os)]
-    endpoints = []
-    for forward in spec.forwards:
-        host = forward.listen.address or spec.relay.address
-        if host is None:
-            raise Skip("needs --via RELAY:PORT (the spec names neither relay.address nor a listen address)")
-        relay = tuple(str(a) for a in (spec.relay.address,) if a is not None)
-        endpoints.append(Endpoint(str(host), forward.listen.port, name=forward.name,
-                                  target=(str(forward.to.address), forward.to.port), relay_addresses=relay,
-                                  relay_os=spec.relay.os))
-    return endpoints
+    try:
+        return from_spec(ctx.need_spec(), options.via if options else None, (), log=lambda _message: None)
+    except InputError as problem:
+        raise Skip(f"needs --via RELAY[:PORT] ({problem.message})") from None
 
 
 def probe_results(ctx: DoctorContext) -> list:

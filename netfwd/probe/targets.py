@@ -74,11 +74,11 @@ def from_list_file(path: str) -> list[Endpoint]:
     return found
 
 
-def from_spec(loaded, via: str | None, names: Sequence[str], log: Callable[[str], None],
-              on_relay: bool = False) -> list[Endpoint]:
+def from_spec(spec, via: str | None, names: Sequence[str], log: Callable[[str], None],
+              on_relay: bool = False, doc=None) -> list[Endpoint]:
     """One endpoint per TCP forward: dial (--via host, or the spec's address) : listen port.
-    On the relay itself (`on_relay`) nothing is dialled at port A, so no address is needed."""
-    spec = loaded.spec
+    On the relay itself (`on_relay`) nothing is dialled at port A, so no address is needed.
+    `doc` (the spec's source document) lets errors name the line."""
     via_host, via_port = parse_hostport(via, "--via", need_port=False) if via else (None, None)
     forwards = list(spec.forwards)
     for name in names:
@@ -103,9 +103,9 @@ def from_spec(loaded, via: str | None, names: Sequence[str], log: Callable[[str]
         listen = str(forward.listen.address) if forward.listen.address is not None else None
         host = via_host or listen or relay_private or ("*" if on_relay else None)
         if host is None:
-            raise loaded.doc.error(f"forwards[{index}].listen",
-                                   "no address to dial: give --via RELAY (the relay's reachable address), "
-                                   "or set relay.address / listen.address in the spec")
+            field, message = (f"forwards[{index}].listen", "no address to dial: give --via RELAY (the relay's "
+                              "reachable address), or set relay.address / listen.address in the spec")
+            raise doc.error(field, message) if doc else InputError(message, file=spec.origin, field=field)
         others = tuple(a for a in (relay_private, listen) if a and a != host)
         endpoints.append(Endpoint(host, forward.listen.port, name=forward.name,
                                   target=(str(forward.to.address), forward.to.port),
@@ -122,7 +122,7 @@ def collect(loaded, via: str | None, targets: Sequence[str], list_file: str | No
         if targets or list_file:
             raise InputError("the spec already names the targets: drop --target/--targets-file, or the SPEC",
                              field="--target")
-        endpoints = from_spec(loaded, via, names, log, on_relay=from_relay)
+        endpoints = from_spec(loaded.spec, via, names, log, on_relay=from_relay, doc=loaded.doc)
     elif via:
         host, port = parse_hostport(via, "--via")
         if len(targets) > 1 or list_file:
