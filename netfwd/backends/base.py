@@ -15,10 +15,12 @@ from __future__ import annotations
 import subprocess
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, runtime_checkable
 
 from netfwd.errors import EnvironmentProblem, NetfwdError
-from netfwd.model import Essence, Spec
+
+if TYPE_CHECKING:  # the model pulls in netaddr: keep it off the no-change path's start-up
+    from netfwd.model import Essence, Spec
 
 
 class TransactionError(NetfwdError):
@@ -57,25 +59,45 @@ class Change:
         return {"op": self.op, "kind": self.kind, "key": self.key, "old": self.old, "new": self.new}
 
 
-@dataclass(frozen=True)
 class Plan:
-    """Desired vs live owned state. ``changes`` explain it by forward; ``added``/``removed`` count
-    the owned lines (rules, jumps, set entries) that differ."""
+    """Desired vs live owned state.
 
-    backend: str
-    changes: tuple[Change, ...]
-    added: int
-    removed: int
-    current: str
-    desired: str
+    ``added``/``removed`` count the owned lines (rules, jumps, set entries) that differ; ``touched``
+    the forwards they belong to. :meth:`changes` explains them forward by forward (+ add, - remove,
+    ~ replace). Explaining means parsing rules, which for a fresh 10,000-forward apply costs more
+    than a third of the restore itself - so it is done on demand, and only for as many forwards
+    as the caller shows."""
+
+    def __init__(self, backend: str, current: str, desired: str, added: int = 0, removed: int = 0,
+                 touched: int = 0, explain: Callable[[int | None], list[Change]] | None = None,
+                 extra: tuple[Change, ...] = ()) -> None:
+        self.backend, self.current, self.desired = backend, current, desired
+        self.added, self.removed, self.touched, self.extra = added, removed, touched, extra
+        self._explain = explain
+        self._cache: dict[int | None, tuple[Change, ...]] = {}
 
     @property
     def in_sync(self) -> bool:
-        return not self.changes
+        return self.current == self.desired and not self.extra
+
+    @property
+    def count(self) -> int:
+        """How many changes :meth:`changes` lists (without computing them)."""
+        return (self.touched or (0 if self.current == self.desired else 1)) + len(self.extra)
+
+    def changes(self, limit: int | None = None) -> tuple[Change, ...]:
+        if limit not in self._cache:
+            found = self._explain(limit) if self._explain and self.current != self.desired else []
+            self._cache[limit] = tuple(found) + self.extra
+        return self._cache[limit]
+
+    def with_extra(self, extra: tuple[Change, ...]) -> "Plan":
+        return Plan(self.backend, self.current, self.desired, self.added, self.removed, self.touched,
+                    self._explain, self.extra + extra)
 
     def as_dict(self) -> dict[str, Any]:
         return {"backend": self.backend, "in_sync": self.in_sync, "lines_added": self.added,
-                "lines_removed": self.removed, "changes": [c.as_dict() for c in self.changes]}
+                "lines_removed": self.removed, "changes": [c.as_dict() for c in self.changes()]}
 
 
 @runtime_checkable
@@ -106,7 +128,7 @@ class Backend(Protocol):
 
 # -- diffing -------------------------------------------------------------------------------------
 
-def _essence_text(e: Essence) -> str:
+def _essence_text(e: "Essence") -> str:
     target = f"[{e.to_address}]:{e.to_port}" if ":" in e.to_address else f"{e.to_address}:{e.to_port}"
     flags = [] if e.masquerade else ["no-masquerade"]
     if e.local:
@@ -115,16 +137,35 @@ def _essence_text(e: Essence) -> str:
     return f"-> {target} {sources}" + (f" ({', '.join(flags)})" if flags else "")
 
 
-def _identity(e: Essence) -> str:
+def _identity(e: "Essence") -> str:
     return f"{e.listen_address or '*'}:{e.listen_port}/{e.protocol}"
 
 
 def diff(backend: Backend, current: str, desired: str) -> Plan:
-    """Forward-level changes (keyed on listen address, port, protocol: a new target *replaces*),
-    plus an ``object`` change when owned lines differ in ways the forwards do not show (a missing
-    jump, a foreign rule inside an owned chain, rule order)."""
+    """Line-level now; forward-level (keyed on listen address, port, protocol: a new target
+    *replaces*) when :meth:`Plan.changes` asks, plus an ``object`` change when owned lines differ in
+    ways the forwards do not show (a missing jump, a foreign rule inside an owned chain, order)."""
     if current == desired:
-        return Plan(backend.name, (), 0, 0, current, desired)
+        return Plan(backend.name, current, desired)
+    have, want = Counter(_lines(current)), Counter(_lines(desired))
+    added, removed = want - have, have - want
+    changed = list(added) + list(removed)
+    tagger = getattr(backend, "tags", None)
+    tags = list(dict.fromkeys(t for t in map(tagger, changed) if t)) if tagger else []
+
+    def explain(limit: int | None) -> list[Change]:
+        before, after = current, desired
+        focus = getattr(backend, "focus", None)
+        if focus is not None and tags:  # parse only the forwards the differing lines belong to
+            wanted = set(tags if limit is None else tags[:limit])
+            before, after = focus(current, wanted), focus(desired, wanted)
+        return _explain(backend, before, after, added, removed)
+
+    return Plan(backend.name, current, desired, sum(added.values()), sum(removed.values()),
+                len(tags) if tags else 0, explain)
+
+
+def _explain(backend: Backend, current: str, desired: str, added: Counter, removed: Counter) -> list[Change]:
     old = {_identity(e): e for e in backend.forwards(current)}
     new = {_identity(e): e for e in backend.forwards(desired)}
     changes: list[Change] = []
@@ -134,8 +175,6 @@ def diff(backend: Backend, current: str, desired: str) -> Plan:
         elif old[key] != essence:
             changes.append(Change("~", "forward", key, _essence_text(old[key]), _essence_text(essence)))
     changes += [Change("-", "forward", key, old=_essence_text(e)) for key, e in old.items() if key not in new]
-    have, want = Counter(_lines(current)), Counter(_lines(desired))
-    added, removed = want - have, have - want
     if not changes:  # same forwards, different objects: say which
         if added or removed:
             sample = next(iter(added or removed))
@@ -144,7 +183,7 @@ def diff(backend: Backend, current: str, desired: str) -> Plan:
                                   f"{sum(added.values())} line(s) to add (e.g. {'+' if added else '-'} {sample.strip()})"))
         else:
             changes.append(Change("~", "object", "owned state", "rules in another order", "in spec order"))
-    return Plan(backend.name, tuple(changes), sum(added.values()), sum(removed.values()), current, desired)
+    return changes
 
 
 def _lines(text: str) -> list[str]:

@@ -16,12 +16,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from netfwd.backends import Context, xstate
+from typing import TYPE_CHECKING
+
+from netfwd.backends import Context
 from netfwd.backends.base import Live, TransactionError, run
-from netfwd.dialects.iptables_restore import DIALECT
 from netfwd.errors import EnvironmentProblem
-from netfwd.model import Essence, Spec
-from netfwd.xtables import parse_save
+
+if TYPE_CHECKING:
+    from netfwd.model import Essence, Spec
 
 WAIT = "5"  # seconds to wait for the xtables lock (`-w`): bounded, never forever
 PERSIST_TARGETS = ("etc/iptables/rules.v4", "etc/sysconfig/iptables")  # Debian/Ubuntu, RHEL/Fedora
@@ -41,6 +43,14 @@ def tool(flavour: str, kind: str) -> str:
                              "or choose another --backend")
 
 
+def _xstate():
+    """The rule model loads the spec model (netaddr): only when rules are read or written, not on
+    the no-change path, which needs nothing but the nf_tables generation."""
+    from netfwd.backends import xstate
+
+    return xstate
+
+
 class IptablesBackend:
     def __init__(self, context: Context, flavour: str) -> None:
         self.context = context
@@ -50,39 +60,48 @@ class IptablesBackend:
         self._restore = tool(flavour, "restore")
 
     def check(self, spec: Spec) -> None:
+        from netfwd.dialects.iptables_restore import DIALECT
+
         DIALECT.check(spec)
 
     def read(self) -> Live:
         out = run([self._save, "-c"], what=self._save).stdout
-        owned, counters = xstate.parse(out)
-        return Live(xstate.canonical(owned), counters, {"owned": owned})
+        owned, counters = _xstate().parse(out)
+        return Live(_xstate().canonical(owned), counters, {"owned": owned})
 
     def desired(self, spec: Spec, live: Live) -> str:
-        return xstate.canonical(xstate.desired(spec))
+        return _xstate().canonical(_xstate().desired(spec))
 
     def forwards(self, text: str) -> list[Essence]:
-        return parse_save(text)
+        return _xstate().essences(text)
+
+    def tags(self, line: str) -> str | None:
+        return _xstate().tag(line)
+
+    def focus(self, text: str, tags: set[str]) -> str:
+        return _xstate().focus(text, tags)
 
     def validate(self, target: str, live: Live) -> None:
         """`iptables-restore --test` of the whole transaction (what `plan` checks)."""
+        xstate = _xstate()
         parts = xstate.transaction(live.extra.get("owned") or xstate.parse(live.text)[0], xstate.parse(target)[0])
         if parts:
-            run([self._restore, "--test", "--noflush", "-w", WAIT], input=xstate.payload(parts),
+            run([self._restore, "--test", "--noflush", "-w", WAIT], input=_xstate().payload(parts),
                 what=f"{self._restore} --test")
 
     def write(self, target: str, live: Live) -> int:
         """Returns the number of commits (one per table) for the engine's fingerprint check."""
-        owned = live.extra.get("owned") or xstate.parse(live.text)[0]
-        parts = xstate.transaction(owned, xstate.parse(target)[0])
+        owned = live.extra.get("owned") or _xstate().parse(live.text)[0]
+        parts = _xstate().transaction(owned, _xstate().parse(target)[0])
         if not parts:
             return 0
         if len(parts) > 1:  # all or nothing: the tables committed after the first must be valid
-            run([self._restore, "--test", "--noflush", "-w", WAIT], input=xstate.payload(parts[1:]),
+            run([self._restore, "--test", "--noflush", "-w", WAIT], input=_xstate().payload(parts[1:]),
                 what=f"{self._restore} --test")
         fd, path = tempfile.mkstemp(prefix="restore.", dir=self.context.workdir)
         try:
             with os.fdopen(fd, "w") as out:
-                out.write(xstate.payload(parts))
+                out.write(_xstate().payload(parts))
             lock = () if self.context.lock_fd is None else (self.context.lock_fd,)
             run([self._restore, "--noflush", "-w", WAIT], stdin_file=path, pass_fds=lock, what=self._restore)
         finally:

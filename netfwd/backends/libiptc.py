@@ -24,7 +24,6 @@ from netfwd.backends.base import Live, TransactionError, run
 from netfwd.dialects.iptables_restore import DIALECT
 from netfwd.errors import EnvironmentProblem
 from netfwd.model import Essence, Spec
-from netfwd.xtables import parse_save
 
 TABLES_LOADED = Path("/proc/net/ip_tables_names")
 FLAGS = (("src", "-s"), ("dst", "-d"), ("in-interface", "-i"), ("out-interface", "-o"), ("protocol", "-p"))
@@ -190,7 +189,13 @@ class LibiptcBackend:
         return xstate.canonical(xstate.desired(spec))
 
     def forwards(self, text: str) -> list[Essence]:
-        return parse_save(text)
+        return xstate.essences(text)
+
+    def tags(self, line: str) -> str | None:
+        return xstate.tag(line)
+
+    def focus(self, text: str, tags: set[str]) -> str:
+        return xstate.focus(text, tags)
 
     def validate(self, target: str, live: Live) -> None:
         """Build every rule in memory (python-iptables checks each against its extension)."""

@@ -68,14 +68,15 @@ def _engine(backend: str, netns: str | None, root: str, state_dir: str | None, l
 
 def _print_plan(plan, header: str) -> None:
     click.echo(header)
-    for change in plan.changes[:SHOWN]:
+    shown = plan.changes(SHOWN)
+    for change in shown[:SHOWN]:
         click.echo(f"  {change.render()}")
-    if len(plan.changes) > SHOWN:
-        click.echo(f"  ... and {len(plan.changes) - SHOWN} more (--output json lists all)")
+    if plan.count > SHOWN:
+        click.echo(f"  ... and about {plan.count - SHOWN} more (--output json lists all)")
 
 
 def _summary(plan) -> str:
-    return f"{len(plan.changes)} change(s), {plan.added} owned line(s) to add, {plan.removed} to remove"
+    return f"{plan.count} change(s), {plan.added} owned line(s) to add, {plan.removed} to remove"
 
 
 @click.command()

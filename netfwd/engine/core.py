@@ -17,6 +17,7 @@ its owned state reads back identical to what was applied.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 import time
@@ -28,7 +29,7 @@ from netfwd import __version__
 from netfwd.backends import Context, get_backend
 from netfwd.backends.base import Change, Plan, TransactionError, diff
 from netfwd.engine import sysctl, timer
-from netfwd.engine.files import StateLock, fsync_dir, write_json
+from netfwd.engine.files import StateLock, fsync_dir, write_atomic, write_json
 from netfwd.engine.state import State, digest, new_id
 from netfwd.errors import EnvironmentProblem, InputError, NetfwdError
 
@@ -100,13 +101,13 @@ class Engine:
         """What `apply` would change (reads only; takes no lock)."""
         state = State.load(self.state_dir)
         backend = self._backend(state, None)
-        loaded = _load(spec_path, catalog)
-        loaded.check(backend.check, loaded.spec)
         live = backend.read()
-        plan = diff(backend, live.text, backend.desired(loaded.spec, live))
+        desired, meta = self._desired(spec_path, catalog, backend, live,
+                                      _spec_key(spec_path, catalog, backend.name))
+        plan = diff(backend, live.text, desired)
         if not plan.in_sync and hasattr(backend, "validate"):
             backend.validate(plan.desired, live)  # the firewall's own dry run: errors show before apply
-        changes = sysctl.pending(loaded.spec, self.root)
+        changes = sysctl.pending(meta["sysctl_text"], self.root)
         plan = _with_sysctl(plan, changes)
         return Outcome(plan, False, backend=backend.name, sysctl=changes)
 
@@ -123,23 +124,20 @@ class Engine:
             if fast is not None:
                 return fast
             generation = backend.fingerprint()
-            live = backend.read()
+            with self._phase("read live"):
+                live = backend.read()
             if (not getattr(backend, "desired_depends_on_live", False) and state.applied
                     and state.applied.get("spec_key") == key and live.text == state.applied_text()
                     and state.backend == backend.name and self._sysctl_ok(state)):
                 self._remember(state, backend, generation, live.text)
-                return Outcome(Plan(backend.name, (), 0, 0, live.text, live.text), False,
+                return Outcome(Plan(backend.name, live.text, live.text), False,
                                backend=backend.name, fast=True)
-            loaded = _load(spec_path, catalog)
-            spec = loaded.spec
-            loaded.check(backend.check, spec)
-            desired = backend.desired(spec, live)
-            plan = diff(backend, live.text, desired)
-            changes = sysctl.pending(spec, self.root)
+            desired, meta = self._desired(spec_path, catalog, backend, live, key)
+            with self._phase("diff"):
+                plan = diff(backend, live.text, desired)
+            changes = sysctl.pending(meta["sysctl_text"], self.root)
             plan = _with_sysctl(plan, changes)
-            record = {"op": "apply", "spec": str(Path(spec_path).resolve()), "spec_key": key,
-                      "forwards": len(spec.forwards), "cluster": spec.cluster,
-                      "sysctl_text": sysctl.file_text(spec)}
+            record = {"op": "apply", "spec": str(Path(spec_path).resolve()), "spec_key": key, **meta}
             if plan.in_sync:
                 state.applied = {**(state.applied or {}), **record, "digest": digest(desired)}
                 if not state.applied.get("id"):
@@ -232,8 +230,9 @@ class Engine:
         """Snapshot, journal, timer, ONE backend write, then sysctls, persistence and records.
         Forwarding is enabled (and persisted) as `record["sysctl_text"]` says; `forget` drops it."""
         change_id = new_id()
-        before = state.write_snapshot(change_id, live.text)
-        after = state.write_snapshot(change_id, target, "after")
+        with self._phase("snapshot"):
+            before = state.write_snapshot(change_id, live.text)
+            after = state.write_snapshot(change_id, target, "after")
         applied = {"id": change_id, "at": _now(), **record, "digest": digest(target), "fingerprint": None}
         journal = {"id": change_id, "backend": backend.name, "before": before, "after": after,
                    "applied": applied, "previous": state.applied, "forget_sysctl": forget,
@@ -249,7 +248,8 @@ class Engine:
         state.save()
         crash_point("before-write")
         try:
-            commits = backend.write(target, live)
+            with self._phase("write (one transaction)"):
+                commits = backend.write(target, live)
         except BaseException:
             self._abandon(state, backend, live, journal, prior_pending)
             raise
@@ -258,8 +258,9 @@ class Engine:
             deadline = time.time() + confirm_timeout
             state.pending = {**state.pending, "deadline": deadline}
             state.save()
-        notes = self._finish(state, backend, journal, generation=generation, commits=commits,
-                             persist=confirm_timeout is None, target=target)
+        with self._phase("records"):
+            notes = self._finish(state, backend, journal, generation=generation, commits=commits,
+                                 persist=confirm_timeout is None, target=target)
         if deadline is not None:
             notes.append(f"rolls back at {time.strftime('%H:%M:%S', time.localtime(deadline))} unless you run "
                          f"`netfwd confirm` within {confirm_timeout:g} s")
@@ -342,6 +343,44 @@ class Engine:
             raise EnvironmentProblem(f"change {state.pending['id']} is waiting for confirmation (rolls back in "
                                      f"{left:.0f} s): run `netfwd confirm` or `netfwd rollback` first")
 
+    # -- the desired state (cached per spec) -------------------------------------------------------
+    def _desired(self, spec_path: str, catalog: str | None, backend, live, key: str) -> tuple[str, dict]:
+        """The desired owned state and what the records need from the spec. Rendering it means
+        parsing and validating the spec (seconds for 10,000 forwards), so it is kept per spec key
+        (spec bytes, catalog, netfwd version, backend): apply after plan, re-applies, and repairs of
+        drift with the same spec skip it. Zones make firewalld's desired state depend on the live
+        firewall, so it is never cached."""
+        cacheable = not getattr(backend, "desired_depends_on_live", False)
+        folder = self.state_dir / "cache"
+        if cacheable:
+            try:
+                meta = json.loads((folder / f"{key}.json").read_text())
+                text = (folder / f"{key}.txt").read_text()
+                if digest(text) == meta.pop("digest"):
+                    return text, meta
+            except (OSError, ValueError, KeyError):
+                pass
+        with self._phase("load spec"):
+            loaded = _load(spec_path, catalog)
+            spec = loaded.spec
+            loaded.check(backend.check, spec)
+        with self._phase("render desired"):
+            text = backend.desired(spec, live)
+        meta = {"forwards": len(spec.forwards), "cluster": spec.cluster, "sysctl_text": sysctl.file_text(spec)}
+        if cacheable:
+            try:
+                for old in folder.glob("*") if folder.is_dir() else ():
+                    old.unlink(missing_ok=True)  # one spec at a time is enough
+                folder.mkdir(parents=True, exist_ok=True)
+                write_atomic(folder / f"{key}.txt", text, mode=0o600)
+                write_json(folder / f"{key}.json", {**meta, "digest": digest(text)})
+            except OSError:
+                pass
+        return text, meta
+
+    def _phase(self, name: str):
+        return _Phase(name, self.log if os.environ.get("NETFWD_TIMING") else None)
+
     # -- no-change fast path ---------------------------------------------------------------------
     def _unchanged(self, state: State, backend, key: str) -> Outcome | None:
         applied = state.applied
@@ -350,7 +389,7 @@ class Engine:
         token = applied.get("fingerprint")
         if not token or backend.fingerprint() != token or not self._sysctl_ok(state):
             return None
-        return Outcome(Plan(backend.name, (), 0, 0, "", ""), False, backend=backend.name, fast=True)
+        return Outcome(Plan(backend.name, "", ""), False, backend=backend.name, fast=True)
 
     def _sysctl_ok(self, state: State) -> bool:
         applied = state.applied or {}
@@ -400,7 +439,7 @@ class Engine:
         plan = diff(backend, reference, live.text)
         report["drift"] = None if plan.in_sync else {
             "lines_appeared": plan.added, "lines_missing": plan.removed,
-            "changes": [c.as_dict() for c in plan.changes],
+            "changes": [c.as_dict() for c in plan.changes(40)],
             "hint": ("netfwd's objects are gone (a firewall reload or restart flushes them?): "
                      "run `netfwd apply` again" if reference and not live.text else
                      "someone changed netfwd's objects: `netfwd plan` shows what apply would restore")}
@@ -413,6 +452,20 @@ class Engine:
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+
+class _Phase:
+    """`with engine._phase("read"):` logs how long it took when NETFWD_TIMING is set."""
+
+    def __init__(self, name: str, log: Log | None) -> None:
+        self.name, self.log = name, log
+
+    def __enter__(self) -> None:
+        self.started = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.log:
+            self.log(f"timing: {self.name} {1000 * (time.perf_counter() - self.started):.1f} ms")
+
 
 def _load(spec_path: str, catalog: str | None):
     from netfwd.spec import open_spec
@@ -441,8 +494,7 @@ def _spec_key(spec_path: str, catalog: str | None, backend: str) -> str:
 def _with_sysctl(plan: Plan, changes: list[tuple[str, str, str]]) -> Plan:
     if not changes:
         return plan
-    extra = tuple(Change("~", "sysctl", what, now, wanted) for what, now, wanted in changes)
-    return Plan(plan.backend, plan.changes + extra, plan.added, plan.removed, plan.current, plan.desired)
+    return plan.with_extra(tuple(Change("~", "sysctl", what, now, wanted) for what, now, wanted in changes))
 
 
 def _fingerprint_after(backend, generation: str | None, commits: Any) -> str | None:

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from netfwd.dialects.shell import SYSCTL_FILE, sysctl_keys
+from typing import TYPE_CHECKING
+
 from netfwd.engine.files import write_atomic
 from netfwd.errors import EnvironmentProblem
-from netfwd.model import Spec
+
+if TYPE_CHECKING:
+    from netfwd.model import Spec
+
+SYSCTL_FILE = "etc/sysctl.d/90-netfwd.conf"  # = netfwd.dialects.shell.SYSCTL_FILE (a test holds them equal)
 
 
 def _proc(key: str) -> Path:
@@ -25,7 +30,9 @@ def current(key: str) -> str | None:
         return None
 
 
-def file_text(spec: Spec) -> str:
+def file_text(spec: "Spec") -> str:
+    from netfwd.dialects.shell import sysctl_keys
+
     return "".join([f"# written by netfwd for cluster {spec.cluster}\n",
                     *(f"{key} = 1\n" for key in sysctl_keys(spec))])
 
@@ -35,10 +42,10 @@ def keys_of(text: str) -> list[str]:
     return [line.split(" = ", 1)[0].strip() for line in text.splitlines() if " = " in line and line[0] != "#"]
 
 
-def pending(spec: Spec, root: Path) -> list[tuple[str, str, str]]:
-    """[(what, now, wanted)] that differ: live sysctls and the persisted file."""
+def pending(text: str, root: Path) -> list[tuple[str, str, str]]:
+    """[(what, now, wanted)] that differ from the sysctl.d `text`: live sysctls and the persisted file."""
     out = []
-    for key in sysctl_keys(spec):
+    for key in keys_of(text):
         value = current(key)
         if value != "1":
             out.append((key, value or "missing", "1"))
@@ -47,7 +54,7 @@ def pending(spec: Spec, root: Path) -> list[tuple[str, str, str]]:
         have = path.read_text()
     except OSError:
         have = None
-    if have != file_text(spec):
+    if have != text:
         out.append((str(path), "missing" if have is None else "different", "netfwd's"))
     return out
 
