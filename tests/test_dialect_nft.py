@@ -11,6 +11,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -282,3 +283,52 @@ def test_warns_about_a_forward_drop_in_another_table(lab, tmp_path):
                                                 "\t\ttype filter hook forward priority filter; policy drop;\n\t}\n}\n")
     done = run_script(lab, NFT.render(lab_spec(lab)), tmp_path)
     assert "policy drop in: ip filter" in done.stderr
+
+
+V6_SERVER = """
+import socket, sys
+server = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("::", int(sys.argv[1])))
+server.listen(8)
+print("ready", flush=True)
+while True:
+    conn, peer = server.accept()
+    conn.sendall((peer[0] + "\\n").encode())
+    conn.close()
+"""
+
+
+@pytest.mark.netns
+def test_ipv6_forward_carries_traffic(lab, tmp_path):
+    """The lab is IPv4; this test adds IPv6 addresses (on-prem again without a route back) and its own server."""
+    a, net = lab.addrs, "fd00:6e66"
+    plan = {"client": [(a.client_if, f"{net}:1::10/64"), (a.client_if, f"{net}:1::200/64")],
+            "relay": [(a.relay_outside_if, f"{net}:1::1/64"), (a.relay_inside_if, f"{net}:2::1/64")],
+            "onprem": [(a.onprem_if, f"{net}:2::2/64")]}
+    for node, addresses in plan.items():
+        for dev, address in addresses:
+            lab.run(node, ["ip", "-6", "addr", "add", address, "dev", dev, "nodad"])
+    lab.run("client", ["ip", "-6", "route", "add", "default", "via", f"{net}:1::1"])
+    server = subprocess.Popen(["ip", "netns", "exec", lab.ns("onprem"), sys.executable, "-c", V6_SERVER, str(B)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        spec = parse_spec(f"""
+version: 1
+cluster: lab-nft6
+relay: {{os: linux, interface: {a.relay_outside_if}}}
+forwards:
+  - name: apiserver6
+    listen: {{port: {A}}}
+    to: {{address: "{net}:2::2", port: {B}}}
+    allow: {{cidrs: ["{net}:1::10/128"]}}
+""", "lab-nft6.yaml")
+        run_script(lab, NFT.render(spec), tmp_path)
+        assert "net.ipv6.conf.all.forwarding = 1" in (tmp_path / "etc/sysctl.d/90-netfwd.conf").read_text()
+        assert lab.whoami("client", f"{net}:1::1", A, source=f"{net}:1::10") == f"{net}:2::1"  # masqueraded
+        assert not lab.connect("client", f"{net}:1::1", A, source=f"{net}:1::200", timeout=1).ok
+        assert NFT.parse(live_ruleset(lab)) == NFT.expected(spec)
+    finally:
+        server.terminate()
+        server.wait(timeout=5)
