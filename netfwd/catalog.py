@@ -138,6 +138,8 @@ def _list(doc: Located, row: dict, where: str, key: str) -> list:
 
 def _address(doc: Located, where: str, value: object) -> IPAddress:
     try:
+        if not _plain(value):
+            raise ValueError(value)
         return IPAddress(str(value))
     except Exception:
         raise doc.error(where, f"{value!r} is not an IP address") from None
@@ -145,12 +147,19 @@ def _address(doc: Located, where: str, value: object) -> IPAddress:
 
 def _network(doc: Located, where: str, value: object) -> IPNetwork:
     try:
+        if not _plain(value):
+            raise ValueError(value)
         net = IPNetwork(str(value))
     except Exception:
         raise doc.error(where, f"{value!r} is not a CIDR") from None
     if net.ip != net.network:
         raise doc.error(where, f"{value} has host bits set (did you mean {net.cidr}?)")
     return net
+
+
+def _plain(value: object) -> bool:
+    """A string of printable ASCII: netaddr ignores a trailing newline and reads '/٢٤' as /24."""
+    return isinstance(value, str) and value.isascii() and value.isprintable() and " " not in value
 
 
 def unknown_region(region: str, catalog: Catalog) -> str:

@@ -107,7 +107,7 @@ class _Builder:
 
     @staticmethod
     def address(value: Any, where: str) -> IPAddress:
-        if not isinstance(value, str) or not value or len(value) > 64:
+        if not isinstance(value, str) or not value or len(value) > 64 or not (value.isascii() and value.isprintable()):
             raise ModelError(where, f"{value!r} is not an IP address")
         try:
             return Address(value)
@@ -115,8 +115,8 @@ class _Builder:
             raise ModelError(where, f"{value!r} is not an IP address") from None
 
     @staticmethod
-    def network(value: Any, where: str) -> IPNetwork:
-        if not isinstance(value, str) or not value or len(value) > 64:
+    def network(value: Any, where: str) -> IPNetwork:  # ASCII only: netaddr reads '/٢٤' as /24
+        if not isinstance(value, str) or not value or len(value) > 64 or not (value.isascii() and value.isprintable()):
             raise ModelError(where, f"{value!r} is not a CIDR")
         try:
             net = IPNetwork(value)

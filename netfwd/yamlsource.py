@@ -108,7 +108,11 @@ class _Walker:
                 self.lines[child] = item.start_mark.line + 1
                 items.append(self.walk(item, child))
             return items
-        value = self.loader.construct_object(node)
+        try:
+            value = self.loader.construct_object(node)
+        except ValueError as problem:  # an int of more than 4300 digits, a bad !!binary, ...
+            raise InputError(f"invalid value: {str(problem).split(':')[0]}", file=self.file,
+                             line=node.start_mark.line + 1, field=path or None) from None
         if node.tag == "tag:yaml.org,2002:int" and not _DECIMAL.match(node.value):
             raise InputError(f"{node.value!r} is not a decimal integer (YAML 1.1 reads it as {value}: octal, hex, "
                              "base 60 or with '_'); write it in decimal", file=self.file,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from netfwd.errors import InputError
+from netfwd.errors import InputError, visible
 
 CLUSTER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")  # must fit an env var name
 ENV_PREFIX = "aliyun_logs_audit-"
@@ -265,6 +265,22 @@ def effective(m: Manifest, settings: Settings) -> dict[str, str]:
     return out
 
 
+PATH_FLAGS = ("--audit-log-path", "--audit-policy-file")
+
+
+def path_problem(flag: str, value: str) -> str | None:
+    """Why `value` cannot serve `flag`, or None. These paths become hostPath mounts of the
+    kube-apiserver pod: '-' (stdout), a relative path or '/x/../..' would make the patch mount the
+    host's root directory into it."""
+    if flag == "--audit-log-path" and value == "-":
+        return "sends the audit log to stdout, out of the log agent's reach"
+    if not value.startswith("/") or visible(value) != value or posixpath.normpath(value) != value:
+        return "is not a plain absolute path"
+    if flag == "--audit-log-path" and posixpath.dirname(value) == "/":
+        return "is directly in /: its directory, mounted into the container, would be the host's root"
+    return None
+
+
 def covering_mount(m: Manifest, path: str) -> dict[str, str] | None:
     """The volume mount whose mountPath is `path` or a directory above it (the deepest one)."""
     best = None
@@ -312,9 +328,16 @@ def check(m: Manifest, settings: Settings) -> list[Item]:
                               f"write it as `{flag}={settings.flag_defaults()[flag]}`"))
         else:
             items.append(Item(f"flag {flag}", True, f"{flag}={value}"))
-    log_dir = posixpath.dirname(values["--audit-log-path"]) or "/"
-    items.append(_mount_item(m, "mount log directory", log_dir, directory=True))
-    items.append(_mount_item(m, "mount audit policy", values["--audit-policy-file"], directory=False))
+    unusable = {flag: path_problem(flag, values[flag]) for flag in PATH_FLAGS}
+    for flag, problem in unusable.items():
+        if problem:
+            items.append(Item(f"path {flag}", False, f"{flag}={values[flag]!r} {problem}",
+                              f"write it as `{flag}={settings.flag_defaults()[flag]}`"))
+    if not unusable["--audit-log-path"]:
+        log_dir = posixpath.dirname(values["--audit-log-path"])
+        items.append(_mount_item(m, "mount log directory", log_dir, directory=True))
+    if not unusable["--audit-policy-file"]:
+        items.append(_mount_item(m, "mount audit policy", values["--audit-policy-file"], directory=False))
     items += _env_items(m, settings, values["--audit-log-path"])
     return items
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from netfwd.audit.manifest import (Item, Manifest, Settings, check, covering_mount, effective, env_entries, get,
+from netfwd.audit.manifest import (PATH_FLAGS, Item, Manifest, Settings, check, covering_mount, effective,
+                                   env_entries, get, path_problem,
                                    read_manifest)
 from netfwd.errors import InputError
 
@@ -41,6 +42,12 @@ def patch_text(text: str, settings: Settings, file: str = "<manifest>") -> Patch
     m = read_manifest(text, file)
     editor = _Editor(m, file)
     values = effective(m, settings)
+    for flag in PATH_FLAGS:  # each becomes a hostPath mount: never '/' because of '-' or a relative path
+        problem = path_problem(flag, values[flag])
+        if problem:
+            node = m.flags.get(flag, (None, None))[1]
+            raise InputError(f"{values[flag]!r} {problem}; fix it by hand first", file=file, field=flag,
+                             line=node.start_mark.line + 1 if node is not None else None)
     editor.flags(values)
     editor.env(settings, values["--audit-log-path"])  # the guide's order: flags, env, mounts
     editor.mounts(settings, values)

@@ -6,6 +6,7 @@ import json
 from xml.etree import ElementTree as ET
 
 from netfwd.doctor.framework import Report, Result
+from netfwd.errors import visible as _v  # findings quote hostile input: no raw ESC/NUL/bidi out
 
 MARK = {"ok": "[green]ok[/]", "warning": "[yellow]warning[/]", "error": "[red]error[/]",
         "skipped": "[dim]skipped[/]"}
@@ -45,15 +46,15 @@ def to_junit(report: Report, title: str = "netfwd doctor") -> str:
                           time=f"{report.seconds:.3f}")
     for result in report.results:
         case = ET.SubElement(suite, "testcase", classname=f"{title.replace(' ', '.')}.{result.group}",
-                             name=result.name, time=f"{result.seconds:.4f}")
+                             name=_v(result.name), time=f"{result.seconds:.4f}")
         if result.status == "error":
             first = result.errors[0]
-            failure = ET.SubElement(case, "failure", type="error", message=first.message)
-            failure.text = "\n".join(f"{f.severity}: {f.message}\nfix: {f.fix}" for f in result.findings)
+            failure = ET.SubElement(case, "failure", type="error", message=_v(first.message))
+            failure.text = "\n".join(f"{f.severity}: {_v(f.message)}\nfix: {_v(f.fix)}" for f in result.findings)
         elif result.status == "skipped":
-            ET.SubElement(case, "skipped", message=result.summary)
-        lines = ([result.summary] if result.summary and result.status != "skipped" else []) + [
-            f"{f.severity}{' (ignored)' if f.ignored else ''}: {f.message} -- fix: {f.fix}"
+            ET.SubElement(case, "skipped", message=_v(result.summary))
+        lines = ([_v(result.summary)] if result.summary and result.status != "skipped" else []) + [
+            f"{f.severity}{' (ignored)' if f.ignored else ''}: {_v(f.message)} -- fix: {_v(f.fix)}"
             for f in result.findings if result.status != "error"]
         if lines:
             ET.SubElement(case, "system-out").text = "\n".join(lines)
@@ -67,19 +68,19 @@ def print_table(report: Report, title: str = "netfwd doctor", verbose: bool = Fa
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=title, show_lines=False, expand=False)
+    table = Table(title=escape(_v(title)), show_lines=False, expand=False)
     table.add_column("check", no_wrap=True)
     table.add_column("status", no_wrap=True)
     table.add_column("details", overflow="fold")
     for result in report.results:
         lines = []
         if result.summary and (verbose or not result.findings or result.status == "skipped"):
-            lines.append(escape(result.summary))
+            lines.append(escape(_v(result.summary)))
         for f in result.findings:
             tag = "[red]error[/]" if f.severity == "error" else \
                 ("[yellow]warning (ignored error)[/]" if f.ignored else "[yellow]warning[/]")
-            lines.append(f"{tag}: {escape(f.message)}\n  [bold]fix:[/] {escape(f.fix)}")
-        table.add_row(result.name, MARK[result.status], "\n".join(lines))
+            lines.append(f"{tag}: {escape(_v(f.message))}\n  [bold]fix:[/] {escape(_v(f.fix))}")
+        table.add_row(escape(_v(result.name)), MARK[result.status], "\n".join(lines))
     console = Console()
     console.print(table)
     counts = report.counts()

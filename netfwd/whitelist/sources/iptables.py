@@ -190,10 +190,9 @@ class _RuleParser:
         ranges = []
         for part in value.split(","):
             low, sep, high = part.partition(":")
-            try:
-                ranges.append((int(low or 0), int(high or (65535 if sep else low))))
-            except ValueError:
-                raise self.error(option, f"{value!r} is not a port list") from None
+            if not all(p.isascii() and p.isdigit() and int(p) <= 65535 for p in (low, high) if p) or not (low or sep):
+                raise self.error(option, f"{value!r} is not a port list")  # not '-5', '99999999999', '٥', '1_0'
+            ranges.append((int(low or 0), int(high or (65535 if sep else low))))
         return DPort(tuple(ranges))
 
     def parse(self) -> Rule:
@@ -283,7 +282,7 @@ class _RuleParser:
             self.conds.append(Unknown(f"--match-set {name} {flags}", negate))
 
     def port(self, option: str, value: str) -> int:
-        if not value.isdigit() or not 0 < int(value) < 65536:
+        if not (value.isascii() and value.isdigit()) or not 0 < int(value) < 65536:
             raise self.error(option, f"{value!r} is not a port")
         return int(value)
 

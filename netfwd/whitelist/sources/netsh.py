@@ -75,8 +75,8 @@ def local_ports(value: str) -> list[tuple[int, int]] | None:
     out = []
     for part in value.split(","):
         low, _, high = part.strip().partition("-")
-        if low.isdigit():
-            out.append((int(low), int(high) if high.isdigit() else int(low)))
+        if low.isascii() and low.isdigit():  # not '²', which isdigit() but int() refuses
+            out.append((int(low), int(high) if high.isascii() and high.isdigit() else int(low)))
     return out
 
 

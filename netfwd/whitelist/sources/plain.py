@@ -42,7 +42,7 @@ def parse(text: str, file: str, context=None) -> Parsed:
                 if value >= 0 and not slash:
                     add(new(Entry, (4, ((value, value),), token, new(Origin, (file, number, "")))))
                     continue
-                if value >= 0 and length.isdigit() and int(length) <= 32:
+                if value >= 0 and length.isascii() and length.isdigit() and int(length) <= 32:
                     host = (1 << (32 - int(length))) - 1
                     if not value & host:
                         add(new(Entry, (4, ((value, value | host),), token, new(Origin, (file, number, "")))))
