@@ -81,7 +81,10 @@ def scan(handshakes: Sequence[Handshake], *, count: int = 1, timeout: float = 3.
         sock.setblocking(False)
         began = time.perf_counter()
         first.setdefault(index, began)
-        code = sock.connect_ex((shake.host, shake.port))
+        try:
+            code = sock.connect_ex((shake.host, shake.port))
+        except OSError as problem:  # getaddrinfo: an IPv6 zone id that names no interface here
+            code = problem.errno if isinstance(problem.errno, int) and problem.errno > 0 else errno.EADDRNOTAVAIL
         serial = next(serials)
         flight[serial] = (index, sock, began)
         if code in (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK):

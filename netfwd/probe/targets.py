@@ -7,6 +7,7 @@ duplicates are dropped. Bad input is one line naming the option or file, line an
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -14,6 +15,17 @@ from netfwd.errors import InputError
 from netfwd.probe.model import Endpoint
 
 MAX_ENDPOINTS = 20_000
+# RFC 1123 labels (and '_', which some internal zones use): '$(reboot)' is not sent to the resolver
+_HOST_NAME = re.compile(r"^(?=.{1,253}$)(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*"
+                        r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?$")
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_hostport(text: str, field: str, need_port: bool = True, file: str | None = None,
@@ -43,7 +55,7 @@ def parse_hostport(text: str, field: str, need_port: bool = True, file: str | No
             ipaddress.IPv6Address(text)
         except ValueError:
             raise bad(f"{text!r} is not HOST:PORT (write IPv6 addresses as [ADDR]:PORT)") from None
-    if not host or any(c.isspace() or c in "/?#@" for c in host):
+    if not host or any(c.isspace() or c in "/?#@" for c in host) or not (_HOST_NAME.match(host) or _is_ip(host)):
         raise bad(f"{text!r}: {host!r} is not a host name or address")
     port = None
     if port_text is not None:

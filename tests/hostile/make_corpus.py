@@ -411,10 +411,13 @@ def policy_cases() -> None:
 
 def targets_cases() -> None:
     for short, line in [("superscript-port", "10.0.0.1:\u00b9\u00b2"), ("arabic-port", "10.0.0.1:\u0668\u0660"),
-                        ("subst-host", "$(reboot):443"), ("negative-port", "10.0.0.1:-1"),
-                        ("huge-port", "10.0.0.1:99999999999999999999"), ("scope", "[fe80::1%eth0]:443")]:
+                        ("subst-host", "$(reboot):443"), ("negative-port", "10.0.0.1:-1"), ("dotdot-host", "a..b:443"),
+                        ("huge-port", "10.0.0.1:99999999999999999999")]:
         case(f"probe-list/{short}.txt", f"# hostile target list: {short}\n127.0.0.1:6443 ok\n{line}\n",
              "exit=2 line=3 field=target")
+    # a zone id naming no interface: an unreachable endpoint (getaddrinfo failed: once a traceback)
+    case("probe-list/scope.txt", "# hostile target list: zone ids\n[fe80::1%eth0]:443\n[fe80::1%$(reboot)]:443\n",
+         "exit=1 inert")
 
 
 def main() -> None:
