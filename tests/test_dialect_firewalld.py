@@ -260,3 +260,19 @@ def test_refuses_without_a_running_firewalld(lab, tmp_path):
     assert done.returncode == 3
     assert "firewalld is not running" in done.stderr and done.stderr.count("\n") == 1
     assert not (tmp_path / "etc").exists()
+
+
+@pytest.mark.netns
+@pytest.mark.slow
+def test_bundled_and_fixture_specs_apply_to_a_real_firewalld(lab_fw, tmp_path):
+    """firewalld accepts every rule form netfwd writes (IPv6, UDP, listen addresses, whole-space ipsets),
+    and each spec cleanly replaces the previous one: the zone then holds exactly the new spec."""
+    lab = lab_fw
+    paths = [REPO / "rules/example-multi.yaml", REPO / "tests/fixtures/specs/firewalld-ipv6.yaml"]
+    for path in paths:
+        spec = load_spec(path)
+        run_script(lab, FW.render(spec), tmp_path)
+        for permanent in (False, True):
+            assert unordered(FW.parse(live(lab, permanent=permanent))) == unordered(FW.expected(spec)), path.name
+    run_script(lab, FW.render_remove(spec), tmp_path)
+    assert netfwd_objects(lab) == []
