@@ -68,6 +68,7 @@ class Engine:
                  log: Log = _stderr) -> None:
         self.state_dir, self.root, self.requested = state_dir, root, backend
         self.lock_wait, self.log = lock_wait, log
+        self._preloaded: dict[tuple[str, str | None], Any] = {}  # specs parsed by _preflight
 
     @classmethod
     def for_timer(cls, state_dir: Path) -> "Engine":
@@ -99,6 +100,7 @@ class Engine:
     # -- plan ------------------------------------------------------------------------------------
     def plan(self, spec_path: str, catalog: str | None = None) -> Outcome:
         """What `apply` would change (reads only; takes no lock)."""
+        self._preflight(spec_path, catalog)
         state = State.load(self.state_dir)
         backend = self._backend(state, None)
         live = backend.read()
@@ -114,6 +116,7 @@ class Engine:
     # -- apply / remove --------------------------------------------------------------------------
     def apply(self, spec_path: str, *, catalog: str | None = None, confirm_timeout: float | None = None,
               approve: Callable[[Plan], bool] | None = None) -> Outcome:
+        self._preflight(spec_path, catalog)
         with self._lock(f"netfwd apply {spec_path}") as lock:
             state = State.load(self.state_dir)
             self._recover(state, lock.fd)
@@ -361,7 +364,7 @@ class Engine:
             except (OSError, ValueError, KeyError):
                 pass
         with self._phase("load spec"):
-            loaded = _load(spec_path, catalog)
+            loaded = self._preloaded.pop((spec_path, catalog), None) or _load(spec_path, catalog)
             spec = loaded.spec
             loaded.check(backend.check, spec)
         with self._phase("render desired"):
@@ -377,6 +380,21 @@ class Engine:
             except OSError:
                 pass
         return text, meta
+
+    def _preflight(self, spec_path: str, catalog: str | None) -> None:
+        """Bad input fails first: before a backend is chosen (and logged), the lock is taken or
+        anything is written. Bytes that were planned or applied before (same spec key for the
+        recorded or the requested backend) were valid then and are not parsed here; otherwise the
+        spec parsed now is the one _desired renders (one parse either way)."""
+        try:
+            state = State.load(self.state_dir)
+        except NetfwdError:
+            state = State(self.state_dir)
+        for name in {state.backend, self.requested} - {None, "auto"}:
+            key = _spec_key(spec_path, catalog, name)  # type: ignore[arg-type]
+            if (state.applied or {}).get("spec_key") == key or (self.state_dir / "cache" / f"{key}.json").exists():
+                return
+        self._preloaded[(spec_path, catalog)] = _load(spec_path, catalog)
 
     def _phase(self, name: str):
         return _Phase(name, self.log if os.environ.get("NETFWD_TIMING") else None)
