@@ -117,7 +117,7 @@ class Relay:
     def argv(self, *args: str, env: dict[str, str] | None = None) -> list[str]:
         variables = {"NETFWD_ROOT": str(self.root), "NETFWD_STATE_DIR": str(self.state), **(env or {})}
         command = ["env", *(f"{k}={v}" for k, v in variables.items()), sys.executable, "-m", "netfwd",
-                   *args, "--backend", self.backend]
+                   args[0], "--backend", self.backend, *args[1:]]  # a later --backend in args wins
         if self.fw:
             pid = next(p.pid for p in self.lab.processes() if p.kind == "firewalld")
             return ["nsenter", "-t", str(pid), "-m", "-n", f"--wd={REPO}", "--", *command]
@@ -335,3 +335,27 @@ def test_sigkill_and_concurrent_applies(relay_for, tmp_path, backend):
         busy = relay.netfwd("apply", specs[0], "--yes", "--lock-timeout", "0.2", expect=3)
     assert "another netfwd is changing this relay" in busy.stderr
     assert relay.foreign_part(relay.dump()) == foreign
+
+
+def test_auto_detection_libiptc_refusal_and_drift(lab, tmp_path):
+    """auto picks the flavour that holds rules and refuses to guess between two; libiptc refuses an
+    nf_tables host; status reports a flush by someone else as drift and apply repairs it."""
+    relay = Relay(lab, "auto", tmp_path)
+    spec = write_spec(lab, tmp_path / "spec.yaml")
+    relay.relay(["iptables-nft", "-t", "nat", "-A", "PREROUTING", "-p", "tcp", "--dport", "9999", "-j", "RETURN"])
+    refused = relay.netfwd("plan", spec, "--backend", "libiptc", expect=3)
+    assert "nf_tables" in refused.stderr and "--backend iptables" in refused.stderr
+    chosen = relay.netfwd("apply", spec, "--yes")
+    assert "backend iptables: iptables-nft (nf_tables) holds rules" in chosen.stderr
+    assert json.loads(relay.netfwd("status", "--output", "json").stdout)["backend"] == "iptables"
+
+    relay.relay(["iptables-nft", "-t", "nat", "-F", "NETFWD-PRE"])  # e.g. a careless flush
+    drift = relay.netfwd("status", expect=1)
+    assert "DRIFT" in drift.stdout and "*:16443/tcp" in drift.stdout
+    relay.netfwd("apply", spec, "--yes")
+    relay.netfwd("status")
+    relay.netfwd("remove")
+
+    relay.relay(["iptables-legacy", "-t", "nat", "-A", "PREROUTING", "-p", "tcp", "--dport", "9999", "-j", "RETURN"])
+    both = relay.netfwd("plan", spec, expect=3)
+    assert "both iptables-legacy and iptables-nft hold rules" in both.stderr

@@ -23,6 +23,7 @@ import sys
 PREFIX = "netfwd-"
 NAME = "org.fedoraproject.FirewallD1"
 PATH = "/org/fedoraproject/FirewallD1"
+TIMEOUT = 900.0  # seconds per D-Bus call
 
 
 class Firewalld:
@@ -35,7 +36,8 @@ class Firewalld:
         self.cfg = self.bus.get_object(NAME, PATH + "/config", introspect=False)
 
     def call(self, obj, interface, method, *args):
-        return getattr(obj, method)(*args, dbus_interface=NAME + interface)
+        # generous: a reload that builds thousands of ipsets takes minutes, not D-Bus's default 25 s
+        return getattr(obj, method)(*args, dbus_interface=NAME + interface, timeout=TIMEOUT)
 
     def strings(self, items):
         return self.dbus.Array([str(i) for i in items], signature="s")
@@ -138,8 +140,12 @@ def main():
         print(json.dumps({"error": f"python3-dbus is missing: {problem}"}))
         return 3
     except Exception as problem:  # noqa: BLE001 - no bus, or firewalld not on it
-        print(json.dumps({"error": f"firewalld is not running (D-Bus: {problem})"}))
-        return 3
+        name = getattr(problem, "get_dbus_name", lambda: "")() or ""
+        if name.endswith(("ServiceUnknown", "NameHasNoOwner", "FileNotFound", "NoServer")):
+            print(json.dumps({"error": f"firewalld is not running (D-Bus: {problem})"}))
+            return 3
+        print(json.dumps({"error": f"firewalld did not answer on D-Bus: {problem}"}))
+        return 1
     try:
         result = read(fw, request) if sys.argv[1] == "read" else write(fw, request)
     except SystemExit as problem:

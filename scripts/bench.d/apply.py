@@ -183,7 +183,7 @@ def draw(series: dict[str, list[tuple[int, float]]], path: Path, title: str) -> 
     """A log-scale line chart as hand-written SVG (no plotting library needed)."""
     import math
 
-    width, height, left, right, top, bottom = 720, 420, 70, 190, 40, 50
+    width, height, left, right, top, bottom = 860, 440, 70, 300, 40, 50
     xs = sorted({x for points in series.values() for x, _ in points})
     ys = [y for points in series.values() for _, y in points if y > 0]
     lo, hi = math.floor(math.log10(min(ys))), math.ceil(math.log10(max(ys)))
@@ -247,6 +247,8 @@ def main() -> int:
                 print(f"{backend:<16} {count:>6}: bare {r['bare']:.3f}  cold {r['cold']:.3f}  warm {r['warm']:.3f}  "
                       f"no-change {r['no-change']:.3f}  change {r['change']:.3f}"
                       + (f"  per-rule {r['per-rule']:.2f}" if "per-rule" in r else ""), flush=True)
+        if not args.no_svg and any(b == "iptables" for b, _ in results):
+            picture(results)
         if not args.no_firewalld and shutil.which("firewalld"):
             for count in [int(s) for s in args.firewalld_sizes.split(",")]:
                 results[("firewalld", count)] = r = measure_firewalld(count, work)
@@ -266,18 +268,22 @@ def main() -> int:
         warm_text = f"{r['warm']:.2f} s" if "warm" in r else "-"
         print(f"| {backend} | {count:,} | {bare_text} | {r['cold']:.2f} s | {warm_text} | {ratio} | "
               f"{r['no-change']:.2f} s | {r['change']:.2f} s | {per} | {speed} |")
-    if not args.no_svg and any(b == "iptables" for b, _ in results):
-        points = {k: v for k, v in results.items() if k[0] == "iptables"}
-        series = {
-            "per-rule iptables -A": [(n, r["per-rule"]) for (_, n), r in sorted(points.items())],
-            "netfwd apply (cold)": [(n, r["cold"]) for (_, n), r in sorted(points.items())],
-            "netfwd apply (after plan)": [(n, r["warm"]) for (_, n), r in sorted(points.items())],
-            "bare iptables-restore": [(n, r["bare"]) for (_, n), r in sorted(points.items())],
-            "no-change re-apply": [(n, r["no-change"]) for (_, n), r in sorted(points.items())],
-        }
-        draw(series, SVG, "apply time vs forwards, iptables (nf_tables) backend, log scale")
-        print(f"\nwrote {SVG.relative_to(REPO)}")
     return 0
+
+
+def picture(results: dict[tuple[str, int], dict[str, float]]) -> None:
+    points = sorted((n, r) for (backend, n), r in results.items() if backend == "iptables")
+    extrapolated = any(r.get("per-rule-extrapolated") for _, r in points)
+    series = {
+        "per-rule iptables -A" + (" (5k/10k extrapolated)" if extrapolated else ""):
+            [(n, r["per-rule"]) for n, r in points if "per-rule" in r],
+        "netfwd apply, cold spec": [(n, r["cold"]) for n, r in points],
+        "netfwd apply after plan": [(n, r["warm"]) for n, r in points],
+        "bare iptables-restore": [(n, r["bare"]) for n, r in points],
+        "no-change re-apply": [(n, r["no-change"]) for n, r in points],
+    }
+    draw(series, SVG, "netfwd apply vs bare restore vs per-rule iptables -A (iptables nf_tables, log scale)")
+    print(f"wrote {SVG.relative_to(REPO)}", flush=True)
 
 
 if __name__ == "__main__":
