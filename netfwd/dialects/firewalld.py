@@ -233,7 +233,7 @@ def _ingress(spec: Spec) -> list[str]:
     if spec.relay.interface is not None:
         lookup = f"zone_of {shlex.quote(spec.relay.interface)}  # relay.interface (in no zone: the default zone)"
     else:
-        lookup = 'zone_of "$(route_dev)"  # the default route\'s interface (in no zone, or none: the default zone)'
+        lookup = 'zone_of "$(route_dev "")"  # the default route\'s interface (in no zone, or none: the default zone)'
     return [*ZONES, "", lookup, "ZONE=$ZONE_IS", ""]
 
 
