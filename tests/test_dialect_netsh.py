@@ -154,12 +154,21 @@ def test_steps_run_in_a_safe_order():
 
 
 def test_the_final_check_looks_for_exactly_what_was_added():
-    commands = cmd.tokenize(DIALECT.render(example_spec()))
-    adds = [c.argv for c in commands if c.name == "netsh" and c.argv[2:4] == ["portproxy", "add"]]
-    checks = [c.argv[2:] for c in commands if c.kind == "call" and c.argv[1] == ":has_proxy"]
-    expected = [[a[4]] + [w.split("=", 1)[1] for w in a[5:9]] for a in adds]
-    # add order: listenport, listenaddress, connectaddress, connectport; the check: address first
-    assert checks == [[e[0], e[2], e[1], e[3], e[4]] for e in expected]
+    """One `show all` listing is normalised to 'LISTEN PORT CONNECT PORT' lines (the for /f tokens
+    1-4 of each row), then each added entry must be one whole line of it."""
+    for render, option in ((DIALECT.render, "/x"), (DIALECT.render_remove, "/b")):
+        commands = cmd.tokenize(render(example_spec()))
+        listing = next(c for c in commands if c.kind == "for" and "portproxy show all" in c.head)
+        assert '"tokens=1-4"' in listing.head
+        echo = commands[commands.index(listing) + 1]
+        assert (echo.kind, echo.echo) == ("echo", "%a %b %c %d")
+        searches = [c.argv for c in commands if c.name == "findstr" and c.unconditional]
+        assert all(a[1:4] == [option, "/i", "/l"] for a in searches)
+        adds = [a for a in netsh_argvs(render(example_spec())) if a[2] == "portproxy" and a[3] in ("add", "delete")]
+        keys = [dict(w.split("=", 1) for w in a[5:]) for a in adds if a[3] == ("add" if option == "/x" else "delete")]
+        expected = [f"{k['listenaddress']} {k['listenport']} {k['connectaddress']} {k['connectport']}"
+                    if option == "/x" else f"{k['listenaddress']} {k['listenport']} " for k in keys]
+        assert [a[4].removeprefix("/c:") for a in searches] == expected
 
 
 def test_the_excluded_port_filter_selects_exactly_the_range_rows():

@@ -153,13 +153,22 @@ def test_every_netsh_add_is_checked_through_lastexitcode():
 
 
 def test_final_checks_name_what_was_added():
-    text = DIALECT.render(example_spec())
-    adds = [c.args for c in top_commands(text) if c.name == "netsh.exe" and c.args[2] == "add"]
-    checks = [c.params() for c in ps.commands(text) if c.name == "Test-NetfwdPortProxy" and c.depth > 0]
-    values = [dict(w.split("=", 1) for w in a[4:]) for a in adds]
-    assert [(c["table"], c["listenaddress"], c["listenport"], c["connectaddress"], c["connectport"])
-            for c in checks] == [(a[3], v["listenaddress"], v["listenport"], v["connectaddress"], v["connectport"])
-                                 for a, v in zip(adds, values)]
+    """Get-NetfwdPortProxies keys each row 'listen port' and 'listen port connect port'; the apply
+    script looks up every added entry, the remove script every deleted listen socket."""
+    for render, verb in ((DIALECT.render, "add"), (DIALECT.render_remove, "delete")):
+        text = render(example_spec())
+        tokens = ps.tokenize(text)
+        looked_up = [tokens[i + 2].value for i, t in enumerate(tokens)
+                     if t == ("word", ".ContainsKey", t.line, False) and tokens[i + 1].value == "("]
+        calls = [c.args for c in top_commands(text) if c.name == "netsh.exe" and c.args[2] == verb]
+        values = [dict(w.split("=", 1) for w in a[4:]) for a in calls]
+        if verb == "add":
+            expected = [f"{v['listenaddress']} {v['listenport']} {v['connectaddress']} {v['connectport']}"
+                        for v in values]
+        else:
+            expected = [f"{v['listenaddress']} {v['listenport']}" for v in values]
+        assert looked_up == expected
+        assert sum(1 for c in ps.commands(text) if c.name == "Get-NetfwdPortProxies" and c.depth == 0) == 1
 
 
 def test_script_is_crlf_and_ascii():

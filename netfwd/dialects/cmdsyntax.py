@@ -21,6 +21,7 @@ _PLAIN = re.compile(r"^[A-Za-z0-9._:/*,=+@-]+$")
 # reads a .cmd file in the OEM code page, where in a DBCS page (GBK, Shift-JIS) a stray lead byte
 # from UTF-8 text can swallow the next byte, such as the caret that escapes a '&'.
 _FORBIDDEN = re.compile(r"[\"\x00-\x1f\x7f-\U0010ffff]")
+_ECHO_PLAIN = re.compile(r"[A-Za-z0-9._:/*,=+@ -]*\Z")  # nothing here means anything to echo
 _ECHO_SPECIAL = re.compile(r"([\^&|<>()\"])")
 BUILTINS = frozenset({"call", "echo", "exit", "for", "goto", "if", "rem", "set", "setlocal", "endlocal"})
 
@@ -41,8 +42,9 @@ def arg(value: str) -> str:
     if not value or _FORBIDDEN.search(value):
         raise UnsafeValue(f"{value!r} cannot be quoted safely for cmd")
     body = value.replace("%", "%%")
-    trailing = len(body) - len(body.rstrip("\\"))
-    return f'"{body}{chr(92) * trailing}"'
+    if body.endswith("\\"):
+        body += "\\" * (len(body) - len(body.rstrip("\\")))
+    return f'"{body}"'
 
 
 def kv(key: str, value: str) -> str:
@@ -53,6 +55,8 @@ def kv(key: str, value: str) -> str:
 
 def echo_text(text: str) -> str:
     """`text` for ``echo``, which prints its raw rest of line: every special character caret-escaped."""
+    if _ECHO_PLAIN.match(text):
+        return text
     if re.search(r"[\x00-\x1f\x7f-\U0010ffff]", text):
         raise UnsafeValue(f"{text!r} cannot be echoed safely by cmd")
     return _ECHO_SPECIAL.sub(r"^\1", text.replace("%", "%%"))
@@ -82,6 +86,8 @@ def expand_percent(line: str, env: dict[str, str] | None = None) -> str:
 
 def split_argv(command_line: str) -> list[str]:
     """Split a command line the way the Microsoft C runtime (CommandLineToArgvW) does."""
+    if '"' not in command_line:  # backslashes are literal unless they precede a quote
+        return _ARG_SPACES.split(command_line.strip(" \t")) if command_line.strip(" \t") else []
     args: list[str] = []
     i, n = 0, len(command_line)
     while True:
@@ -166,9 +172,6 @@ class _Lexer:
     def peek(self, k: int = 0) -> str:
         return self.s[self.i + k] if self.i + k < len(self.s) else ""
 
-    def rest(self) -> str:
-        return self.s[self.i:self.i + 4096]
-
     def advance(self, k: int = 1) -> str:
         chunk = self.s[self.i:self.i + k]
         self.line += chunk.count("\n")
@@ -177,11 +180,11 @@ class _Lexer:
 
     def skip_blank(self) -> None:
         """Token delimiters before a command: whitespace, and the '@' that hides its echo."""
-        while self.peek() and self.peek() in " \t@;,=" and not self.at_line_end():
-            self.advance()
+        self.i = _DELIMITERS.match(self.s, self.i).end()
 
     def at_line_end(self) -> bool:
-        return self.peek() in ("", "\n") or (self.peek() == "\r" and self.peek(1) == "\n")
+        s, i = self.s, self.i
+        return i >= len(s) or s[i] == "\n" or (s[i] == "\r" and s[i + 1:i + 2] == "\n")
 
     def eat_line_end(self) -> None:
         if self.peek() == "\r":
@@ -237,7 +240,7 @@ class _Lexer:
         if self.peek() == ":":  # a label (or a '::' comment): the rest of the line is not parsed
             self.rest_of_line(depth, "label")
             return
-        word = re.match(r"[^\s&|<>()\"^]+", self.rest())
+        word = _NAME.match(self.s, self.i)
         name = word.group(0).lower() if word else ""
         if name == "rem":
             self.rest_of_line(depth, "rem")
@@ -259,7 +262,7 @@ class _Lexer:
     def redirections(self) -> list[str]:
         found: list[str] = []
         while True:
-            match = _REDIRECT.match(self.rest())
+            match = _REDIRECT.match(self.s, self.i)
             if not match:
                 return found
             found.append(re.sub(r"\s+", "", match.group(0)))
@@ -308,20 +311,10 @@ class _Lexer:
         self.out.append(Command(raw, argv, redirects, line=line, depth=depth, kind=kind))
 
     def word(self) -> str:
-        """One whitespace-separated word (quotes group), as cmd reads an IF condition."""
-        while self.peek() in (" ", "\t") and self.peek():
-            self.advance()
-        start, quoted = self.i, False
-        while self.peek() and not self.at_line_end():
-            char = self.peek()
-            if char == '"':
-                quoted = not quoted
-            elif char in " \t" and not quoted:
-                break
-            elif char == "^" and not quoted:
-                self.advance()
-            self.advance()
-        return self.s[start:self.i]
+        """One whitespace-separated word (quotes group, a caret escapes), as cmd reads an IF condition."""
+        match = _IF_WORD.match(self.s, self.i)
+        self.i = match.end()
+        return match.group(1)
 
     def if_command(self, depth: int) -> None:
         line = self.line
@@ -340,7 +333,7 @@ class _Lexer:
                                 head=" ".join(words[1:])))
         self.sequence(depth + 1, block=False)
         self.skip_blank()
-        if re.match(r"else\b", self.rest(), re.IGNORECASE):
+        if _ELSE.match(self.s, self.i):
             self.advance(4)
             self.sequence(depth + 1, block=False)
 
@@ -355,13 +348,13 @@ class _Lexer:
                 level += 1
             elif not quoted and char == ")":
                 level -= 1
-            elif not quoted and level == 0 and _DO.match(self.rest()):
+            elif not quoted and level == 0 and _DO.match(self.s, self.i):
                 break
             elif not quoted and char == "^":
                 self.advance()
             self.advance()
         clause = self.s[start:self.i]
-        do = _DO.match(self.rest())
+        do = _DO.match(self.s, self.i)
         if not do:
             raise CmdSyntaxError(f"line {line}: for without do")
         self.advance(len(do.group(0)))
@@ -370,6 +363,11 @@ class _Lexer:
         self.sequence(depth + 1, block=False)
 
 
+_DELIMITERS = re.compile(r"[ \t@;,=]*")
+_ARG_SPACES = re.compile(r"[ \t]+")
+_NAME = re.compile(r"[^\s&|<>()\"^]+")
+_ELSE = re.compile(r"else\b", re.IGNORECASE)
+_IF_WORD = re.compile(r'[ \t]*((?:"[^"\r\n]*"?|\^[^\r\n]|[^ \t\r\n"^])*)')
 _ORDINARY = re.compile(r'[^"^&|<>)\r\n]+')
 _QUOTED = re.compile(r'"[^"\r\n]*"?')
 _REDIRECT = re.compile(r"[0-9]?(?:>>?|<)(?:&[0-9]|[ \t]*[^\s&|<>()]+)")

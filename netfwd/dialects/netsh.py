@@ -10,9 +10,10 @@ end that Windows kept every entry. Lines end in CRLF: cmd misreads labels in LF-
 
 from __future__ import annotations
 
+import re
+
 from netfwd.dialects import cmdsyntax as cmd
-from netfwd.dialects.base import safe_comment
-from netfwd.dialects.winbase import WindowsDialect, WindowsState, WinForward, plan
+from netfwd.dialects.winbase import WindowsDialect, WindowsState, WinForward, describe, finish, plan
 from netfwd.model import Essence, Spec
 
 MAX_LINE = 8000  # cmd's limit is 8191 characters per line after expansion
@@ -39,17 +40,15 @@ class NetshDialect(WindowsDialect):
             "",
         ]
         out += self._excluded_port_check(forwards)
-        for forward in forwards:
-            out += self._apply_forward(forward)
-        out += ["rem Check that Windows kept every port proxy."]
-        for forward in forwards:
-            out += [f"call :has_proxy {_call_args(forward, full=True)}",
-                    *_fail_if_error(f"forward {forward.name}: the port proxy {forward.listen_text()} -> "
-                                    f"{forward.target_text()} is missing after apply")]
+        spelled = self.spelled(spec, _spell)
+        out += [self._apply_forward(forward, words) for forward, words in spelled]
+        out += ["rem Check that Windows kept every port proxy: list them once, then look for each.", *_LISTING]
+        out += [_FINAL_CHECK.format_map(words) for _, words in spelled]
+        out.append('del "%NETFWD_SHOWN%"')
         out += ["echo netfwd: " + cmd.echo_text(f"applied {len(forwards)} forward(s) for cluster {spec.cluster}"),
                 "exit /b 0", ""]
         out += self._subroutines(forwards, apply=True)
-        return _finish(out)
+        return finish(out)
 
     def _prologue(self, spec: Spec, what: str) -> list[str]:
         return ["@echo off", *self.header(spec, what),
@@ -73,45 +72,33 @@ class NetshDialect(WindowsDialect):
                 "  exit /b 1", ")", ""]
         return out
 
-    def _apply_forward(self, forward: WinForward) -> list[str]:
-        out = [f"rem forward {_describe(forward)}, to {safe_comment(forward.connect_address)} "
-               f"port {forward.connect_port}"]
-        for table in forward.stale_tables:
-            out.append(f"{_portproxy('delete', table, forward)} >nul 2>&1")
-        out.append(_portproxy("add", forward.table, forward, connect=True))
-        out += _fail_if_error(f"forward {forward.name}: netsh could not add the port proxy "
-                              f"{forward.listen_text()} -> {forward.target_text()}")
-        out.append(f"netsh advfirewall firewall delete rule {cmd.kv('name', forward.rule_name)} >nul 2>&1")
-        for line in _firewall_adds(forward):
-            out.append(line)
-            out += _fail_if_error(f"forward {forward.name}: netsh could not add the firewall rule "
-                                  f"{forward.rule_name}")
-        return out + [""]
+    def _apply_forward(self, forward: WinForward, words: dict[str, str]) -> str:
+        """One forward's block (a multi-line string: 10,000 forwards must render in well under a second)."""
+        deletes = "".join(f"netsh interface portproxy delete {table} {words['key']} protocol=tcp >nul 2>&1\r\n"
+                          for table in forward.stale_tables)
+        adds = "".join(f"{line}\r\n" + _FAIL.format(f"forward {words['ename']}: netsh could not add the "
+                                                     f"firewall rule {words['erule']}")
+                       for line in _firewall_adds(forward, words["qname"]))
+        return (f"rem forward {words['describe']}, to {forward.connect_address} port {forward.connect_port}\r\n"
+                f"{deletes}"
+                f"netsh interface portproxy add {forward.table} {words['key']} "
+                f"connectaddress={forward.connect_address} connectport={forward.connect_port} protocol=tcp\r\n"
+                + _FAIL.format(f"forward {words['ename']}: netsh could not add the port proxy "
+                               f"{words['listen']} -^> {words['target']}")
+                + f"netsh advfirewall firewall delete rule {words['qname']} >nul 2>&1\r\n{adds}\r\n")
 
     def _subroutines(self, forwards: list[WinForward], apply: bool) -> list[str]:
-        out = [
-            ":has_proxy",
-            "rem Succeeds when `netsh interface portproxy show TABLE` lists LISTENADDRESS LISTENPORT "
-            "[CONNECTADDRESS CONNECTPORT].",
-            "if \"%~4\"==\"\" (",
-            "  for /f \"tokens=1,2\" %%a in ('netsh interface portproxy show %1') do "
-            "if /i \"%%a %%b\"==\"%~2 %~3\" exit /b 0",
-            ") else (",
-            "  for /f \"tokens=1-4\" %%a in ('netsh interface portproxy show %1') do "
-            "if /i \"%%a %%b %%c %%d\"==\"%~2 %~3 %~4 %~5\" exit /b 0",
-            ")",
-            "exit /b 1",
-        ]
+        out: list[str] = []
         if apply:
             for family in (4, 6):
                 ports = sorted({f.listen_port for f in forwards if f.family == family})
                 if not ports:
                     continue
-                out += ["", f":check_range{family}",
+                out += [f":check_range{family}",
                         f"rem %1-%2 is a reserved range: note every IPv{family} listen port of this spec inside it."]
                 out += [f'if {p} GEQ %1 if {p} LEQ %2 set "NETFWD_CLASH=%NETFWD_CLASH% {p} in %1-%2"'
                         for p in ports]
-                out.append("exit /b 0")
+                out += ["exit /b 0", ""]
         return out
 
     # -- remove ----------------------------------------------------------------------------
@@ -121,19 +108,15 @@ class NetshDialect(WindowsDialect):
         out = self._prologue(spec, "remove")
         out += ["rem Removes only what the apply script made; the IP Helper service is left running",
                 "rem (other port proxies may need it).", ""]
-        for forward in forwards:
-            out += [f"rem forward {_describe(forward)}",
-                    f"{_portproxy('delete', forward.table, forward)} >nul 2>&1",
-                    f"netsh advfirewall firewall delete rule {cmd.kv('name', forward.rule_name)} >nul 2>&1",
-                    f"call :has_proxy {_call_args(forward, full=False)}",
-                    *_fail_if_ok(f"forward {forward.name}: a port proxy on {forward.listen_text()} is still present"),
-                    f"netsh advfirewall firewall show rule {cmd.kv('name', forward.rule_name)} >nul 2>&1",
-                    *_fail_if_ok(f"forward {forward.name}: the firewall rule {forward.rule_name} is still present"),
-                    ""]
+        spelled = self.spelled(spec, _spell)
+        out += [_REMOVE.format_map(words) for _, words in spelled]
+        out += ["rem Check that nothing is left.", *_LISTING]
+        out += [_REMOVE_CHECK.format_map(words) for _, words in spelled]
+        out.append('del "%NETFWD_SHOWN%"')
         out += ["echo netfwd: " + cmd.echo_text(f"removed {len(forwards)} forward(s) of cluster {spec.cluster}"),
                 "exit /b 0", ""]
         out += self._subroutines(forwards, apply=False)
-        return _finish(out)
+        return finish(out)
 
     # -- reading back ----------------------------------------------------------------------
     def parse(self, text: str) -> list[Essence]:
@@ -156,65 +139,67 @@ class NetshDialect(WindowsDialect):
         return state
 
 
-def _describe(forward: WinForward) -> str:
-    """A comment-safe description (safe_comment() would turn '*' and '[' into '?')."""
-    where = f"all IPv{forward.family} addresses" if forward.listen_address == "*" \
-        else safe_comment(forward.listen_address)
-    return f"{safe_comment(forward.name)}: port {forward.listen_port} on {where}"
+def _spell(forward: WinForward) -> dict[str, str]:
+    """A forward's values, each escaped once for where the script uses it."""
+    if not _ADDRESSES.match(f"{forward.listen_address}{forward.connect_address}"):
+        raise cmd.UnsafeValue(f"{forward.listen_address!r} / {forward.connect_address!r}: not plain addresses")
+    return {
+        "table": forward.table, "key": f"listenport={forward.listen_port} listenaddress={forward.listen_address}",
+        "qname": cmd.kv("name", forward.rule_name), "ename": cmd.echo_text(forward.name),
+        "erule": cmd.echo_text(forward.rule_name), "listen": forward.listen_text(), "target": forward.target_text(),
+        "listen_address": forward.listen_address, "connect_address": forward.connect_address,  # plain (above)
+        "lport": str(forward.listen_port), "cport": str(forward.connect_port),
+        "describe": describe(forward),
+    }
 
 
-def _portproxy(verb: str, table: str, forward: WinForward, connect: bool = False) -> str:
-    words = ["netsh", "interface", "portproxy", verb, table, f"listenport={forward.listen_port}",
-             cmd.kv("listenaddress", forward.listen_address)]
-    if connect:
-        words += [cmd.kv("connectaddress", forward.connect_address), f"connectport={forward.connect_port}"]
-    return " ".join(words + ["protocol=tcp"])
+_ADDRESSES = re.compile(r"[0-9A-Fa-f.:*]+\Z")
+_FAIL = "if errorlevel 1 (\r\n  >&2 echo netfwd: {}\r\n  exit /b 1\r\n)\r\n"
+_FAIL_IF_OK = "if not errorlevel 1 (\r\n  >&2 echo netfwd: {}\r\n  exit /b 1\r\n)\r\n"
+# `netsh interface portproxy show all` once, as "LISTENADDRESS LISTENPORT CONNECTADDRESS CONNECTPORT"
+# lines (one search per forward: asking netsh per forward would read every entry N times).
+_LISTING = ['set "NETFWD_SHOWN=%TEMP%\\netfwd-%RANDOM%%RANDOM%.txt"',
+            "(for /f \"tokens=1-4\" %%a in ('netsh interface portproxy show all') do @echo %%a %%b %%c %%d)"
+            '>"%NETFWD_SHOWN%"']
+_FAIL_SHOWN = ("if {0}errorlevel 1 (\r\n  del \"%NETFWD_SHOWN%\" 2>nul\r\n  >&2 echo netfwd: {1}\r\n"
+               "  exit /b 1\r\n)\r\n")
+_FINAL_CHECK = ('findstr /x /i /l /c:"{listen_address} {lport} {connect_address} {cport}" "%NETFWD_SHOWN%" >nul\r\n'
+                + _FAIL_SHOWN.format("", "forward {ename}: the port proxy {listen} -^> {target} is missing "
+                                         "after apply"))
+_REMOVE = ("rem forward {describe}\r\n"
+           "netsh interface portproxy delete {table} {key} protocol=tcp >nul 2>&1\r\n"
+           "netsh advfirewall firewall delete rule {qname} >nul 2>&1\r\n\r\n")
+_REMOVE_CHECK = ('findstr /b /i /l /c:"{listen_address} {lport} " "%NETFWD_SHOWN%" >nul\r\n'
+                 + _FAIL_SHOWN.format("not ", "forward {ename}: a port proxy on {listen} is still present")
+                 + "netsh advfirewall firewall show rule {qname} >nul 2>&1\r\n"
+                 + _FAIL_SHOWN.format("not ", "forward {ename}: the firewall rule {erule} is still present"))
 
 
-def _firewall_adds(forward: WinForward) -> list[str]:
+def _firewall_adds(forward: WinForward, qname: str) -> list[str]:
     """`add rule` lines; a long whitelist is split over several rules with the same name (cmd's
     line limit), which Windows ORs together and which one `delete rule name=` removes."""
-    head = ["netsh", "advfirewall", "firewall", "add", "rule", cmd.kv("name", forward.rule_name),
-            cmd.kv("description", forward.description), "dir=in", "action=allow", "protocol=TCP",
-            f"localport={forward.listen_port}"]
-    if forward.local_ip is not None:
-        head.append(cmd.kv("localip", forward.local_ip))
-    prefix = " ".join(head)
+    local = "" if forward.local_ip is None else f" localip={forward.local_ip}"  # a plain address
+    prefix = (f"netsh advfirewall firewall add rule {qname} {cmd.kv('description', forward.description)} "
+              f"dir=in action=allow protocol=TCP localport={forward.listen_port}{local} remoteip=")
+    sources = forward.sources if forward.sources is not None else ("any",)
+    line = f"{prefix}{','.join(sources)} profile=any"  # CIDRs are plain words
+    if len(line) <= MAX_LINE:
+        return [line]
     chunks: list[list[str]] = [[]]
-    budget = MAX_LINE - len(prefix) - len(" remoteip= profile=any")
-    for cidr in forward.sources if forward.sources is not None else ("any",):
-        if chunks[-1] and len(",".join(chunks[-1] + [cidr])) > budget:
+    budget, used = MAX_LINE - len(prefix) - len(" profile=any"), 0
+    for cidr in sources:
+        if chunks[-1] and used + 1 + len(cidr) > budget:
             chunks.append([])
+            used = 0
+        used += len(cidr) + (1 if chunks[-1] else 0)
         chunks[-1].append(cidr)
-    return [f"{prefix} {cmd.kv('remoteip', ','.join(chunk))} profile=any" for chunk in chunks]
-
-
-def _call_args(forward: WinForward, full: bool) -> str:
-    """Arguments of `call :has_proxy`. CALL parses its line twice, so only plain words may go there."""
-    words = [forward.table, forward.listen_address, str(forward.listen_port)]
-    if full:
-        words += [forward.connect_address, str(forward.connect_port)]
-    for word in words:
-        if cmd.arg(word) != word:
-            raise cmd.UnsafeValue(f"{word!r} is not a plain word")
-    return " ".join(words)
+    if budget < 64:
+        raise cmd.UnsafeValue(f"forward {forward.name}: the firewall rule line leaves no room for addresses")
+    return [f"{prefix}{','.join(chunk)} profile=any" for chunk in chunks]
 
 
 def _fail_if_error(message: str) -> list[str]:
     return ["if errorlevel 1 (", f"  >&2 echo netfwd: {cmd.echo_text(message)}", "  exit /b 1", ")"]
-
-
-def _fail_if_ok(message: str) -> list[str]:
-    return ["if not errorlevel 1 (", f"  >&2 echo netfwd: {cmd.echo_text(message)}", "  exit /b 1", ")"]
-
-
-def _finish(lines: list[str]) -> str:
-    text = "\r\n".join(lines).rstrip("\r\n") + "\r\n"
-    if any(len(line) > MAX_LINE for line in lines):
-        raise cmd.UnsafeValue("a line exceeds cmd's 8191-character limit")
-    if not text.isascii():  # see cmdsyntax: cmd reads scripts in the OEM code page
-        raise cmd.UnsafeValue("a batch script must be ASCII")
-    return text
 
 
 DIALECT = NetshDialect()

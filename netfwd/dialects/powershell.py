@@ -12,25 +12,25 @@ each other's rules) and ``-Group netfwd``.
 from __future__ import annotations
 
 from netfwd.dialects import pssyntax as ps
-from netfwd.dialects.base import safe_comment
-from netfwd.dialects.winbase import ScriptError, WindowsDialect, WindowsState, WinForward, plan
+from netfwd.dialects.winbase import (ScriptError, WindowsDialect, WindowsState, WinForward, describe,
+                                      finish, plan)
 from netfwd.model import Essence, Spec
 
 q = ps.quote
 
 # Helper functions written into every script; they take values only as parameters.
-TEST_PORTPROXY = r"""function Test-NetfwdPortProxy {
-    # True when `netsh interface portproxy show <table>` lists the entry (netsh has no query by key).
-    param([string] $Table, [string] $ListenAddress, [int] $ListenPort,
-          [string] $ConnectAddress = '', [int] $ConnectPort = 0)
-    foreach ($line in @(& netsh.exe interface portproxy show $Table)) {
+GET_PORTPROXIES = r"""function Get-NetfwdPortProxies {
+    # Every port proxy, keyed 'listenaddress listenport' and 'listenaddress listenport connectaddress
+    # connectport', from one `netsh interface portproxy show all` (asking per forward reads them all N times).
+    $found = @{}
+    foreach ($line in @(& netsh.exe interface portproxy show all)) {
         $f = @(-split [string] $line)
-        if ($f.Count -eq 4 -and $f[0] -eq $ListenAddress -and $f[1] -eq [string] $ListenPort -and
-            ($ConnectAddress -eq '' -or ($f[2] -eq $ConnectAddress -and $f[3] -eq [string] $ConnectPort))) {
-            return $true
+        if ($f.Count -eq 4 -and $f[1] -match '^\d+$' -and $f[3] -match '^\d+$') {
+            $found[('{0} {1}' -f $f[0], $f[1]).ToLowerInvariant()] = $true
+            $found[($f -join ' ').ToLowerInvariant()] = $true
         }
     }
-    return $false
+    return $found
 }"""
 
 EXCLUDED_RANGES = r"""function Get-NetfwdExcludedRanges {
@@ -63,7 +63,7 @@ class PowerShellDialect(WindowsDialect):
                 "Set-StrictMode -Version 3.0",
                 "$ErrorActionPreference = 'Stop'",
                 "$PSNativeCommandUseErrorActionPreference = $false  # netsh failures are read from $LASTEXITCODE",
-                "", TEST_PORTPROXY, ""]
+                "", GET_PORTPROXIES, ""]
 
     # -- apply -----------------------------------------------------------------------------
     def render(self, spec: Spec) -> str:
@@ -83,35 +83,13 @@ class PowerShellDialect(WindowsDialect):
                 out.append(f"$netfwdRanges{family} = @(Get-NetfwdExcludedRanges -Family 'ipv{family}')")
                 out += [f"Assert-NetfwdPortFree -Port {p} -Ranges $netfwdRanges{family}" for p in ports]
         out.append("")
-        for forward in forwards:
-            out += self._apply_forward(forward)
-        out.append("# Check that Windows kept every port proxy.")
-        for forward in forwards:
-            message = (f"netfwd: forward {forward.name}: the port proxy {forward.listen_text()} -> "
-                       f"{forward.target_text()} is missing after apply")
-            out.append(f"if (-not (Test-NetfwdPortProxy {_proxy_args(forward, full=True)})) {{ throw {q(message)} }}")
+        spelled = self.spelled(spec, _spell)
+        out += [_apply_block(forward, words) for forward, words in spelled]
+        out += ["# Check that Windows kept every port proxy: list them once, then look for each.",
+                "$netfwdShown = Get-NetfwdPortProxies"]
+        out += [_FINAL_CHECK.format_map(words) for _, words in spelled]
         out.append("Write-Output " + q(f"netfwd: applied {len(forwards)} forward(s) for cluster {spec.cluster}"))
-        return _finish(out)
-
-    def _apply_forward(self, forward: WinForward) -> list[str]:
-        out = [f"# forward {_describe(forward)}, to {safe_comment(forward.connect_address)} port "
-               f"{forward.connect_port}"]
-        for table in forward.stale_tables:
-            out.append(f"{_portproxy('delete', table, forward)} | Out-Null")
-        out.append(f"$netfwdOut = {_portproxy('add', forward.table, forward, connect=True)}")
-        message = (f"netfwd: forward {forward.name}: netsh could not add the port proxy "
-                   f"{forward.listen_text()} -> {forward.target_text()}: ")
-        out.append(f"if ($LASTEXITCODE -ne 0) {{ throw ({q(message)} + ($netfwdOut -join ' ')) }}")
-        out += _remove_rule(forward)
-        rule = [f"New-NetFirewallRule -Name {q(forward.rule_name)} -DisplayName {q(forward.rule_name)}",
-                f"-Description {q(forward.description)} -Group 'netfwd'",
-                "-Direction Inbound -Action Allow -Protocol TCP", f"-LocalPort {forward.listen_port}"]
-        if forward.local_ip is not None:
-            rule.append(f"-LocalAddress {q(forward.local_ip)}")
-        remote = "'Any'" if forward.sources is None else ps.array(forward.sources)
-        rule += [f"-RemoteAddress {remote}", "-Profile Any | Out-Null"]
-        out.append(" ".join(rule))
-        return out + [""]
+        return finish(out)
 
     # -- remove ----------------------------------------------------------------------------
     def render_remove(self, spec: Spec) -> str:
@@ -120,18 +98,12 @@ class PowerShellDialect(WindowsDialect):
         out = self._prologue(spec, "remove")
         out += ["# Removes only what the apply script made; the IP Helper service is left running",
                 "# (other port proxies may need it).", ""]
-        for forward in forwards:
-            out += [f"# forward {_describe(forward)}",
-                    f"{_portproxy('delete', forward.table, forward)} | Out-Null",
-                    *_remove_rule(forward),
-                    f"if (Test-NetfwdPortProxy {_proxy_args(forward, full=False)}) {{ throw "
-                    f"{q(f'netfwd: forward {forward.name}: a port proxy on {forward.listen_text()} is still present')} }}",
-                    f"if (Get-NetFirewallRule -DisplayName {q(ps.wildcard_escape(forward.rule_name))} "
-                    "-ErrorAction SilentlyContinue) "
-                    f"{{ throw {q(f'netfwd: forward {forward.name}: the firewall rule {forward.rule_name} is still present')} }}",
-                    ""]
+        spelled = self.spelled(spec, _spell)
+        out += [_REMOVE.format_map(words) for _, words in spelled]
+        out += ["# Check that nothing is left.", "$netfwdShown = Get-NetfwdPortProxies"]
+        out += [_REMOVE_CHECK.format_map(words) for _, words in spelled]
         out.append("Write-Output " + q(f"netfwd: removed {len(forwards)} forward(s) of cluster {spec.cluster}"))
-        return _finish(out)
+        return finish(out)
 
     # -- reading back ----------------------------------------------------------------------
     def parse(self, text: str) -> list[Essence]:
@@ -168,40 +140,61 @@ def _literal(value: object) -> str | None:
     return value
 
 
-def _describe(forward: WinForward) -> str:
-    where = f"all IPv{forward.family} addresses" if forward.listen_address == "*" \
-        else safe_comment(forward.listen_address)
-    return f"{safe_comment(forward.name)}: port {forward.listen_port} on {where}"
+def _lit(text: str) -> str:
+    """A single-quoted literal of text already known to be ASCII without control characters
+    (`_spell` checks each forward's names once; addresses and numbers are typed)."""
+    return "'" + text.replace("'", "''") + "'"
 
 
-def _portproxy(verb: str, table: str, forward: WinForward, connect: bool = False) -> str:
-    words = ["&", "netsh.exe", "interface", "portproxy", verb, table, q(f"listenport={forward.listen_port}"),
-             q(f"listenaddress={forward.listen_address}")]
-    if connect:
-        words += [q(f"connectaddress={forward.connect_address}"), q(f"connectport={forward.connect_port}")]
-    return " ".join(words + [q("protocol=tcp")])
+def _spell(forward: WinForward) -> dict[str, str]:
+    """A forward's values, each quoted once for where the script uses it."""
+    q(forward.rule_name + forward.description)  # refuses control and non-ASCII characters once
+    listen, target = forward.listen_text(), forward.target_text()
+    return {
+        "describe": describe(forward), "table": forward.table, "qlisten": f"'{forward.listen_address}'",
+        # keys of Get-NetfwdPortProxies (addresses and ports are plain words)
+        "qshort": f"'{forward.listen_address} {forward.listen_port}'".lower(),
+        "qfull": f"'{forward.listen_address} {forward.listen_port} {forward.connect_address} "
+                 f"{forward.connect_port}'".lower(),
+        "key": f"'listenport={forward.listen_port}' 'listenaddress={forward.listen_address}'",
+        "qrule": _lit(forward.rule_name), "qpattern": _lit(ps.wildcard_escape(forward.rule_name)),
+        "qdescription": _lit(forward.description),
+        "missing": _lit(f"netfwd: forward {forward.name}: the port proxy {listen} -> {target} is missing after apply"),
+        "failed": _lit(f"netfwd: forward {forward.name}: netsh could not add the port proxy {listen} -> {target}: "),
+        "still_proxy": _lit(f"netfwd: forward {forward.name}: a port proxy on {listen} is still present"),
+        "still_rule": _lit(f"netfwd: forward {forward.name}: the firewall rule {forward.rule_name} is still present"),
+    }
 
 
-def _remove_rule(forward: WinForward) -> list[str]:
-    """Remove by -Name (rules this dialect made) and by -DisplayName (rules the netsh dialect made)."""
-    pattern = q(ps.wildcard_escape(forward.rule_name))  # both parameters take wildcards
-    return [f"Remove-NetFirewallRule -Name {pattern} -ErrorAction SilentlyContinue",
-            f"Remove-NetFirewallRule -DisplayName {pattern} -ErrorAction SilentlyContinue"]
+# Remove-/Get-NetFirewallRule take wildcards in -Name and -DisplayName: {qpattern} is escaped for that.
+# Removing by both names also replaces a rule the netsh dialect made (its -Name is a GUID).
+_REMOVE_RULE = ("Remove-NetFirewallRule -Name {qpattern} -ErrorAction SilentlyContinue\r\n"
+                "Remove-NetFirewallRule -DisplayName {qpattern} -ErrorAction SilentlyContinue\r\n")
+_FINAL_CHECK = "if (-not $netfwdShown.ContainsKey({qfull})) {{ throw {missing} }}"
+_REMOVE = ("# forward {describe}\r\n"
+           "& netsh.exe interface portproxy delete {table} {key} 'protocol=tcp' | Out-Null\r\n"
+           + _REMOVE_RULE + "\r\n")
+_REMOVE_CHECK = ("if ($netfwdShown.ContainsKey({qshort})) {{ throw {still_proxy} }}\r\n"
+                 "if (Get-NetFirewallRule -DisplayName {qpattern} -ErrorAction SilentlyContinue) "
+                 "{{ throw {still_rule} }}\r\n")
 
 
-def _proxy_args(forward: WinForward, full: bool) -> str:
-    words = [f"-Table {q(forward.table)}", f"-ListenAddress {q(forward.listen_address)}",
-             f"-ListenPort {forward.listen_port}"]
-    if full:
-        words += [f"-ConnectAddress {q(forward.connect_address)}", f"-ConnectPort {forward.connect_port}"]
-    return " ".join(words)
-
-
-def _finish(lines: list[str]) -> str:
-    text = "\r\n".join("\r\n".join(line.split("\n")) for line in lines).rstrip("\r\n") + "\r\n"
-    if not text.isascii():  # see pssyntax.quote: Windows PowerShell 5.1 reads BOM-less scripts as ANSI
-        raise ps.UnsafeValue("a PowerShell script must be ASCII")
-    return text
+def _apply_block(forward: WinForward, words: dict[str, str]) -> str:
+    """One forward's block (a multi-line string: 10,000 forwards must render in well under a second)."""
+    deletes = "".join(f"& netsh.exe interface portproxy delete {table} {words['key']} 'protocol=tcp' | Out-Null\r\n"
+                      for table in forward.stale_tables)
+    local = "" if forward.local_ip is None else f" -LocalAddress {words['qlisten']}"
+    remote = "'Any'" if forward.sources is None else "@('" + "', '".join(forward.sources) + "')"  # plain CIDRs
+    return (f"# forward {words['describe']}, to {forward.connect_address} port {forward.connect_port}\r\n"
+            f"{deletes}"
+            f"$netfwdOut = & netsh.exe interface portproxy add {forward.table} {words['key']} "
+            f"'connectaddress={forward.connect_address}' 'connectport={forward.connect_port}' 'protocol=tcp'\r\n"
+            f"if ($LASTEXITCODE -ne 0) {{ throw ({words['failed']} + ($netfwdOut -join ' ')) }}\r\n"
+            + _REMOVE_RULE.format_map(words)
+            + f"New-NetFirewallRule -Name {words['qrule']} -DisplayName {words['qrule']} "
+              f"-Description {words['qdescription']} -Group 'netfwd' -Direction Inbound -Action Allow "
+              f"-Protocol TCP -LocalPort {forward.listen_port}{local} -RemoteAddress {remote} -Profile Any "
+              f"| Out-Null\r\n\r\n")
 
 
 DIALECT = PowerShellDialect()

@@ -32,16 +32,36 @@ class UnsafeValue(ValueError):
 
 
 def quote(value: str) -> str:
-    """`value` as a single-quoted PowerShell string literal (every kind of single quote doubled)."""
+    """`value` as a single-quoted PowerShell string literal (quotes doubled; non-ASCII refused, which
+    also keeps out the typographic quotes PowerShell treats like ``'``)."""
     if _CONTROL.search(value):
         raise UnsafeValue(f"{value!r} contains a control or non-ASCII character")
-    return "'" + "".join(c * 2 if c in SINGLE_QUOTES else c for c in value) + "'"
+    return "'" + value.replace("'", "''") + "'"  # the typographic quotes are non-ASCII: refused above
 
 
 def wildcard_escape(value: str) -> str:
     """Escape PowerShell wildcard characters for parameters that take patterns (-Name, -DisplayName of
     the firewall cmdlets), so a value matches itself only."""
-    return re.sub(r"([`*?\[\]])", r"`\1", value)
+    return _WILDCARD.sub(r"`\1", value) if _WILDCARD.search(value) else value
+
+
+_WILDCARD = re.compile(r"([`*?\[\]])")
+
+
+def wildcard_literal(pattern: str) -> str | None:
+    """The text a wildcard pattern matches when it has no unescaped wildcard (else None)."""
+    out, i = [], 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "`" and i + 1 < len(pattern):
+            out.append(pattern[i + 1])
+            i += 2
+            continue
+        if char in "*?[":
+            return None
+        out.append(char)
+        i += 1
+    return "".join(out)
 
 
 def wildcard_regex(pattern: str) -> re.Pattern[str]:
@@ -94,7 +114,7 @@ def tokenize(text: str) -> list[Token]:
     while i < n:
         char = text[i]
         if char in " \t\ufeff":
-            i += 1
+            i = _BLANKS.match(text, i).end()
         elif char == "`" and text[i + 1:i + 2] in ("\n", "\r"):
             i += 3 if text[i + 1:i + 3] == "\r\n" else 2
             line += 1
@@ -109,9 +129,13 @@ def tokenize(text: str) -> list[Token]:
             line += text.count("\n", i, end)
             i = end + 2
         elif char == "#":
-            while i < n and text[i] not in "\r\n":
-                i += 1
+            i = _TO_EOL.match(text, i).end()
         elif char in SINGLE_QUOTES:
+            simple = _SIMPLE_SINGLE.match(text, i)  # the common case: no quote or newline inside
+            if simple:
+                tokens.append(Token("str", simple.group(1), line))
+                i = simple.end()
+                continue
             value, i, line = _single(text, i, line)
             tokens.append(Token("str", value, line))
         elif char in DOUBLE_QUOTES:
@@ -123,7 +147,7 @@ def tokenize(text: str) -> list[Token]:
         elif text.startswith(("@'", '@"'), i):
             raise PsSyntaxError(f"line {line}: here-strings are not supported")
         elif char == "$":
-            match = re.match(r"\$(?:\{[^}]*\}|[A-Za-z0-9_:?]+|\$|\^)", text[i:])
+            match = _VARIABLE.match(text, i)
             if not match:
                 raise PsSyntaxError(f"line {line}: a lone '$'")
             tokens.append(Token("var", match.group(0), line, True))
@@ -133,9 +157,23 @@ def tokenize(text: str) -> list[Token]:
             tokens.append(Token("op", text[i:i + width], line))
             i += width
         else:
+            plain = _PLAIN_WORD.match(text, i)  # the common case: nothing to unquote or expand
+            if plain and (plain.end() == n or text[plain.end()] in _WORD_END):
+                tokens.append(Token("word", plain.group(0), line))
+                i = plain.end()
+                continue
             value, expands, i, line = _bare(text, i, line)
             tokens.append(Token("word", value, line, expands))
     return tokens
+
+
+_BLANKS = re.compile(r"[ \t\ufeff]+")
+_TO_EOL = re.compile(r"[^\r\n]*")
+_QUOTE_CLASS = re.escape(SINGLE_QUOTES)
+_SIMPLE_SINGLE = re.compile(rf"[{_QUOTE_CLASS}]([^{_QUOTE_CLASS}\n]*)[{_QUOTE_CLASS}](?![{_QUOTE_CLASS}])")
+_VARIABLE = re.compile(r"\$(?:\{[^}]*\}|[A-Za-z0-9_:?]+|\$|\^)")
+_PLAIN_WORD = re.compile(r"[^\s(){};,|&\[\]`$" + re.escape(SINGLE_QUOTES + DOUBLE_QUOTES) + r"]+")
+_WORD_END = frozenset(" \t\r\n(){};,|&[]")
 
 
 def _single(text: str, i: int, line: int) -> tuple[str, int, int]:
@@ -181,10 +219,13 @@ def _double(text: str, i: int, line: int) -> tuple[str, bool, int, int]:
     raise PsSyntaxError(f"line {line}: unterminated double-quoted string")
 
 
+_PARAM_COLON = re.compile(rf"[{DASHES}][A-Za-z_][A-Za-z0-9_]*:")
+
+
 def _bare(text: str, i: int, line: int) -> tuple[str, bool, int, int]:
     """A bare word in argument mode; quoted parts inside it join the same argument (a'b'c -> abc).
     ``-Name:value`` is a parameter and its value: the word ends after the colon."""
-    colon = re.match(rf"[{DASHES}][A-Za-z_][A-Za-z0-9_]*:", text[i:i + 256])
+    colon = _PARAM_COLON.match(text, i)
     if colon:
         return colon.group(0), False, i + len(colon.group(0)), line
     out, expands = [], False

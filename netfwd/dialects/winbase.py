@@ -17,14 +17,15 @@ connection and opens a new one to the target. So, in an :class:`~netfwd.model.Es
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass
+from socket import inet_ntoa
 
 from netaddr import IPNetwork, cidr_merge
 
 from netfwd.dialects.base import BaseDialect, rule_comment, safe_comment
-from netfwd.errors import UnsupportedByDialect
 from netfwd.model import Essence, Forward, Spec
-from netfwd.windows import TABLES, WILDCARD, normalise_address, table_name
+from netfwd.windows import TABLES, WILDCARD, normalise_address
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +47,7 @@ class WinForward:
     @property
     def stale_tables(self) -> tuple[str, ...]:
         """Tables that may hold an older entry for the same listen socket (a target of another family)."""
-        return tuple(t for t in TABLES if t.startswith(f"v{self.family}to"))
+        return _SAME_LISTEN_FAMILY[self.family]
 
     def listen_text(self) -> str:
         return f"[{self.listen_address}]:{self.listen_port}" if ":" in self.listen_address \
@@ -57,24 +58,46 @@ class WinForward:
             else f"{self.connect_address}:{self.connect_port}"
 
 
+_SAME_LISTEN_FAMILY = {family: tuple(t for t in TABLES if t.startswith(f"v{family}to")) for family in (4, 6)}
+_last_plan: tuple[Spec, list[WinForward]] | None = None
+
+
 def plan(spec: Spec) -> list[WinForward]:
-    return [_plan_forward(spec, forward) for forward in spec.forwards]
+    """The per-forward plan; the last one is kept (with its spec) because `render --dialect all`
+    renders apply and remove scripts of both Windows dialects from the same spec."""
+    global _last_plan
+    if _last_plan is not None and _last_plan[0] is spec:
+        return _last_plan[1]
+    planned = [_plan_forward(spec, forward) for forward in spec.forwards]
+    _last_plan = (spec, planned)
+    return planned
+
+
+def _text(address) -> str:
+    """str() of a netaddr address or network; IPv4 formatted directly (netaddr's str() is ~5 us)."""
+    if address.version == 4:
+        if isinstance(address, IPNetwork):
+            return f"{inet_ntoa(address.value.to_bytes(4, 'big'))}/{address.prefixlen}"
+        return inet_ntoa(address.value.to_bytes(4, "big"))
+    return str(address)
 
 
 def _plan_forward(spec: Spec, forward: Forward) -> WinForward:
-    family = forward.listen.address.version if forward.listen.address is not None else 4
-    listen = WILDCARD if forward.listen.address is None else str(forward.listen.address)
-    target = str(forward.to.address)
-    sources = None if forward.sources is None else tuple(str(n) for n in forward.sources)
+    listen_ip, target_ip = forward.listen.address, forward.to.address
+    family = 4 if listen_ip is None else listen_ip.version
+    listen = WILDCARD if listen_ip is None else _text(listen_ip)
+    target = _text(target_ip)
+    target_text = f"[{target}]:{forward.to.port}" if target_ip.version == 6 else f"{target}:{forward.to.port}"
+    sources = forward.sources
     return WinForward(
         name=forward.name,
         rule_name=f"netfwd {spec.cluster} {forward.name}",
-        description=f"{rule_comment(spec, forward.name)} to {forward.to}",
-        table=table_name(family, forward.to.address.version),
+        description=f"{rule_comment(spec, forward.name)} to {target_text}",
+        table=f"v{family}tov{target_ip.version}",
         listen_address=listen, listen_port=forward.listen.port,
         connect_address=target, connect_port=forward.to.port,
-        local_ip=None if forward.listen.address is None else listen,
-        sources=sources, family=family,
+        local_ip=None if listen_ip is None else listen,
+        sources=None if sources is None else tuple(_text(n) for n in sources), family=family,
     )
 
 
@@ -86,17 +109,19 @@ class WindowsDialect(BaseDialect):
     supports_local = True  # accepted; portproxy serves local connections anyway (see module doc)
     supports_no_masquerade = False
 
-    def check(self, spec: Spec) -> None:
-        super().check(spec)
-        for index, forward in enumerate(spec.forwards):
-            family = forward.listen.address.version if forward.listen.address is not None else 4
-            for source in forward.sources or ():
-                if source.version != family:  # the model checks this too; the firewall rule needs it
-                    raise UnsupportedByDialect(f"forwards[{index}].allow",
-                                               f"IPv{source.version} source {source} for an IPv{family} listener")
+    _spelled: tuple[Spec, list] | None = None
 
     def expected(self, spec: Spec) -> list[Essence]:
         return [expected_essence(f) for f in spec.forwards]
+
+    def spelled(self, spec: Spec, spell) -> list[tuple[WinForward, dict[str, str]]]:
+        """Each planned forward with its values escaped by `spell`; kept for the last spec, because
+        the apply and the remove script of a dialect are rendered from the same spec."""
+        if self._spelled is not None and self._spelled[0] is spec:
+            return self._spelled[1]
+        result = [(forward, spell(forward)) for forward in plan(spec)]
+        self._spelled = (spec, result)
+        return result
 
     def header(self, spec: Spec, what: str) -> list[str]:
         """The shared header, with the cluster name made comment-safe too (defence in depth: the
@@ -104,6 +129,29 @@ class WindowsDialect(BaseDialect):
         lines = super().header(spec, what)
         lines[0] = lines[0].replace(f"cluster {spec.cluster}", f"cluster {safe_comment(spec.cluster)}")
         return lines
+
+
+_COMMENT_SAFE = re.compile(r"[A-Za-z0-9._/+=:@,-]*\Z")  # what base.safe_comment() leaves unchanged
+
+
+def describe(forward: WinForward) -> str:
+    """A comment-safe description of the listen side (safe_comment() would turn '*' into '?')."""
+    name = forward.name if _COMMENT_SAFE.match(forward.name) else safe_comment(forward.name)
+    where = f"all IPv{forward.family} addresses" if forward.listen_address == WILDCARD \
+        else safe_comment(forward.listen_address)
+    return f"{name}: port {forward.listen_port} on {where}"
+
+
+def finish(parts: list[str]) -> str:
+    """The script from lines and blocks: each part ends in CRLF (added where missing; LFs inside a
+    part become CRLF), no trailing blank lines; only ASCII (see cmdsyntax and pssyntax for why)."""
+    while parts and parts[-1] in ("", "\r\n"):
+        parts.pop()
+    text = "".join(p if p.endswith("\r\n") else p.replace("\n", "\r\n") + "\r\n" for p in parts)
+    if not text.isascii():
+        raise ValueError("a Windows script must be ASCII: cmd and Windows PowerShell 5.1 read it in a "
+                         "legacy code page")
+    return text
 
 
 def expected_essence(forward: Forward) -> Essence:
@@ -134,12 +182,44 @@ class ScriptError(ValueError):
     """A script line that the Windows state model cannot interpret."""
 
 
-@dataclass
 class WindowsState:
-    """Port proxies and firewall rules, as changed by the netsh lines and cmdlets netfwd emits."""
+    """Port proxies and firewall rules, as changed by the netsh lines and cmdlets netfwd emits.
 
-    proxies: dict[tuple[str, str, int], tuple[str, int]] = field(default_factory=dict)
-    rules: list[FirewallRule] = field(default_factory=list)
+    Rules are indexed by display name and id, so a script of 10,000 forwards reads back in linear time.
+    """
+
+    def __init__(self, proxies: dict[tuple[str, str, int], tuple[str, int]] | None = None,
+                 rules: list[FirewallRule] | tuple[FirewallRule, ...] = ()) -> None:
+        self.proxies: dict[tuple[str, str, int], tuple[str, int]] = dict(proxies or {})
+        self._rules: dict[int, FirewallRule] = {}  # insertion order = creation order
+        self._by_display: dict[str, set[int]] = {}
+        self._by_id: dict[str, int] = {}
+        self._next = 0
+        for rule in rules:
+            self._add(rule)
+
+    @property
+    def rules(self) -> list[FirewallRule]:
+        return list(self._rules.values())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, WindowsState) and (self.proxies, self.rules) == (other.proxies, other.rules)
+
+    def __repr__(self) -> str:
+        return f"WindowsState(proxies={self.proxies!r}, rules={self.rules!r})"
+
+    def _add(self, rule: FirewallRule) -> None:
+        key, self._next = self._next, self._next + 1
+        self._rules[key] = rule
+        self._by_display.setdefault(rule.display_name.lower(), set()).add(key)
+        if rule.rule_id is not None:
+            self._by_id[rule.rule_id.lower()] = key
+
+    def _drop(self, key: int) -> None:
+        rule = self._rules.pop(key)
+        self._by_display[rule.display_name.lower()].discard(key)
+        if rule.rule_id is not None:
+            self._by_id.pop(rule.rule_id.lower(), None)
 
     # -- netsh -----------------------------------------------------------------------------
     def netsh(self, argv: list[str]) -> None:
@@ -186,7 +266,7 @@ class WindowsState:
                 raise ScriptError(f"netsh add rule without {required}=")
         remote = pairs.get("remoteip", "any")
         local_ip = pairs.get("localip", "any")
-        self.rules.append(FirewallRule(
+        self._add(FirewallRule(
             display_name=pairs["name"], rule_id=None,
             local_port=_port(pairs["localport"]) if "localport" in pairs else None,
             local_ip=None if local_ip.lower() == "any" else normalise_address(local_ip),
@@ -197,11 +277,11 @@ class WindowsState:
     # -- PowerShell NetSecurity cmdlets ----------------------------------------------------------
     def new_rule(self, params: dict) -> None:
         rule_id = _scalar(params.get("name"), "-Name")
-        if any(r.rule_id == rule_id for r in self.rules):
+        if rule_id.lower() in self._by_id:
             raise ScriptError(f"New-NetFirewallRule -Name {rule_id!r}: a rule with that name exists")
         remote = params.get("remoteaddress", "Any")
         local = params.get("localaddress", "Any")
-        self.rules.append(FirewallRule(
+        self._add(FirewallRule(
             display_name=_scalar(params.get("displayname", rule_id), "-DisplayName"), rule_id=rule_id,
             local_port=_port(_scalar(params["localport"], "-LocalPort")) if "localport" in params else None,
             local_ip=None if _scalar(local, "-LocalAddress").lower() == "any"
@@ -213,31 +293,44 @@ class WindowsState:
     def remove_rules(self, display_name: str | None = None, rule_id: str | None = None,
                      wildcards: bool = False) -> None:
         """Delete rules by display name and/or id: exact (netsh) or PowerShell wildcard patterns (cmdlets)."""
-        from netfwd.dialects.pssyntax import wildcard_regex
+        from netfwd.dialects.pssyntax import wildcard_literal, wildcard_regex
 
-        def matcher(value: str | None):
+        doomed: set[int] = set()
+        for value, index in ((display_name, "display"), (rule_id, "id")):
             if value is None:
-                return lambda _: False
-            if wildcards:
-                return lambda text: text is not None and wildcard_regex(value).match(text) is not None
-            return lambda text: text is not None and text.lower() == value.lower()
-
-        by_display, by_id = matcher(display_name), matcher(rule_id)
-        self.rules = [r for r in self.rules if not (by_display(r.display_name) or by_id(r.rule_id))]
+                continue
+            literal = wildcard_literal(value) if wildcards else value
+            if literal is None:  # a real pattern: test every rule
+                pattern = wildcard_regex(value)
+                doomed |= {key for key, rule in self._rules.items()
+                           if (rule.display_name if index == "display" else rule.rule_id) is not None
+                           and pattern.match(rule.display_name if index == "display" else rule.rule_id)}
+            elif index == "display":
+                doomed |= self._by_display.get(literal.lower(), set())
+            elif literal.lower() in self._by_id:
+                doomed.add(self._by_id[literal.lower()])
+        for key in sorted(doomed):
+            self._drop(key)
 
     # -- reading back ----------------------------------------------------------------------
     def essences(self) -> list[Essence]:
         """The forwards this state carries out, in the order their port proxies were added."""
+        by_port: dict[int | None, list[FirewallRule]] = {}
+        for rule in self._rules.values():
+            if rule.allows_inbound_tcp:
+                by_port.setdefault(rule.local_port, []).append(rule)
         out = []
         for (table, listen, port), (connect, connect_port) in self.proxies.items():
+            rules = by_port.get(None, []) + by_port.get(port, [])
             out.append(Essence(None if listen == WILDCARD else listen, port, "tcp", connect, connect_port,
-                               True, True, self.sources_for(listen, port)))
+                               True, True, self.sources_for(listen, port, rules)))
         return out
 
-    def sources_for(self, listen: str, port: int) -> tuple[str, ...] | None:
+    def sources_for(self, listen: str, port: int,
+                    rules: list[FirewallRule] | None = None) -> tuple[str, ...] | None:
         """Who may reach listen:port: the union of the inbound allow rules that cover it."""
         union: list[IPNetwork] = []
-        for rule in self.rules:
+        for rule in self.rules if rules is None else rules:
             if not rule.allows_inbound_tcp or rule.local_port not in (None, port):
                 continue
             if rule.local_ip is not None and rule.local_ip != listen:

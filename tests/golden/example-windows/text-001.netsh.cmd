@@ -64,28 +64,24 @@ if errorlevel 1 (
   exit /b 1
 )
 
-rem Check that Windows kept every port proxy.
-call :has_proxy v4tov4 * 16443 192.168.10.5 6443
+rem Check that Windows kept every port proxy: list them once, then look for each.
+set "NETFWD_SHOWN=%TEMP%\netfwd-%RANDOM%%RANDOM%.txt"
+(for /f "tokens=1-4" %%a in ('netsh interface portproxy show all') do @echo %%a %%b %%c %%d)>"%NETFWD_SHOWN%"
+findstr /x /i /l /c:"* 16443 192.168.10.5 6443" "%NETFWD_SHOWN%" >nul
 if errorlevel 1 (
+  del "%NETFWD_SHOWN%" 2>nul
   >&2 echo netfwd: forward apiserver: the port proxy *:16443 -^> 192.168.10.5:6443 is missing after apply
   exit /b 1
 )
-call :has_proxy v4tov6 10.0.0.4 8443 fd00:10::5 6443
+findstr /x /i /l /c:"10.0.0.4 8443 fd00:10::5 6443" "%NETFWD_SHOWN%" >nul
 if errorlevel 1 (
+  del "%NETFWD_SHOWN%" 2>nul
   >&2 echo netfwd: forward apiserver-v6: the port proxy 10.0.0.4:8443 -^> [fd00:10::5]:6443 is missing after apply
   exit /b 1
 )
+del "%NETFWD_SHOWN%"
 echo netfwd: applied 2 forward^(s^) for cluster text-001
 exit /b 0
-
-:has_proxy
-rem Succeeds when `netsh interface portproxy show TABLE` lists LISTENADDRESS LISTENPORT [CONNECTADDRESS CONNECTPORT].
-if "%~4"=="" (
-  for /f "tokens=1,2" %%a in ('netsh interface portproxy show %1') do if /i "%%a %%b"=="%~2 %~3" exit /b 0
-) else (
-  for /f "tokens=1-4" %%a in ('netsh interface portproxy show %1') do if /i "%%a %%b %%c %%d"=="%~2 %~3 %~4 %~5" exit /b 0
-)
-exit /b 1
 
 :check_range4
 rem %1-%2 is a reserved range: note every IPv4 listen port of this spec inside it.

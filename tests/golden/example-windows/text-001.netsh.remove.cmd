@@ -17,39 +17,38 @@ rem (other port proxies may need it).
 rem forward apiserver: port 16443 on all IPv4 addresses
 netsh interface portproxy delete v4tov4 listenport=16443 listenaddress=* protocol=tcp >nul 2>&1
 netsh advfirewall firewall delete rule name="netfwd text-001 apiserver" >nul 2>&1
-call :has_proxy v4tov4 * 16443
+
+rem forward apiserver-v6: port 8443 on 10.0.0.4
+netsh interface portproxy delete v4tov6 listenport=8443 listenaddress=10.0.0.4 protocol=tcp >nul 2>&1
+netsh advfirewall firewall delete rule name="netfwd text-001 apiserver-v6" >nul 2>&1
+
+rem Check that nothing is left.
+set "NETFWD_SHOWN=%TEMP%\netfwd-%RANDOM%%RANDOM%.txt"
+(for /f "tokens=1-4" %%a in ('netsh interface portproxy show all') do @echo %%a %%b %%c %%d)>"%NETFWD_SHOWN%"
+findstr /b /i /l /c:"* 16443 " "%NETFWD_SHOWN%" >nul
 if not errorlevel 1 (
+  del "%NETFWD_SHOWN%" 2>nul
   >&2 echo netfwd: forward apiserver: a port proxy on *:16443 is still present
   exit /b 1
 )
 netsh advfirewall firewall show rule name="netfwd text-001 apiserver" >nul 2>&1
 if not errorlevel 1 (
+  del "%NETFWD_SHOWN%" 2>nul
   >&2 echo netfwd: forward apiserver: the firewall rule netfwd text-001 apiserver is still present
   exit /b 1
 )
-
-rem forward apiserver-v6: port 8443 on 10.0.0.4
-netsh interface portproxy delete v4tov6 listenport=8443 listenaddress=10.0.0.4 protocol=tcp >nul 2>&1
-netsh advfirewall firewall delete rule name="netfwd text-001 apiserver-v6" >nul 2>&1
-call :has_proxy v4tov6 10.0.0.4 8443
+findstr /b /i /l /c:"10.0.0.4 8443 " "%NETFWD_SHOWN%" >nul
 if not errorlevel 1 (
+  del "%NETFWD_SHOWN%" 2>nul
   >&2 echo netfwd: forward apiserver-v6: a port proxy on 10.0.0.4:8443 is still present
   exit /b 1
 )
 netsh advfirewall firewall show rule name="netfwd text-001 apiserver-v6" >nul 2>&1
 if not errorlevel 1 (
+  del "%NETFWD_SHOWN%" 2>nul
   >&2 echo netfwd: forward apiserver-v6: the firewall rule netfwd text-001 apiserver-v6 is still present
   exit /b 1
 )
-
+del "%NETFWD_SHOWN%"
 echo netfwd: removed 2 forward^(s^) of cluster text-001
 exit /b 0
-
-:has_proxy
-rem Succeeds when `netsh interface portproxy show TABLE` lists LISTENADDRESS LISTENPORT [CONNECTADDRESS CONNECTPORT].
-if "%~4"=="" (
-  for /f "tokens=1,2" %%a in ('netsh interface portproxy show %1') do if /i "%%a %%b"=="%~2 %~3" exit /b 0
-) else (
-  for /f "tokens=1-4" %%a in ('netsh interface portproxy show %1') do if /i "%%a %%b %%c %%d"=="%~2 %~3 %~4 %~5" exit /b 0
-)
-exit /b 1

@@ -6,18 +6,18 @@ Set-StrictMode -Version 3.0
 $ErrorActionPreference = 'Stop'
 $PSNativeCommandUseErrorActionPreference = $false  # netsh failures are read from $LASTEXITCODE
 
-function Test-NetfwdPortProxy {
-    # True when `netsh interface portproxy show <table>` lists the entry (netsh has no query by key).
-    param([string] $Table, [string] $ListenAddress, [int] $ListenPort,
-          [string] $ConnectAddress = '', [int] $ConnectPort = 0)
-    foreach ($line in @(& netsh.exe interface portproxy show $Table)) {
+function Get-NetfwdPortProxies {
+    # Every port proxy, keyed 'listenaddress listenport' and 'listenaddress listenport connectaddress
+    # connectport', from one `netsh interface portproxy show all` (asking per forward reads them all N times).
+    $found = @{}
+    foreach ($line in @(& netsh.exe interface portproxy show all)) {
         $f = @(-split [string] $line)
-        if ($f.Count -eq 4 -and $f[0] -eq $ListenAddress -and $f[1] -eq [string] $ListenPort -and
-            ($ConnectAddress -eq '' -or ($f[2] -eq $ConnectAddress -and $f[3] -eq [string] $ConnectPort))) {
-            return $true
+        if ($f.Count -eq 4 -and $f[1] -match '^\d+$' -and $f[3] -match '^\d+$') {
+            $found[('{0} {1}' -f $f[0], $f[1]).ToLowerInvariant()] = $true
+            $found[($f -join ' ').ToLowerInvariant()] = $true
         }
     }
-    return $false
+    return $found
 }
 
 function Get-NetfwdExcludedRanges {
@@ -67,7 +67,8 @@ Remove-NetFirewallRule -Name 'netfwd text-001 apiserver-v6' -ErrorAction Silentl
 Remove-NetFirewallRule -DisplayName 'netfwd text-001 apiserver-v6' -ErrorAction SilentlyContinue
 New-NetFirewallRule -Name 'netfwd text-001 apiserver-v6' -DisplayName 'netfwd text-001 apiserver-v6' -Description 'netfwd:text-001/apiserver-v6 to [fd00:10::5]:6443' -Group 'netfwd' -Direction Inbound -Action Allow -Protocol TCP -LocalPort 8443 -LocalAddress '10.0.0.4' -RemoteAddress @('198.51.100.0/23') -Profile Any | Out-Null
 
-# Check that Windows kept every port proxy.
-if (-not (Test-NetfwdPortProxy -Table 'v4tov4' -ListenAddress '*' -ListenPort 16443 -ConnectAddress '192.168.10.5' -ConnectPort 6443)) { throw 'netfwd: forward apiserver: the port proxy *:16443 -> 192.168.10.5:6443 is missing after apply' }
-if (-not (Test-NetfwdPortProxy -Table 'v4tov6' -ListenAddress '10.0.0.4' -ListenPort 8443 -ConnectAddress 'fd00:10::5' -ConnectPort 6443)) { throw 'netfwd: forward apiserver-v6: the port proxy 10.0.0.4:8443 -> [fd00:10::5]:6443 is missing after apply' }
+# Check that Windows kept every port proxy: list them once, then look for each.
+$netfwdShown = Get-NetfwdPortProxies
+if (-not $netfwdShown.ContainsKey('* 16443 192.168.10.5 6443')) { throw 'netfwd: forward apiserver: the port proxy *:16443 -> 192.168.10.5:6443 is missing after apply' }
+if (-not $netfwdShown.ContainsKey('10.0.0.4 8443 fd00:10::5 6443')) { throw 'netfwd: forward apiserver-v6: the port proxy 10.0.0.4:8443 -> [fd00:10::5]:6443 is missing after apply' }
 Write-Output 'netfwd: applied 2 forward(s) for cluster text-001'

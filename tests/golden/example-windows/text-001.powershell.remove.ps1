@@ -6,18 +6,18 @@ Set-StrictMode -Version 3.0
 $ErrorActionPreference = 'Stop'
 $PSNativeCommandUseErrorActionPreference = $false  # netsh failures are read from $LASTEXITCODE
 
-function Test-NetfwdPortProxy {
-    # True when `netsh interface portproxy show <table>` lists the entry (netsh has no query by key).
-    param([string] $Table, [string] $ListenAddress, [int] $ListenPort,
-          [string] $ConnectAddress = '', [int] $ConnectPort = 0)
-    foreach ($line in @(& netsh.exe interface portproxy show $Table)) {
+function Get-NetfwdPortProxies {
+    # Every port proxy, keyed 'listenaddress listenport' and 'listenaddress listenport connectaddress
+    # connectport', from one `netsh interface portproxy show all` (asking per forward reads them all N times).
+    $found = @{}
+    foreach ($line in @(& netsh.exe interface portproxy show all)) {
         $f = @(-split [string] $line)
-        if ($f.Count -eq 4 -and $f[0] -eq $ListenAddress -and $f[1] -eq [string] $ListenPort -and
-            ($ConnectAddress -eq '' -or ($f[2] -eq $ConnectAddress -and $f[3] -eq [string] $ConnectPort))) {
-            return $true
+        if ($f.Count -eq 4 -and $f[1] -match '^\d+$' -and $f[3] -match '^\d+$') {
+            $found[('{0} {1}' -f $f[0], $f[1]).ToLowerInvariant()] = $true
+            $found[($f -join ' ').ToLowerInvariant()] = $true
         }
     }
-    return $false
+    return $found
 }
 
 # Removes only what the apply script made; the IP Helper service is left running
@@ -27,14 +27,16 @@ function Test-NetfwdPortProxy {
 & netsh.exe interface portproxy delete v4tov4 'listenport=16443' 'listenaddress=*' 'protocol=tcp' | Out-Null
 Remove-NetFirewallRule -Name 'netfwd text-001 apiserver' -ErrorAction SilentlyContinue
 Remove-NetFirewallRule -DisplayName 'netfwd text-001 apiserver' -ErrorAction SilentlyContinue
-if (Test-NetfwdPortProxy -Table 'v4tov4' -ListenAddress '*' -ListenPort 16443) { throw 'netfwd: forward apiserver: a port proxy on *:16443 is still present' }
-if (Get-NetFirewallRule -DisplayName 'netfwd text-001 apiserver' -ErrorAction SilentlyContinue) { throw 'netfwd: forward apiserver: the firewall rule netfwd text-001 apiserver is still present' }
 
 # forward apiserver-v6: port 8443 on 10.0.0.4
 & netsh.exe interface portproxy delete v4tov6 'listenport=8443' 'listenaddress=10.0.0.4' 'protocol=tcp' | Out-Null
 Remove-NetFirewallRule -Name 'netfwd text-001 apiserver-v6' -ErrorAction SilentlyContinue
 Remove-NetFirewallRule -DisplayName 'netfwd text-001 apiserver-v6' -ErrorAction SilentlyContinue
-if (Test-NetfwdPortProxy -Table 'v4tov6' -ListenAddress '10.0.0.4' -ListenPort 8443) { throw 'netfwd: forward apiserver-v6: a port proxy on 10.0.0.4:8443 is still present' }
-if (Get-NetFirewallRule -DisplayName 'netfwd text-001 apiserver-v6' -ErrorAction SilentlyContinue) { throw 'netfwd: forward apiserver-v6: the firewall rule netfwd text-001 apiserver-v6 is still present' }
 
+# Check that nothing is left.
+$netfwdShown = Get-NetfwdPortProxies
+if ($netfwdShown.ContainsKey('* 16443')) { throw 'netfwd: forward apiserver: a port proxy on *:16443 is still present' }
+if (Get-NetFirewallRule -DisplayName 'netfwd text-001 apiserver' -ErrorAction SilentlyContinue) { throw 'netfwd: forward apiserver: the firewall rule netfwd text-001 apiserver is still present' }
+if ($netfwdShown.ContainsKey('10.0.0.4 8443')) { throw 'netfwd: forward apiserver-v6: a port proxy on 10.0.0.4:8443 is still present' }
+if (Get-NetFirewallRule -DisplayName 'netfwd text-001 apiserver-v6' -ErrorAction SilentlyContinue) { throw 'netfwd: forward apiserver-v6: the firewall rule netfwd text-001 apiserver-v6 is still present' }
 Write-Output 'netfwd: removed 2 forward(s) of cluster text-001'
