@@ -20,9 +20,11 @@ either old or new (a reload when ipsets come or go, otherwise adds before remova
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +96,9 @@ class FirewalldBackend:
         except (ValueError, IndexError):
             raise TransactionError(f"firewalld D-Bus helper ({op}) failed: "
                                    f"{(done.stderr or done.stdout).strip()[-500:] or 'no output'}") from None
+        if os.environ.get("NETFWD_TIMING") and "timings" in answer:
+            print(f"netfwd: timing: firewalld helper {op}: " +
+                  ", ".join(f"{what} at {at:.2f} s" for what, at in answer["timings"]), file=sys.stderr)
         if "error" in answer:
             if done.returncode == 3:
                 raise EnvironmentProblem(f"{answer['error']}: start firewalld, or choose another --backend")

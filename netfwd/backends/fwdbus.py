@@ -19,6 +19,15 @@ with one setZoneSettings2 call (firewalld applies a zone's adds and removals in 
 
 import json
 import sys
+import time
+
+STARTED = time.monotonic()
+MARKS = []
+
+
+def mark(what):
+    """Phase timings, returned with the answer (netfwd logs them under NETFWD_TIMING)."""
+    MARKS.append([what, round(time.monotonic() - STARTED, 3)])
 
 PREFIX = "netfwd-"
 NAME = "org.fedoraproject.FirewallD1"
@@ -80,6 +89,7 @@ def read(fw, request):
         rules = sorted(r for r in _rules(settings) if _ours(r))
         if rules:
             state["permanent"]["rules"][str(zone)] = rules
+    mark("read")
     return {"default_zone": default, "zones_of": zones_of, **state}
 
 
@@ -88,6 +98,7 @@ def write(fw, request):
     done = []
     # -- permanent -------------------------------------------------------------------------
     want, have = target["permanent"]["ipsets"], current["permanent"]["ipsets"]
+    mark("start")
     for name, spec in want.items():
         if name not in have:
             settings = ("", "", "", "hash:net", fw.dbus.Dictionary({"family": spec["family"]}, signature="ss"),
@@ -100,6 +111,7 @@ def write(fw, request):
             fw.call(fw.config_object("IPSet", name), ".config.ipset", "setEntries", fw.strings(spec["entries"]))
             done.append(f"permanent: entries of {name}")
     want_rules, have_rules = target["permanent"]["rules"], current["permanent"]["rules"]
+    mark("permanent ipsets")
     for zone in sorted(set(want_rules) | set(have_rules)):
         if sorted(want_rules.get(zone, [])) == sorted(have_rules.get(zone, [])):
             continue
@@ -111,11 +123,13 @@ def write(fw, request):
         if name not in want:
             fw.call(fw.config_object("IPSet", name), ".config.ipset", "remove")
             done.append(f"permanent: removed ipset {name}")
+    mark("permanent rules, stale ipsets")
     # -- runtime ---------------------------------------------------------------------------
     want, have = target["runtime"]["ipsets"], current["runtime"]["ipsets"]
     if set(want) != set(have):
         fw.call(fw.fw, "", "reload")
         done.append("reload (netfwd ipsets appear or disappear)")
+        mark("reload")
         return {"done": done, "commits": 1}
     for name, spec in want.items():
         if have[name]["entries"] != spec["entries"]:
@@ -128,6 +142,7 @@ def write(fw, request):
         others = [r for r in _rules(fw.call(fw.fw, ".zone", "getZoneSettings2", zone)) if not _ours(r)]
         fw.call(fw.fw, ".zone", "setZoneSettings2", zone, {"rules_str": fw.strings(others + want_rules.get(zone, []))})
         done.append(f"runtime: rich rules of zone {zone}")
+    mark("runtime")
     return {"done": done, "commits": None}
 
 
@@ -154,7 +169,8 @@ def main():
     except Exception as problem:  # noqa: BLE001 - firewalld's refusals arrive as D-Bus exceptions
         print(json.dumps({"error": f"{type(problem).__name__}: {problem}"}))
         return 1
-    print(json.dumps(result))
+    mark("end")
+    print(json.dumps({**result, "timings": MARKS}))
     return 0
 
 

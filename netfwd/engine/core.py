@@ -394,7 +394,8 @@ class Engine:
             key = _spec_key(spec_path, catalog, name)  # type: ignore[arg-type]
             if (state.applied or {}).get("spec_key") == key or (self.state_dir / "cache" / f"{key}.json").exists():
                 return
-        self._preloaded[(spec_path, catalog)] = _load(spec_path, catalog)
+        with self._phase("load spec (preflight)"):
+            self._preloaded[(spec_path, catalog)] = _load(spec_path, catalog)
 
     def _phase(self, name: str):
         return _Phase(name, self.log if os.environ.get("NETFWD_TIMING") else None)
