@@ -78,7 +78,7 @@ class Run:
         return [c["argv"][1:] for c in self.calls if c["argv"][0] == program]
 
 
-def run_script(text: str, stub_bin: Path, work: Path, firewalld: bool = False) -> Run:
+def run_script(text: str, stub_bin: Path, work: Path, firewalld: bool = False, **stub_env: str) -> Run:
     """`text` under bash, in a new network namespace, with only the stubs on PATH."""
     shutil.rmtree(work, ignore_errors=True)
     root = work / "root"
@@ -88,7 +88,7 @@ def run_script(text: str, stub_bin: Path, work: Path, firewalld: bool = False) -
     log.touch()
     env = {"PATH": str(stub_bin), "NETFWD_ROOT": str(root), "NETFWD_ARGV_LOG": str(log),
            "STUB_FIREWALLD": "running" if firewalld else "stopped", "HOME": str(work), "LC_ALL": "C.UTF-8",
-           "TMPDIR": str(work)}
+           "TMPDIR": str(work), **stub_env}
     done = subprocess.run([UNSHARE, "--net", str(stub_bin / "bash"), str(script)], env=env, capture_output=True,
                           text=True, timeout=60, cwd=work)
     calls = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
@@ -140,8 +140,22 @@ def check_iptables_restore(spec, run: Run) -> None:
     assert not [a for a in run.argv("iptables") if "-A" in a]  # every rule went through the transaction
 
 
+# netfwd's prerouting chain before the change: two old forwards whose connections must be forgotten
+OLD_NFT = """table inet netfwd {
+\tchain prerouting {
+\t\ttype nat hook prerouting priority dstnat; policy accept;
+\t\ttcp dport 1 dnat ip to 10.9.9.9:80 comment "netfwd:old/a"
+\t\tip6 daddr 2001:db8::1 udp dport 53 dnat ip6 to [fd00::9]:5353 comment "netfwd:old/b"
+\t}
+}"""
+FORGET = [["-D", "-f", "ipv4", "-p", "tcp", "--orig-port-dst", "1", "--reply-src", "10.9.9.9", "--reply-port-src", "80"],
+          ["-D", "-f", "ipv6", "-p", "udp", "--orig-port-dst", "53", "--reply-src", "fd00::9", "--reply-port-src",
+           "5353", "--orig-dst", "2001:db8::1"]]
+
+
 def check_nft(spec, run: Run) -> None:
-    check_common(spec, run, {"nft", "firewall-cmd", "sysctl", "id"})
+    check_common(spec, run, {"nft", "firewall-cmd", "sysctl", "id", "conntrack"})
+    assert run.argv("conntrack") == FORGET  # old targets (none of them a spec's) lose their NAT mappings
     loads = [c for c in run.calls if c["argv"][:2] == ["nft", "-f"]]
     assert len(loads) == 1
     ruleset = loads[0]["input"]
@@ -170,7 +184,8 @@ def check_firewalld(spec, run: Run) -> None:
     text = "\n".join(rules + [line for name, found in entries.items() for line in (name, f"entries: {' '.join(found)}")])
     assert parse_rich_rules(text) == get_dialect("firewalld").expected(spec)
     assert all(rule.startswith("rule family=") and "\n" not in rule for rule in rules)
-    assert ["--reload"] in [[w for w in argv if w != "-q"] for argv in calls]
+    if spec.forwards:  # new ipsets reach the runtime only through a reload
+        assert ["--reload"] in [[w for w in argv if w != "-q"] for argv in calls]
 
 
 CHECKS = {"iptables": check_iptables, "iptables-restore": check_iptables_restore, "nft": check_nft,
@@ -184,7 +199,9 @@ def test_scripts_run_exactly_the_expected_commands(dialect_name, stub_bin, tmp_p
     @FUZZ
     @given(SPECS[dialect_name])
     def check(spec):
-        run = run_script(dialect.render(spec), stub_bin, tmp_path / "apply", firewalld=dialect_name == "firewalld")
+        before = {"STUB_NFT_PREROUTING": OLD_NFT} if dialect_name == "nft" else {}
+        run = run_script(dialect.render(spec), stub_bin, tmp_path / "apply", firewalld=dialect_name == "firewalld",
+                         **before)
         CHECKS[dialect_name](spec, run)
         removed = run_script(dialect.render_remove(spec), stub_bin, tmp_path / "remove",
                              firewalld=dialect_name == "firewalld")
@@ -192,8 +209,9 @@ def test_scripts_run_exactly_the_expected_commands(dialect_name, stub_bin, tmp_p
         # nothing is created by a remove script: only reads, deletes and flushes
         for call in removed.calls:
             argv = call["argv"]
-            assert not {"-A", "-I", "-N", "-f"} & set(argv) and not any(
-                w.startswith(("--add-", "--new-")) for w in argv), argv
+            assert not {"-A", "-I", "-N"} & set(argv) and not any(w.startswith(("--add-", "--new-")) for w in argv)
+            if argv[:2] == ["nft", "-f"]:  # the create-then-delete idiom: gone whether it existed or not
+                assert [w.split()[0] for w in call["input"].splitlines() if w.strip()] == ["table", "delete"], call
 
     check()
 

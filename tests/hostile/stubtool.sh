@@ -35,7 +35,8 @@ input=""
 case $name in
   iptables-restore | ip6tables-restore) input=$(cat; printf x); input=${input%x} ;;
   nft)
-    if [ "${1:-}" = -f ] && [ -f "${2:-}" ]; then input=$(cat -- "$2"; printf x); input=${input%x}; fi ;;
+    if [ "${1:-}" = -f ] && [ "${2:-}" = - ]; then input=$(cat; printf x); input=${input%x}
+    elif [ "${1:-}" = -f ] && [ -f "${2:-}" ]; then input=$(cat -- "$2"; printf x); input=${input%x}; fi ;;
 esac
 if [ -n "$input" ]; then
   json "$input"
@@ -47,6 +48,7 @@ status=0
 case "$name $*" in
   "id -u") echo 0 ;;
   "iptables "*" -C "* | "iptables "*" -n -L "*) status=1 ;;  # no jump, no chain yet
+  "nft list chain inet netfwd prerouting") [ -n "${STUB_NFT_PREROUTING:-}" ] && echo "$STUB_NFT_PREROUTING" || status=1 ;;
   "nft list chain "*) status=1 ;;  # no netfwd table yet
   "firewall-cmd --state") [ "${STUB_FIREWALLD:-stopped}" = running ] && echo running || { echo "not running"; status=252; } ;;
   "firewall-cmd --get-default-zone") echo public ;;
