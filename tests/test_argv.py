@@ -45,7 +45,8 @@ SPECS = {  # what each dialect can express (the others refuse: tested in their o
     "iptables": linux_specs(families=(4,)), "iptables-restore": linux_specs(families=(4,)),
     "nft": linux_specs(families=(4, 6)), "firewalld": linux_specs(families=(4, 6), local=False),
 }
-FUZZ = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+SCALE = float(os.environ.get("NETFWD_FUZZ_SCALE", "1"))  # scripts/fuzz runs many more
+FUZZ = settings(max_examples=int(12 * SCALE), deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                        HealthCheck.function_scoped_fixture])
 
 pytestmark = pytest.mark.skipif(shutil.which("shellcheck") is None or os.geteuid() != 0,
@@ -216,7 +217,7 @@ def test_scripts_run_exactly_the_expected_commands(dialect_name, stub_bin, tmp_p
     check()
 
 
-@settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=int(2 * SCALE), deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                 HealthCheck.function_scoped_fixture])
 @given(st.tuples(*(SPECS[name] for name in LINUX_DIALECTS)))
 def test_every_script_passes_shellcheck(tmp_path_factory, specs):
