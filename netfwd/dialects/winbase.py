@@ -123,13 +123,6 @@ class WindowsDialect(BaseDialect):
         self._spelled = (spec, result)
         return result
 
-    def header(self, spec: Spec, what: str) -> list[str]:
-        """The shared header, with the cluster name made comment-safe too (defence in depth: the
-        model already restricts names, and a newline in a comment would start a command)."""
-        lines = super().header(spec, what)
-        lines[0] = lines[0].replace(f"cluster {spec.cluster}", f"cluster {safe_comment(spec.cluster)}")
-        return lines
-
 
 _COMMENT_SAFE = re.compile(r"[A-Za-z0-9._/+=:@,-]*\Z")  # what base.safe_comment() leaves unchanged
 
