@@ -48,6 +48,7 @@ def validate(spec_file: str, catalog_file: str | None, output: str) -> None:
                               indent=2))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"{spec.cluster}: {len(spec.forwards)} forward(s) on a {spec.relay.os} relay")
@@ -57,8 +58,9 @@ def validate(spec_file: str, catalog_file: str | None, output: str) -> None:
         sources = "any" if f.sources is None else f"{len(f.sources)} CIDR(s)"
         if f.allow is not None and f.allow.regions:
             sources += f" ({', '.join(f.allow.regions)})"
-        table.add_row(f.name, str(f.listen), str(f.to), f.protocol, "yes" if f.masquerade else "no",
-                      "yes" if f.local else "no", sources)
+        cells = (f.name, str(f.listen), str(f.to), f.protocol, "yes" if f.masquerade else "no",
+                 "yes" if f.local else "no", sources)
+        table.add_row(*(escape(cell) for cell in cells))  # "[fd00::5]:6443" is not rich markup
     Console().print(table)
 
 
