@@ -12,7 +12,7 @@ import sys
 import click
 
 from netfwd import __version__
-from netfwd.errors import NetfwdError, visible
+from netfwd.errors import EXIT_ENVIRONMENT, NetfwdError, visible
 
 # name -> ("module:attribute", one-line help shown by `netfwd --help` without importing the module)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -82,6 +82,10 @@ def main(argv: list[str] | None = None) -> None:
     except NetfwdError as problem:
         click.echo(f"netfwd: error: {visible(str(problem))}", err=True)
         sys.exit(problem.exit_code)
+    except OSError as problem:  # the host failed us (a full disk, EIO, ...): exit 3, one line, no traceback
+        where = f"{problem.filename}: " if problem.filename else ""
+        click.echo(f"netfwd: error: {visible(where + (problem.strerror or str(problem)))}", err=True)
+        sys.exit(EXIT_ENVIRONMENT)
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(0)

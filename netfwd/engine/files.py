@@ -27,19 +27,25 @@ class LockBusy(NetfwdError):
 
 
 def write_atomic(path: Path, data: str | bytes, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Replace `path` atomically; a full disk (or any OS error) leaves the old file and no temp file
+    behind and is reported as the environment problem it is (exit 3), naming the file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     raw = data.encode() if isinstance(data, str) else data
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
-        view = memoryview(raw)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+        try:
+            view = memoryview(raw)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as problem:
+        tmp.unlink(missing_ok=True)
+        raise EnvironmentProblem(f"cannot write {path}: {problem.strerror or problem}") from None
 
 
 def fsync_dir(directory: Path) -> None:
@@ -97,8 +103,11 @@ class StateLock:
                 told = True
             time.sleep(0.05)
         if self.exclusive:
-            os.ftruncate(self.fd, 0)
-            os.pwrite(self.fd, f"pid {os.getpid()}: {self.what}\n".encode(), 0)
+            try:  # who holds it, for whoever waits: a full disk must not stop the change itself
+                os.ftruncate(self.fd, 0)
+                os.pwrite(self.fd, f"pid {os.getpid()}: {self.what}\n".encode(), 0)
+            except OSError:
+                pass
         return self
 
     def holder(self) -> str:
