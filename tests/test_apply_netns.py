@@ -359,3 +359,21 @@ def test_auto_detection_libiptc_refusal_and_drift(lab, tmp_path):
     relay.relay(["iptables-legacy", "-t", "nat", "-A", "PREROUTING", "-p", "tcp", "--dport", "9999", "-j", "RETURN"])
     both = relay.netfwd("plan", spec, expect=3)
     assert "both iptables-legacy and iptables-nft hold rules" in both.stderr
+
+
+@pytest.mark.parametrize("stage", ["before-write", "after-write", "after-rename", "after-records"])
+def test_a_netfwd_killed_at_each_stage_is_finished_or_undone_by_the_next(lab, tmp_path, stage):
+    """Deterministic SIGKILLs at each step of a change: the firewall holds old or new, and the next
+    netfwd brings the records in line with it (no drift, nothing pending, a working rollback)."""
+    relay = Relay(lab, "iptables-legacy", tmp_path)
+    one, two = write_spec(lab, tmp_path / "one.yaml"), write_spec(lab, tmp_path / "two.yaml", port=B2)
+    relay.netfwd("apply", one, "--yes")
+    old = relay.owned()
+    relay.netfwd("apply", two, "--yes", expect=-signal.SIGKILL, env={"NETFWD_CRASH_AT": stage})
+    live = relay.owned()
+    assert live == old if stage == "before-write" else live != old
+    relay.netfwd("apply", two, "--yes")  # finishes or undoes the interrupted change, then applies
+    status = json.loads(relay.netfwd("status", "--output", "json").stdout)
+    assert status["drift"] is None and status["interrupted"] is None and status["pending"] is None
+    relay.netfwd("rollback")
+    assert relay.owned() == old

@@ -282,11 +282,15 @@ class Engine:
             notes += backend.persist(target)
         applied = dict(journal["applied"])
         applied["fingerprint"] = _fingerprint_after(backend, generation, commits)
-        os.replace(self.state_dir / journal["after"], state.applied_file)
-        fsync_dir(self.state_dir)
+        after = self.state_dir / journal["after"]
+        if after.exists():  # else an interrupted earlier _finish already moved it into place
+            os.replace(after, state.applied_file)
+            fsync_dir(self.state_dir)
+        crash_point("after-rename")
         state.applied = applied
         state.rollback = {"id": journal["id"], "snapshot": journal["before"], "previous": journal["previous"]}
         state.save()
+        crash_point("after-records")
         state.journal_file.unlink(missing_ok=True)
         state.prune({journal["before"]})
         return notes
@@ -315,8 +319,13 @@ class Engine:
         if journal:
             backend = self._backend(state, lock_fd, name=journal["backend"])
             live = backend.read()
-            after = (self.state_dir / journal["after"]).read_text()
-            before = (self.state_dir / journal["before"]).read_text()
+            after = _read_text(self.state_dir / journal["after"])
+            if after is None and digest(state.applied_text()) == journal["applied"]["digest"]:
+                after = state.applied_text()  # moved into place by a _finish that was cut short
+            before = _read_text(self.state_dir / journal["before"])
+            if before is None:
+                raise EnvironmentProblem(f"{state.journal_file} refers to a snapshot that is gone; move the "
+                                         "journal aside and run `netfwd status` to see what is live")
             if live.text == after:
                 self.log(f"change {journal['id']} was interrupted after its transaction: recording it")
                 self._finish(state, backend, journal, generation=None, commits=None,
@@ -484,6 +493,13 @@ class _Phase:
     def __exit__(self, *exc: object) -> None:
         if self.log:
             self.log(f"timing: {self.name} {1000 * (time.perf_counter() - self.started):.1f} ms")
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
 
 
 def _load(spec_path: str, catalog: str | None):
