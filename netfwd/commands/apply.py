@@ -173,7 +173,12 @@ def remove(spec_file: str | None, confirm_timeout: float | None, output: str, **
 @click.command()
 @_options
 def confirm(**common: Any) -> None:
-    """Keep the change made with `apply --confirm-timeout` (stops the rollback timer, persists it)."""
+    """Keep the change made with `apply --confirm-timeout` (stops the rollback timer, persists it).
+
+    \b
+    Example:
+      netfwd apply rules/example.yaml --confirm-timeout 120 --yes && netfwd confirm
+    """
     click.echo(_engine(**common).confirm())
 
 
@@ -181,7 +186,12 @@ def confirm(**common: Any) -> None:
 @_options
 @OUTPUT
 def rollback(output: str, **common: Any) -> None:
-    """Put back the owned state from before the last change (run twice to redo it)."""
+    """Put back the owned state from before the last change (run twice to redo it).
+
+    \b
+    Example:
+      netfwd rollback --netns relay
+    """
     outcome = _engine(**common).rollback()
     _report(outcome, output, "rolled back with")
 
@@ -194,6 +204,10 @@ def status(ctx: click.Context, output: str, **common: Any) -> None:
     """What netfwd owns live, its counters, a pending confirm, and drift since the last change.
 
     Exit 1 when the live owned state differs from what netfwd last applied.
+
+    \b
+    Example:
+      netfwd status --output json
     """
     report = _engine(**common).status()
     if output == "json":
