@@ -23,6 +23,7 @@ import yaml
 
 from netfwd.errors import InputError, visible
 
+MAX_MANIFEST_BYTES = 8 << 20  # kubeadm's is 4 KB
 CLUSTER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")  # must fit an env var name
 ENV_PREFIX = "aliyun_logs_audit-"
 
@@ -117,9 +118,14 @@ def scalar(node: yaml.Node | None) -> str | None:
 def load_manifest(path: str | Path) -> Manifest:
     file = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as handle:  # bounded: a huge file (or /dev/zero) is not a manifest
+            raw = handle.read(MAX_MANIFEST_BYTES + 1)
     except OSError as problem:
         raise InputError(f"cannot read the manifest: {problem.strerror or problem}", file=file) from None
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise InputError(f"is larger than {MAX_MANIFEST_BYTES >> 20} MB: not a static pod manifest", file=file)
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InputError("the manifest is not UTF-8 text", file=file) from None
     return read_manifest(text, file)

@@ -59,12 +59,18 @@ def _lines(value: Any) -> str:
     return "\n".join(str(line) for line in as_list(value))
 
 
+MAX_REPORT_BYTES = 64 << 20  # a relay with 10,000 forwards and firewall rules reports a few MB
+
+
 def load_report(path: str | Path) -> WindowsReport:
     file = str(path)
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as handle:  # bounded: a huge file (or /dev/zero) is not a report
+            data = handle.read(MAX_REPORT_BYTES + 1)
     except OSError as problem:
         raise InputError(f"cannot read the report: {problem.strerror or problem}", file=file) from None
+    if len(data) > MAX_REPORT_BYTES:
+        raise InputError(f"is larger than {MAX_REPORT_BYTES >> 20} MB: not a netfwd Windows report", file=file)
     try:
         doc = json.loads(decode_output(data))
     except json.JSONDecodeError as problem:
