@@ -329,7 +329,7 @@ def check(m: Manifest, settings: Settings) -> list[Item]:
         elif not value:
             items.append(Item(f"flag {flag}", False, f"{flag} has no value (line {_line(node)})",
                               f"write it as `{flag}={settings.flag_defaults()[flag]}`"))
-        elif flag in NUMERIC and not value.isdigit():
+        elif flag in NUMERIC and not (value.isascii() and value.isdigit()):  # '²' is no number to Go
             items.append(Item(f"flag {flag}", False, f"{flag}={value} is not a whole number (line {_line(node)})",
                               f"write it as `{flag}={settings.flag_defaults()[flag]}`"))
         else:

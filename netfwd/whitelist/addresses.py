@@ -15,6 +15,11 @@ BITS = {4: 32, 6: 128}
 _FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
 
 
+def digits(text: str) -> bool:
+    """ASCII digits only: '²'.isdigit() is true but int() refuses it, and int() reads '٢٤' as 24."""
+    return text.isascii() and text.isdigit()
+
+
 def address_int(text: str) -> tuple[int, int]:
     """(version, integer) of one address; ValueError with a readable message otherwise."""
     version = 6 if ":" in text else 4

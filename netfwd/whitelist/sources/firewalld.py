@@ -14,7 +14,7 @@ from xml.parsers import expat
 from netaddr import IPSet
 
 from netfwd.errors import InputError
-from netfwd.whitelist.addresses import parse_token, to_cidrs
+from netfwd.whitelist.addresses import digits, parse_token, to_cidrs
 from netfwd.whitelist.model import Origin, Parsed
 from netfwd.whitelist.sources.zone import RichRule, Zone, zone_groups
 
@@ -66,7 +66,7 @@ def _addresses(value: str, file: str, line: int | None, field: str) -> IPSet:
 
 def _ports(value: str, protocol: str, file: str, line: int | None) -> tuple[int, int, str]:
     low, _, high = value.partition("-")
-    if not low.isdigit() or (high and not high.isdigit()):
+    if not digits(low) or (high and not digits(high)):
         raise InputError(f"{value!r} is not a port or port range", file=file, line=line, field="port")
     return int(low), int(high or low), protocol
 

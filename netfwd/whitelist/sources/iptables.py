@@ -14,7 +14,7 @@ import shlex
 from netaddr import IPAddress, IPSet
 
 from netfwd.errors import InputError
-from netfwd.whitelist.addresses import parse_token, to_cidrs
+from netfwd.whitelist.addresses import digits, parse_token, to_cidrs
 from netfwd.whitelist.evaluate import groups
 from netfwd.whitelist.model import Origin, Parsed
 from netfwd.whitelist.ruleset import (PRIORITY, Always, Chain, CtState, DAddr, DPort, DstLocal, Iface, Proto,
@@ -140,7 +140,7 @@ class _Reader:
         rest = words[2:]
         position = -1
         if insert:
-            position = int(rest.pop(0)) - 1 if rest and rest[0].isdigit() else 0
+            position = int(rest.pop(0)) - 1 if rest and digits(rest[0]) else 0
         rule = _RuleParser(self, rest, number, line).parse()
         chain.rules.insert(len(chain.rules) if position < 0 else position, rule)
 

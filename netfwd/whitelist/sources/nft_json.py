@@ -14,7 +14,7 @@ from typing import Any
 from netaddr import AddrFormatError, IPAddress, IPSet
 
 from netfwd.errors import InputError
-from netfwd.whitelist.addresses import parse_token, to_cidrs
+from netfwd.whitelist.addresses import digits, parse_token, to_cidrs
 from netfwd.whitelist.evaluate import groups
 from netfwd.whitelist.model import Origin, Parsed
 from netfwd.whitelist.ruleset import (Always, Chain, CtState, DAddr, DPort, DstLocal, Family, Iface, Proto, Rule,
@@ -87,7 +87,7 @@ def ports(value: Any) -> tuple[tuple[int, int], ...]:
 def _port(value: Any) -> int:
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and digits(value):
         return int(value)
     try:
         return socket.getservbyname(str(value), "tcp")

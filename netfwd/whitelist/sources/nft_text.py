@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from netfwd.errors import InputError
+from netfwd.whitelist.addresses import digits
 from netfwd.whitelist.evaluate import groups
 from netfwd.whitelist.model import Parsed
 from netfwd.whitelist.sources.nft_json import build
@@ -33,11 +34,11 @@ def tokens(line: str) -> list[str]:
 
 def _scalar(word: str):
     word = word.strip('"')
-    if word.isdigit():
+    if digits(word):
         return int(word)
     if "/" in word and not word.startswith("@"):
         addr, _, length = word.partition("/")
-        if length.isdigit():
+        if digits(length):
             return {"prefix": {"addr": addr, "len": int(length)}}
     if "-" in word and not word.startswith(("@", "-")) and word.count("-") == 1:
         low, _, high = word.partition("-")
@@ -181,7 +182,7 @@ class _Rule:
                 if self.peek() == "to":
                     self.take()
                     target = self.take()
-                    body = {"port": int(target.lstrip(":"))} if target.lstrip(":").isdigit() else {"port": target}
+                    body = {"port": int(target.lstrip(":"))} if digits(target.lstrip(":")) else {"port": target}
                 self.expr.append({"redirect": body or None})
             elif word == "masquerade":
                 self.expr.append({"masquerade": None})
@@ -197,12 +198,12 @@ class _Rule:
 def _nat_target(text: str) -> dict:
     if text.startswith("["):
         addr, _, rest = text[1:].partition("]")
-        return {"addr": addr, **({"port": int(rest[1:])} if rest[1:].isdigit() else {})}
+        return {"addr": addr, **({"port": int(rest[1:])} if digits(rest[1:]) else {})}
     if text.startswith(":"):
-        return {"port": int(text[1:])} if text[1:].isdigit() else {"port": text[1:]}
+        return {"port": int(text[1:])} if digits(text[1:]) else {"port": text[1:]}
     if text.count(":") == 1:
         addr, _, port = text.partition(":")
-        return {"addr": addr, **({"port": int(port)} if port.isdigit() else {"port": port})}
+        return {"addr": addr, **({"port": int(port)} if digits(port) else {"port": port})}
     return {"addr": text} if text else {}
 
 
@@ -211,7 +212,7 @@ def _priority(words: list[str]) -> int:
     for word in words:
         if word in ("+", "-"):
             sign = 1 if word == "+" else -1
-        elif word.lstrip("-").isdigit():
+        elif digits(word.lstrip("-")):
             total += sign * int(word)
         elif word in PRIORITIES:
             total += sign * PRIORITIES[word]
