@@ -154,6 +154,13 @@ def test_corpus_is_large_and_covers_every_input_kind():
     assert on_disk == {c.path for c in CASES}, "EXPECT and the files differ: run python -m tests.hostile.make_corpus"
 
 
+def test_security_doc_shows_the_corpus_counts():
+    from tests.hostile.make_corpus import table
+
+    assert table() in (REPO / "docs" / "security.md").read_text(encoding="utf-8"), \
+        "docs/security.md: paste the output of `python -m tests.hostile.make_corpus --table`"
+
+
 @pytest.mark.parametrize("case", [c for c in CASES if c.kind != "probe-list"], ids=lambda c: c.path)
 def test_hostile_input_is_refused_cleanly_or_inert(case, sandbox, capsys):
     file = str(case.file)

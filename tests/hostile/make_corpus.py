@@ -420,7 +420,44 @@ def targets_cases() -> None:
          "exit=1 inert")
 
 
+KINDS = {  # corpus directory -> (input kind, the commands test_hostile.py runs each case through)
+    "spec": ("spec (SPEC)", "validate; render --dialect all (a sample also: plan, apply, apply --confirm-timeout, "
+                            "remove, in a namespace)"),
+    "catalog": ("region catalog (--catalog)", "regions; whitelist render"),
+    "whitelist": ("whitelist source (--against)", "whitelist verify (table; inert ones also json, junit)"),
+    "winreport": ("Windows report (--windows-report)", "doctor (table; inert ones also json, junit)"),
+    "manifest": ("kube-apiserver manifest", "audit check; audit patch"),
+    "policy": ("audit policy (--audit-policy)", "doctor --only audit-policy"),
+    "probe-list": ("probe target list (--targets-file)", "probe, in a namespace of its own"),
+}
+
+
+def table(expect: Path = HERE / "EXPECT") -> str:
+    """The per-kind counts docs/security.md shows (a test keeps the two equal)."""
+    counts: dict[str, list[int]] = {}
+    for raw in expect.read_text(encoding="utf-8").splitlines():
+        if not raw.strip() or raw.startswith("#"):
+            continue
+        path, first = raw.split()[:2]
+        row = counts.setdefault(path.split("/")[0], [0, 0, 0])
+        row[0] += 1
+        row[1 if first == "exit=2" else 2] += 1
+    lines = ["| input kind | cases | refused cleanly (exit 2, one line) | accepted as inert data | tracebacks "
+             "| commands each case runs |", "|---|---:|---:|---:|---:|---|"]
+    for kind, (label, commands) in KINDS.items():
+        total, refused, inert = counts[kind]
+        lines.append(f"| {label} | {total} | {refused} | {inert} | 0 | {commands} |")
+    total = [sum(row[i] for row in counts.values()) for i in range(3)]
+    lines.append(f"| **all** | **{total[0]}** | **{total[1]}** | **{total[2]}** | **0** | |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
+    import sys
+
+    if sys.argv[1:] == ["--table"]:
+        print(table(), end="")
+        return
     spec_cases()
     catalog_cases()
     whitelist_cases()
