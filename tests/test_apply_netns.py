@@ -345,6 +345,8 @@ def test_auto_detection_libiptc_refusal_and_drift(lab, tmp_path):
     relay.relay(["iptables-nft", "-t", "nat", "-A", "PREROUTING", "-p", "tcp", "--dport", "9999", "-j", "RETURN"])
     refused = relay.netfwd("plan", spec, "--backend", "libiptc", expect=3)
     assert "nf_tables" in refused.stderr and "--backend iptables" in refused.stderr
+    host_bus = relay.netfwd("plan", spec, "--backend", "firewalld", expect=3)  # never the host's firewalld
+    assert "--netns cannot reach a firewalld" in host_bus.stderr
     chosen = relay.netfwd("apply", spec, "--yes")
     assert "backend iptables: iptables-nft (nf_tables) holds rules" in chosen.stderr
     assert json.loads(relay.netfwd("status", "--output", "json").stdout)["backend"] == "iptables"
