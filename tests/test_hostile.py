@@ -89,7 +89,8 @@ def commands(case: Case, file: str, out: Path) -> list[list[str]]:
     if case.kind == "winreport":
         return [["doctor", str(RELAY_WINDOWS), "--windows-report", file]]
     if case.kind == "manifest":
-        return [["audit", "check", file], ["audit", "patch", file, "--cluster-id", "c1"]]
+        return [["audit", "check", file], ["audit", "patch", file, "--cluster-id", "c1"],
+                ["doctor", "--manifest", file, "--only", "audit-manifest"]]
     if case.kind == "policy":
         return [["doctor", "--audit-policy", file, "--only", "audit-policy", "--k8s-version", "1.28"]]
     raise AssertionError(f"no in-process command for {case.kind}")

@@ -426,7 +426,7 @@ KINDS = {  # corpus directory -> (input kind, the commands test_hostile.py runs 
     "catalog": ("region catalog (--catalog)", "regions; whitelist render"),
     "whitelist": ("whitelist source (--against)", "whitelist verify (table; inert ones also json, junit)"),
     "winreport": ("Windows report (--windows-report)", "doctor (table; inert ones also json, junit)"),
-    "manifest": ("kube-apiserver manifest", "audit check; audit patch"),
+    "manifest": ("kube-apiserver manifest", "audit check; audit patch; doctor --manifest"),
     "policy": ("audit policy (--audit-policy)", "doctor --only audit-policy"),
     "probe-list": ("probe target list (--targets-file)", "probe, in a namespace of its own"),
 }
