@@ -124,7 +124,8 @@ def check_outcome(case: Case, file: str, code: int, out: str, err: str, args: li
     """What every run must satisfy, whatever the command."""
     what = f"netfwd {' '.join(args)}"
     assert "Traceback" not in out + err, f"{what}\n{err}"
-    assert code == expected_exit(case, args), f"{what}: exit {code}, expected {case.exit}\n{out[-2000:]}\n{err}"
+    wanted = expected_exit(case, args)
+    assert code == wanted, f"{what}: exit {code}, expected {wanted}\n{out[-2000:]}\n{err}"
     assert not RAW.search(out) and not RAW.search(err), f"{what}: raw control characters reach the terminal: " \
                                                          f"{RAW.findall(out + err)[:5]}"
     if code == 2:
