@@ -46,7 +46,7 @@ SPECS = {  # what each dialect can express (the others refuse: tested in their o
     "nft": linux_specs(families=(4, 6)), "firewalld": linux_specs(families=(4, 6), local=False),
 }
 SCALE = float(os.environ.get("NETFWD_FUZZ_SCALE", "1"))  # scripts/fuzz runs many more
-FUZZ = settings(max_examples=int(12 * SCALE), deadline=None, suppress_health_check=[HealthCheck.too_slow,
+FUZZ = settings(max_examples=int(20 * SCALE), deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                        HealthCheck.function_scoped_fixture])
 
 pytestmark = pytest.mark.skipif(shutil.which("shellcheck") is None or os.geteuid() != 0,
@@ -217,7 +217,7 @@ def test_scripts_run_exactly_the_expected_commands(dialect_name, stub_bin, tmp_p
     check()
 
 
-@settings(max_examples=int(2 * SCALE), deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=int(3 * SCALE), deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                 HealthCheck.function_scoped_fixture])
 @given(st.tuples(*(SPECS[name] for name in LINUX_DIALECTS)))
 def test_every_script_passes_shellcheck(tmp_path_factory, specs):

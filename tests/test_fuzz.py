@@ -17,7 +17,7 @@ from tests.hostile.fuzztargets import targets
 
 SCALE = float(os.environ.get("NETFWD_FUZZ_SCALE", "1"))
 SLOW = {"windows-report": 0.3, "spec": 0.5, "whitelist-detect": 0.7}  # runs the doctor / renders every dialect
-BASE = 250
+BASE = 500
 TARGETS = targets()
 
 
