@@ -1,15 +1,17 @@
 """Load YAML safely and remember where every value came from, so errors can name file and line.
 
-The YAML is composed with libyaml (fast) and we walk the node tree once, indexing
+The reference parse composes the YAML with libyaml and walks the node tree once, indexing
 ``field path -> line`` (paths look like ``forwards[0].listen.port``). Duplicate keys, aliases
 (the billion-laughs bomb) and oversized files are refused before anything else looks at the data.
+Large plain specs take a fast path (a Rust parser) whose result is identical; the line index is
+then built only if an error has to be reported.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,24 +24,51 @@ _DECIMAL = re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$")
 
 @dataclass(frozen=True)
 class Located:
-    """Plain Python data (dicts, lists, scalars) plus a ``path -> line`` index."""
+    """Plain Python data (dicts, lists, scalars) plus a ``path -> line`` index.
+
+    The index is built on first use when the data came from the fast path (see `load_text`): a
+    valid spec never needs it, an error message always does.
+    """
 
     data: Any
-    lines: dict[str, int]
+    known_lines: dict[str, int] | None
     file: str
     digest: str = ""  # sha256 of the text, for script headers and state records
+    text: str = field(default="", repr=False)
+
+    @property
+    def lines(self) -> dict[str, int]:
+        if self.known_lines is None:
+            object.__setattr__(self, "known_lines", _compose(self.text, self.file)[1])
+        return self.known_lines  # type: ignore[return-value]
 
     def line_of(self, field: str) -> int | None:
         """The line of `field`, or of its nearest enclosing field that has one."""
+        lines = self.lines
         while field:
-            if field in self.lines:
-                return self.lines[field]
+            if field in lines:
+                return lines[field]
             cut = max(field.rfind("."), field.rfind("["))
             field = field[:cut] if cut > 0 else ""
-        return self.lines.get("", None)
+        return lines.get("", None)
 
     def error(self, field: str, message: str) -> InputError:
         return InputError(message, file=self.file, line=self.line_of(field), field=field or None)
+
+
+# Where the fast parser (YAML 1.2, Rust) and the reference one (PyYAML/libyaml, YAML 1.1) could
+# read the same text differently, or where the text may hold anchors/aliases/tags: take the
+# reference path. Specs that are plain block/flow YAML of names, addresses and ports never match.
+_DIVERGENT = re.compile(
+    r"[&*!]"                                    # anchors, aliases, tags
+    r"|(?:^|(?<=[\s\[,{:]))[-+]?0[0-9xXoObB_]"    # 0443, 0x1F, 0o17, 0b1: octal/hex/binary forms
+    r"|[0-9]_"                                  # 1_000
+    r"|(?:^|(?<=[\s\[,{:]))[-+]?[0-9]+(?::[0-9]+)+(?![\w.:])"  # 4:30 (base 60)
+    r"|(?<![\w.])[0-9.]+[eE]"                    # 1e3: a float only in YAML 1.2
+    r"|[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}"          # 2001-01-01: a date only in YAML 1.1
+    r"|(?:^|[:\-\[,{?])[ \t]*(?:y|n|yes|no|on|off)[ \t]*(?:$|[,\]}#])",  # YAML 1.1 booleans
+    re.IGNORECASE | re.MULTILINE,
+)
 
 
 _LOADER = None
@@ -131,15 +160,10 @@ class _Walker:
         return key
 
 
-def load_text(text: str, file: str) -> Located:
-    """Parse YAML text; every failure becomes an :class:`InputError` naming `file` and the line."""
+def _compose(text: str, file: str) -> tuple[Any, dict[str, int]]:
+    """The reference parse (PyYAML on libyaml): data plus the line of every field; precise errors."""
     import yaml
 
-    if "\x00" in text:
-        line = text.count("\n", 0, text.index("\x00")) + 1
-        raise InputError("contains a NUL byte", file=file, line=line)
-    if not text.strip():
-        raise InputError("is empty", file=file)
     loader = _loader_class()(text)
     try:
         root = loader.get_single_node()
@@ -157,8 +181,37 @@ def load_text(text: str, file: str) -> Located:
     finally:
         loader.dispose()
     walker.lines[""] = root.start_mark.line + 1
+    return data, walker.lines
+
+
+def _fast(text: str) -> Any:
+    """Data from the Rust YAML parser (~10x faster on large specs), or None to take the reference path."""
+    if _DIVERGENT.search(text):
+        return None
+    try:
+        import ryaml
+    except ImportError:
+        return None
+    try:
+        data = ryaml.loads(text)
+    except Exception:  # any complaint: let the reference parser word it, with its line
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def load_text(text: str, file: str) -> Located:
+    """Parse YAML text; every failure becomes an :class:`InputError` naming `file` and the line."""
+    if "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise InputError("contains a NUL byte", file=file, line=line)
+    if not text.strip():
+        raise InputError("is empty", file=file)
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    return Located(data, walker.lines, file, digest)
+    data = _fast(text)
+    if data is not None:
+        return Located(data, None, file, digest, text)
+    data, lines = _compose(text, file)
+    return Located(data, lines, file, digest, text)
 
 
 def load_file(path: str | Path) -> Located:

@@ -1,0 +1,59 @@
+"""The fast YAML path (Rust, YAML 1.2) must read every text it accepts exactly as the reference
+path (PyYAML/libyaml, YAML 1.1, with line numbers) does; otherwise it must step aside."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from netfwd.errors import InputError
+from netfwd.yamlsource import _compose, _fast, load_text
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def reference(text):
+    try:
+        return _compose(text, "t.yaml")[0]
+    except InputError:
+        return InputError
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "rules").glob("example*.yaml")), ids=lambda p: p.name)
+def test_bundled_examples_take_the_fast_path_and_agree(path):
+    text = path.read_text()
+    assert _fast(text) is not None
+    assert _fast(text) == reference(text)
+
+
+scalars = st.one_of(st.integers(-10**6, 10**6), st.booleans(), st.none(), st.text(max_size=12),
+                    st.sampled_from(["0443", "0x1F", "4:30", "1e3", "1_000", "yes", "No", "on", "2001-01-01",
+                                     "fd00:10::5", "10.0.0.1/24", "text-001", ".inf", "~", "+5", "-0"]))
+documents = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
+                         | st.dictionaries(st.text(min_size=1, max_size=8), inner, max_size=4), max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(documents, st.sampled_from([None, True, False]))
+def test_fast_path_never_disagrees_on_structured_documents(document, flow):
+    text = yaml.safe_dump({"root": document}, default_flow_style=flow, allow_unicode=True)
+    fast = _fast(text)
+    assert fast is None or fast == reference(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("ab01: -[]{},#'\"\n.xyeon&*!_")), max_size=40))
+def test_fast_path_never_disagrees_on_text_soup(text):
+    fast = _fast(text)
+    assert fast is None or fast == reference(text)
+
+
+def test_errors_from_the_fast_path_still_name_the_line():
+    text = "version: 1\ncluster: c\nforwards:\n  - name: a\n    listen: {port: 70000}\n    to: {address: 10.0.0.1, port: 1}\n"
+    located = load_text(text, "t.yaml")
+    assert located.known_lines is None  # fast path: no index built yet
+    assert located.line_of("forwards[0].listen.port") == 5
