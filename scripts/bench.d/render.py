@@ -20,8 +20,8 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 
-def big_spec(path: Path, count: int = 10_000) -> None:
-    lines = ["version: 1", "cluster: bench", "relay: {os: linux, interface: eth0}", "forwards:"]
+def big_spec(path: Path, count: int = 10_000, relay_os: str = "linux") -> None:
+    lines = ["version: 1", "cluster: bench", f"relay: {{os: {relay_os}, interface: eth0}}", "forwards:"]
     for i in range(count):
         lines += [f"  - name: fwd-{i}", f"    listen: {{port: {10000 + i}}}",
                   f"    to: {{address: 10.{i // 250}.{i % 250}.5, port: 6443}}"]
@@ -80,6 +80,14 @@ def main() -> None:
     for name, elapsed, chars in rows:
         print(f"| {name} | {elapsed * 1000:.0f} ms | {chars / 1e6:.1f} MB |")
     print(f"| **all Linux dialects** | **{total * 1000:.0f} ms** | {size / 1e6:.1f} MB |")
+    with tempfile.TemporaryDirectory() as tmp:
+        windows_file = Path(tmp) / "windows.yaml"
+        big_spec(windows_file, relay_os="windows")
+        windows = load_spec(windows_file)
+        start = time.perf_counter()
+        text = "".join(render_files(windows, dialects_for("windows")).values())
+        print(f"| **all Windows dialects** (netsh, powershell) | **{(time.perf_counter() - start) * 1000:.0f} ms**"
+              f" | {len(text) / 1e6:.1f} MB |")
     print()
     print(f"- load + validate the 10,000-forward spec: {load * 1000:.0f} ms")
     print(f"- Python heap peak while rendering all dialects (tracemalloc): {peak_render / 1e6:.0f} MB")
