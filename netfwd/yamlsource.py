@@ -216,17 +216,11 @@ def load_text(text: str, file: str) -> Located:
 
 def load_file(path: str | Path) -> Located:
     """Read and parse a YAML file, refusing unreadable, huge or non-UTF-8 input with one clear line."""
-    name = str(path)
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_BYTES + 1)
-    except OSError as problem:
-        raise InputError(f"cannot read: {problem.strerror or problem}", file=name) from None
-    if len(raw) > MAX_BYTES:
-        raise InputError(f"is larger than {MAX_BYTES // 1_000_000} MB; refusing to parse it", file=name)
+    from netfwd.inputfile import read_capped, utf8_line
+
+    raw = read_capped(path, MAX_BYTES)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as problem:
-        line = raw.count(b"\n", 0, problem.start) + 1
-        raise InputError("is not valid UTF-8", file=name, line=line) from None
-    return load_text(text, name)
+        raise InputError("is not valid UTF-8", file=str(path), line=utf8_line(raw, problem)) from None
+    return load_text(text, str(path))

@@ -116,14 +116,10 @@ def scalar(node: yaml.Node | None) -> str | None:
 
 
 def load_manifest(path: str | Path) -> Manifest:
+    from netfwd.inputfile import read_capped
+
     file = str(path)
-    try:
-        with open(path, "rb") as handle:  # bounded: a huge file (or /dev/zero) is not a manifest
-            raw = handle.read(MAX_MANIFEST_BYTES + 1)
-    except OSError as problem:
-        raise InputError(f"cannot read the manifest: {problem.strerror or problem}", file=file) from None
-    if len(raw) > MAX_MANIFEST_BYTES:
-        raise InputError(f"is larger than {MAX_MANIFEST_BYTES >> 20} MB: not a static pod manifest", file=file)
+    raw = read_capped(path, MAX_MANIFEST_BYTES, "static pod manifest")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

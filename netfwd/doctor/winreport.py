@@ -63,14 +63,10 @@ MAX_REPORT_BYTES = 64 << 20  # a relay with 10,000 forwards and firewall rules r
 
 
 def load_report(path: str | Path) -> WindowsReport:
+    from netfwd.inputfile import read_capped
+
     file = str(path)
-    try:
-        with open(path, "rb") as handle:  # bounded: a huge file (or /dev/zero) is not a report
-            data = handle.read(MAX_REPORT_BYTES + 1)
-    except OSError as problem:
-        raise InputError(f"cannot read the report: {problem.strerror or problem}", file=file) from None
-    if len(data) > MAX_REPORT_BYTES:
-        raise InputError(f"is larger than {MAX_REPORT_BYTES >> 20} MB: not a netfwd Windows report", file=file)
+    data = read_capped(path, MAX_REPORT_BYTES, "netfwd Windows report")
     try:
         doc = json.loads(decode_output(data))
     except json.JSONDecodeError as problem:

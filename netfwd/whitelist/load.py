@@ -5,19 +5,14 @@ from __future__ import annotations
 from netfwd.errors import InputError
 from netfwd.whitelist.detect import detect
 from netfwd.whitelist.model import Parsed
+from netfwd.inputfile import read_capped, utf8_line
 from netfwd.whitelist.sources import FORMATS, Context, parse_text
 
 MAX_BYTES = 256 * 1024 * 1024  # a 1,000,000-rule iptables dump is ~150 MB
 
 
 def read_text(path: str) -> str:
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_BYTES + 1)
-    except OSError as problem:
-        raise InputError(f"cannot read: {problem.strerror or problem}", file=path) from None
-    if len(raw) > MAX_BYTES:
-        raise InputError(f"is larger than {MAX_BYTES >> 20} MB", file=path)
+    raw = read_capped(path, MAX_BYTES)
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as problem:
@@ -28,7 +23,7 @@ def read_text(path: str) -> str:
 
 
 def _fail(raw: bytes, problem: UnicodeDecodeError, path: str) -> str:
-    raise InputError("is not valid UTF-8", file=path, line=raw.count(b"\n", 0, problem.start) + 1) from None
+    raise InputError("is not valid UTF-8", file=path, line=utf8_line(raw, problem)) from None
 
 
 def load(source: str, context: Context, fmt: str | None = None, netns: str | None = None) -> Parsed:

@@ -1,0 +1,31 @@
+"""Reading a user-named input file: bounded, so a huge file (or /dev/zero) is refused, never read whole."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from netfwd.errors import InputError
+
+
+def read_capped(path: str | Path, limit: int, kind: str = "") -> bytes:
+    """At most `limit` bytes of `path`; unreadable or larger files are one-line InputErrors.
+
+    `kind` ("manifest", "netfwd Windows report") words the messages for the reader.
+    """
+    name = str(path)
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(limit + 1)
+    except OSError as problem:
+        what = f"cannot read the {kind}" if kind else "cannot read"
+        raise InputError(f"{what}: {problem.strerror or problem}", file=name) from None
+    if len(raw) > limit:
+        size = f"{limit >> 20} MB" if limit >= 1 << 20 else f"{limit} bytes"
+        why = f": not a {kind}" if kind else "; refusing to parse it"
+        raise InputError(f"is larger than {size}{why}", file=name)
+    return raw
+
+
+def utf8_line(raw: bytes, problem: UnicodeDecodeError) -> int:
+    """The line on which undecodable bytes start."""
+    return raw.count(b"\n", 0, problem.start) + 1
