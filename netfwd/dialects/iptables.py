@@ -69,17 +69,22 @@ class IptablesDialect(BaseDialect):
         lines = shell.prologue(self.header(spec, "apply"))
         lines += tool_check() + shell.refuse_under_firewalld() + HELPERS
         lines += shell.enable_forwarding(spec)
-        lines.append("# netfwd-owned chains: create when missing, flush, refill.")
+        lines += self.install(spec)
+        lines += ["", "# Jumps from the built-in chains, check-then-insert, last: traffic only ever sees complete chains."]
+        lines += [f"ensure_jump {t} {b} {o}" for t, b, o in xtables.JUMPS]
+        lines += ["", "persist", f"echo {shlex.quote(f'netfwd: applied {len(spec.forwards)} forward(s)')} >&2", ""]
+        return "\n".join(lines)
+
+    def install(self, spec: Spec) -> list[str]:
+        """Fill the owned chains: one `iptables` call per rule."""
+        lines = ["# netfwd-owned chains: create when missing, flush, refill."]
         for table, chains in xtables.CHAINS.items():
             for chain in chains:
                 lines.append(f"chain_exists {table} {chain} || ipt -t {table} -N {chain}")
                 lines.append(f"ipt -t {table} -F {chain}")
         lines += ["", "# Rules (whitelisted sources DNAT; scoped masquerade; FORWARD accept)."]
         lines += [f"ipt {rule.shell_args()}" for rule in xtables.ruleset(spec)]
-        lines += ["", "# Jumps from the built-in chains, last, so traffic only ever sees complete chains."]
-        lines += [f"ensure_jump {t} {b} {o}" for t, b, o in xtables.JUMPS]
-        lines += ["", "persist", f"echo {shlex.quote(f'netfwd: applied {len(spec.forwards)} forward(s)')} >&2", ""]
-        return "\n".join(lines)
+        return lines
 
     def render_remove(self, spec: Spec) -> str:
         self.check(spec)

@@ -79,7 +79,7 @@ ipt -t filter -A NETFWD-FWD -d 192.168.10.53/32 -p udp -m udp --dport 53 -m conn
 ipt -t nat -A NETFWD-PRE -i eth0 -p tcp -m tcp --dport 19100 -m comment --comment netfwd:lab-multi/metrics -j DNAT --to-destination 192.168.10.7:9100
 ipt -t filter -A NETFWD-FWD -d 192.168.10.7/32 -p tcp -m tcp --dport 9100 -m conntrack --ctstate DNAT -m comment --comment netfwd:lab-multi/metrics -j ACCEPT
 
-# Jumps from the built-in chains, last, so traffic only ever sees complete chains.
+# Jumps from the built-in chains, check-then-insert, last: traffic only ever sees complete chains.
 ensure_jump nat PREROUTING NETFWD-PRE
 ensure_jump nat OUTPUT NETFWD-OUT
 ensure_jump nat POSTROUTING NETFWD-POST

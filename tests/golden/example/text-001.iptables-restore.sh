@@ -75,7 +75,7 @@ COMMIT
 COMMIT
 NETFWD_RULES
 
-# Jumps from the built-in chains, check-then-insert.
+# Jumps from the built-in chains, check-then-insert, last: traffic only ever sees complete chains.
 ensure_jump nat PREROUTING NETFWD-PRE
 ensure_jump nat OUTPUT NETFWD-OUT
 ensure_jump nat POSTROUTING NETFWD-POST

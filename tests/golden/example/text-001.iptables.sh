@@ -59,7 +59,7 @@ ipt -t nat -A NETFWD-PRE -s 203.0.113.0/24 -i eth0 -p tcp -m tcp --dport 16443 -
 ipt -t nat -A NETFWD-POST -d 192.168.10.5/32 -p tcp -m tcp --dport 6443 -m conntrack --ctstate DNAT -m comment --comment netfwd:text-001/apiserver -j MASQUERADE
 ipt -t filter -A NETFWD-FWD -d 192.168.10.5/32 -p tcp -m tcp --dport 6443 -m conntrack --ctstate DNAT -m comment --comment netfwd:text-001/apiserver -j ACCEPT
 
-# Jumps from the built-in chains, last, so traffic only ever sees complete chains.
+# Jumps from the built-in chains, check-then-insert, last: traffic only ever sees complete chains.
 ensure_jump nat PREROUTING NETFWD-PRE
 ensure_jump nat OUTPUT NETFWD-OUT
 ensure_jump nat POSTROUTING NETFWD-POST
