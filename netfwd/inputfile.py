@@ -29,3 +29,13 @@ def read_capped(path: str | Path, limit: int, kind: str = "") -> bytes:
 def utf8_line(raw: bytes, problem: UnicodeDecodeError) -> int:
     """The line on which undecodable bytes start."""
     return raw.count(b"\n", 0, problem.start) + 1
+
+
+def read_utf8(path: str | Path, limit: int, kind: str = "") -> str:
+    """`read_capped`, decoded as UTF-8; undecodable bytes are an InputError naming their line."""
+    raw = read_capped(path, limit, kind)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as problem:
+        what = f"the {kind} is not valid UTF-8" if kind else "is not valid UTF-8"
+        raise InputError(what, file=str(path), line=utf8_line(raw, problem)) from None

@@ -216,11 +216,6 @@ def load_text(text: str, file: str) -> Located:
 
 def load_file(path: str | Path) -> Located:
     """Read and parse a YAML file, refusing unreadable, huge or non-UTF-8 input with one clear line."""
-    from netfwd.inputfile import read_capped, utf8_line
+    from netfwd.inputfile import read_utf8
 
-    raw = read_capped(path, MAX_BYTES)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as problem:
-        raise InputError("is not valid UTF-8", file=str(path), line=utf8_line(raw, problem)) from None
-    return load_text(text, str(path))
+    return load_text(read_utf8(path, MAX_BYTES), str(path))

@@ -209,9 +209,9 @@ def test_ten_megabyte_inputs(kind, sandbox, capsys, tmp_path):
     elif kind == "manifest":  # refused before parsing (kubeadm's is 4 KB)
         text, _ = _padded("#", "kind: Pod")
         case = Case("manifest/big", 2)
-    elif kind == "policy":
-        text, line = _padded("#", "kind: Policy\nkind: Policy")
-        case = Case("policy/big", 2, line=str(line + 1), field="kind")
+    elif kind == "policy":  # refused before parsing, like the manifest
+        text, _ = _padded("#", "kind: Policy")
+        case = Case("policy/big", 2)
     else:  # a report with a 10 MB string is read (a report is not size-limited) and the string stays data
         text = '{"netfwd_windows_report": 1, "computer": "' + "\u202e$(reboot)" * (TEN_MB // 10) + '"}'
         case = Case("winreport/big", 1, inert=True)
@@ -226,7 +226,12 @@ def test_ten_megabyte_inputs(kind, sandbox, capsys, tmp_path):
 
 @pytest.mark.parametrize("args", [["validate", "/dev/zero"], ["regions", "--catalog", "/dev/zero"],
                                   ["audit", "check", "/dev/zero"],
-                                  ["doctor", str(RELAY_WINDOWS), "--windows-report", "/dev/zero"]], ids=lambda a: a[0])
+                                  ["doctor", str(RELAY_WINDOWS), "--windows-report", "/dev/zero"],
+                                  ["audit", "patch", "/dev/zero", "--cluster-id", "c0a1b2c3"],
+                                  ["probe", "--targets-file", "/dev/zero"],
+                                  ["doctor", str(REPO / "rules" / "example.yaml"), "--cluster", "--audit-policy", "/dev/zero",
+                                   "--via", "127.0.0.1:1"]],
+                         ids=lambda a: "-".join(a[:2]))
 def test_endless_input_is_refused_after_a_bounded_read(args, sandbox, capsys):
     code, out, err = run(args, capsys)
     assert code == 2 and out == "" and err.startswith("netfwd: error: /dev/zero: is larger than"), err

@@ -119,12 +119,11 @@ def patch(ctx: click.Context, manifest: str, cluster_id: str, log_path: str, pol
 
     settings = Settings(log_path=_abs(log_path, "--log-path"), policy_file=_abs(policy_file, "--policy-file"),
                         cluster_id=check_cluster_id(cluster_id))
+    from netfwd.audit.manifest import MAX_MANIFEST_BYTES
+    from netfwd.inputfile import read_utf8
+
     path = Path(manifest)
-    try:
-        original = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as problem:
-        raise InputError(f"cannot read the manifest: {getattr(problem, 'strerror', None) or problem}",
-                         file=manifest) from None
+    original = read_utf8(path, MAX_MANIFEST_BYTES, "static pod manifest")
     result = patch_text(original, settings, manifest)
     for line in result.added:
         click.echo(f"netfwd: added {line}", err=True)

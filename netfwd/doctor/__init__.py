@@ -72,7 +72,6 @@ def doctor(spec=None, *, netns: str | None = None, root: str = "/", windows_repo
 
 def _validate(cluster) -> None:
     """Files and addresses the user named are bad input (exit 2) when unreadable, not skipped checks."""
-    from pathlib import Path
 
     if cluster.manifest:
         from netfwd.audit.manifest import load_manifest
@@ -81,11 +80,10 @@ def _validate(cluster) -> None:
     if cluster.audit_policy:
         from netfwd.audit.policy import check_policy
 
-        try:
-            text = Path(cluster.audit_policy).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as problem:
-            raise InputError(f"cannot read the audit policy: {getattr(problem, 'strerror', None) or problem}",
-                             file=cluster.audit_policy) from None
+        from netfwd.audit.manifest import MAX_MANIFEST_BYTES
+        from netfwd.inputfile import read_utf8
+
+        text = read_utf8(cluster.audit_policy, MAX_MANIFEST_BYTES, "Kubernetes audit policy")
         check_policy(text, cluster.audit_policy, cluster.k8s_version)
     if cluster.via:
         try:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from pathlib import Path
 from typing import Callable, Sequence
 
 from netfwd.errors import InputError
@@ -67,12 +66,14 @@ def parse_hostport(text: str, field: str, need_port: bool = True, file: str | No
     return host, port
 
 
+MAX_LIST_BYTES = 16 << 20  # 100,000 HOST:PORT lines are ~2.5 MB
+
+
 def from_list_file(path: str) -> list[Endpoint]:
     """One `HOST:PORT [NAME]` per line; blank lines and `#` comments ignored."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as problem:
-        raise InputError(f"cannot read: {getattr(problem, 'strerror', None) or problem}", file=path) from None
+    from netfwd.inputfile import read_utf8
+
+    text = read_utf8(path, MAX_LIST_BYTES, "target list")
     found = []
     for number, raw in enumerate(text.splitlines(), 1):
         words = raw.split("#", 1)[0].split()
