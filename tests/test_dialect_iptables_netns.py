@@ -83,7 +83,7 @@ def test_forward_carries_traffic_only_from_allowed_sources(lab, tmp_path, dialec
 
 
 def test_changed_target_replaces_the_forward(lab, tmp_path):
-    dialect, a = get_dialect("iptables-restore"), lab.addrs
+    dialect = get_dialect("iptables-restore")
     run_script(lab, dialect.render(spec_for(lab, target="10.99.0.1")), tmp_path, "iptables")
     new = spec_for(lab)
     run_script(lab, dialect.render(new), tmp_path, "iptables")

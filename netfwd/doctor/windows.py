@@ -255,8 +255,8 @@ class Firewall(WindowsCheck):
             if extra:
                 problems.append(warning(f"forward {fwd.name}: the inbound rules ({', '.join(names[:3])}) also admit "
                                         f"{_describe(extra, universe)} to port {fwd.listen_port}, beyond the spec's "
-                                        "whitelist", f"narrow -RemoteAddress to the spec's sources "
-                                                     f"(netfwd render SPEC --dialect powershell)"))
+                                        "whitelist", "narrow -RemoteAddress to the spec's sources "
+                                                     "(netfwd render SPEC --dialect powershell)"))
                 continue
             seen.append(f"{fwd.name}: {', '.join(names[:2])}")
         return found(problems, "; ".join(seen))

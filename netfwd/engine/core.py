@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from netfwd import __version__
 from netfwd.backends import Context, get_backend
-from netfwd.backends.base import Change, Plan, TransactionError, diff
+from netfwd.backends.base import Change, Plan, diff
 from netfwd.engine import sysctl, timer
 from netfwd.engine.files import StateLock, fsync_dir, write_atomic, write_json
 from netfwd.engine.state import State, digest, new_id

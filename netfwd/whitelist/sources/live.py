@@ -62,9 +62,9 @@ def read_live(context: Context, netns: str | None) -> Parsed:
     where = f"live:{netns}" if netns else "live"
     nft = _run(["nft", "-j", "list", "table", "inet", "netfwd"], netns)
     if nft is not None and nft.returncode == 0 and nft.stdout.strip():
-        from netfwd.whitelist.sources.nft_json import parse
+        from netfwd.whitelist.sources.nft_json import parse as parse_nft
 
-        return _renamed(parse(nft.stdout, f"{where} (nft table inet netfwd)", context), "live-nft")
+        return _renamed(parse_nft(nft.stdout, f"{where} (nft table inet netfwd)", context), "live-nft")
     for save, save6 in (("iptables-save", "ip6tables-save"), ("iptables-legacy-save", "ip6tables-legacy-save")):
         dump = _run([save], netns)
         if dump is None or dump.returncode != 0 or OWNED_CHAIN not in dump.stdout:
@@ -73,9 +73,9 @@ def read_live(context: Context, netns: str | None) -> Parsed:
         dump6 = _run([save6], netns)
         if dump6 is not None and dump6.returncode == 0 and OWNED_CHAIN in dump6.stdout:
             text += "\n" + dump6.stdout
-        from netfwd.whitelist.sources.iptables import parse
+        from netfwd.whitelist.sources.iptables import parse as parse_save
 
-        return _renamed(parse(text, f"{where} ({save})", context), f"live-{save.removesuffix('-save')}")
+        return _renamed(parse_save(text, f"{where} ({save})", context), f"live-{save.removesuffix('-save')}")
     if _run(["iptables-save"], netns) is None and _run(["nft", "--version"], netns) is None:
         raise EnvironmentProblem("neither nft nor iptables-save is installed")
     raise EnvironmentProblem(f"no netfwd-owned rules in {netns or 'this namespace'}: neither `table inet netfwd` "
