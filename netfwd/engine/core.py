@@ -264,6 +264,9 @@ class Engine:
         with self._phase("records"):
             notes = self._finish(state, backend, journal, generation=generation, commits=commits,
                                  persist=confirm_timeout is None, target=target)
+        if plan.removed:  # only a removed line can mean a forward's target changed or went away
+            with self._phase("conntrack"):
+                notes += _forget_old_targets(backend, live.text, target)
         if deadline is not None:
             notes.append(f"rolls back at {time.strftime('%H:%M:%S', time.localtime(deadline))} unless you run "
                          f"`netfwd confirm` within {confirm_timeout:g} s")
@@ -567,3 +570,14 @@ def crash_point(stage: str) -> None:
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _forget_old_targets(backend, before: str, after: str) -> list[str]:
+    """Delete tracked connections that still use a target this change replaced or removed."""
+    from netfwd.engine import conntrack
+
+    try:
+        old, new = backend.forwards(before), backend.forwards(after) if after else []
+    except Exception as problem:  # reading back is best effort here: the change itself is done
+        return [f"could not read forwards back to forget old connections ({problem})"]
+    return conntrack.forget(conntrack.stale(old, new))
