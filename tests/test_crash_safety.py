@@ -149,6 +149,7 @@ def recovered(relay: Relay, which: int, wanted: str) -> None:
     report = relay.status()
     assert report["interrupted"] is None and report["drift"] is None, report
     assert not relay.journal()
+    assert not [f for f in relay.files() if f.endswith(".tmp")], "a killed write's temp file was not swept"
 
 
 def test_sigkill_at_every_step_leaves_old_or_new(relay):

@@ -29,7 +29,7 @@ from netfwd import __version__
 from netfwd.backends import Context, get_backend
 from netfwd.backends.base import Change, Plan, diff
 from netfwd.engine import sysctl, timer
-from netfwd.engine.files import StateLock, fsync_dir, write_atomic, write_json
+from netfwd.engine.files import StateLock, fsync_dir, sweep_temp_files, write_atomic, write_json
 from netfwd.engine.state import State, digest, new_id
 from netfwd.errors import EnvironmentProblem, InputError, NetfwdError
 
@@ -318,6 +318,8 @@ class Engine:
     # -- recovery --------------------------------------------------------------------------------
     def _recover(self, state: State, lock_fd: int | None, timer_of: str | None = None) -> None:
         """Finish or undo a change whose netfwd died mid-way; honour overdue commit-confirms."""
+        for leftover in sweep_temp_files(self.state_dir):
+            self.log(f"removed {leftover.name}, left by a netfwd that died while writing it")
         journal = state.journal()
         if journal:
             backend = self._backend(state, lock_fd, name=journal["backend"])

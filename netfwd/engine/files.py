@@ -12,6 +12,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -46,6 +47,38 @@ def write_atomic(path: Path, data: str | bytes, mode: int = 0o644) -> None:
     except OSError as problem:
         tmp.unlink(missing_ok=True)
         raise EnvironmentProblem(f"cannot write {path}: {problem.strerror or problem}") from None
+
+
+_TEMP = re.compile(r"^\..+\.(\d+)\.tmp$")
+
+
+def sweep_temp_files(directory: Path) -> list[Path]:
+    """Delete temp files that `write_atomic` calls killed before their rename left behind.
+
+    Only files whose writer is gone are removed (the PID is in the name); they were never read,
+    since the rename is what publishes a file. Called under the state lock."""
+    swept = []
+    for folder in (directory, directory / "snapshots"):
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            match = _TEMP.match(name)
+            if match and not _alive(int(match.group(1))):
+                (folder / name).unlink(missing_ok=True)
+                swept.append(folder / name)
+    return swept
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists
+        return True
+    return True
 
 
 def fsync_dir(directory: Path) -> None:
