@@ -261,7 +261,7 @@ def _blockers(ruleset: Ruleset, packet: Packet) -> list[str]:
     """Policies and unconditional DROP/REJECT rules at the forward hook that this packet can meet."""
     found = []
     for table, chain in ruleset.base_chains("forward", packet.version):
-        for rule in _reachable(ruleset, table, chain):
+        for rule in ruleset.reachable(table, chain, MAX_DEPTH):
             if rule.verdict.kind == "drop" and not rule.sources and all(c.check(packet) for c in rule.conds):
                 found.append(f"{rule.origin.file}: {rule.origin.text}")
         if chain.policy == "drop":
@@ -269,19 +269,6 @@ def _blockers(ruleset: Ruleset, packet: Packet) -> list[str]:
             file = chain.origin.file if chain.origin else table
             found.append(f"{file}: {text}")
     return found
-
-
-def _reachable(ruleset: Ruleset, table: str, chain: Chain, seen: set | None = None, depth: int = 0):
-    seen = set() if seen is None else seen
-    if chain.name in seen or depth > MAX_DEPTH:
-        return
-    seen.add(chain.name)
-    for rule in chain.rules:
-        yield rule
-        if rule.verdict.kind in ("jump", "goto"):
-            sub = ruleset.chain(table, rule.verdict.target)
-            if sub is not None:
-                yield from _reachable(ruleset, table, sub, seen, depth + 1)
 
 
 # -- postrouting: masquerade -------------------------------------------------------------------------

@@ -223,7 +223,7 @@ def candidate_ports(ruleset: Ruleset, protocol: str) -> list[tuple[str, int]]:
     for (table, _), chain in ruleset.chains.items():
         if chain.hook not in ("prerouting", "input"):
             continue
-        for rule in _reachable_rules(ruleset, table, chain):
+        for rule in ruleset.reachable(table, chain, MAX_DEPTH):
             protos = [c for c in rule.conds if isinstance(c, Proto) and not c.negated]
             proto = next(iter(protos[0].names)) if protos and len(protos[0].names) == 1 else protocol
             for cond in rule.conds:
@@ -231,19 +231,6 @@ def candidate_ports(ruleset: Ruleset, protocol: str) -> list[tuple[str, int]]:
                     for low, _high in cond.ranges:
                         found[(proto, low)] = None
     return sorted(found)
-
-
-def _reachable_rules(ruleset: Ruleset, table: str, chain: Chain, seen: set | None = None):
-    seen = set() if seen is None else seen
-    if chain.name in seen:
-        return
-    seen.add(chain.name)
-    for rule in chain.rules:
-        yield rule
-        if rule.verdict.kind in ("jump", "goto"):
-            sub = ruleset.chain(table, rule.verdict.target)
-            if sub is not None:
-                yield from _reachable_rules(ruleset, table, sub, seen)
 
 
 POLICY_TEXT = "any source (policy)"

@@ -225,6 +225,23 @@ class Ruleset:
     def chain(self, table: str, name: str) -> Chain | None:
         return self.chains.get((table, name))
 
+    def reachable(self, table: str, chain: Chain, max_depth: int = 64):
+        """Every rule of `chain` and, in place, of the chains it jumps or goes to (each chain once)."""
+        seen: set[str] = set()
+
+        def walk(current: Chain, depth: int):
+            if current.name in seen or depth > max_depth:
+                return
+            seen.add(current.name)
+            for rule in current.rules:
+                yield rule
+                if rule.verdict.kind in ("jump", "goto"):
+                    sub = self.chain(table, rule.verdict.target)
+                    if sub is not None:
+                        yield from walk(sub, depth + 1)
+
+        return walk(chain, 0)
+
     def base_chains(self, hook: str, version: int) -> list[tuple[str, Chain]]:
         found = [(table, c) for (table, _), c in self.chains.items() if c.hook == hook and version in c.versions]
         return sorted(found, key=lambda item: item[1].priority)
