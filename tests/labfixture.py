@@ -3,6 +3,7 @@
     def test_x(lab): ...                 # client/relay/onprem, random name nf-<name>-*
     def test_y(lab_fw): ...              # same, with firewalld running in the relay
     def test_z(make_lab): lab = make_lab(router=True, onprem_route_back=True)
+    def test_c(make_lab, userland): lab = make_lab(userland=userland)   # parametrize userland
 
 Mark such tests ``@pytest.mark.netns`` (they need root; conftest skips them otherwise).
 """
@@ -43,6 +44,23 @@ def make_lab() -> Iterator[Callable[..., "Lab"]]:
     finally:
         for lab in reversed(made):
             lab.down()
+
+
+@pytest.fixture(scope="session")
+def centos7_userland():
+    """CentOS 7's iptables 1.4.21 + firewalld 0.6.3, built from vendor/ once (cached across sessions)."""
+    _need_root()
+    from netfwd.lab import userland
+
+    return userland.build()
+
+
+@pytest.fixture(params=["modern", "centos7"])
+def userland(request):
+    """Parametrize a test over the relay's userland: this machine's and CentOS 7's."""
+    if request.param == "centos7":
+        request.getfixturevalue("centos7_userland")
+    return request.param
 
 
 @pytest.fixture

@@ -56,6 +56,9 @@ def lab() -> None:
 @click.option("--router", is_flag=True, help="Put a router between client and relay (the relay is hop 2).")
 @click.option("--route-back", is_flag=True, help="Give on-prem a default route via the relay (no masquerade needed).")
 @click.option("--firewalld", is_flag=True, help="Run firewalld in the relay (private D-Bus and /etc/firewalld).")
+@click.option("--userland", type=click.Choice(["modern", "centos7"]), default="modern", show_default=True,
+              help="The relay's firewall programs: this machine's, or CentOS 7's (iptables 1.4.21, firewalld "
+                   "0.6.3, no nft; built from vendor/ on first use, see docs/compat.md).")
 @click.option("--no-apiserver", is_flag=True, help="Start no API-server stand-in.")
 @click.option("--san", "sans", multiple=True, help="A SAN for the stand-in's certificate (repeatable; "
                                                    "default: on-prem IP and kubernetes names, not the relay).")
@@ -63,7 +66,7 @@ def lab() -> None:
 @click.option("--anonymous/--no-anonymous", default=True, show_default=True,
               help="--no-anonymous: the stand-in answers 401 to everything, like --anonymous-auth=false.")
 @OUTPUT_OPTION
-def up(name: str | None, spec_file: str | None, router: bool, route_back: bool, firewalld: bool,
+def up(name: str | None, spec_file: str | None, router: bool, route_back: bool, firewalld: bool, userland: str,
        no_apiserver: bool, sans: tuple[str, ...], git_version: str, anonymous: bool, output: str) -> None:
     """Build a lab and leave it running; print its name and addresses."""
     from netfwd.lab import Lab
@@ -77,7 +80,8 @@ def up(name: str | None, spec_file: str | None, router: bool, route_back: bool, 
         spec = load_spec(spec_file)
         interface = spec.relay.interface or interface
         ports = sorted({(f.to.port, f.protocol) for f in spec.forwards})
-    built = Lab.up(name, router=router, onprem_route_back=route_back, relay_outside_if=interface)
+    built = Lab.up(name, router=router, onprem_route_back=route_back, relay_outside_if=interface,
+                   userland=userland)
     try:
         if not no_apiserver:
             for port, protocol in ports:
@@ -131,12 +135,12 @@ def exec_(name: str | None, node: str, command: tuple[str, ...]) -> None:
     """Run COMMAND inside NODE's namespace (`netfwd lab exec relay -- iptables-save`); exits with its code."""
     chosen = _pick(name)
     try:
-        namespace = chosen.ns(node)
+        chosen.ns(node)
     except ValueError as problem:
         raise InputError(str(problem), field="NODE") from None
     argv = list(command[1:] if command and command[0] == "--" else command)
     try:
-        done = subprocess.run(["ip", "netns", "exec", namespace, *argv])
+        done = subprocess.run(chosen.exec_argv(node, argv))
     except FileNotFoundError as missing:
         raise EnvironmentProblem(f"cannot run ip netns exec: {missing}") from None
     sys.exit(done.returncode)

@@ -92,16 +92,25 @@ class Lab:
 
     @classmethod
     def up(cls, name: str | None = None, router: bool = False, onprem_route_back: bool = False, *,
-           relay_outside_if: str = "ext0") -> "Lab":
-        """Build a fresh lab (random 4-hex-digit name when `name` is None). On failure, nothing is left."""
+           relay_outside_if: str = "ext0", userland: str = "modern") -> "Lab":
+        """Build a fresh lab (random 4-hex-digit name when `name` is None). On failure, nothing is left.
+
+        userland="centos7": the relay's programs see CentOS 7's iptables 1.4.21 and firewalld 0.6.3
+        (netfwd.lab.userland)."""
+        from netfwd.lab import userland as userlands
+
+        userlands.check(userland)
         netns.check_environment()
         if name is not None and not LAB_NAME_RE.match(name):
             raise InputError(f"{name!r} is not a lab name: use 1-12 lowercase letters or digits", field="name")
         addrs = plan(choose_block(netns.host_networks()), router=router, relay_outside_if=relay_outside_if)
         state = _claim(name, router, onprem_route_back, addrs)
+        state.userland = userland
         lab = cls(state)
         try:
             lab._build()
+            if userland != "modern":
+                userlands.start(lab)
         except BaseException:
             lab.down()
             raise
@@ -197,6 +206,10 @@ class Lab:
         return NODES_ROUTED if self._state.router else NODES_BASIC
 
     @property
+    def userland(self) -> str:
+        return self._state.userland
+
+    @property
     def router(self) -> bool:
         return self._state.router
 
@@ -220,7 +233,22 @@ class Lab:
     def run(self, node: str, argv: Sequence[str], check: bool = True, timeout: float | None = 30.0,
             input: str | None = None) -> subprocess.CompletedProcess:  # noqa: A002 - mirrors subprocess
         """Run `argv` inside `node`'s namespace; text output captured. check=True raises LabCommandError."""
-        return _run(netns.exec_argv(self.ns(node), list(argv)), check, timeout, input)
+        return _run(self.exec_argv(node, argv), check, timeout, input)
+
+    def exec_argv(self, node: str, argv: Sequence[str]) -> list[str]:
+        """The command line that runs `argv` in `node` (in the relay: with the relay's userland)."""
+        holder = self._userland_pid() if node == "relay" else None
+        if holder is not None:
+            return ["nsenter", "-t", str(holder), "-m", "-n", "--", *argv]
+        return netns.exec_argv(self.ns(node), list(argv))
+
+    def _userland_pid(self) -> int | None:
+        if self._state.userland == "modern":
+            return None
+        for process in self._state.processes:
+            if process.kind == "userland" and process.alive():
+                return process.pid
+        raise EnvironmentProblem(f"the {self._state.userland} userland of lab {self.name} is not running")
 
     def enable_forwarding(self, node: str = "relay", enabled: bool = True) -> None:
         """Set net.ipv4.ip_forward inside `node` only (the host's setting is never touched)."""

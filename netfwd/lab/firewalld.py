@@ -26,7 +26,7 @@ mount -t tmpfs tmpfs /run/dbus
 [ -d /run/firewalld ] && mount -t tmpfs tmpfs /run/firewalld
 mount --bind {etc} /etc/firewalld
 dbus-daemon --system --fork --print-pid
-exec firewalld --nofork --nopid --log-target file --log-file {log} >/dev/null 2>>{log}
+exec firewalld --nofork --nopid --log-file {log}{extra} >/dev/null 2>>{log}
 """
 
 
@@ -46,16 +46,23 @@ def start(lab: "Lab", timeout: float) -> int:
     base = lab.workdir / "firewalld"
     etc, log = base / "etc", base / "firewalld.log"
     shutil.rmtree(base, ignore_errors=True)
-    if Path("/etc/firewalld").is_dir():
+    extra = " --log-target file"  # (0.6.3 has no --log-target: --log-file alone logs to the file)
+    if lab.userland == "centos7":  # 0.6.3 with its own defaults and FirewallBackend=iptables
+        from netfwd.lab import userland
+
+        etc.mkdir(parents=True)
+        shutil.copy(userland.firewalld_conf(), etc / "firewalld.conf")
+        extra = f" --default-config {shlex.quote(str(userland.firewalld_defaults()))}"
+    elif Path("/etc/firewalld").is_dir():
         shutil.copytree("/etc/firewalld", etc, symlinks=True)
     else:
         etc.mkdir(parents=True)
-    script = SCRIPT.format(etc=shlex.quote(str(etc)), log=shlex.quote(str(log)))
+    script = SCRIPT.format(etc=shlex.quote(str(etc)), log=shlex.quote(str(log)), extra=extra)
     argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", script]
-    child = subprocess.Popen(core.netns.exec_argv(lab.ns("relay"), argv), stdout=subprocess.PIPE,
+    child = subprocess.Popen(lab.exec_argv("relay", argv), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True)
     lab._children[child.pid] = child
-    # `ip netns exec`, `unshare` and `sh` all exec: the child's PID becomes firewalld's
+    # `ip netns exec` (or nsenter), `unshare` and `sh` all exec: the child's PID becomes firewalld's
     lab._record(Process(child.pid, proc_starttime(child.pid), "relay", "firewalld", argv, None, str(log)))
     dbus_line = core._read_line(child, 10.0)
     if dbus_line.isdigit():

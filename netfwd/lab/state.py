@@ -60,6 +60,7 @@ class LabState:
     name: str
     router: bool = False
     onprem_route_back: bool = False
+    userland: str = "modern"  # or "centos7" (netfwd.lab.userland)
     namespaces: list[str] = field(default_factory=list)
     processes: list[Process] = field(default_factory=list)
     addrs: dict = field(default_factory=dict)
