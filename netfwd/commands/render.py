@@ -47,21 +47,17 @@ def validate(spec_file: str, catalog_file: str | None, output: str) -> None:
                                "forwards": [dict(f.essence()._asdict(), name=f.name) for f in spec.forwards]},
                               indent=2))
         return
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
+    from netfwd.plaintable import print_table
 
-    table = Table(title=f"{spec.cluster}: {len(spec.forwards)} forward(s) on a {spec.relay.os} relay")
-    for column in ("name", "listen", "to", "proto", "masq", "local", "sources"):
-        table.add_column(column, overflow="fold")
+    rows = []
     for f in spec.forwards:
         sources = "any" if f.sources is None else f"{len(f.sources)} CIDR(s)"
         if f.allow is not None and f.allow.regions:
             sources += f" ({', '.join(f.allow.regions)})"
-        cells = (f.name, str(f.listen), str(f.to), f.protocol, "yes" if f.masquerade else "no",
-                 "yes" if f.local else "no", sources)
-        table.add_row(*(escape(cell) for cell in cells))  # "[fd00::5]:6443" is not rich markup
-    Console().print(table)
+        rows.append((f.name, str(f.listen), str(f.to), f.protocol, "yes" if f.masquerade else "no",
+                     "yes" if f.local else "no", sources))
+    print_table(f"{spec.cluster}: {len(spec.forwards)} forward(s) on a {spec.relay.os} relay",
+                ("name", "listen", "to", "proto", "masq", "local", "sources"), rows)
 
 
 @click.command()
