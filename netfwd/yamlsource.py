@@ -184,9 +184,19 @@ def _compose(text: str, file: str) -> tuple[Any, dict[str, int]]:
     return data, walker.lines
 
 
+# `_DIVERGENT` matches within one line and treats the digits 1-9 alike (only 0 and digit-ness
+# matter), so it can search the distinct lines with those digits folded into one: a 10,000-forward
+# spec has a few hundred such lines, and the search drops from ~0.25 s to a few ms.
+_FOLD_DIGITS = str.maketrans("23456789", "11111111")
+
+
+def _divergent(text: str) -> bool:
+    return _DIVERGENT.search("\n".join(set(text.translate(_FOLD_DIGITS).split("\n")))) is not None
+
+
 def _fast(text: str) -> Any:
     """Data from the Rust YAML parser (~10x faster on large specs), or None to take the reference path."""
-    if _DIVERGENT.search(text):
+    if _divergent(text):
         return None
     try:
         import ryaml

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from netfwd.errors import InputError
-from netfwd.yamlsource import _compose, _fast, load_text
+from netfwd.yamlsource import _DIVERGENT, _compose, _divergent, _fast, load_text
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,6 +50,12 @@ def test_fast_path_never_disagrees_on_structured_documents(document, flow):
 def test_fast_path_never_disagrees_on_text_soup(text):
     fast = _fast(text)
     assert fast is None or fast == reference(text)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("ab0123456789: -+[]{},#?\n\r\t.xXoObBeEyYnN&*!_")), max_size=60))
+def test_divergence_check_on_folded_distinct_lines_equals_the_whole_text_search(text):
+    assert _divergent(text) == (_DIVERGENT.search(text) is not None)
 
 
 def test_errors_from_the_fast_path_still_name_the_line():
