@@ -67,15 +67,19 @@ def plain_text(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]
             console.print(_rich_table(title, columns, rows))
         return capture.get()
     out = lines[:head_end + 1]
+    folded: dict[tuple[str, int], list[str]] = {}  # columns repeat the same long cells
     for row in rows:
         cells = []
         for cell, width in zip(row, widths):
             inner = width - 2
             if len(cell) <= inner:
                 cells.append([cell.ljust(inner)])
-            else:
+                continue
+            lines_of = folded.get((cell, inner))
+            if lines_of is None:
                 wrapped = Text(cell).wrap(console, inner, justify="left", overflow="fold")
-                cells.append([line.plain.ljust(inner) for line in wrapped])
+                lines_of = folded[cell, inner] = [line.plain.ljust(inner) for line in wrapped]
+            cells.append(lines_of)
         for depth in range(max(map(len, cells))):
             out.append("│" + "│".join(f" {c[depth] if depth < len(c) else ' ' * (w - 2)} "
                                       for c, w in zip(cells, widths)) + "│")

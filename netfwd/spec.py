@@ -60,6 +60,8 @@ class _Builder:
         self.doc = doc
         self._catalog = catalog
         self._resolved: dict[tuple, Allow] = {}
+        self._addresses: dict[str, Address] = {}
+        self._networks: dict[str, Network] = {}
 
     @property
     def catalog(self) -> Catalog:
@@ -105,28 +107,31 @@ class _Builder:
             raise ModelError(where, f"must be true or false, not {value!r}")
         return value
 
-    @staticmethod
-    def address(value: Any, where: str) -> IPAddress:
+    def address(self, value: Any, where: str) -> IPAddress:
+        if type(value) is str and value in self._addresses:  # large specs name the same targets often
+            return self._addresses[value]
         if not isinstance(value, str) or not value or len(value) > 64 or not (value.isascii() and value.isprintable()):
             raise ModelError(where, f"{value!r} is not an IP address")
         try:
-            return Address(value)
+            address = Address(value)
         except Exception:
             raise ModelError(where, f"{value!r} is not an IP address") from None
+        self._addresses[value] = address
+        return address
 
-    @staticmethod
-    def network(value: Any, where: str) -> IPNetwork:  # ASCII only: netaddr reads '/٢٤' as /24
+    def network(self, value: Any, where: str) -> IPNetwork:  # ASCII only: netaddr reads '/٢٤' as /24
+        if type(value) is str and value in self._networks:
+            return self._networks[value]
         if not isinstance(value, str) or not value or len(value) > 64 or not (value.isascii() and value.isprintable()):
             raise ModelError(where, f"{value!r} is not a CIDR")
         try:
-            net = IPNetwork(value)
+            net = Network(value)  # a bare address is its /32 or /128
         except Exception:
             raise ModelError(where, f"{value!r} is not a CIDR") from None
-        if "/" not in value:
-            return Network(f"{net.ip}/{net.prefixlen}")
-        if net.ip != net.network:
+        if "/" in value and net.ip != net.network:
             raise ModelError(where, f"{value} has host bits set (did you mean {net.cidr}?)")
-        return Network(net)
+        self._networks[value] = net
+        return net
 
     # -- sections ------------------------------------------------------------------------
     def relay(self, raw: Any) -> Relay:

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from netaddr import IPNetwork
 
 from netfwd.cli import main
@@ -100,3 +102,27 @@ def test_non_utf8_names_the_line(tmp_path):
     with pytest.raises(InputError) as problem:
         load_spec(bad)
     assert problem.value.line == 2 and "UTF-8" in str(problem.value)
+
+
+_ADDRESS_SOUP = st.text(alphabet=st.sampled_from(list("0123456789./:abf %")), max_size=20) | st.builds(
+    lambda a, b, c, d, p: f"{a}.{b}.{c}.{d}" + ("" if p is None else f"/{p}"),
+    *[st.integers(0, 300)] * 4, st.none() | st.integers(0, 40) | st.just("08"))
+
+
+def _netaddr_verdict(cls, text):
+    try:
+        value = cls(text)
+    except Exception:
+        return None
+    return (str(value), value.version, value.value, getattr(value, "prefixlen", None))
+
+
+@settings(max_examples=400, deadline=None)
+@given(_ADDRESS_SOUP)
+def test_model_addresses_parse_exactly_as_netaddr(text):
+    from netaddr import IPAddress
+
+    from netfwd.model import Address, Network
+
+    assert _netaddr_verdict(Address, text) == _netaddr_verdict(IPAddress, text)
+    assert _netaddr_verdict(Network, text) == _netaddr_verdict(IPNetwork, text)
