@@ -110,25 +110,26 @@ def restore_payload(spec: Spec) -> str:
 
 
 def parse_save(text: str) -> list[Essence]:
-    """Read netfwd's forwards back from `iptables-save` output or a restore payload.
+    """Read netfwd's forwards back from `iptables-save` output, a restore payload or canonical state.
 
     Only rules in NETFWD-* chains that carry a `netfwd:` comment count; everything else is someone
-    else's and ignored.
+    else's and ignored. Lines are split by the iptables-save reader's one-pass `words` (no shlex per
+    line: doctor and the backends read 35,000-line dumps).
     """
+    from netfwd.firewall.iptables_save import options, words
+
     found: dict[str, dict] = {}
-    order: list[str] = []
     for line in text.splitlines():
         if not line.startswith("-A NETFWD-"):
             continue
-        words = shlex.split(line)
-        chain, opts = words[1], _options(words[2:])
+        split = words(line)
+        chain, opts = split[1], options(split[2:])
         name = opts.get("--comment", "")
         if not name.startswith("netfwd:") or name == REPLIES_COMMENT:
             continue
         entry = found.get(name)
         if entry is None:
             entry = found[name] = {"sources": [], "masquerade": False, "local": False}
-            order.append(name)
         if chain == PRE:
             host, _, port = opts["--to-destination"].rpartition(":")
             entry.update(listen_address=_host(opts.get("-d")), listen_port=int(opts["--dport"]),
@@ -143,16 +144,7 @@ def parse_save(text: str) -> list[Essence]:
             entry["masquerade"] = True
     return [Essence(e["listen_address"], e["listen_port"], e["protocol"], e["to_address"], e["to_port"],
                     e["masquerade"], e["local"], None if e.get("any") else tuple(e["sources"]))
-            for e in (found[n] for n in order) if "to_address" in e]
-
-
-def _options(words: list[str]) -> dict[str, str]:
-    """`-p tcp -m tcp --dport 1` -> {'-p': 'tcp', '--dport': '1', ...} (the last value of a flag wins)."""
-    opts: dict[str, str] = {}
-    for index, word in enumerate(words):
-        if word.startswith("-") and index + 1 < len(words) and not words[index + 1].startswith("-"):
-            opts[word] = words[index + 1]
-    return opts
+            for e in found.values() if "to_address" in e]
 
 
 def _host(cidr: str | None) -> str | None:

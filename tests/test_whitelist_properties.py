@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from netaddr import IPNetwork, IPSet
 
 from netfwd.catalog import Catalog, Region
-from netfwd.whitelist.addresses import parse_token
+from netfwd.firewall.addresses import parse_token
 from netfwd.whitelist.render import aggregate, render
 from netfwd.whitelist.sources import Context
 from netfwd.whitelist.sources.iptables import parse as parse_iptables

@@ -73,7 +73,9 @@ class IptablesBackend:
         return _xstate().canonical(_xstate().desired(spec))
 
     def forwards(self, text: str) -> list[Essence]:
-        return _xstate().essences(text)
+        from netfwd import xtables
+
+        return xtables.parse_save(text)
 
     def tags(self, line: str) -> str | None:
         return _xstate().tag(line)

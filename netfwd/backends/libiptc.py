@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from netfwd import xtables
 from netfwd.backends import Context, xstate
 from netfwd.backends.base import Live, TransactionError, run
 from netfwd.dialects.iptables_restore import DIALECT
@@ -189,7 +190,7 @@ class LibiptcBackend:
         return xstate.canonical(xstate.desired(spec))
 
     def forwards(self, text: str) -> list[Essence]:
-        return xstate.essences(text)
+        return xtables.parse_save(text)
 
     def tags(self, line: str) -> str | None:
         return xstate.tag(line)

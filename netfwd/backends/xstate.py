@@ -19,7 +19,6 @@ built-in chains are never flushed, so foreign rules stay exactly where they are.
 from __future__ import annotations
 
 import re
-import shlex
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -162,58 +161,6 @@ def payload(parts: list[tuple[str, list[str]]]) -> str:
     return "".join(f"*{table}\n" + "".join(line + "\n" for line in lines) + "COMMIT\n" for table, lines in parts)
 
 
-def _words(line: str) -> list[str]:
-    """shlex.split for save lines, fast: netfwd's rules quote at most their comment."""
-    if '"' not in line and "\\" not in line and "'" not in line:
-        return line.split()
-    parts = line.split('"')
-    if len(parts) == 3 and "\\" not in line and "'" not in line:
-        return [*parts[0].split(), parts[1], *parts[2].split()]
-    return shlex.split(line)
-
-
-def essences(text: str) -> list[Essence]:
-    """netfwd.xtables.parse_save, ~30x faster on big rulesets (no shlex per line); the tests hold
-    the two to the same answers."""
-    found: dict[str, dict] = {}
-    for line in text.splitlines():
-        if not line.startswith("-A NETFWD-"):
-            continue
-        words = _words(line)
-        chain, opts = words[1], _options(words[2:])
-        name = opts.get("--comment", "")
-        if not name.startswith("netfwd:") or name == xtables.REPLIES_COMMENT:
-            continue
-        entry = found.get(name)
-        if entry is None:
-            entry = found[name] = {"sources": [], "masquerade": False, "local": False}
-        if chain == xtables.PRE:
-            host, _, port = opts["--to-destination"].rpartition(":")
-            listen = opts.get("-d")
-            entry.update(listen_address=None if listen is None else listen.removesuffix("/32"),
-                         listen_port=int(opts["--dport"]), protocol=opts["-p"], to_address=host, to_port=int(port))
-            if "-s" in opts:
-                entry["sources"].append(opts["-s"])
-            else:
-                entry["any"] = True
-        elif chain == xtables.OUT:
-            entry["local"] = True
-        elif chain == xtables.POST and opts.get("-j") == "MASQUERADE":
-            entry["masquerade"] = True
-    return [Essence(e["listen_address"], e["listen_port"], e["protocol"], e["to_address"], e["to_port"],
-                    e["masquerade"], e["local"], None if e.get("any") else tuple(e["sources"]))
-            for e in found.values() if "to_address" in e]
-
-
-def _options(words: list[str]) -> dict[str, str]:
-    opts: dict[str, str] = {}
-    last = len(words) - 1
-    for index, word in enumerate(words):
-        if word[:1] == "-" and index < last and words[index + 1][:1] != "-":
-            opts[word] = words[index + 1]
-    return opts
-
-
 def tag(line: str) -> str | None:
     """The forward a line belongs to (its netfwd comment), None for shared objects (jumps, replies)."""
     found = _comment(line)
@@ -228,5 +175,7 @@ def focus(text: str, tags: set[str]) -> str:
 
 def args_of(line: str) -> tuple[str, list[str]]:
     """`-A CHAIN ARGS...` -> (CHAIN, ARGS) with the comment unquoted (for libiptc)."""
-    words = shlex.split(line)
-    return words[1], words[2:]
+    from netfwd.firewall.iptables_save import words
+
+    split = words(line)
+    return split[1], split[2:]

@@ -42,9 +42,10 @@ def whitelist() -> None:
 @click.option("--regions", "-r", "regions_opt", required=True, metavar="R1,R2",
               help="Catalog region ids (see `netfwd regions`), or `all`.")
 @click.option("--against", "-a", "source", required=True, metavar="SOURCE",
-              help="A list, spec, iptables-save, nft (text/JSON), firewalld, netsh file, or `live`.")
+              help="A list, spec, iptables-save, nft (text/JSON), firewalld, netsh file, a script "
+              "`netfwd render` wrote, or `live`.")
 @click.option("--format", "-f", "fmt", metavar="NAME", help="Source format instead of detecting it: list, spec, "
-              "iptables, nft, nft-json, firewalld-xml, firewalld, netsh.")
+              "iptables, nft, nft-json, firewalld-xml, firewalld, netsh, script.")
 @click.option("--local-networks", metavar="CIDRS|none",
               help="On-prem/relay networks for local-overlap (default: the routing table).")
 @click.option("--port", type=click.IntRange(1, 65535), help="Only the forward/rules for this listening port.")

@@ -29,6 +29,7 @@ from netaddr import AddrFormatError, IPNetwork, cidr_merge
 
 from netfwd.dialects import shell
 from netfwd.dialects.base import BaseDialect
+from netfwd.firewall import rich
 from netfwd.model import Essence, Forward, Spec
 
 IPSET_PREFIX = "netfwd-"
@@ -319,9 +320,9 @@ def parse_rich_rules(text: str) -> list[Essence]:
     forwards: list[dict] = []
     masquerades: set[tuple[str, str]] = set()
     for rule in rules:
-        parts = _rich_rule(rule)
+        parts = rich.elements(rule)
         source = parts.get("source", {}).get("ipset", "")
-        if not source.startswith(IPSET_PREFIX) or "NOT" in parts.get("source", {}):
+        if not source.startswith(IPSET_PREFIX) or rich.inverted(parts.get("source", {})):
             continue
         port = parts.get("forward-port", {})
         if port.get("port", "").isdigit() and port.get("to-port", "0").isdigit() and "to-addr" in port:
@@ -333,24 +334,6 @@ def parse_rich_rules(text: str) -> list[Essence]:
     return [Essence(f["listen"], f["port"], f["protocol"], f["to"], f["to_port"],
                     (f["ipset"], f["to"]) in masquerades, False, _sources(f["ipset"], ipsets))
             for f in forwards]
-
-
-_TOKEN = re.compile(r"""([A-Za-z-]+)=(?:"([^"]*)"|'([^']*)'|(\S+))|(\S+)""")
-
-
-def _rich_rule(rule: str) -> dict[str, dict[str, str]]:
-    """`rule family="ipv4" source ipset="x" forward-port port="1" ...` -> {element: {attribute: value}}."""
-    parts: dict[str, dict[str, str]] = {}
-    element = "rule"
-    for key, double, single, bare, word in _TOKEN.findall(rule):
-        if key:
-            parts.setdefault(element, {})[key] = double or single or bare
-        elif word == "NOT":
-            parts.setdefault(element, {})["NOT"] = "1"
-        else:
-            element = word
-            parts.setdefault(element, {})
-    return parts
 
 
 def _sources(name: str, ipsets: dict[str, list[str]]) -> tuple[str, ...] | None:

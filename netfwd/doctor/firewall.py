@@ -2,7 +2,7 @@
 
 The kernel runs every base chain at a hook, whatever wrote it: iptables-nft's tables, iptables-legacy's
 tables and native nftables tables (netfwd's own `inet netfwd`, firewalld's, anyone's). So the dumps
-of all three are read into one IR (`netfwd.whitelist.ruleset`, the whitelist verifier's) and the
+of all three are read into one IR (`netfwd.firewall.model`, the whitelist verifier's) and the
 same symbolic evaluator answers, per forward and over its whole source set:
 
 * prerouting: is relay:A DNATed to B:port?
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from netaddr import IPAddress, IPSet
 
 from netfwd.model import Forward
-from netfwd.whitelist.ruleset import UNIVERSE, Always, Chain, Iface, Packet, Rule, Ruleset, iface_matches
+from netfwd.firewall.model import UNIVERSE, Always, Chain, Iface, Packet, Rule, Ruleset, iface_matches
 
 SNAT_MARK = "snat: "
 MAX_DEPTH = 64
@@ -94,7 +94,7 @@ class _ChainIndex:
 
 
 def _rule_ports(rule: Rule) -> set[int] | None:
-    from netfwd.whitelist.ruleset import DPort
+    from netfwd.firewall.model import DPort
 
     for cond in rule.conds:
         if isinstance(cond, DPort) and not cond.negated:
@@ -104,7 +104,7 @@ def _rule_ports(rule: Rule) -> set[int] | None:
 
 
 def _rule_hosts(rule: Rule) -> set[int] | None:
-    from netfwd.whitelist.ruleset import DAddr
+    from netfwd.firewall.model import DAddr
 
     for cond in rule.conds:
         if isinstance(cond, DAddr) and not cond.negated and cond.addresses is not None \
@@ -141,8 +141,8 @@ class View(Ruleset):
 
 def read_firewall(relay) -> Firewall:
     """Every backend's rules in `relay` (a :class:`netfwd.doctor.linux.LinuxRelay`), as one IR."""
-    from netfwd.whitelist.sources.iptables import read_ruleset
-    from netfwd.whitelist.sources.nft_json import build
+    from netfwd.firewall.iptables_save import read_ruleset
+    from netfwd.firewall.nft_json import build
 
     fw = Firewall()
     for backend, texts in relay.saves.items():

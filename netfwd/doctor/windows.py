@@ -14,8 +14,8 @@ from netaddr import IPSet
 from netfwd.doctor.context import DoctorContext
 from netfwd.doctor.framework import Outcome, Skip, error, found, warning
 from netfwd.doctor.winreport import FirewallRule, WindowsReport
-from netfwd.whitelist.addresses import parse_token, to_cidrs
-from netfwd.whitelist.ruleset import UNIVERSE
+from netfwd.firewall.addresses import parse_token, to_cidrs
+from netfwd.firewall.model import UNIVERSE
 from netfwd.windows import WILDCARD, normalise_address
 
 

@@ -23,6 +23,10 @@ def detect(text: str) -> str:
     if re.match(r"create \S+ (hash|bitmap|list):", head):
         return "iptables"
     text = head
+    from netfwd.whitelist.sources.script import sniff
+
+    if sniff(head[:4096]):
+        return "script"
     if head.startswith("{") and '"nftables"' in text[:4096]:
         return "nft-json"
     if head.startswith("<"):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from netaddr import IPSet
 
 from netfwd.whitelist.model import Entry, Finding, Group, Origin, entries_from_ipset
-from netfwd.whitelist.ruleset import UNIVERSE, Chain, Packet, Rule, Ruleset, describe
+from netfwd.firewall.model import UNIVERSE, Chain, Packet, Rule, Ruleset, describe
 
 MAX_DEPTH = 64
 Piece = tuple[IPSet, Rule | None, Origin]  # sources, the rule that decided (None: a policy), where
@@ -217,7 +217,7 @@ def admitted(ruleset: Ruleset, version: int, protocol: str, port: int, relay: IP
 
 def candidate_ports(ruleset: Ruleset, protocol: str) -> list[tuple[str, int]]:
     """(protocol, port) pairs named by any rule at prerouting/input, reachable from a base chain."""
-    from netfwd.whitelist.ruleset import DPort, Proto
+    from netfwd.firewall.model import DPort, Proto
 
     found: dict[tuple[str, int], None] = {}
     for (table, _), chain in ruleset.chains.items():

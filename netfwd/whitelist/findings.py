@@ -11,7 +11,7 @@ from __future__ import annotations
 from netaddr import IPSet
 
 from netfwd.whitelist.coverage import Requirement
-from netfwd.whitelist.addresses import to_cidrs
+from netfwd.firewall.addresses import to_cidrs
 from netfwd.whitelist.model import Entry, Finding, Origin
 from netfwd.whitelist.screen import LOCAL, OTHER_REGIONS, REQUIRED, RFC1918, SHARED, Screen
 

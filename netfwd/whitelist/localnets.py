@@ -10,7 +10,7 @@ from __future__ import annotations
 from netaddr import IPNetwork, IPSet
 
 from netfwd.errors import EnvironmentProblem, InputError
-from netfwd.whitelist.addresses import parse_token, to_cidrs
+from netfwd.firewall.addresses import parse_token, to_cidrs
 
 _IGNORED = IPSet(["127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "255.255.255.255/32",
                   "::1/128", "fe80::/10", "ff00::/8"])

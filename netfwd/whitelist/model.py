@@ -12,22 +12,8 @@ from typing import NamedTuple
 
 from netaddr import IPSet
 
-from netfwd.whitelist.addresses import BITS, to_cidrs
-
-
-class Origin(NamedTuple):
-    """Where an entry or a finding comes from: a file line, a rule, a forward.
-
-    A NamedTuple, like Entry: a 100,000-line whitelist creates one of each per line.
-    """
-
-    file: str
-    line: int | None = None
-    text: str = ""  # the line or rule as written (shortened), or a label such as a forward name
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where} ({self.text})" if self.text else where
+from netfwd.firewall.addresses import BITS, to_cidrs
+from netfwd.firewall.model import Origin
 
 
 class Entry(NamedTuple):

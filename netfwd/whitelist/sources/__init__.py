@@ -23,6 +23,7 @@ FORMATS: dict[str, tuple[str, str]] = {
     "firewalld-xml": ("netfwd.whitelist.sources.firewalld:parse_xml", "a firewalld zone XML file"),
     "firewalld": ("netfwd.whitelist.sources.firewalld:parse_list_all", "`firewall-cmd --list-all` output"),
     "netsh": ("netfwd.whitelist.sources.netsh:parse", "`netsh advfirewall firewall show rule ... verbose`"),
+    "script": ("netfwd.whitelist.sources.script:parse", "a script `netfwd render` wrote, of any dialect"),
 }
 
 

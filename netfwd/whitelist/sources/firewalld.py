@@ -7,14 +7,14 @@ their XML elements or from their one-line text form with the same rules.
 from __future__ import annotations
 
 import re
-import shlex
 from pathlib import Path
 from xml.parsers import expat
 
 from netaddr import IPSet
 
 from netfwd.errors import InputError
-from netfwd.whitelist.addresses import digits, parse_token, to_cidrs
+from netfwd.firewall import rich
+from netfwd.firewall.addresses import digits, parse_token, to_cidrs
 from netfwd.whitelist.model import Origin, Parsed
 from netfwd.whitelist.sources.zone import RichRule, Zone, zone_groups
 
@@ -98,13 +98,13 @@ def _rule(fields: dict[str, dict[str, str]], action: str, origin: Origin, file: 
     line = origin.line
     source = fields.get("source")
     if source is not None:
-        invert = source.get("invert", source.get("not", "")).lower() in ("true", "yes", "1")
+        invert = rich.inverted(source)
         if "address" in source:
             members = _addresses(source["address"], file, line, "source address")
-            rule.source_text = f"source {'not ' if invert else ''}address={source['address']}"
+            rule.source_text = f"source {'NOT ' if invert else ''}address={source['address']}"
         elif "ipset" in source:
             members = ipsets.members(source["ipset"]) if ipsets else None
-            rule.source_text = f"source {'not ' if invert else ''}ipset={source['ipset']}"
+            rule.source_text = f"source {'NOT ' if invert else ''}ipset={source['ipset']}"
             if members is None:
                 rule.source_unknown = f"ipset {source['ipset']}"
         else:
@@ -172,25 +172,12 @@ _KEY = re.compile(r"^\s+([a-z][a-z -]*):\s*(.*)$")
 
 
 def parse_rich(text: str, origin: Origin, file: str) -> RichRule:
-    """`rule family="ipv4" source address="1.2.3.4" forward-port port="1" ...` -> RichRule."""
-    try:
-        words = shlex.split(text)
-    except ValueError as problem:
-        raise InputError(f"cannot read rich rule: {problem}", file=file, line=origin.line, field="rich rules") from None
-    fields: dict[str, dict[str, str]] = {}
-    current, action = "", ""
-    for word in words:
-        if "=" in word:
-            key, _, value = word.partition("=")
-            fields.setdefault(current, {})[key] = value
-        elif word == "not":
-            fields.setdefault(current, {})["not"] = "yes"
-        elif word in ("accept", "reject", "drop", "mark"):
-            action, current = word, word
-        else:
-            current = word
-            fields.setdefault(current, {})
-    return _rule(fields, action, origin, file, None)
+    """`rule family="ipv4" source NOT address="1.2.3.4" forward-port port="1" ...` -> RichRule."""
+    if text.count('"') % 2 or text.count("'") % 2:
+        raise InputError("cannot read rich rule: no closing quotation", file=file, line=origin.line,
+                         field="rich rules")
+    fields = rich.elements(text)
+    return _rule(fields, rich.action(fields), origin, file, None)
 
 
 def parse_list_all(text: str, file: str, context) -> Parsed:

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from netaddr import IPSet
 
 from netfwd.errors import InputError
-from netfwd.whitelist.addresses import parse_token, to_cidrs
+from netfwd.firewall.addresses import parse_token, to_cidrs
 from netfwd.whitelist.model import Finding, Group, Origin, Parsed, entries_from_ipset
-from netfwd.whitelist.ruleset import UNIVERSE
+from netfwd.firewall.model import UNIVERSE
 
 EVERYONE = UNIVERSE[4] | UNIVERSE[6]
 _FIELD = re.compile(r"^([A-Za-z][A-Za-z ]*?):\s*(.*)$")

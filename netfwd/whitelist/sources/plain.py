@@ -10,7 +10,7 @@ import re
 import socket
 
 from netfwd.errors import InputError
-from netfwd.whitelist.addresses import parse_token
+from netfwd.firewall.addresses import parse_token
 from netfwd.whitelist.model import Entry, Group, Origin, Parsed
 
 _SPLIT = re.compile(r"[,\s]+")

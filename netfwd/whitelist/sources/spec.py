@@ -6,7 +6,7 @@ too-broad check then reports.
 
 from __future__ import annotations
 
-from netfwd.whitelist.addresses import BITS
+from netfwd.firewall.addresses import BITS
 from netfwd.whitelist.model import Entry, Group, Origin, Parsed
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from netaddr import IPSet
 
 from netfwd.whitelist.model import Entry, Finding, Group, Origin, entries_from_ipset
-from netfwd.whitelist.ruleset import UNIVERSE
+from netfwd.firewall.model import UNIVERSE
 
 EVERYONE = UNIVERSE[4] | UNIVERSE[6]
 # firewalld's service definitions for the ports a relay forwards (others are not resolved).

@@ -1,4 +1,5 @@
-"""A small firewall IR shared by the iptables and nftables readers, so one evaluator serves both.
+"""The neutral firewall model: what every reader (iptables-save, nft text/JSON) produces and every
+walker (whitelist's admission evaluator, doctor's checks, explain's packet tracer) reads.
 
 Only what decides "is a new connection from source S to this port admitted" is modelled: source
 matches as address sets, and every other match as a condition on the packet that answers
@@ -9,10 +10,25 @@ admitting anything and reports them as `unevaluated`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from netaddr import IPAddress, IPSet
 
-from netfwd.whitelist.model import Origin
+
+class Origin(NamedTuple):
+    """Where an entry or a finding comes from: a file line, a rule, a forward.
+
+    A NamedTuple, like Entry: a 100,000-line whitelist creates one of each per line.
+    """
+
+    file: str
+    line: int | None = None
+    text: str = ""  # the line or rule as written (shortened), or a label such as a forward name
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where} ({self.text})" if self.text else where
+
 
 UNIVERSE = {4: IPSet(["0.0.0.0/0"]), 6: IPSet(["::/0"])}
 NOT_REMOTE = IPSet(["127.0.0.0/8", "::1/128", "224.0.0.0/4", "ff00::/8"])
