@@ -154,10 +154,9 @@ class _Walker:
         if not isinstance(node, yaml.ScalarNode):
             raise InputError("mapping keys must be plain scalars", file=self.file,
                              line=node.start_mark.line + 1, field=path or None)
-        key = self.loader.construct_object(node)
-        if not isinstance(key, (str, int)) or isinstance(key, bool):
-            return str(key)
-        return key
+        # Keys stay as YAML reads them (0.5, null, true): the fast parser keeps them so too, and
+        # both paths must hand the validator identical data.
+        return self.loader.construct_object(node)
 
 
 def _compose(text: str, file: str) -> tuple[Any, dict[str, int]]:

@@ -63,3 +63,10 @@ def test_errors_from_the_fast_path_still_name_the_line():
     located = load_text(text, "t.yaml")
     assert located.known_lines is None  # fast path: no index built yet
     assert located.line_of("forwards[0].listen.port") == 5
+
+
+@pytest.mark.parametrize("text", ["0.:", "0.: x", "~: x", "true: 1", "a:\n  1.5: 2\n"])
+def test_both_paths_keep_non_string_keys_as_yaml_reads_them(text):
+    """Regression: the reference path turned a float key into text ({'0.0': None}), the fast path did not."""
+    assert reference(text) == yaml.load(text, Loader=yaml.SafeLoader)
+    assert _fast(text) in (None, reference(text))
