@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from netfwd.dialects import cmdsyntax as cmd
 from netfwd.dialects import get_dialect
+from netfwd.dialects.cmdrun import MODEL_ENV
 from netfwd.dialects.netsh import DIALECT
 from netfwd.dialects.winbase import FirewallRule, WindowsState
 from netfwd.errors import InputError, UnsupportedByDialect
@@ -157,12 +158,13 @@ def test_the_final_check_looks_for_exactly_what_was_added():
     """One `show all` listing is normalised to 'LISTEN PORT CONNECT PORT' lines (the for /f tokens
     1-4 of each row), then each added entry must be one whole line of it."""
     for render, option in ((DIALECT.render, "/x"), (DIALECT.render_remove, "/b")):
-        commands = cmd.tokenize(render(example_spec()))
+        commands = cmd.tokenize(render(example_spec()), MODEL_ENV)
         listing = next(c for c in commands if c.kind == "for" and "portproxy show all" in c.head)
         assert '"tokens=1-4"' in listing.head
         echo = commands[commands.index(listing) + 1]
         assert (echo.kind, echo.echo) == ("echo", "%a %b %c %d")
-        searches = [c.argv for c in commands if c.name == "findstr" and c.unconditional]
+        searches = [c.argv for c in commands if c.name == "findstr" and c.unconditional
+                    and c.argv[-1] == MODEL_ENV["NETFWD_SHOWN"]]
         assert all(a[1:4] == [option, "/i", "/l"] for a in searches)
         adds = [a for a in netsh_argvs(render(example_spec())) if a[2] == "portproxy" and a[3] in ("add", "delete")]
         keys = [dict(w.split("=", 1) for w in a[5:]) for a in adds if a[3] == ("add" if option == "/x" else "delete")]

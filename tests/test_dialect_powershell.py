@@ -57,7 +57,7 @@ def test_firewall_rule_carries_every_parameter():
     assert rule.params() == {
         "name": "netfwd win-001 api", "displayname": "netfwd win-001 api",
         "description": "netfwd:win-001/api to 192.168.10.5:6443", "group": "netfwd",
-        "direction": "Inbound", "action": "Allow", "protocol": "TCP", "localport": "16443",
+        "direction": "Inbound", "action": "Allow", "service": "iphlpsvc", "protocol": "TCP", "localport": "16443",
         "localaddress": "10.0.0.4", "remoteaddress": ["198.51.100.7/32", "203.0.113.0/24"], "profile": "Any",
     }
 
@@ -138,9 +138,9 @@ def test_script_preamble_and_order():
     top = top_commands(text)
     names = [c.name for c in top]
     first_change = next(i for i, c in enumerate(top) if c.name == "netsh.exe")
-    assert names[:first_change][:2] == ["Set-StrictMode", "Set-Service"]
-    assert top[1].params() == {"name": "iphlpsvc", "startuptype": "Automatic"}
-    assert top[2].name == "Start-Service" and top[2].params() == {"name": "iphlpsvc"}
+    assert names[:first_change][:3] == ["Set-StrictMode", "Assert-NetfwdFirewallOn", "Set-Service"]
+    assert top[2].params() == {"name": "iphlpsvc", "startuptype": "Automatic"}
+    assert top[3].name == "Start-Service" and top[3].params() == {"name": "iphlpsvc"}
     checked = {c.params()["port"] for c in top[:first_change] if c.name == "Assert-NetfwdPortFree"}
     assert checked == {str(f.listen.port) for f in example_spec().forwards}
     assert all(c.call_operator for c in top if c.name == "netsh.exe")  # '&' so the path is not an expression

@@ -48,7 +48,7 @@ def test_healthy_report_passes(tmp_path):
     assert {r.status for r in report.results} == {"ok"}
     assert [r.name for r in report.results] == ["win-iphlpsvc", "win-portproxy", "win-portproxy-persisted",
                                                 "win-excluded-ports", "win-listen-address", "win-listener",
-                                                "win-firewall"]
+                                                "win-firewall-profiles", "win-firewall"]
 
 
 def test_ip_helper_stopped_means_nothing_listens(tmp_path):
@@ -225,3 +225,42 @@ def test_collector_script_is_ascii_crlf_readonly_and_emitted_by_render():
     done = subprocess.run([sys.executable, "-m", "netfwd", "render", str(SPEC), "--dialect", "powershell",
                            "--collector"], capture_output=True)
     assert done.returncode == 0 and done.stdout.decode() == text
+
+
+def test_a_firewall_profile_that_is_off_is_an_error(tmp_path):
+    """With a profile off Windows admits every source: the allow rule is then no whitelist."""
+    report = run(tmp_path, broken(lambda d: d["profiles"][2].update(enabled="False")))
+    assert failing(report) == {"win-firewall-profiles": "error"}
+    finding = report.result("win-firewall-profiles").findings[0]
+    assert "Public" in finding.message and "Domain" not in finding.message
+    assert "Set-NetFirewallProfile" in finding.fix
+    report = run(tmp_path, broken(lambda d: d.pop("profiles")))
+    assert report.result("win-firewall-profiles").status == "skipped"
+
+
+def test_allow_rules_are_checked_for_their_service_scope(tmp_path):
+    """netfwd's rules apply to the IP Helper service only; an unscoped rule admits the whitelist to any
+    program on the port (warning); a rule scoped to another service does not admit portproxy at all."""
+    report = run(tmp_path, broken(lambda d: d["firewall"][0].update(service="Any")))
+    assert failing(report) == {"win-firewall": "warning"}
+    finding = report.result("win-firewall").findings[0]
+    assert "netfwd text-001 apiserver" in finding.message and "iphlpsvc" in finding.message
+    report = run(tmp_path, broken(lambda d: d["firewall"][0].pop("service")))  # a report without the field
+    assert failing(report) == {"win-firewall": "warning"}
+    report = run(tmp_path, broken(lambda d: d["firewall"][0].update(service="TermService")))
+    assert failing(report) == {"win-firewall": "error"}
+    assert "-Service iphlpsvc" in report.result("win-firewall").findings[0].fix
+
+
+def test_collector_reads_enforced_profiles_and_each_rules_service():
+    from netfwd.dialects import pssyntax
+
+    sections = {c.args[0]: c.args[1].text for c in pssyntax.commands(collector_script())
+                if c.name == "Add-NetfwdSection"}  # name -> the script block that collects it
+    (profiles,) = [c for c in pssyntax.commands(sections["profiles"].strip("{}"))
+                   if c.name == "Get-NetFirewallProfile"]
+    assert profiles.params() == {"policystore": "ActiveStore"}  # enforced: group policy merged in
+    (services,) = [c for c in pssyntax.commands(sections["firewall"].strip("{}"))
+                   if c.name == "Get-NetFirewallServiceFilter"]
+    assert services.params() == {"all": True}
+    assert "service = [string] $services[[string] $rule.InstanceID]" in collector_script()

@@ -223,6 +223,7 @@ class _Lexer:
     def command(self, depth: int) -> None:
         self.skip_blank()
         redirects = self.redirections()
+        first = len(self.out)
         if self.peek() == "(":
             self.advance()
             self.parens += 1
@@ -233,7 +234,9 @@ class _Lexer:
             self.advance()
             self.parens -= 1
             self.skip_blank()
-            self.redirections()
+            after = self.redirections()  # `( ... )>file` redirects every command of the block
+            for inner in self.out[first:]:
+                inner.redirects += after
             return
         if self.at_line_end() or self.peek() in ("&", "|", ")"):
             return

@@ -13,7 +13,8 @@ from __future__ import annotations
 import re
 
 from netfwd.dialects import cmdsyntax as cmd
-from netfwd.dialects.winbase import WindowsDialect, WindowsState, WinForward, describe, finish, plan
+from netfwd.dialects.winbase import (IPHLPSVC, LOCAL_KEY, LOCAL_NAMES, POLICY_KEY, PROFILES, WindowsDialect,
+                                      WindowsState, WinForward, describe, finish, plan)
 from netfwd.model import Essence, Spec
 
 MAX_LINE = 8000  # cmd's limit is 8191 characters per line after expansion
@@ -30,6 +31,7 @@ class NetshDialect(WindowsDialect):
         self.check(spec)
         forwards = plan(spec)
         out = self._prologue(spec, "apply")
+        out += _firewall_on_check()
         out += [
             "rem The IP Helper service runs portproxy: without it entries are stored but nothing listens.",
             "sc config iphlpsvc start= auto >nul",
@@ -45,6 +47,9 @@ class NetshDialect(WindowsDialect):
         out += ["rem Check that Windows kept every port proxy: list them once, then look for each.", *_LISTING]
         out += [_FINAL_CHECK.format_map(words) for _, words in spelled]
         out.append('del "%NETFWD_SHOWN%"')
+        out += ["", *_LISTENING]
+        out += [_listening_check(forward, words) for forward, words in spelled]
+        out.append('del "%NETFWD_LISTENING%"')
         out += ["echo netfwd: " + cmd.echo_text(f"applied {len(forwards)} forward(s) for cluster {spec.cluster}"),
                 "exit /b 0", ""]
         out += self._subroutines(forwards, apply=True)
@@ -122,20 +127,13 @@ class NetshDialect(WindowsDialect):
     def parse(self, text: str) -> list[Essence]:
         return self.simulate(text).essences()
 
-    def simulate(self, text: str, state: WindowsState | None = None) -> WindowsState:
-        """Run the script's netsh commands against a model of Windows state (the success path).
+    def simulate(self, text: str, state: WindowsState | None = None, args: tuple[str, ...] = ()) -> WindowsState:
+        """Run the script (with command-line `args`) against a model of Windows state, to its first
+        top-level ``exit``; a non-zero exit raises ScriptExit (see netfwd.dialects.cmdrun)."""
+        from netfwd.dialects.cmdrun import Run
 
-        Commands that run unconditionally are applied in order until the first top-level
-        ``exit``; conditional ones (in blocks, after ``||``) are error paths and are skipped.
-        """
         state = state if state is not None else WindowsState()
-        for command in cmd.tokenize(text):
-            if not command.unconditional:
-                continue
-            if command.kind == "exit":
-                break
-            if command.name in ("netsh", "netsh.exe"):
-                state.netsh(command.argv[1:])
+        Run(state, args).run(text)
         return state
 
 
@@ -175,12 +173,74 @@ _REMOVE_CHECK = ('findstr /b /i /l /c:"{listen_address} {lport} " "%NETFWD_SHOWN
                  + _FAIL_SHOWN.format("not ", "forward {ename}: the firewall rule {erule} is still present"))
 
 
+ALLOW_FIREWALL_OFF = "/AllowFirewallOff"
+
+
+def _firewall_on_check() -> list[str]:
+    """Stop before any change when a Windows Firewall profile is off (or warn, with /AllowFirewallOff).
+
+    The profile's switch is the EnableFirewall value of group policy where set, else of the local store
+    (docs/facts.md); `reg query` prints it the same in every display language."""
+    out = ["rem Windows Firewall must be on in every profile: the inbound allow rule is the whitelist, and a",
+           "rem profile that is off admits every source. Group policy's EnableFirewall wins where it is set.",
+           'set "NETFWD_OFF="']
+    for profile in PROFILES:
+        flag = f"NETFWD_OFF_{profile.upper()}"
+        out.append(f'set "{flag}="')
+        for key in (LOCAL_KEY.format(LOCAL_NAMES[profile]), POLICY_KEY.format(profile)):
+            out.append(f"for /f \"tokens=3\" %%v in ('reg query \"{key}\" /v EnableFirewall 2^>nul ^| findstr /i /l "
+                       f'/c:"REG_DWORD"\') do set "{flag}=" & if "%%v"=="0x0" set "{flag}=1"')
+        out += [f"if defined {flag} (", f"  >&2 echo netfwd: Windows Firewall is off for the {profile} profile",
+                '  set "NETFWD_OFF=1"', ")"]
+    out += [f'if defined NETFWD_OFF if /i not "%~1"=="{ALLOW_FIREWALL_OFF}" (',
+            "  >&2 echo netfwd: a profile that is off admits every source to the forwarded ports: the whitelist "
+            "would not hold; nothing was changed",
+            "  >&2 echo netfwd: turn it on ^(netsh advfirewall set allprofiles state on^), or run this script "
+            f"with {ALLOW_FIREWALL_OFF} to go on anyway",
+            "  exit /b 1", ")",
+            "if defined NETFWD_OFF >&2 echo netfwd: warning: going on with Windows Firewall off "
+            f"^({ALLOW_FIREWALL_OFF}^): every source reaches the forwarded ports", ""]
+    return out
+
+
+# `netstat -an` once, as "PROTO LOCAL FOREIGN" lines; a listening TCP socket has the foreign address
+# 0.0.0.0:0 or [::]:0 (netstat's state column is localised, the addresses are not).
+_LISTENING = ["rem Check that each port proxy listens: a stored entry is not a served one (iphlpsvc stopped, the",
+              "rem port taken by another program). iphlpsvc binds a moment after netsh returns: wait 2 seconds.",
+              "ping -n 3 127.0.0.1 >nul",
+              'set "NETFWD_LISTENING=%TEMP%\\netfwd-%RANDOM%%RANDOM%.txt"',
+              "(for /f \"tokens=1-3\" %%a in ('netstat -an') do @echo %%a %%b %%c)>\"%NETFWD_LISTENING%\""]
+
+
+def listening_lines(forward: WinForward) -> list[str]:
+    """The normalised netstat lines that show the forward's port proxy listening: on its own address,
+    or on the wildcard address of either family (what `*` binds)."""
+    lines = [f"TCP 0.0.0.0:{forward.listen_port} 0.0.0.0:0", f"TCP [::]:{forward.listen_port} [::]:0"]
+    if forward.listen_address != "*":
+        own = forward.listen_address
+        lines.insert(0, f"TCP [{own}]:{forward.listen_port} [::]:0" if ":" in own
+                     else f"TCP {own}:{forward.listen_port} 0.0.0.0:0")
+    return lines
+
+
+def _listening_check(forward: WinForward, words: dict[str, str]) -> str:
+    searches = " ".join(f'/c:"{line}"' for line in listening_lines(forward))  # addresses and ports: plain
+    return (f'findstr /x /i /l {searches} "%NETFWD_LISTENING%" >nul\r\n'
+            + _FAIL_LISTENING.format(f"forward {words['ename']}: nothing listens on {words['listen']} after apply: "
+                                     "the port proxy is stored but not served ^(is iphlpsvc running? is the port "
+                                     "taken? netstat -ano^)"))
+
+
+_FAIL_LISTENING = ("if errorlevel 1 (\r\n  del \"%NETFWD_LISTENING%\" 2>nul\r\n  >&2 echo netfwd: {}\r\n"
+                   "  exit /b 1\r\n)\r\n")
+
+
 def _firewall_adds(forward: WinForward, qname: str) -> list[str]:
     """`add rule` lines; a long whitelist is split over several rules with the same name (cmd's
     line limit), which Windows ORs together and which one `delete rule name=` removes."""
     local = "" if forward.local_ip is None else f" localip={forward.local_ip}"  # a plain address
     prefix = (f"netsh advfirewall firewall add rule {qname} {cmd.kv('description', forward.description)} "
-              f"dir=in action=allow protocol=TCP localport={forward.listen_port}{local} remoteip=")
+              f"dir=in action=allow service={IPHLPSVC} protocol=TCP localport={forward.listen_port}{local} remoteip=")
     sources = forward.sources if forward.sources is not None else ("any",)
     line = f"{prefix}{','.join(sources)} profile=any"  # CIDRs are plain words
     if len(line) <= MAX_LINE:

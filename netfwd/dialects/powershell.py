@@ -12,8 +12,8 @@ each other's rules) and ``-Group netfwd``.
 from __future__ import annotations
 
 from netfwd.dialects import pssyntax as ps
-from netfwd.dialects.winbase import (ScriptError, WindowsDialect, WindowsState, WinForward, describe,
-                                      finish, plan)
+from netfwd.dialects.winbase import (IPHLPSVC, PROFILES, ScriptError, ScriptExit, WindowsDialect, WindowsState,
+                                      WinForward, describe, finish, plan)
 from netfwd.model import Essence, Spec
 
 q = ps.quote
@@ -53,13 +53,41 @@ function Assert-NetfwdPortFree {
 }"""
 
 
+FIREWALL_ON = r"""function Assert-NetfwdFirewallOn {
+    # A Windows Firewall profile that is off admits every source: the inbound allow rule is then no
+    # whitelist. ActiveStore holds what is enforced (group policy merged over the local settings).
+    param([switch] $AllowOff)
+    $off = @(Get-NetFirewallProfile -PolicyStore ActiveStore | Where-Object { [string] $_.Enabled -ne 'True' } | ForEach-Object { [string] $_.Name })
+    if ($off.Count -eq 0) { return }
+    $message = 'netfwd: Windows Firewall is off for the {0} profile(s): every source reaches the forwarded ports, the whitelist does not hold' -f ($off -join ', ')
+    if (-not $AllowOff) { throw ($message + '; nothing was changed. Turn it on (Set-NetFirewallProfile -All -Enabled True), or run this script with -AllowFirewallOff to go on anyway') }
+    Write-Warning ($message + ' (going on: -AllowFirewallOff)')
+}"""
+
+LISTENING = r"""function Assert-NetfwdListening {
+    # A stored port proxy is not a served one (iphlpsvc stopped, the port taken): ask the TCP stack.
+    # iphlpsvc binds a moment after netsh returns, so look for up to 5 seconds.
+    param([string] $Forward, [string] $Address, [int] $Port)
+    for ($try = 0; $try -lt 10; $try++) {
+        $found = @(Get-NetTCPConnection -State Listen -LocalPort $Port -ErrorAction SilentlyContinue | Where-Object { $Address -eq '*' -or @($Address, '0.0.0.0', '::') -contains [string] $_.LocalAddress })
+        if ($found.Count -gt 0) { return }
+        Start-Sleep -Milliseconds 500
+    }
+    throw ('netfwd: forward {0}: nothing listens on {1} port {2} after apply: the port proxy is stored but not served (is iphlpsvc running? is the port taken? netstat -ano)' -f $Forward, $Address, $Port)
+}"""
+
+ALLOW_FIREWALL_OFF = "-AllowFirewallOff"
+
+
 class PowerShellDialect(WindowsDialect):
     name = "powershell"
     extension = "ps1"
     comment_leader = "#"
 
     def _prologue(self, spec: Spec, what: str) -> list[str]:
-        return [*self.header(spec, what), "#Requires -RunAsAdministrator",
+        switch = ["# -AllowFirewallOff: go on (with a warning) when a Windows Firewall profile is off.",
+                  "param([switch] $AllowFirewallOff)"] if what == "apply" else []
+        return [*self.header(spec, what), "#Requires -RunAsAdministrator", *switch,
                 "Set-StrictMode -Version 3.0",
                 "$ErrorActionPreference = 'Stop'",
                 "$PSNativeCommandUseErrorActionPreference = $false  # netsh failures are read from $LASTEXITCODE",
@@ -70,7 +98,9 @@ class PowerShellDialect(WindowsDialect):
         self.check(spec)
         forwards = plan(spec)
         out = self._prologue(spec, "apply")
-        out += [EXCLUDED_RANGES, "",
+        out += [FIREWALL_ON, "", LISTENING, "", EXCLUDED_RANGES, "",
+                "# Stop before changing anything if a Windows Firewall profile is off.",
+                "Assert-NetfwdFirewallOn -AllowOff:$AllowFirewallOff", "",
                 "# The IP Helper service runs portproxy: without it entries are stored but nothing listens.",
                 "Set-Service -Name 'iphlpsvc' -StartupType Automatic",
                 "Start-Service -Name 'iphlpsvc'",
@@ -88,6 +118,9 @@ class PowerShellDialect(WindowsDialect):
         out += ["# Check that Windows kept every port proxy: list them once, then look for each.",
                 "$netfwdShown = Get-NetfwdPortProxies"]
         out += [_FINAL_CHECK.format_map(words) for _, words in spelled]
+        out.append("# Check that each port proxy listens, not only that it is stored.")
+        out += [f"Assert-NetfwdListening -Forward {words['qname']} -Address {words['qlisten']} -Port {forward.listen_port}"
+                for forward, words in spelled]
         out.append("Write-Output " + q(f"netfwd: applied {len(forwards)} forward(s) for cluster {spec.cluster}"))
         return finish(out)
 
@@ -109,14 +142,32 @@ class PowerShellDialect(WindowsDialect):
     def parse(self, text: str) -> list[Essence]:
         return self.simulate(text).essences()
 
-    def simulate(self, text: str, state: WindowsState | None = None) -> WindowsState:
-        """Run the script's script-level netsh calls and firewall cmdlets against a model of Windows."""
+    def simulate(self, text: str, state: WindowsState | None = None, args: tuple[str, ...] = ()) -> WindowsState:
+        """Run the script's script-level netsh calls, firewall cmdlets and netfwd's own checks
+        (Assert-Netfwd*, as the functions the script defines do them) against a model of Windows;
+        a check that throws raises ScriptExit. `args` are the script's parameters."""
         state = state if state is not None else WindowsState()
+        allow_off = any(a.lower() == ALLOW_FIREWALL_OFF.lower() for a in args)
+        listening: set[tuple[str, int]] | None = None  # the sockets, read once after the last change
         for command in ps.commands(text):
             if command.depth:
                 continue  # inside a function, an `if` or a loop: checks and error paths
             name = command.name.lower()
+            if name == "assert-netfwdfirewallon":
+                off = [p for p in PROFILES if not state.firewall_on(p)]
+                if off and not (allow_off and command.params().get("allowoff") == ps.Opaque("$AllowFirewallOff")):
+                    raise ScriptExit(1, [f"netfwd: Windows Firewall is off for the {', '.join(off)} profile(s)"])
+            elif name == "assert-netfwdlistening":
+                params = command.params()
+                port, address = int(_literal(params["port"]) or 0), _literal(params["address"])
+                if listening is None:
+                    listening = set(state.listeners())
+                    listening |= {("*", p) for _, p in listening}
+                if not {(address, port), ("0.0.0.0", port), ("::", port)} & listening:
+                    raise ScriptExit(1, [f"netfwd: forward {_literal(params['forward'])}: nothing listens on "
+                                         f"{address} port {port} after apply"])
             if name in ("netsh", "netsh.exe"):
+                listening = None
                 argv = command.args
                 if not all(isinstance(a, str) for a in argv):
                     raise ScriptError(f"line {command.line}: netsh arguments must be literal strings")
@@ -157,7 +208,7 @@ def _spell(forward: WinForward) -> dict[str, str]:
         "qfull": f"'{forward.listen_address} {forward.listen_port} {forward.connect_address} "
                  f"{forward.connect_port}'".lower(),
         "key": f"'listenport={forward.listen_port}' 'listenaddress={forward.listen_address}'",
-        "qrule": _lit(forward.rule_name), "qpattern": _lit(ps.wildcard_escape(forward.rule_name)),
+        "qname": _lit(forward.name), "qrule": _lit(forward.rule_name), "qpattern": _lit(ps.wildcard_escape(forward.rule_name)),
         "qdescription": _lit(forward.description),
         "missing": _lit(f"netfwd: forward {forward.name}: the port proxy {listen} -> {target} is missing after apply"),
         "failed": _lit(f"netfwd: forward {forward.name}: netsh could not add the port proxy {listen} -> {target}: "),
@@ -193,7 +244,8 @@ def _apply_block(forward: WinForward, words: dict[str, str]) -> str:
             + _REMOVE_RULE.format_map(words)
             + f"New-NetFirewallRule -Name {words['qrule']} -DisplayName {words['qrule']} "
               f"-Description {words['qdescription']} -Group 'netfwd' -Direction Inbound -Action Allow "
-              f"-Protocol TCP -LocalPort {forward.listen_port}{local} -RemoteAddress {remote} -Profile Any "
+              f"-Service '{IPHLPSVC}' -Protocol TCP -LocalPort {forward.listen_port}{local} -RemoteAddress {remote} "
+              f"-Profile Any "
               f"| Out-Null\r\n\r\n")
 
 

@@ -169,10 +169,33 @@ class FirewallRule:
     local_ip: str | None  # None: any
     remote: tuple[str, ...] | None  # None: any
     allows_inbound_tcp: bool = True
+    service: str | None = None  # the service the rule is scoped to (None: any program)
+
+    @property
+    def admits_portproxy(self) -> bool:
+        """An inbound TCP allow rule that applies to the IP Helper service, which serves portproxy."""
+        return self.allows_inbound_tcp and (self.service is None or self.service.lower() == IPHLPSVC)
 
 
 class ScriptError(ValueError):
     """A script line that the Windows state model cannot interpret."""
+
+
+class ScriptExit(Exception):
+    """The script stopped with a non-zero exit code (a refused precondition or a failed check)."""
+
+    def __init__(self, code: int, messages: list[str]) -> None:
+        super().__init__(f"exit code {code}: {' / '.join(messages) or 'no message'}")
+        self.code, self.messages = code, messages
+
+
+IPHLPSVC = "iphlpsvc"  # the IP Helper service: it runs portproxy, so netfwd's allow rules are scoped to it
+PROFILES = ("Domain", "Private", "Public")
+# Where Windows keeps each profile's on/off switch (value EnableFirewall, REG_DWORD): group policy
+# wins where it sets the value, else the local store; see docs/facts.md.
+POLICY_KEY = "HKLM\\SOFTWARE\\Policies\\Microsoft\\WindowsFirewall\\{}Profile"
+LOCAL_KEY = "HKLM\\SYSTEM\\CurrentControlSet\\Services\\SharedAccess\\Parameters\\FirewallPolicy\\{}Profile"
+LOCAL_NAMES = {"Domain": "Domain", "Private": "Standard", "Public": "Public"}  # the local store's key names
 
 
 class WindowsState:
@@ -182,8 +205,14 @@ class WindowsState:
     """
 
     def __init__(self, proxies: dict[tuple[str, str, int], tuple[str, int]] | None = None,
-                 rules: list[FirewallRule] | tuple[FirewallRule, ...] = ()) -> None:
+                 rules: list[FirewallRule] | tuple[FirewallRule, ...] = (),
+                 local_firewall: dict[str, bool] | None = None, policy_firewall: dict[str, bool] | None = None,
+                 unbound: set[int] | frozenset[int] = frozenset()) -> None:
         self.proxies: dict[tuple[str, str, int], tuple[str, int]] = dict(proxies or {})
+        # EnableFirewall per profile in the local store and in group policy (a missing profile: not set)
+        self.local_firewall = dict(local_firewall or {})
+        self.policy_firewall = dict(policy_firewall or {})
+        self.unbound = set(unbound)  # listen ports iphlpsvc cannot bind (taken by another program)
         self._rules: dict[int, FirewallRule] = {}  # insertion order = creation order
         self._by_display: dict[str, set[int]] = {}
         self._by_id: dict[str, int] = {}
@@ -213,6 +242,66 @@ class WindowsState:
         self._by_display[rule.display_name.lower()].discard(key)
         if rule.rule_id is not None:
             self._by_id.pop(rule.rule_id.lower(), None)
+
+    # -- what Windows reports ----------------------------------------------------------------
+    def firewall_on(self, profile: str) -> bool:
+        """The enforced state of a profile: group policy's value if set, else the local one (on by default)."""
+        if profile in self.policy_firewall:
+            return self.policy_firewall[profile]
+        return self.local_firewall.get(profile, True)
+
+    def registry_value(self, key: str, value: str) -> int | None:
+        """EnableFirewall under a profile's policy or local key (None: not set); other values are unknown."""
+        if value.lower() != "enablefirewall":
+            return None
+        for profile in PROFILES:
+            for store, template, name in ((self.policy_firewall, POLICY_KEY, profile),
+                                          (self.local_firewall, LOCAL_KEY, LOCAL_NAMES[profile])):
+                if key.lower() == template.format(name).lower() and profile in store:
+                    return int(store[profile])
+        return None
+
+    def listeners(self) -> list[tuple[str, int]]:
+        """(address, port) of every socket iphlpsvc listens on: one per port proxy whose port it could bind;
+        the wildcard listen address binds 0.0.0.0 (IPv4 tables) or :: (IPv6 tables)."""
+        out = []
+        for table, listen, port in self.proxies:
+            if port in self.unbound:
+                continue
+            if listen == WILDCARD:
+                listen = "0.0.0.0" if table.startswith("v4") else "::"
+            out.append((listen, port))
+        return out
+
+    def command_output(self, argv: list[str]) -> str | None:
+        """What a read-only command prints, in the English layout (None: the model does not know it)."""
+        words = [w.lower() for w in argv]
+        if words[:1] == ["reg"] and words[1:2] == ["query"] and len(argv) >= 5 and words[3] == "/v":
+            found = self.registry_value(argv[2], argv[4])
+            return "" if found is None else f"\r\n{argv[2]}\r\n    {argv[4]}    REG_DWORD    0x{found:x}\r\n\r\n"
+        if words[:1] == ["netstat"]:
+            rows = ["", "Active Connections", "", "  Proto  Local Address          Foreign Address        State"]
+            for address, port in self.listeners():
+                local, foreign = (f"{address}:{port}", "0.0.0.0:0") if ":" not in address \
+                    else (f"[{address}]:{port}", "[::]:0")
+                rows.append(f"  TCP    {local:<22} {foreign:<22} LISTENING")
+            return "\r\n".join(rows) + "\r\n"
+        if words[:4] == ["netsh", "interface", "portproxy", "show"] or words[:4] == ["netsh", "int", "portproxy", "show"]:
+            return self.portproxy_show()
+        return None
+
+    def portproxy_show(self) -> str:
+        """`netsh interface portproxy show all` as English Windows prints it."""
+        out = []
+        for table in TABLES:
+            rows = [(listen, port, *self.proxies[(t, listen, port)]) for (t, listen, port) in self.proxies if t == table]
+            if not rows:
+                continue
+            out += ["", f"Listen on ipv{table[1]}:             Connect to ipv{table[-1]}:", "",
+                    "Address         Port        Address         Port",
+                    "--------------- ----------  --------------- ----------"]
+            out += [f"{listen:<15} {port:<11} {connect:<15} {connect_port}" for listen, port, connect, connect_port in rows]
+        return "\r\n".join(out + [""]) + "\r\n"
 
     # -- netsh -----------------------------------------------------------------------------
     def netsh(self, argv: list[str]) -> None:
@@ -265,7 +354,7 @@ class WindowsState:
             local_ip=None if local_ip.lower() == "any" else normalise_address(local_ip),
             remote=_remote(remote.split(",")),
             allows_inbound_tcp=(pairs["dir"].lower(), pairs["action"].lower(), pairs.get("protocol", "").lower())
-            == ("in", "allow", "tcp")))
+            == ("in", "allow", "tcp"), service=_service(pairs.get("service"))))
 
     # -- PowerShell NetSecurity cmdlets ----------------------------------------------------------
     def new_rule(self, params: dict) -> None:
@@ -281,7 +370,8 @@ class WindowsState:
             else normalise_address(_scalar(local, "-LocalAddress")),
             remote=_remote(remote if isinstance(remote, list) else [_scalar(remote, "-RemoteAddress")]),
             allows_inbound_tcp=(str(params.get("direction", "")).lower(), str(params.get("action", "")).lower(),
-                                str(params.get("protocol", "")).lower()) == ("inbound", "allow", "tcp")))
+                                str(params.get("protocol", "")).lower()) == ("inbound", "allow", "tcp"),
+            service=_service(_scalar(params["service"], "-Service") if "service" in params else None)))
 
     def remove_rules(self, display_name: str | None = None, rule_id: str | None = None,
                      wildcards: bool = False) -> None:
@@ -310,7 +400,7 @@ class WindowsState:
         """The forwards this state carries out, in the order their port proxies were added."""
         by_port: dict[int | None, list[FirewallRule]] = {}
         for rule in self._rules.values():
-            if rule.allows_inbound_tcp:
+            if rule.admits_portproxy:
                 by_port.setdefault(rule.local_port, []).append(rule)
         out = []
         for (table, listen, port), (connect, connect_port) in self.proxies.items():
@@ -324,7 +414,7 @@ class WindowsState:
         """Who may reach listen:port: the union of the inbound allow rules that cover it."""
         union: list[IPNetwork] = []
         for rule in self.rules if rules is None else rules:
-            if not rule.allows_inbound_tcp or rule.local_port not in (None, port):
+            if not rule.admits_portproxy or rule.local_port not in (None, port):
                 continue
             if rule.local_ip is not None and rule.local_ip != listen:
                 continue
@@ -350,6 +440,11 @@ def _port(text: object) -> int:
     if not isinstance(text, str) or not text.isdigit() or not 1 <= int(text) <= 65535:
         raise ScriptError(f"{text!r} is not a port")
     return int(text)
+
+
+def _service(value: str | None) -> str | None:
+    """A rule's service scope: None for every program (no service= / -Service, or `any`)."""
+    return None if value is None or value.lower() == "any" else value.lower()
 
 
 def _scalar(value: object, what: str) -> str:

@@ -13,6 +13,7 @@ from netaddr import IPSet
 
 from netfwd.doctor.context import DoctorContext
 from netfwd.doctor.framework import Outcome, Skip, error, found, warning
+from netfwd.dialects.winbase import IPHLPSVC
 from netfwd.doctor.winreport import FirewallRule, WindowsReport
 from netfwd.firewall.addresses import parse_token, to_cidrs
 from netfwd.firewall.model import UNIVERSE
@@ -216,6 +217,21 @@ def _covers(address: str, fwd) -> bool:
     return address in (fwd.listen_address, "0.0.0.0", "::")
 
 
+class FirewallProfiles(WindowsCheck):
+    name = "win-firewall-profiles"
+    doc = "Windows Firewall is on for every profile (Domain, Private, Public): a profile that is off admits every source"
+
+    def run(self, ctx: DoctorContext) -> Outcome:
+        report = _report(ctx)
+        profiles = _section(report, report.profiles, "profiles")
+        off = [name for name, on in profiles if not on]
+        if not off:
+            return found([], "on for " + ", ".join(name for name, _ in profiles))
+        return found([error(f"Windows Firewall is off for the {', '.join(off)} profile(s): every source reaches the "
+                            "forwarded ports there, the whitelist does not hold",
+                            "Set-NetFirewallProfile -All -Enabled True (or the group policy that turns it off)")])
+
+
 class Firewall(WindowsCheck):
     name = "win-firewall"
     doc = "an enabled inbound allow rule admits each forward's sources (and only them) to its port"
@@ -227,10 +243,10 @@ class Firewall(WindowsCheck):
         for fwd in _plan(ctx):
             universe = UNIVERSE[fwd.family]
             wanted = IPSet(fwd.sources) if fwd.sources is not None else universe
-            allowed, blocked, unknown, names = IPSet(), IPSet(), [], []
+            allowed, blocked, unknown, names, unscoped = IPSet(), IPSet(), [], [], []
             for rule in rules:
-                if not _rule_hits(rule, fwd.listen_port):
-                    continue
+                if not _rule_hits(rule, fwd.listen_port) or rule.service.lower() not in ("any", "", IPHLPSVC):
+                    continue  # a rule scoped to another service does not apply to portproxy's connections
                 remote = _remote(rule.remote_address)
                 if remote is None:
                     unknown.append(f"{rule.display_name or rule.name} ({', '.join(rule.remote_address)})")
@@ -240,9 +256,11 @@ class Firewall(WindowsCheck):
                 elif rule.action.lower() == "allow":
                     allowed |= remote
                     names.append(rule.display_name or rule.name)
+                    if rule.service.lower() != IPHLPSVC:
+                        unscoped.append(rule.display_name or rule.name)
             admitted = (allowed - blocked) & universe
             create = (f"New-NetFirewallRule -DisplayName 'netfwd {fwd.name}' -Direction Inbound -Action Allow "
-                      f"-Protocol TCP -LocalPort {fwd.listen_port} -RemoteAddress "
+                      f"-Service {IPHLPSVC} -Protocol TCP -LocalPort {fwd.listen_port} -RemoteAddress "
                       f"{','.join(fwd.sources) if fwd.sources else 'Any'} -Profile Any")
             missing = wanted - admitted
             if missing:
@@ -257,6 +275,13 @@ class Firewall(WindowsCheck):
                                         f"{_describe(extra, universe)} to port {fwd.listen_port}, beyond the spec's "
                                         "whitelist", "narrow -RemoteAddress to the spec's sources "
                                                      "(netfwd render SPEC --dialect powershell)"))
+                continue
+            if unscoped:
+                problems.append(warning(f"forward {fwd.name}: the inbound rule(s) {', '.join(unscoped[:3])} admitting "
+                                        f"port {fwd.listen_port} are not scoped to the IP Helper service ({IPHLPSVC}): "
+                                        "they admit the whitelist to any program that listens on the port",
+                                        f"Set-NetFirewallRule -DisplayName '{unscoped[0]}' -Service {IPHLPSVC} (or "
+                                        "re-apply: netfwd render SPEC --dialect powershell)"))
                 continue
             seen.append(f"{fwd.name}: {', '.join(names[:2])}")
         return found(problems, "; ".join(seen))
@@ -298,6 +323,7 @@ def _describe(addresses: IPSet, universe: IPSet) -> str:
     return ", ".join(cidrs[:4]) + (f" and {len(cidrs) - 4} more" if len(cidrs) > 4 else "")
 
 
-CHECKS = (IpHelper(), PortProxy(), PortProxyRegistry(), ExcludedPorts(), ListenAddress(), Listener(), Firewall())
+CHECKS = (IpHelper(), PortProxy(), PortProxyRegistry(), ExcludedPorts(), ListenAddress(), Listener(), FirewallProfiles(),
+          Firewall())
 
 __all__ = ["CHECKS"]

@@ -8,7 +8,8 @@ run there (as Administrator; it changes nothing), gathers into one UTF-8 JSON fi
 * the registry PortProxy keys (what survives a reboot),
 * the IP Helper service (iphlpsvc: state, start mode, PID - it runs portproxy),
 * ``netsh int ipv4|ipv6 show excludedportrange protocol=tcp`` (ports Windows reserves),
-* the enabled inbound allow/block rules of Windows Firewall with their ports and remote addresses,
+* the enforced on/off state of each Windows Firewall profile (Domain, Private, Public),
+* the enabled inbound allow/block rules of Windows Firewall with their ports, remote addresses and service,
 * the host's IP addresses (the cloud public-IP trap) and its listening TCP sockets (port conflicts).
 
 Service, firewall and address facts come from CIM cmdlets, whose values do not depend on the display
@@ -77,6 +78,8 @@ Add-NetfwdSection 'firewall' {{
     foreach ($f in @(Get-NetFirewallPortFilter -All)) {{ $ports[[string] $f.InstanceID] = $f }}
     $addresses = @{{}}
     foreach ($f in @(Get-NetFirewallAddressFilter -All)) {{ $addresses[[string] $f.InstanceID] = $f }}
+    $services = @{{}}
+    foreach ($f in @(Get-NetFirewallServiceFilter -All)) {{ $services[[string] $f.InstanceID] = [string] $f.Service }}
     $rules = @()
     foreach ($rule in @(Get-NetFirewallRule -Direction Inbound -Enabled True)) {{
         $port = $ports[[string] $rule.InstanceID]
@@ -85,6 +88,7 @@ Add-NetfwdSection 'firewall' {{
         if ($null -eq $address) {{ $address = $rule | Get-NetFirewallAddressFilter }}
         $rules += , ([ordered]@{{
             name = [string] $rule.Name; display_name = [string] $rule.DisplayName; group = [string] $rule.Group
+            service = [string] $services[[string] $rule.InstanceID]
             action = [string] $rule.Action; profile = [string] $rule.Profile
             protocol = [string] $port.Protocol; local_port = @($port.LocalPort | ForEach-Object {{ [string] $_ }})
             remote_address = @($address.RemoteAddress | ForEach-Object {{ [string] $_ }})
@@ -94,7 +98,8 @@ Add-NetfwdSection 'firewall' {{
     , $rules
 }}
 Add-NetfwdSection 'profiles' {{
-    @(Get-NetFirewallProfile | ForEach-Object {{ [ordered]@{{ name = [string] $_.Name; enabled = [string] $_.Enabled }} }})
+    # ActiveStore: what is enforced, group policy merged over the local settings.
+    @(Get-NetFirewallProfile -PolicyStore ActiveStore | ForEach-Object {{ [ordered]@{{ name = [string] $_.Name; enabled = [string] $_.Enabled }} }})
 }}
 Add-NetfwdSection 'addresses' {{
     @(Get-NetIPAddress | ForEach-Object {{

@@ -26,6 +26,7 @@ class FirewallRule:
     remote_address: tuple[str, ...]
     local_address: tuple[str, ...]
     profile: str = ""
+    service: str = "Any"  # the service the rule is scoped to ("Any": every program)
 
 
 @dataclass
@@ -40,6 +41,7 @@ class WindowsReport:
     firewall: list[FirewallRule] | None = None
     addresses: list[tuple[str, str]] | None = None  # (interface, address)
     listeners: list[tuple[str, int, int]] | None = None  # (address, port, pid)
+    profiles: list[tuple[str, bool]] | None = None  # (Domain|Private|Public, enforced on)
     errors: list[str] = field(default_factory=list)  # sections the collector could not read
 
     def error_for(self, section: str) -> str | None:
@@ -104,6 +106,10 @@ def parse_report(doc: dict, file: str) -> WindowsReport:
         if "addresses" in doc:
             report.addresses = [(str(a.get("interface", "")), str(a.get("address", "")))
                                 for a in as_list(doc["addresses"]) if isinstance(a, dict)]
+        section = "profiles"
+        if "profiles" in doc:
+            report.profiles = [(str(p.get("name", "")), str(p.get("enabled", "")).lower() in ("true", "1"))
+                               for p in as_list(doc["profiles"]) if isinstance(p, dict)]
         section = "listeners"
         if "listeners" in doc:
             report.listeners = [(str(a.get("address", "")), int(a.get("port", 0)), int(a.get("pid", 0)))
@@ -120,4 +126,4 @@ def _rule(item: dict) -> FirewallRule:
     return FirewallRule(str(item.get("name", "")), str(item.get("display_name", "")), str(item.get("action", "")),
                         str(item.get("protocol", "Any")), strings("local_port") or ("Any",),
                         strings("remote_address") or ("Any",), strings("local_address") or ("Any",),
-                        str(item.get("profile", "")))
+                        str(item.get("profile", "")), str(item.get("service") or "Any"))

@@ -11,6 +11,37 @@ if errorlevel 1 (
   exit /b 1
 )
 
+rem Windows Firewall must be on in every profile: the inbound allow rule is the whitelist, and a
+rem profile that is off admits every source. Group policy's EnableFirewall wins where it is set.
+set "NETFWD_OFF="
+set "NETFWD_OFF_DOMAIN="
+for /f "tokens=3" %%v in ('reg query "HKLM\SYSTEM\CurrentControlSet\Services\SharedAccess\Parameters\FirewallPolicy\DomainProfile" /v EnableFirewall 2^>nul ^| findstr /i /l /c:"REG_DWORD"') do set "NETFWD_OFF_DOMAIN=" & if "%%v"=="0x0" set "NETFWD_OFF_DOMAIN=1"
+for /f "tokens=3" %%v in ('reg query "HKLM\SOFTWARE\Policies\Microsoft\WindowsFirewall\DomainProfile" /v EnableFirewall 2^>nul ^| findstr /i /l /c:"REG_DWORD"') do set "NETFWD_OFF_DOMAIN=" & if "%%v"=="0x0" set "NETFWD_OFF_DOMAIN=1"
+if defined NETFWD_OFF_DOMAIN (
+  >&2 echo netfwd: Windows Firewall is off for the Domain profile
+  set "NETFWD_OFF=1"
+)
+set "NETFWD_OFF_PRIVATE="
+for /f "tokens=3" %%v in ('reg query "HKLM\SYSTEM\CurrentControlSet\Services\SharedAccess\Parameters\FirewallPolicy\StandardProfile" /v EnableFirewall 2^>nul ^| findstr /i /l /c:"REG_DWORD"') do set "NETFWD_OFF_PRIVATE=" & if "%%v"=="0x0" set "NETFWD_OFF_PRIVATE=1"
+for /f "tokens=3" %%v in ('reg query "HKLM\SOFTWARE\Policies\Microsoft\WindowsFirewall\PrivateProfile" /v EnableFirewall 2^>nul ^| findstr /i /l /c:"REG_DWORD"') do set "NETFWD_OFF_PRIVATE=" & if "%%v"=="0x0" set "NETFWD_OFF_PRIVATE=1"
+if defined NETFWD_OFF_PRIVATE (
+  >&2 echo netfwd: Windows Firewall is off for the Private profile
+  set "NETFWD_OFF=1"
+)
+set "NETFWD_OFF_PUBLIC="
+for /f "tokens=3" %%v in ('reg query "HKLM\SYSTEM\CurrentControlSet\Services\SharedAccess\Parameters\FirewallPolicy\PublicProfile" /v EnableFirewall 2^>nul ^| findstr /i /l /c:"REG_DWORD"') do set "NETFWD_OFF_PUBLIC=" & if "%%v"=="0x0" set "NETFWD_OFF_PUBLIC=1"
+for /f "tokens=3" %%v in ('reg query "HKLM\SOFTWARE\Policies\Microsoft\WindowsFirewall\PublicProfile" /v EnableFirewall 2^>nul ^| findstr /i /l /c:"REG_DWORD"') do set "NETFWD_OFF_PUBLIC=" & if "%%v"=="0x0" set "NETFWD_OFF_PUBLIC=1"
+if defined NETFWD_OFF_PUBLIC (
+  >&2 echo netfwd: Windows Firewall is off for the Public profile
+  set "NETFWD_OFF=1"
+)
+if defined NETFWD_OFF if /i not "%~1"=="/AllowFirewallOff" (
+  >&2 echo netfwd: a profile that is off admits every source to the forwarded ports: the whitelist would not hold; nothing was changed
+  >&2 echo netfwd: turn it on ^(netsh advfirewall set allprofiles state on^), or run this script with /AllowFirewallOff to go on anyway
+  exit /b 1
+)
+if defined NETFWD_OFF >&2 echo netfwd: warning: going on with Windows Firewall off ^(/AllowFirewallOff^): every source reaches the forwarded ports
+
 rem The IP Helper service runs portproxy: without it entries are stored but nothing listens.
 sc config iphlpsvc start= auto >nul
 if errorlevel 1 (
@@ -43,7 +74,7 @@ if errorlevel 1 (
   exit /b 1
 )
 netsh advfirewall firewall delete rule name="netfwd text-001 apiserver" >nul 2>&1
-netsh advfirewall firewall add rule name="netfwd text-001 apiserver" description="netfwd:text-001/apiserver to 192.168.10.5:6443" dir=in action=allow protocol=TCP localport=16443 remoteip=47.96.166.214/32,47.100.0.176/32,47.100.18.171/32,47.101.178.223/32,47.101.220.176/32,100.104.12.64/26,100.104.43.0/26,101.132.70.106/32,101.132.156.228/32,101.132.180.26/32,106.15.36.12/32,139.196.168.125/32,139.224.8.64/32,139.224.15.48/32,203.0.113.0/24 profile=any
+netsh advfirewall firewall add rule name="netfwd text-001 apiserver" description="netfwd:text-001/apiserver to 192.168.10.5:6443" dir=in action=allow service=iphlpsvc protocol=TCP localport=16443 remoteip=47.96.166.214/32,47.100.0.176/32,47.100.18.171/32,47.101.178.223/32,47.101.220.176/32,100.104.12.64/26,100.104.43.0/26,101.132.70.106/32,101.132.156.228/32,101.132.180.26/32,106.15.36.12/32,139.196.168.125/32,139.224.8.64/32,139.224.15.48/32,203.0.113.0/24 profile=any
 if errorlevel 1 (
   >&2 echo netfwd: forward apiserver: netsh could not add the firewall rule netfwd text-001 apiserver
   exit /b 1
@@ -58,7 +89,7 @@ if errorlevel 1 (
   exit /b 1
 )
 netsh advfirewall firewall delete rule name="netfwd text-001 apiserver-v6" >nul 2>&1
-netsh advfirewall firewall add rule name="netfwd text-001 apiserver-v6" description="netfwd:text-001/apiserver-v6 to [fd00:10::5]:6443" dir=in action=allow protocol=TCP localport=8443 localip=10.0.0.4 remoteip=198.51.100.0/23 profile=any
+netsh advfirewall firewall add rule name="netfwd text-001 apiserver-v6" description="netfwd:text-001/apiserver-v6 to [fd00:10::5]:6443" dir=in action=allow service=iphlpsvc protocol=TCP localport=8443 localip=10.0.0.4 remoteip=198.51.100.0/23 profile=any
 if errorlevel 1 (
   >&2 echo netfwd: forward apiserver-v6: netsh could not add the firewall rule netfwd text-001 apiserver-v6
   exit /b 1
@@ -80,6 +111,25 @@ if errorlevel 1 (
   exit /b 1
 )
 del "%NETFWD_SHOWN%"
+
+rem Check that each port proxy listens: a stored entry is not a served one (iphlpsvc stopped, the
+rem port taken by another program). iphlpsvc binds a moment after netsh returns: wait 2 seconds.
+ping -n 3 127.0.0.1 >nul
+set "NETFWD_LISTENING=%TEMP%\netfwd-%RANDOM%%RANDOM%.txt"
+(for /f "tokens=1-3" %%a in ('netstat -an') do @echo %%a %%b %%c)>"%NETFWD_LISTENING%"
+findstr /x /i /l /c:"TCP 0.0.0.0:16443 0.0.0.0:0" /c:"TCP [::]:16443 [::]:0" "%NETFWD_LISTENING%" >nul
+if errorlevel 1 (
+  del "%NETFWD_LISTENING%" 2>nul
+  >&2 echo netfwd: forward apiserver: nothing listens on *:16443 after apply: the port proxy is stored but not served ^(is iphlpsvc running? is the port taken? netstat -ano^)
+  exit /b 1
+)
+findstr /x /i /l /c:"TCP 10.0.0.4:8443 0.0.0.0:0" /c:"TCP 0.0.0.0:8443 0.0.0.0:0" /c:"TCP [::]:8443 [::]:0" "%NETFWD_LISTENING%" >nul
+if errorlevel 1 (
+  del "%NETFWD_LISTENING%" 2>nul
+  >&2 echo netfwd: forward apiserver-v6: nothing listens on 10.0.0.4:8443 after apply: the port proxy is stored but not served ^(is iphlpsvc running? is the port taken? netstat -ano^)
+  exit /b 1
+)
+del "%NETFWD_LISTENING%"
 echo netfwd: applied 2 forward^(s^) for cluster text-001
 exit /b 0
 
