@@ -6,6 +6,7 @@ set up by `netfwd apply` look the same.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from typing import TYPE_CHECKING
@@ -19,8 +20,16 @@ if TYPE_CHECKING:
 SYSCTL_FILE = "etc/sysctl.d/90-netfwd.conf"  # = netfwd.dialects.shell.SYSCTL_FILE (a test holds them equal)
 
 
+def kernel_dir() -> Path | None:
+    """``NETFWD_KERNEL``: a directory that stands in for the kernel (sysctls as files under it,
+    conntrack deletions logged to it) so the engine can be tested without root or side effects."""
+    folder = os.environ.get("NETFWD_KERNEL")
+    return Path(folder) if folder else None
+
+
 def _proc(key: str) -> Path:
-    return Path("/proc/sys") / key.replace(".", "/")
+    stand_in = kernel_dir()
+    return (stand_in / "sys" if stand_in else Path("/proc/sys")) / key.replace(".", "/")
 
 
 def current(key: str) -> str | None:
