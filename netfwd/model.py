@@ -24,6 +24,8 @@ OS = Literal["linux", "windows"]
 # Names end up in file names, iptables comments, firewall rule names and PowerShell strings:
 # keep them to characters that need no quoting anywhere (and still quote them everywhere).
 NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
+# Ports an operator reaches the relay by: forwarding one away locks them out (docs/security.md).
+MANAGEMENT_PORTS = {22: "SSH", 3389: "RDP", 5985: "WinRM", 5986: "WinRM over HTTPS"}
 # Linux interface names: at most 15 bytes, no '/', no whitespace; we also refuse ':' and quotes.
 IFACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 
@@ -103,10 +105,14 @@ def check_port(value: object, field_name: str) -> int:
 
 
 class Endpoint(NamedTuple):
-    """An (optional) address and a port. For `listen`, no address means every local address."""
+    """An (optional) address and a port. For `listen`, no address means every local address.
+
+    `takeover` (listen only) is the explicit opt-in to forward a management port of the relay or a
+    port a local service already serves."""
 
     port: int
     address: IPAddress | None = None
+    takeover: bool = False
 
     def __str__(self) -> str:
         if self.address is None:
@@ -196,8 +202,11 @@ class Relay:
     os: OS = "linux"
     interface: str | None = None  # the interface traffic arrives on (firewalld zone, -i match)
     address: IPAddress | None = None  # its private address (cloud public IPs are not on the NIC)
+    management_ports: tuple[int, ...] = ()  # besides MANAGEMENT_PORTS
 
     def __post_init__(self) -> None:
+        for index, port in enumerate(self.management_ports):
+            check_port(port, f"management_ports[{index}]")
         if self.os not in ("linux", "windows"):
             raise ModelError("os", f"{self.os!r} is not linux or windows")
         if self.interface is not None and not IFACE_RE.match(self.interface):
@@ -231,6 +240,7 @@ class Spec:
                                                   f"forwards[{names[forward.name]}]")
             names[forward.name] = index
             self._check_identity(forward, index, taken)
+            self._check_management(forward, where)
             self._check_loop(forward, where)
             self._check_families(forward, where)
             if self.relay.os == "windows" and forward.protocol != "tcp":
@@ -250,6 +260,16 @@ class Spec:
                              "a forward is identified by listen address, port and protocol "
                              "(to change a target, edit that forward)")
         on_port[address] = index
+
+    def _check_management(self, forward: Forward, where: str) -> None:
+        port = forward.listen.port
+        if forward.listen.takeover or (port not in MANAGEMENT_PORTS and port not in self.relay.management_ports):
+            return
+        what = MANAGEMENT_PORTS.get(port, "relay.management_ports")
+        raise ModelError(f"{where}.listen.port",
+                         f"{port} is a management port of the relay ({what}): forwarding it takes the port "
+                         "from the relay's own service and can lock its operators out; choose another port, "
+                         "or set listen.takeover: true to forward it anyway")
 
     def _check_loop(self, forward: Forward, where: str) -> None:
         to = forward.to.address

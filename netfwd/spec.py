@@ -16,13 +16,13 @@ from netaddr import IPAddress, IPNetwork, cidr_merge
 
 from netfwd.catalog import Catalog, load_catalog, unknown_region
 from netfwd.errors import InputError, ModelError
-from netfwd.model import Address, Allow, Endpoint, Forward, Network, Relay, Spec
+from netfwd.model import Address, Allow, Endpoint, Forward, Network, Relay, Spec, check_port
 from netfwd.yamlsource import Located, load_file, load_text
 
 TOP_KEYS = ("version", "cluster", "relay", "forwards")
-RELAY_KEYS = ("os", "interface", "address")
+RELAY_KEYS = ("os", "interface", "address", "management_ports")
 FORWARD_KEYS = ("name", "listen", "to", "protocol", "masquerade", "local", "allow")
-LISTEN_KEYS = ("port", "address")
+LISTEN_KEYS = ("port", "address", "takeover")
 TO_KEYS = ("address", "port")
 ALLOW_KEYS = ("regions", "cidrs")
 MAX_FORWARDS = 20_000
@@ -107,6 +107,12 @@ class _Builder:
             raise ModelError(where, f"must be true or false, not {value!r}")
         return value
 
+    @staticmethod
+    def ports(value: Any, where: str) -> tuple[int, ...]:
+        if not isinstance(value, list):
+            raise ModelError(where, "must be a list of port numbers")
+        return tuple(check_port(port, f"{where}[{index}]") for index, port in enumerate(value))
+
     def address(self, value: Any, where: str) -> IPAddress:
         if type(value) is str and value in self._addresses:  # large specs name the same targets often
             return self._addresses[value]
@@ -141,6 +147,7 @@ class _Builder:
                 os=self.string(data.get("os", "linux"), "os"),
                 interface=None if data.get("interface") is None else self.string(data["interface"], "interface"),
                 address=None if data.get("address") is None else self.address(data["address"], "address"),
+                management_ports=self.ports(data.get("management_ports", []), "management_ports"),
             )
 
     def forward(self, raw: Any, where: str) -> Forward:
@@ -151,7 +158,8 @@ class _Builder:
             return Forward(
                 name=self.string(data["name"], "name"),
                 listen=Endpoint(listen["port"], None if listen.get("address") is None
-                                else self.address(listen["address"], "listen.address")),
+                                else self.address(listen["address"], "listen.address"),
+                                self.boolean(listen.get("takeover", False), "listen.takeover")),
                 to=Endpoint(to["port"], self.address(to["address"], "to.address")),
                 protocol=self.string(data.get("protocol", "tcp"), "protocol"),  # type: ignore[arg-type]
                 masquerade=self.boolean(data.get("masquerade", True), "masquerade"),

@@ -21,7 +21,8 @@ CHAINS: dict[str, tuple[str, ...]] = {"nat": (PRE, OUT, POST), "filter": (FWD,)}
 JUMPS: tuple[tuple[str, str, str], ...] = (
     ("nat", "PREROUTING", PRE), ("nat", "OUTPUT", OUT), ("nat", "POSTROUTING", POST), ("filter", "FORWARD", FWD),
 )
-REPLIES_COMMENT = "netfwd: replies"
+REPLIES_COMMENT = "netfwd: replies"  # the unscoped replies rule of older versions: read, never written
+PROTO_NUMBERS = {"tcp": "6", "udp": "17"}  # `--ctproto` as iptables-save prints it
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,34 +55,48 @@ def _port_match(protocol: str, port: int) -> tuple[str, ...]:
 
 
 def forward_rules(spec: Spec, forward: Forward) -> list[Rule]:
-    """Every rule one forward needs: DNAT per source, local DNAT, scoped MASQUERADE, FORWARD accept."""
+    """Every rule one forward needs: DNAT per source, local DNAT, scoped MASQUERADE, FORWARD accept.
+
+    A wildcard listen DNATs only packets addressed to the relay itself (`addrtype LOCAL`), so traffic
+    merely routed through the relay is never captured. The FORWARD accept matches only this forward's
+    own DNATed connections, both directions (conntrack: DNAT status, original destination port and
+    address, reply source = the target), so every other flow is still decided by the host's own
+    FORWARD rules (DOCKER-USER, KUBE-FORWARD), established ones included.
+    """
     tag = ("-m", "comment", "--comment", rule_comment(spec, forward.name))
     target = ("-j", "DNAT", "--to-destination", f"{forward.to.address}:{forward.to.port}")
     listen = () if forward.listen.address is None else ("-d", f"{forward.listen.address}/32")
+    local_only = ("-m", "addrtype", "--dst-type", "LOCAL") if not listen else ()
     iface = () if spec.relay.interface is None else ("-i", spec.relay.interface)
+    port = _port_match(forward.protocol, forward.listen.port)
     rules = []
     for source in forward.sources if forward.sources is not None else (None,):
         src = () if source is None else ("-s", str(source))
-        rules.append(Rule("nat", PRE, (*src, *listen, *iface, *_port_match(forward.protocol, forward.listen.port),
-                                       *tag, *target)))
+        rules.append(Rule("nat", PRE, (*src, *listen, *iface, *port, *local_only, *tag, *target)))
     if forward.local:
-        local = listen or ()
-        addrtype = () if listen else ("-m", "addrtype", "--dst-type", "LOCAL")
-        rules.append(Rule("nat", OUT, (*local, *_port_match(forward.protocol, forward.listen.port),
-                                       *addrtype, *tag, *target)))
+        rules.append(Rule("nat", OUT, (*listen, *port, *local_only, *tag, *target)))
     to = ("-d", f"{forward.to.address}/32", *_port_match(forward.protocol, forward.to.port),
           "-m", "conntrack", "--ctstate", "DNAT", *tag)
     if forward.masquerade:
         rules.append(Rule("nat", POST, (*to, "-j", "MASQUERADE")))
-    rules.append(Rule("filter", FWD, (*to, "-j", "ACCEPT")))
+    rules.append(Rule("filter", FWD, own_flows(forward) + (*tag, "-j", "ACCEPT")))
     return rules
+
+
+def own_flows(forward: Forward) -> tuple[str, ...]:
+    """conntrack match for this forward's DNATed connections only (both directions, related ICMP too),
+    spelled in `iptables-save` order."""
+    orig_dst = () if forward.listen.address is None else ("--ctorigdst", str(forward.listen.address))
+    return ("-m", "conntrack", "--ctstate", "DNAT", "--ctproto", PROTO_NUMBERS[forward.protocol], *orig_dst,
+            "--ctreplsrc", str(forward.to.address), "--ctorigdstport", str(forward.listen.port),
+            "--ctreplsrcport", str(forward.to.port))
 
 
 _last: tuple[Spec | None, list[Rule]] = (None, [])
 
 
 def ruleset(spec: Spec) -> list[Rule]:
-    """The whole owned ruleset, in order: replies first in FORWARD, then each forward's rules.
+    """The whole owned ruleset, in order: each forward's rules (no shared, unscoped accept).
 
     The last result is kept (specs are immutable): both iptables dialects, the live backends and
     `render --dialect all` ask for the same spec's ruleset in a row.
@@ -89,8 +104,7 @@ def ruleset(spec: Spec) -> list[Rule]:
     global _last
     if _last[0] is spec:
         return _last[1]
-    rules = [Rule("filter", FWD, ("-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED",
-                                  "-m", "comment", "--comment", REPLIES_COMMENT, "-j", "ACCEPT"))]
+    rules: list[Rule] = []
     for forward in spec.forwards:
         rules.extend(forward_rules(spec, forward))
     _last = (spec, rules)

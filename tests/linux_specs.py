@@ -9,13 +9,14 @@ from __future__ import annotations
 from hypothesis import strategies as st
 from netaddr import IPAddress, IPNetwork, cidr_merge
 
-from netfwd.model import Allow, Endpoint, Forward, Relay, Spec
+from netfwd.model import MANAGEMENT_PORTS, Allow, Endpoint, Forward, Relay, Spec
 
 NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 names = st.builds(lambda head, mid, tail: head + mid + tail,
                   st.sampled_from(NAME_CHARS), st.text(NAME_CHARS + "_.-", max_size=61),
                   st.sampled_from(NAME_CHARS)) | st.sampled_from(NAME_CHARS)
 ports = st.integers(1, 65535)
+listen_ports = ports.filter(lambda port: port not in MANAGEMENT_PORTS)  # refused without listen.takeover
 
 
 def _address(version: int, prefix: str) -> st.SearchStrategy[IPAddress]:
@@ -57,8 +58,8 @@ def linux_specs(draw, families: tuple[int, ...] = (4, 6), local: bool = True, ma
     """A valid spec for a Linux relay whose forwards use `families` (and `local` only when allowed)."""
     count = draw(st.integers(0, max_forwards))
     forward_names = draw(st.lists(names, min_size=count, max_size=count, unique=True))
-    listen_ports = draw(st.lists(ports, min_size=count, max_size=count, unique=True))
-    items = tuple(draw(forwards(n, p, families, local)) for n, p in zip(forward_names, listen_ports))
+    chosen = draw(st.lists(listen_ports, min_size=count, max_size=count, unique=True))
+    items = tuple(draw(forwards(n, p, families, local)) for n, p in zip(forward_names, chosen))
     interface = draw(st.none() | st.from_regex(r"[A-Za-z0-9_.-]{1,15}", fullmatch=True))
     return Spec(cluster=draw(names), relay=Relay("linux", interface, None), forwards=items,
                 origin="hypothesis", digest="0" * 64)

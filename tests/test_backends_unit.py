@@ -133,8 +133,11 @@ def test_libiptc_rendering_matches_iptables_save_spelling():
                                              '-m comment --comment "netfwd:c/a" -j DNAT --to-destination 10.2.2.2:6443')
     assert render("PREROUTING", {"target": "NETFWD-PRE", "counters": (0, 0)}) == "-A PREROUTING -j NETFWD-PRE"
     wanted = {r.save_line() for r in xtables.ruleset(spec())}
-    assert render("NETFWD-FWD", {"conntrack": {"ctstate": "RELATED,ESTABLISHED"},
-                                 "comment": {"comment": "netfwd: replies"}, "target": "ACCEPT"}) in wanted
+    # as python-iptables decodes netfwd's scoped FORWARD accept (read back from a real legacy table)
+    fwd = {"conntrack": {"ctstate": "DNAT", "ctproto": "6", "ctorigdst": "10.1.1.1", "ctreplsrc": "10.2.2.3",
+                         "ctorigdstport": "16444", "ctreplsrcport": "6443"},
+           "comment": {"comment": "netfwd:c/b"}, "target": "ACCEPT", "counters": (0, 0)}
+    assert render("NETFWD-FWD", fwd) in wanted
 
 
 # -- plans ---------------------------------------------------------------------------------------
@@ -178,7 +181,7 @@ LISTING = """table inet netfwd {
 
 	chain prerouting {
 		type nat hook prerouting priority dstnat; policy accept;
-		iifname "ext0" ip saddr @allow_ca978112ca1b tcp dport 16443 dnat ip to 10.2.2.2:6443 comment "netfwd:c/a"
+		iifname "ext0" ip saddr @allow_ca978112ca1b fib daddr type local tcp dport 16443 dnat ip to 10.2.2.2:6443 comment "netfwd:c/a"
 		iifname "ext0" ip daddr 10.1.1.1 tcp dport 16444 dnat ip to 10.2.2.3:6443 comment "netfwd:c/b"
 	}
 
@@ -195,9 +198,8 @@ LISTING = """table inet netfwd {
 
 	chain forward {
 		type filter hook forward priority filter; policy accept;
-		ct state established,related accept comment "netfwd: replies"
-		ct status dnat ip daddr 10.2.2.2 tcp dport 6443 accept comment "netfwd:c/a"
-		ct status dnat ip daddr 10.2.2.3 tcp dport 6443 accept comment "netfwd:c/b"
+		meta l4proto tcp ct status dnat ct original proto-dst 16443 ct reply ip saddr 10.2.2.2 ct reply proto-src 6443 accept comment "netfwd:c/a"
+		meta l4proto tcp ct status dnat ct original ip daddr 10.1.1.1 ct original proto-dst 16444 ct reply ip saddr 10.2.2.3 ct reply proto-src 6443 accept comment "netfwd:c/b"
 	}
 }
 """

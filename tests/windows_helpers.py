@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from netaddr import IPAddress, IPNetwork, cidr_merge
 
 from netfwd.errors import ModelError
-from netfwd.model import NAME_RE, Allow, Endpoint, Forward, Relay, Spec
+from netfwd.model import MANAGEMENT_PORTS, NAME_RE, Allow, Endpoint, Forward, Relay, Spec
 from netfwd.spec import parse_spec
 
 
@@ -84,7 +84,8 @@ def windows_specs(draw, max_forwards: int = 5) -> Spec:
     count = draw(st.integers(min_value=1, max_value=max_forwards))
     names = draw(st.lists(st.from_regex(NAME_RE, fullmatch=True), min_size=count, max_size=count,
                           unique_by=str.lower))
-    ports = draw(st.lists(st.integers(1, 65535), min_size=count, max_size=count, unique=True))
+    free = st.integers(1, 65535).filter(lambda p: p not in MANAGEMENT_PORTS)  # refused without listen.takeover
+    ports = draw(st.lists(free, min_size=count, max_size=count, unique=True))
     forwards = []
     for name, port in zip(names, ports):
         listen_family = draw(st.sampled_from([None, 4, 6]))

@@ -29,7 +29,7 @@ NFT_FILE = "etc/nftables.d/netfwd.nft"  # under $ROOT; included from the distro'
 INCLUDE = 'include "/etc/nftables.d/netfwd.nft"'
 NFT_CONFS = ("etc/nftables.conf", "etc/sysconfig/nftables.conf")  # Debian/Ubuntu, RHEL/Fedora
 CONF_WORDS = " ".join(f'"$ROOT/{conf}"' for conf in NFT_CONFS)
-REPLIES_COMMENT = "netfwd: replies"
+REPLIES_COMMENT = "netfwd: replies"  # the unscoped replies rule of older versions: read, never written
 COMMENT_MAX = 128  # nftables refuses longer comments
 
 # (chain, type, hook, priority): the base chains of the private table
@@ -84,6 +84,8 @@ def prerouting_rule(spec: Spec, forward: Forward, p: _Parts | None = None) -> st
         words.append(f"{p.ip} saddr @{p.source_set}")
     if p.listen is not None:
         words.append(f"{p.ip} daddr {p.listen}")
+    else:  # a wildcard listen captures only packets addressed to the relay, never routed-through ones
+        words.append("fib daddr type local")
     return " ".join([*words, p.dnat, p.tag])
 
 
@@ -94,11 +96,18 @@ def output_rule(spec: Spec, forward: Forward, p: _Parts | None = None) -> str:
     return f"{match} {p.dnat} {p.tag}"
 
 
+def own_flows(forward: Forward, p: _Parts) -> str:
+    """This forward's DNATed connections only, both directions (as `nft list` prints the match)."""
+    orig_dst = "" if p.listen is None else f"ct original {p.ip} daddr {p.listen} "
+    return (f"meta l4proto {forward.protocol} ct status dnat {orig_dst}ct original proto-dst {forward.listen.port} "
+            f"ct reply {p.ip} saddr {p.to} ct reply proto-src {forward.to.port}")
+
+
 def ruleset(spec: Spec, parts: list[_Parts] | None = None) -> str:
     """The nft -f payload: create-if-missing, delete, recreate — one transaction, so re-runs converge."""
     parts = parts or [_parts(spec, forward) for forward in spec.forwards]
     prerouting, output, postrouting = [], [], []
-    forward_chain = [f'ct state established,related accept comment "{REPLIES_COMMENT}"']
+    forward_chain = []
     sets: list[str] = []
     for forward, p in zip(spec.forwards, parts):
         if p.source_set is not None:
@@ -112,7 +121,7 @@ def ruleset(spec: Spec, parts: list[_Parts] | None = None) -> str:
         to_match = f"ct status dnat {p.ip} daddr {p.to} {forward.protocol} dport {forward.to.port}"
         if forward.masquerade:
             postrouting.append(f"{to_match} masquerade {p.tag}")
-        forward_chain.append(f"{to_match} accept {p.tag}")
+        forward_chain.append(f"{own_flows(forward, p)} accept {p.tag}")
     rules = {"prerouting": prerouting, "output": output, "postrouting": postrouting, "forward": forward_chain}
     body = [f"table {TABLE} {{}}", f"delete table {TABLE}", f"table {TABLE} {{", *sets]
     for index, (chain, kind, hook, priority) in enumerate(CHAINS):

@@ -13,6 +13,7 @@ from netaddr import IPAddress, IPNetwork
 from netfwd.dialects.shell import SYSCTL_FILE
 from netfwd.doctor import firewall as fwa
 from netfwd.doctor.context import DoctorContext
+from netfwd.engine.listeners import serves
 from netfwd.doctor.framework import Finding, Outcome, Skip, error, found, passed, warning
 from netfwd.model import Forward
 
@@ -298,25 +299,17 @@ class ListenPort(RelayCheck):
             for sock in relay.sockets:
                 if sock.protocol != forward.protocol or sock.port != forward.listen.port:
                     continue
-                if not _overlaps(sock, forward):
+                if not serves(sock, forward.listen.address, forward.family, forward.local):
                     continue
                 owner = relay.socket_owner(sock.inode) or "a process"
                 shown = f"[{sock.address}]" if sock.address.version == 6 else str(sock.address)
-                problems.append(error(
+                problems.append((warning if forward.listen.takeover else error)(
                     f"forward {forward.name}: {owner} already listens on {shown}:{sock.port}/{sock.protocol}: "
                     "the DNAT takes its remote clients, and while the forward is missing clients reach that "
                     "process instead of the API server",
                     f"choose another listen.port for {forward.name}, or stop/move {owner}"))
                 break
         return found(problems, "no local listener on any forward's port")
-
-
-def _overlaps(sock, forward: Forward) -> bool:
-    if sock.address.is_loopback():
-        return False  # remote clients never reach a loopback-only listener
-    if sock.wildcard:
-        return sock.address.version == forward.family or sock.address.version == 6  # :: may be dual-stack
-    return forward.listen.address is None or sock.address == forward.listen.address
 
 
 class TargetRoute(RelayCheck):

@@ -28,7 +28,7 @@ from typing import Any, Callable
 from netfwd import __version__
 from netfwd.backends import Context, get_backend
 from netfwd.backends.base import Change, Plan, diff
-from netfwd.engine import sysctl, timer
+from netfwd.engine import listeners, sysctl, timer
 from netfwd.engine.files import StateLock, fsync_dir, sweep_temp_files, write_atomic, write_json
 from netfwd.engine.state import State, digest, new_id
 from netfwd.errors import EnvironmentProblem, InputError, NetfwdError
@@ -106,6 +106,7 @@ class Engine:
         live = backend.read()
         desired, meta = self._desired(spec_path, catalog, backend, live,
                                       _spec_key(spec_path, catalog, backend.name))
+        _refuse_served_ports(spec_path, catalog, meta)
         plan = diff(backend, live.text, desired)
         if not plan.in_sync and hasattr(backend, "validate"):
             backend.validate(plan.desired, live)  # the firewall's own dry run: errors show before apply
@@ -136,6 +137,7 @@ class Engine:
                 return Outcome(Plan(backend.name, live.text, live.text), False,
                                backend=backend.name, fast=True)
             desired, meta = self._desired(spec_path, catalog, backend, live, key)
+            _refuse_served_ports(spec_path, catalog, meta)
             with self._phase("diff"):
                 plan = diff(backend, live.text, desired)
             changes = sysctl.pending(meta["sysctl_text"], self.root)
@@ -383,7 +385,8 @@ class Engine:
             loaded.check(backend.check, spec)
         with self._phase("render desired"):
             text = backend.desired(spec, live)
-        meta = {"forwards": len(spec.forwards), "cluster": spec.cluster, "sysctl_text": sysctl.file_text(spec)}
+        meta = {"forwards": len(spec.forwards), "cluster": spec.cluster, "sysctl_text": sysctl.file_text(spec),
+                "listens": listeners.rows(spec)}
         if cacheable:
             try:
                 for old in folder.glob("*") if folder.is_dir() else ():
@@ -516,6 +519,20 @@ def _load(spec_path: str, catalog: str | None):
 
         cat = load_catalog(catalog)
     return open_spec(spec_path, cat)
+
+
+def _refuse_served_ports(spec_path: str, catalog: str | None, meta: dict) -> None:
+    """A forward may not take the port of a service listening on the relay (sshd on 2222) unless
+    it says listen.takeover: bad input, reported at the forward's listen.port line."""
+    rows = meta.pop("listens", [])  # needed here only, not in the state records
+    clashes = listeners.clashes([tuple(row) for row in rows], listeners.sockets())
+    if not clashes:
+        return
+    from netfwd.doctor.linux import LinuxRelay
+
+    index, sock = clashes[0]
+    raise _load(spec_path, catalog).doc.error(f"forwards[{index}].listen.port",
+                                              listeners.message(sock, LinuxRelay().socket_owner(sock.inode)))
 
 
 def _spec_key(spec_path: str, catalog: str | None, backend: str) -> str:

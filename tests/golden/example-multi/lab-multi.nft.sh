@@ -102,10 +102,10 @@ table inet netfwd {
 
 	chain prerouting {
 		type nat hook prerouting priority dstnat; policy accept;
-		iifname "eth0" ip saddr @allow_8fa8c3a431ee tcp dport 16443 dnat ip to 192.168.10.5:6443 comment "netfwd:lab-multi/apiserver"
+		iifname "eth0" ip saddr @allow_8fa8c3a431ee fib daddr type local tcp dport 16443 dnat ip to 192.168.10.5:6443 comment "netfwd:lab-multi/apiserver"
 		iifname "eth0" ip saddr @allow_0c1baf8f3289 ip daddr 10.0.0.4 tcp dport 6443 dnat ip to 192.168.10.6:6443 comment "netfwd:lab-multi/apiserver-office"
-		iifname "eth0" ip saddr @allow_dd75a9d6fb30 udp dport 5353 dnat ip to 192.168.10.53:53 comment "netfwd:lab-multi/dns"
-		iifname "eth0" tcp dport 19100 dnat ip to 192.168.10.7:9100 comment "netfwd:lab-multi/metrics"
+		iifname "eth0" ip saddr @allow_dd75a9d6fb30 fib daddr type local udp dport 5353 dnat ip to 192.168.10.53:53 comment "netfwd:lab-multi/dns"
+		iifname "eth0" fib daddr type local tcp dport 19100 dnat ip to 192.168.10.7:9100 comment "netfwd:lab-multi/metrics"
 	}
 
 	chain output {
@@ -121,11 +121,10 @@ table inet netfwd {
 
 	chain forward {
 		type filter hook forward priority filter; policy accept;
-		ct state established,related accept comment "netfwd: replies"
-		ct status dnat ip daddr 192.168.10.5 tcp dport 6443 accept comment "netfwd:lab-multi/apiserver"
-		ct status dnat ip daddr 192.168.10.6 tcp dport 6443 accept comment "netfwd:lab-multi/apiserver-office"
-		ct status dnat ip daddr 192.168.10.53 udp dport 53 accept comment "netfwd:lab-multi/dns"
-		ct status dnat ip daddr 192.168.10.7 tcp dport 9100 accept comment "netfwd:lab-multi/metrics"
+		meta l4proto tcp ct status dnat ct original proto-dst 16443 ct reply ip saddr 192.168.10.5 ct reply proto-src 6443 accept comment "netfwd:lab-multi/apiserver"
+		meta l4proto tcp ct status dnat ct original ip daddr 10.0.0.4 ct original proto-dst 6443 ct reply ip saddr 192.168.10.6 ct reply proto-src 6443 accept comment "netfwd:lab-multi/apiserver-office"
+		meta l4proto udp ct status dnat ct original proto-dst 5353 ct reply ip saddr 192.168.10.53 ct reply proto-src 53 accept comment "netfwd:lab-multi/dns"
+		meta l4proto tcp ct status dnat ct original proto-dst 19100 ct reply ip saddr 192.168.10.7 ct reply proto-src 9100 accept comment "netfwd:lab-multi/metrics"
 	}
 }
 NETFWD_NFT

@@ -52,12 +52,11 @@ chain_exists filter NETFWD-FWD || ipt -t filter -N NETFWD-FWD
 ipt -t filter -F NETFWD-FWD
 
 # Rules (whitelisted sources DNAT; scoped masquerade; FORWARD accept).
-ipt -t filter -A NETFWD-FWD -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment 'netfwd: replies' -j ACCEPT
-ipt -t nat -A NETFWD-PRE -s 47.96.166.214/32 -i eth0 -p tcp -m tcp --dport 16443 -m comment --comment netfwd:text-001/apiserver -j DNAT --to-destination 192.168.10.5:6443
-ipt -t nat -A NETFWD-PRE -s 100.104.12.64/26 -i eth0 -p tcp -m tcp --dport 16443 -m comment --comment netfwd:text-001/apiserver -j DNAT --to-destination 192.168.10.5:6443
-ipt -t nat -A NETFWD-PRE -s 203.0.113.0/24 -i eth0 -p tcp -m tcp --dport 16443 -m comment --comment netfwd:text-001/apiserver -j DNAT --to-destination 192.168.10.5:6443
+ipt -t nat -A NETFWD-PRE -s 47.96.166.214/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment netfwd:text-001/apiserver -j DNAT --to-destination 192.168.10.5:6443
+ipt -t nat -A NETFWD-PRE -s 100.104.12.64/26 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment netfwd:text-001/apiserver -j DNAT --to-destination 192.168.10.5:6443
+ipt -t nat -A NETFWD-PRE -s 203.0.113.0/24 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment netfwd:text-001/apiserver -j DNAT --to-destination 192.168.10.5:6443
 ipt -t nat -A NETFWD-POST -d 192.168.10.5/32 -p tcp -m tcp --dport 6443 -m conntrack --ctstate DNAT -m comment --comment netfwd:text-001/apiserver -j MASQUERADE
-ipt -t filter -A NETFWD-FWD -d 192.168.10.5/32 -p tcp -m tcp --dport 6443 -m conntrack --ctstate DNAT -m comment --comment netfwd:text-001/apiserver -j ACCEPT
+ipt -t filter -A NETFWD-FWD -m conntrack --ctstate DNAT --ctproto 6 --ctreplsrc 192.168.10.5 --ctorigdstport 16443 --ctreplsrcport 6443 -m comment --comment netfwd:text-001/apiserver -j ACCEPT
 
 # Jumps from the built-in chains, check-then-insert, last: traffic only ever sees complete chains.
 ensure_jump nat PREROUTING NETFWD-PRE

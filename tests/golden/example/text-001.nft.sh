@@ -72,7 +72,7 @@ table inet netfwd {
 
 	chain prerouting {
 		type nat hook prerouting priority dstnat; policy accept;
-		iifname "eth0" ip saddr @allow_8fa8c3a431ee tcp dport 16443 dnat ip to 192.168.10.5:6443 comment "netfwd:text-001/apiserver"
+		iifname "eth0" ip saddr @allow_8fa8c3a431ee fib daddr type local tcp dport 16443 dnat ip to 192.168.10.5:6443 comment "netfwd:text-001/apiserver"
 	}
 
 	chain output {
@@ -86,8 +86,7 @@ table inet netfwd {
 
 	chain forward {
 		type filter hook forward priority filter; policy accept;
-		ct state established,related accept comment "netfwd: replies"
-		ct status dnat ip daddr 192.168.10.5 tcp dport 6443 accept comment "netfwd:text-001/apiserver"
+		meta l4proto tcp ct status dnat ct original proto-dst 16443 ct reply ip saddr 192.168.10.5 ct reply proto-src 6443 accept comment "netfwd:text-001/apiserver"
 	}
 }
 NETFWD_NFT
