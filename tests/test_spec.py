@@ -126,3 +126,35 @@ def test_model_addresses_parse_exactly_as_netaddr(text):
 
     assert _netaddr_verdict(Address, text) == _netaddr_verdict(IPAddress, text)
     assert _netaddr_verdict(Network, text) == _netaddr_verdict(IPNetwork, text)
+
+
+MANAGED = """version: 1
+cluster: c
+relay: {{os: {os}, management_ports: [2222]}}
+forwards:
+  - name: a
+    listen: {listen}
+    to: {{address: 10.0.0.2, port: 6443}}
+"""
+
+
+@pytest.mark.parametrize("os_name", ["linux", "windows"])
+@pytest.mark.parametrize("port", [22, 3389, 5985, 5986, 2222])
+def test_management_ports_are_refused_unless_taken_over(port, os_name):
+    with pytest.raises(InputError) as refused:
+        parse_spec(MANAGED.format(os=os_name, listen=f"{{port: {port}}}"), file="m.yaml")
+    assert refused.value.line == 6 and refused.value.field == "forwards[0].listen.port"
+    assert f"{port} is a management port of the relay" in refused.value.message
+    spec = parse_spec(MANAGED.format(os=os_name, listen=f"{{port: {port}, takeover: true}}"), file="m.yaml")
+    assert spec.forwards[0].listen.port == port and spec.forwards[0].listen.takeover
+    assert parse_spec(MANAGED.format(os=os_name, listen="{port: 2223}")).relay.management_ports == (2222,)
+
+
+@pytest.mark.parametrize("relay,field", [("management_ports: [0]", "relay.management_ports[0]"),
+                                         ("management_ports: 22", "relay.management_ports"),
+                                         ("management_ports: ['22']", "relay.management_ports[0]")])
+def test_management_ports_must_be_a_list_of_ports(relay, field):
+    text = MANAGED.format(os="linux", listen="{port: 2223}").replace("management_ports: [2222]", relay)
+    with pytest.raises(InputError) as refused:
+        parse_spec(text)
+    assert refused.value.field == field
