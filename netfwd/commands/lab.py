@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from importlib import resources
 from pathlib import Path
 
 import click
 
 from netfwd.errors import EXIT_FINDINGS, EnvironmentProblem, InputError
 
-BUNDLED_EXAMPLE = Path(__file__).resolve().parents[2] / "rules" / "example.yaml"
+BUNDLED_EXAMPLE = Path(str(resources.files("netfwd") / "data" / "examples" / "example.yaml"))  # package data
 NAME_OPTION = click.option("--name", "-n", help="The lab's name (default: the only lab there is).")
 OUTPUT_OPTION = click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table",
                              show_default=True, help="Report format.")
@@ -164,7 +165,7 @@ def down(names: tuple[str, ...]) -> None:
 
 @lab.command()
 @click.option("--spec", "spec_file", type=click.Path(dir_okay=False), default=None,
-              help="The spec to rehearse (default: the bundled rules/example.yaml).")
+              help="The spec to rehearse (default: the bundled example, rules/example.yaml in the repository).")
 @click.option("--dialect", "-d", "dialect_name", default="iptables", show_default=True,
               help="Which Linux dialect's script to apply on the relay.")
 @click.option("--keep", is_flag=True, help="Leave the lab running afterwards (remove it with `netfwd lab down`).")
