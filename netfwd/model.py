@@ -189,9 +189,17 @@ class Forward:
         )
 
 
+def _is_loopback(address: IPAddress) -> bool:
+    """netaddr's is_loopback (127.0.0.0/8, ::1), with IPv4 as integer arithmetic (it runs per forward)."""
+    return address._value >> 24 == 127 if address._module is _ipv4 else address.is_loopback()
+
+
 def _check_unicast(address: IPAddress, field_name: str) -> None:
-    if address.is_multicast() or address.value == 0 or str(address) in ("255.255.255.255",) \
-            or (address.version == 6 and address.is_link_local()):
+    if address._module is _ipv4:  # multicast 224.0.0.0/4, 0.0.0.0, broadcast: integer tests
+        bad = address._value >> 28 == 0xE or address._value in (0, 0xFFFFFFFF)
+    else:
+        bad = address.is_multicast() or address.value == 0 or address.is_link_local()
+    if bad:
         raise ModelError(field_name, f"{address} is not a usable unicast address")
 
 
@@ -274,10 +282,10 @@ class Spec:
     def _check_loop(self, forward: Forward, where: str) -> None:
         to = forward.to.address
         if forward.to.port == forward.listen.port and (
-                to.is_loopback() or any(a is not None and a == to for a in (forward.listen.address, self.relay.address))):
+                _is_loopback(to) or any(a is not None and a == to for a in (forward.listen.address, self.relay.address))):
             raise ModelError(f"{where}.to", f"{forward.to} is the relay's own listening socket: "
                                             "the forward would loop to itself")
-        if self.relay.os == "linux" and forward.to.address.is_loopback():
+        if self.relay.os == "linux" and _is_loopback(forward.to.address):
             raise ModelError(f"{where}.to.address", "a Linux relay cannot DNAT to loopback without "
                                                     "route_localnet; forward to a real address")
 
