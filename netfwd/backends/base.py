@@ -214,8 +214,12 @@ def run(argv: Sequence[str], *, input: str | None = None, check: bool = True,  #
     except subprocess.TimeoutExpired:
         raise TransactionError(f"{what or argv[0]} did not finish within {timeout:.0f} s") from None
     if check and done.returncode != 0:
-        detail = (done.stderr or done.stdout).strip().splitlines()
-        detail = [line for line in detail if not line.startswith("Try `")][-3:]
-        raise TransactionError(f"{what or ' '.join(argv[:2])} failed (exit {done.returncode}): "
-                               f"{' / '.join(detail) or 'no output'}")
+        raise failure(done, what or " ".join(argv[:2]))
     return done
+
+
+def failure(done: subprocess.CompletedProcess, what: str) -> TransactionError:
+    """A tool's refusal as one line: its last words (stderr, else stdout) without usage hints."""
+    detail = (done.stderr or done.stdout).strip().splitlines()
+    detail = [line for line in detail if not line.startswith("Try `")][-3:]
+    return TransactionError(f"{what} failed (exit {done.returncode}): {' / '.join(detail) or 'no output'}")

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
 from typing import TYPE_CHECKING
 
 from netfwd.backends import Context
-from netfwd.backends.base import Live, TransactionError, run
+from netfwd.backends.base import Live, TransactionError, failure, run
 from netfwd.errors import EnvironmentProblem
 
 if TYPE_CHECKING:
@@ -27,6 +28,18 @@ if TYPE_CHECKING:
 
 WAIT = "5"  # seconds to wait for the xtables lock (`-w`): bounded, never forever
 PERSIST_TARGETS = ("etc/iptables/rules.v4", "etc/sysconfig/iptables")  # Debian/Ubuntu, RHEL/Fedora
+
+
+# $1 restore tool, $2 lock wait, $3 folder with head (first table up to its COMMIT), tail (that
+# COMMIT and the later tables) and test (the later tables). The test runs in the background while
+# the restore reads the head; the tail follows only if the test passed, else its exit status is
+# left in test.status and the restore gets no COMMIT.
+_FEED_AFTER_TEST = """
+{ "$1" --test --noflush -w "$2" <"$3/test" >"$3/test.out" 2>"$3/test.err" & test=$!
+  cat "$3/head"
+  if wait "$test"; then cat "$3/tail"; else echo "$?" >"$3/test.status"; fi
+} | "$1" --noflush -w "$2"
+"""
 
 
 def tool(flavour: str, kind: str) -> str:
@@ -97,6 +110,10 @@ class IptablesBackend:
         parts = _xstate().transaction(owned, _xstate().parse(target)[0])
         if not parts:
             return 0
+        lock = () if self.context.lock_fd is None else (self.context.lock_fd,)
+        if len(parts) > 1 and self.flavour == "nft":
+            self._restore_tested_meanwhile(parts, lock)
+            return len(parts)
         if len(parts) > 1:  # all or nothing: the tables committed after the first must be valid
             run([self._restore, "--test", "--noflush", "-w", WAIT], input=_xstate().payload(parts[1:]),
                 what=f"{self._restore} --test")
@@ -104,11 +121,35 @@ class IptablesBackend:
         try:
             with os.fdopen(fd, "w") as out:
                 out.write(_xstate().payload(parts))
-            lock = () if self.context.lock_fd is None else (self.context.lock_fd,)
             run([self._restore, "--noflush", "-w", WAIT], stdin_file=path, pass_fds=lock, what=self._restore)
         finally:
             os.unlink(path)
         return len(parts)
+
+    def _restore_tested_meanwhile(self, parts: list, lock: tuple[int, ...]) -> None:
+        """The same restore of the same bytes, but the `--test` of the later tables runs while the
+        restore parses the first one, and the first table's COMMIT line is fed only once that test
+        passed (a restore that meets the end of its input inside a table commits nothing). A
+        `sh` does the feeding, so the transaction still finishes (or commits nothing) if netfwd is
+        killed meanwhile. Only for the nf_tables flavour: legacy restores hold the xtables lock
+        from a table's first line to its COMMIT, so the test would wait for the restore."""
+        payload = _xstate().payload
+        first = payload(parts[:1])
+        cut = first.rindex("COMMIT\n")
+        with tempfile.TemporaryDirectory(prefix="restore.", dir=self.context.workdir) as folder:
+            files = {"head": first[:cut], "tail": first[cut:] + payload(parts[1:]), "test": payload(parts[1:])}
+            for name, text in files.items():
+                Path(folder, name).write_text(text)
+            done = run(["sh", "-c", _FEED_AFTER_TEST, "sh", self._restore, WAIT, folder], check=False,
+                       pass_fds=lock, what=self._restore)
+            status = Path(folder, "test.status")
+            if status.exists():  # the test failed: the restore saw no COMMIT, nothing was committed
+                test = subprocess.CompletedProcess([], int(status.read_text() or 1),
+                                                   Path(folder, "test.out").read_text(errors="replace"),
+                                                   Path(folder, "test.err").read_text(errors="replace"))
+                raise failure(test, f"{self._restore} --test")
+            if done.returncode != 0:
+                raise failure(done, self._restore)
 
     def fingerprint(self) -> str | None:
         if self.flavour != "nft":
