@@ -1,4 +1,4 @@
-"""The vendor guide's audit prerequisites for log-based threat detection (facts.md §7).
+"""The vendor guide's audit prerequisites for log-based threat detection (docs/facts.md#kubernetes-audit).
 
 * :mod:`netfwd.audit.policy`: the guide's audit policy, with the apiVersion the cluster serves
   (the guide says ``audit.k8s.io/v1beta1``, which Kubernetes removed in 1.24);

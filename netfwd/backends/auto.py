@@ -2,7 +2,7 @@
 
 Order: firewalld when it is running (raw rules would be wiped by its next reload); else the
 iptables flavour that holds rules; if both legacy and nf_tables hold iptables rules (both are
-evaluated, facts.md §2), refuse unless told which; else native nftables when its tables exist;
+evaluated, docs/facts.md#iptables-backends), refuse unless told which; else native nftables when its tables exist;
 else the flavour `iptables -V` reports; else nft. The engine asks this only when its state does
 not already name the backend of the last change.
 """

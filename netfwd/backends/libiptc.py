@@ -2,7 +2,7 @@
 
 python-iptables drives libiptc, which reads and writes the *legacy* tables only: on a host whose
 firewall lives in nf_tables (iptables-nft, nftables, firewalld), its rules would be invisible to
-`iptables` and evaluated alongside - so this backend refuses such a host and says why (facts.md §2).
+`iptables` and evaluated alongside - so this backend refuses such a host and says why (docs/facts.md#iptables-backends).
 
 It shares netfwd.backends.xstate with the `iptables` backend: the same canonical text (rules read
 back through python-iptables are printed the way iptables-save prints them) and the same

@@ -1,10 +1,10 @@
 """`firewalld` dialect: a bash script that drives firewall-cmd, for relays where firewalld owns the firewall.
 
-Why it looks the way it does (see docs/dialects.md and facts.md §3):
+Why it looks the way it does (see docs/dialects.md and docs/facts.md#firewalld):
 
 - Every forward is a rich rule *with the source in it*: `rule family=... source ipset="netfwd-…"
   forward-port ...`. A plain `--add-forward-port` DNATs before any filter runs, so a separate rule
-  can never restrict it (firewalld issue #1466).
+  can never restrict it (firewalld/firewalld#1466, in docs/facts.md#firewalld).
 - Every forward gets its own `hash:net` ipset, even one open to any source (it then holds the two
   halves of the address space, since an ipset cannot hold a /0). So every rich rule netfwd owns
   names a `netfwd-` ipset: that is how the script finds its own stale rules, and only those.

@@ -1,6 +1,6 @@
 """The `netsh` dialect: a Windows batch (`.cmd`) script of netsh port proxies and firewall rules.
 
-It does what the vendor guide's one-liner leaves out (facts.md §1, §4): refuses to run without
+It does what the vendor guide's one-liner leaves out (docs/facts.md#windows-portproxy): refuses to run without
 elevation; sets the IP Helper service (which runs portproxy) to automatic and starts it; stops when a
 listen port lies in a range Windows reserves (portproxy would silently not listen); replaces each
 port proxy (delete, for the listen socket in every table of its family, then add) and each inbound
@@ -180,7 +180,7 @@ def _firewall_on_check() -> list[str]:
     """Stop before any change when a Windows Firewall profile is off (or warn, with /AllowFirewallOff).
 
     The profile's switch is the EnableFirewall value of group policy where set, else of the local store
-    (docs/facts.md); `reg query` prints it the same in every display language."""
+    (docs/facts.md#windows-firewall); `reg query` prints it the same in every display language."""
     out = ["rem Windows Firewall must be on in every profile: the inbound allow rule is the whitelist, and a",
            "rem profile that is off admits every source. Group policy's EnableFirewall wins where it is set.",
            'set "NETFWD_OFF="']

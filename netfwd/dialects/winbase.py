@@ -1,7 +1,7 @@
 """What the netsh and PowerShell dialects share: the per-forward plan, the Essence rules, and a
 model of the Windows state their scripts change (used to read scripts back, since no Windows runs here).
 
-How a Windows relay forwards (facts.md §4): ``netsh interface portproxy`` keeps a table per address
+How a Windows relay forwards (docs/facts.md#windows-portproxy): ``netsh interface portproxy`` keeps a table per address
 family pair (``v4tov4`` ...) keyed by listen address and port, served by the IP Helper service, plus
 an inbound Windows Firewall rule that admits the sources. Portproxy is a *proxy*: it accepts the
 connection and opens a new one to the target. So, in an :class:`~netfwd.model.Essence`:
@@ -192,7 +192,7 @@ class ScriptExit(Exception):
 IPHLPSVC = "iphlpsvc"  # the IP Helper service: it runs portproxy, so netfwd's allow rules are scoped to it
 PROFILES = ("Domain", "Private", "Public")
 # Where Windows keeps each profile's on/off switch (value EnableFirewall, REG_DWORD): group policy
-# wins where it sets the value, else the local store; see docs/facts.md.
+# wins where it sets the value, else the local store; see docs/facts.md#windows-firewall.
 POLICY_KEY = "HKLM\\SOFTWARE\\Policies\\Microsoft\\WindowsFirewall\\{}Profile"
 LOCAL_KEY = "HKLM\\SYSTEM\\CurrentControlSet\\Services\\SharedAccess\\Parameters\\FirewallPolicy\\{}Profile"
 LOCAL_NAMES = {"Domain": "Domain", "Private": "Standard", "Public": "Public"}  # the local store's key names

@@ -1,4 +1,4 @@
-"""Checks of a Windows relay, offline, from the collector's report (facts.md §4).
+"""Checks of a Windows relay, offline, from the collector's report (docs/facts.md#windows-portproxy).
 
 A port proxy works only when: the IP Helper service runs (and starts at boot), the entry exists
 for the same listen address spelling (``*`` and ``0.0.0.0`` are different entries) and target,

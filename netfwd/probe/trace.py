@@ -1,4 +1,4 @@
-"""Where a SYN dies: TTL-limited SYNs towards relay:A, and what their answers mean (facts.md §5).
+"""Where a SYN dies: TTL-limited SYNs towards relay:A, and what their answers mean (docs/facts.md#probing).
 
 At the relay's hop a SYN is either *forwarded* (DNAT matched: the kernel routes it on, the TTL
 runs out, the relay sends ICMP time-exceeded) or *answered by the relay itself* (no rule

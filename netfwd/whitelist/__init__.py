@@ -1,4 +1,4 @@
-"""Verify source whitelists against the region catalog, and render minimal allow lists (issue 6).
+"""Verify source whitelists against the region catalog, and render minimal allow lists.
 
 Layout, one job per module:
   addresses   one token (IP, CIDR, netmask form, a-b range) -> integers, fast

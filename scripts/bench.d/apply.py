@@ -1,4 +1,4 @@
-"""Benchmark for issue 3: `netfwd apply` on a live relay vs a bare restore vs one `iptables -A` per rule.
+"""Benchmark: `netfwd apply` on a live relay vs a bare restore vs one `iptables -A` per rule.
 
 Every measurement runs in a fresh scratch network namespace (never the host's firewall). For 1,000,
 5,000 and 10,000 forwards (half of them whitelisted to two CIDRs: ~3.5 rules per forward):

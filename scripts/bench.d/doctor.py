@@ -1,4 +1,4 @@
-"""Doctor timings (issue 7): `netfwd doctor` on a healthy lab relay must finish in under 2 s.
+"""Doctor timings: `netfwd doctor` on a healthy lab relay must finish in under 2 s.
 
 Measures, on a lab relay with the spec applied (iptables-restore dialect; sysctl.d in a scratch root):
 the CLI end to end (Python start-up, imports, every relay check), the checks alone in-process with

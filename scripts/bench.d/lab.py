@@ -1,4 +1,4 @@
-"""Lab timings: `lab up` and `lab down` must each stay under 2 s (issue 4). Needs root.
+"""Lab timings: `lab up` and `lab down` must each stay under 2 s. Needs root.
 
 Prints one line per measurement (median and max of N runs) and exits 1 if a budget is exceeded.
 Usage: .venv/bin/python scripts/bench.d/lab.py [RUNS]

@@ -1,4 +1,4 @@
-"""Probe benchmark (issue 5): 1,000 lab endpoints, open, closed and filtered mixed, probed with TCP by
+"""Probe benchmark: 1,000 lab endpoints, open, closed and filtered mixed, probed with TCP by
 `netfwd probe` and by `nmap -sT -T4` on the same targets, from the lab's client namespace. Needs root.
 
 Budgets (exit 1 when one is missed):

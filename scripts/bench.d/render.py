@@ -1,4 +1,4 @@
-"""Benchmark for issue 2: render a 10,000-forward spec to every Linux dialect; CLI start-up time.
+"""Benchmark: render a 10,000-forward spec to every Linux dialect; CLI start-up time.
 
 Targets (docs/performance.md): rendering 10,000 forwards to all dialects < 1 s with peak memory
 < 200 MB; `netfwd --help` < 2x `python -c "import click"`.

@@ -1,4 +1,4 @@
-"""Benchmark for the Windows dialects (issue 2): render a 10,000-forward Windows spec to netsh and
+"""Benchmark for the Windows dialects: render a 10,000-forward Windows spec to netsh and
 PowerShell (apply + remove), and read the scripts back.
 
 Target (docs/performance.md): rendering 10,000 forwards to all dialects < 1 s, peak memory < 200 MB.

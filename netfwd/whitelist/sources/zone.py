@@ -5,7 +5,7 @@ backend; documented in docs/whitelist.md):
 - a zone applies to the sources bound to it, or (bound to interfaces) to every source no
   source-bound zone claims;
 - a plain forward-port admits every source reaching the zone, and rich rules cannot narrow it
-  (DNAT happens before filtering: firewalld issue #1466);
+  (DNAT happens before filtering: docs/facts.md#firewalld);
 - a rich rule admits its source (or everyone, without one) to its port, service or forward-port;
   deny rich rules (drop/reject) take precedence over allow rules and plain ports/services;
 - target ACCEPT admits everything; a source `ipset` is read from a sibling `ipsets/NAME.xml` when
