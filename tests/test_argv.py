@@ -103,15 +103,17 @@ def check_common(spec, run: Run, allowed: set[str]) -> None:
     assert run.status == 0, run.stderr
     used = {c["argv"][0] for c in run.calls}
     assert used <= allowed, f"unexpected programs: {used - allowed}"
-    assert run.argv("sysctl") == [["-q", "-w", f"{key}=1"] for key in sysctl_keys(spec)]
+    writes = [argv for argv in run.argv("sysctl") if argv[:1] != ["-n"]]  # reading the old value is no write
+    assert writes == [["-q", "-w", f"{key}=1"] for key in sysctl_keys(spec)]
     persisted = (run.root / SYSCTL_FILE).read_text().splitlines()
     assert persisted[1:] == [f"{key} = 1" for key in sysctl_keys(spec)]
     assert not list((run.root / "etc" / "sysctl.d").glob("*.tmp"))
 
 
 def check_iptables(spec, run: Run) -> None:
-    check_common(spec, run, {"iptables", "iptables-save", "firewall-cmd", "sysctl"})
+    check_common(spec, run, {"id", "iptables", "iptables-save", "iptables-restore", "firewall-cmd", "sysctl"})
     assert run.argv("firewall-cmd") == [["--state"]]
+    check_probe_and_test(spec, run)
     calls = run.argv("iptables")
     assert all(argv[:2] == ["-w", "5"] for argv in calls)
     appended = [argv[2:] for argv in calls if "-A" in argv]
@@ -131,12 +133,23 @@ def check_iptables(spec, run: Run) -> None:
     assert jumps == [["-t", t, "-I", b, "1", "-j", o] for t, b, o in xtables.JUMPS]
 
 
-def check_iptables_restore(spec, run: Run) -> None:
-    check_common(spec, run, {"iptables", "iptables-save", "iptables-restore", "firewall-cmd", "sysctl"})
+def check_probe_and_test(spec, run: Run) -> list[dict]:
+    """Both iptables scripts: probe the wait flags, then --test the whole payload, before any write."""
     restores = [c for c in run.calls if c["argv"][0] == "iptables-restore"]
-    assert [c["argv"][1:] for c in restores] == [["--test", "-w", "5", "--noflush"], ["-w", "5", "--noflush"]]
+    assert [c["argv"][1:] for c in restores[:2]] == [["--test", "--noflush", "-w", "5"]] * 2
+    assert [c.get("input") for c in restores[:2]] == [None, xtables.restore_payload(spec)]
+    first_write = next(i for i, c in enumerate(run.calls) if c["argv"][:2] == ["sysctl", "-q"])
+    assert run.calls.index(restores[1]) < first_write
+    assert ["-w", "5", "-t", "nat", "-S"] in run.argv("iptables")  # the probe of `-w` with seconds
+    return restores
+
+
+def check_iptables_restore(spec, run: Run) -> None:
+    check_common(spec, run, {"id", "iptables", "iptables-save", "iptables-restore", "firewall-cmd", "sysctl"})
+    restores = check_probe_and_test(spec, run)
+    assert [c["argv"][1:] for c in restores[2:]] == [["--noflush", "-w", "5"]]
     payload = xtables.restore_payload(spec)
-    assert [c["input"] for c in restores] == [payload, payload]
+    assert [c["input"] for c in restores[2:]] == [payload]
     assert xtables.parse_save(payload) == get_dialect("iptables-restore").expected(spec)
     assert not [a for a in run.argv("iptables") if "-A" in a]  # every rule went through the transaction
 

@@ -151,9 +151,19 @@ def run_script(lab, text: str, root: Path, check: bool = True) -> subprocess.Com
     return lab.relay_exec_fw(["env", f"NETFWD_ROOT={root}", "bash", "-s"], input=text, check=check, timeout=300)
 
 
+def kernel_state(lab) -> list[str]:
+    """The kernel's rules: nftables here; on the centos7 relay (firewalld 0.6.3's iptables backend)
+    iptables-save without counters and comments, plus every kernel ipset."""
+    if lab.userland == "modern":
+        return lab.relay_exec_fw(["nft", "list", "ruleset"]).stdout.splitlines()
+    rules = [line.split(" [")[0] for line in lab.relay_exec_fw(["iptables-save"]).stdout.splitlines()
+             if not line.startswith("#")]
+    return rules + lab.relay_exec_fw(["ipset", "save"]).stdout.splitlines()
+
+
 def state(lab) -> dict[str, list[str]]:
     """What firewalld holds: the runtime as the kernel sees it, and the permanent configuration."""
-    result = {"runtime": lab.relay_exec_fw(["nft", "list", "ruleset"]).stdout.splitlines(),
+    result = {"runtime": kernel_state(lab),
               "permanent": sorted(lab.firewall_cmd("--permanent", "--list-all-zones").stdout.splitlines())}
     for name in lab.firewall_cmd("--permanent", "--get-ipsets").stdout.split():
         result[name] = lab.firewall_cmd("--permanent", f"--info-ipset={name}").stdout.splitlines()
@@ -175,10 +185,16 @@ def netfwd_objects(lab) -> list[str]:
             + lab.firewall_cmd(*conf, "--get-ipsets").stdout.split() if "netfwd" in line]
 
 
+@pytest.fixture
+def fw_lab(make_lab, userland):
+    """A relay running firewalld: this machine's (nftables backend), and CentOS 7's 0.6.3 (iptables backend)."""
+    return make_lab(userland=userland, firewalld=True)
+
+
 @pytest.mark.netns
 @pytest.mark.slow
-def test_apply_reapply_remove_with_real_traffic(lab_fw, tmp_path):
-    lab, a = lab_fw, lab_fw.addrs
+def test_apply_reapply_remove_with_real_traffic(fw_lab, tmp_path):
+    lab, a = fw_lab, fw_lab.addrs
     spec = lab_spec(lab)
     lab.start_server("onprem", B, kind="whoami")
     for conf in ((), ("--permanent",)):
@@ -203,6 +219,7 @@ def test_apply_reapply_remove_with_real_traffic(lab_fw, tmp_path):
     run_script(lab, FW.render_remove(spec), tmp_path)
     assert state(lab) == before  # the foreign rich rule intact, every netfwd rule and ipset gone
     assert netfwd_objects(lab) == []
+    assert not [line for line in kernel_state(lab) if "netfwd" in line]  # no kernel ipset left (0.6.3 kept them)
     assert not (tmp_path / "etc/sysctl.d/90-netfwd.conf").exists()
     assert not lab.connect("client", a.relay_outside, A, source=a.client_allowed, timeout=1).ok
     done = run_script(lab, FW.render_remove(spec), tmp_path)  # removing twice is fine

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import pytest
 
+from netfwd import xtables
 from netfwd.dialects import get_dialect
+from netfwd.dialects.shell import SYSCTL_FILE
 from netfwd.spec import parse_spec
 
 pytestmark = pytest.mark.netns
@@ -49,9 +51,24 @@ def saved(lab, iptables):
             for line in out.splitlines() if not line.startswith("#")]
 
 
-@pytest.mark.parametrize("iptables", ["iptables", "iptables-legacy"])
+# (relay userland, iptables): nf_tables and legacy here; CentOS 7's 1.4.21 (legacy, `-w` without seconds)
+USERLANDS = [("modern", "iptables"), ("modern", "iptables-legacy"), ("centos7", "iptables")]
+
+
+@pytest.fixture
+def relay_lab(make_lab, request):
+    """make_lab(userland=...) for a test parametrized with `userland` (centos7: built once per session)."""
+    userland = request.getfixturevalue("userland_name")
+    if userland == "centos7":
+        request.getfixturevalue("centos7_userland")
+    return make_lab(userland=userland)
+
+
+@pytest.mark.parametrize(("userland_name", "iptables"), USERLANDS)
 @pytest.mark.parametrize("dialect_name", ["iptables", "iptables-restore"])
-def test_forward_carries_traffic_only_from_allowed_sources(lab, tmp_path, dialect_name, iptables):
+def test_forward_carries_traffic_only_from_allowed_sources(relay_lab, tmp_path, dialect_name, iptables,
+                                                            userland_name):
+    lab = relay_lab
     dialect, a = get_dialect(dialect_name), lab.addrs
     spec = spec_for(lab)
     lab.start_server("onprem", B, kind="whoami")
@@ -99,3 +116,41 @@ def test_without_masquerade_the_reply_path_breaks(lab, tmp_path):
     run_script(lab, get_dialect("iptables").render(spec_for(lab, masquerade=False)), tmp_path, "iptables")
     result = lab.connect("client", a.relay_outside, A, source=a.client_allowed, timeout=1)
     assert not result.ok and result.reason == "no-response"
+
+
+@pytest.mark.parametrize(("userland_name", "iptables"), [USERLANDS[0], USERLANDS[2]])
+def test_a_failure_after_the_first_write_is_undone_and_said(relay_lab, tmp_path, iptables, userland_name):
+    """No partial change: a step failing late (here: saving the ruleset) puts the old state back."""
+    lab, dialect = relay_lab, get_dialect("iptables-restore")
+    first = spec_for(lab)
+    run_script(lab, dialect.render(first), tmp_path, iptables)
+    before = saved(lab, iptables)
+    sysctl_before = (tmp_path / SYSCTL_FILE).read_text()
+    (tmp_path / "etc/iptables/rules.v4.tmp").mkdir(parents=True)  # persistence present, its temp file unwritable
+    done = lab.run("relay", ["env", f"NETFWD_ROOT={tmp_path}", f"NETFWD_IPTABLES={iptables}", "bash", "-s"],
+                   input=dialect.render(spec_for(lab, target="10.99.0.1")), check=False)
+    assert done.returncode != 0
+    assert "failed" in done.stderr and "the owned chains" in done.stderr and "undone" in done.stderr
+    assert "applied" not in done.stderr
+    assert saved(lab, iptables) == before  # the first spec's rules, exactly
+    assert (tmp_path / SYSCTL_FILE).read_text() == sysctl_before
+
+
+@pytest.mark.parametrize(("userland_name", "iptables"), [USERLANDS[0], USERLANDS[2]])
+def test_remove_reports_an_error_as_an_error(relay_lab, tmp_path, iptables, userland_name):
+    """A chain that cannot be deleted (someone else jumps to it) is exit 1, never `removed`."""
+    lab, dialect = relay_lab, get_dialect("iptables")
+    spec = spec_for(lab)
+    run_script(lab, dialect.render(spec), tmp_path, iptables)
+    lab.run("relay", [iptables, "-t", "filter", "-N", "FOREIGN"])
+    lab.run("relay", [iptables, "-t", "filter", "-A", "FOREIGN", "-j", xtables.FWD])
+    done = lab.run("relay", ["env", f"NETFWD_ROOT={tmp_path}", f"NETFWD_IPTABLES={iptables}", "bash", "-s"],
+                   input=dialect.render_remove(spec), check=False)
+    assert done.returncode == 1, done.stderr
+    assert f"removing chain filter/{xtables.FWD} failed" in done.stderr and "already removed: jump" in done.stderr
+    assert "netfwd: removed" not in done.stderr
+    lab.run("relay", [iptables, "-t", "filter", "-F", "FOREIGN"])
+    again = run_script(lab, dialect.render_remove(spec), tmp_path, iptables)
+    assert "netfwd: removed" in again.stderr
+    assert not any("NETFWD" in line for line in saved(lab, iptables))
+    assert "nothing to remove" in run_script(lab, dialect.render_remove(spec), tmp_path, iptables).stderr

@@ -10,18 +10,19 @@ from __future__ import annotations
 import shlex
 
 from netfwd import xtables
-from netfwd.dialects import shell
+from netfwd.dialects import shell, xtguard
 from netfwd.dialects.base import BaseDialect
 from netfwd.model import Essence, Spec
 
 HELPERS = [
-    'ipt() { "$IPTABLES" -w 5 "$@"; }',
+    "say() { printf 'netfwd: %s\\n' \"$*\" >&2; }",
+    'die() { local status=$1; shift; say "$*"; exit "$status"; }',
+    'ipt() { "$IPTABLES" ${WAIT[@]+"${WAIT[@]}"} "$@"; }',
     'chain_exists() { ipt -t "$1" -n -L "$2" >/dev/null 2>&1; }',
     "ensure_jump() {  # table builtin-chain owned-chain: insert at the top unless already there",
-    '  ipt -t "$1" -C "$2" -j "$3" 2>/dev/null || ipt -t "$1" -I "$2" 1 -j "$3"',
-    "}",
-    "drop_jump() {  # remove every copy of the jump",
-    '  while ipt -t "$1" -C "$2" -j "$3" 2>/dev/null; do ipt -t "$1" -D "$2" -j "$3"; done',
+    '  local rc=0 out',
+    '  out=$(ipt -t "$1" -C "$2" -j "$3" 2>&1) || rc=$?',
+    '  case $rc in 0) ;; 1) ipt -t "$1" -I "$2" 1 -j "$3" ;; *) die 1 "checking the jump $1/$2 -> $3 failed: $out" ;; esac',
     "}",
     "persist() {  # save the whole ruleset where the distro's boot service restores it from",
     '  [ "${NETFWD_PERSIST:-auto}" = no ] && return 0',
@@ -33,7 +34,7 @@ HELPERS = [
     " rules last until reboot' >&2",
     "    return 0",
     "  fi",
-    '  "$IPTABLES-save" > "$target.tmp" && mv -f "$target.tmp" "$target"',
+    '  { "$IPTABLES-save" > "$target.tmp" && mv -f "$target.tmp" "$target"; } || die 1 "saving the ruleset to $target failed"',
     '  echo "netfwd: saved the ruleset to $target" >&2',
     "}",
     "",
@@ -49,14 +50,12 @@ def tool_check() -> list[str]:
 
 
 def remove_body(spec: Spec) -> list[str]:
-    """Remove every netfwd-owned jump and chain, nothing else (shared by both iptables dialects)."""
-    lines = ["# Jumps first, then the owned chains."]
-    lines += [f"drop_jump {t} {b} {o}" for t, b, o in xtables.JUMPS]
-    for table, chains in xtables.CHAINS.items():
-        for chain in chains:
-            lines.append(f"if chain_exists {table} {chain}; then ipt -t {table} -F {chain}; "
-                         f"ipt -t {table} -X {chain}; fi")
-    return [*lines, "", *shell.forget_forwarding(), "persist", "echo 'netfwd: removed' >&2"]
+    """Remove every netfwd-owned jump and chain, nothing else (shared by both iptables dialects).
+
+    Exit 0 with "removed" or "nothing to remove"; exit 1 naming what was removed when a step fails."""
+    return [*xtguard.probe(), *xtguard.remove_body(), *shell.forget_forwarding(), "persist",
+            'if [ ${#REMOVED[@]} -gt 0 ]; then say "removed (${#REMOVED[@]} step(s))"; '
+            "else say 'nothing to remove: no netfwd chain or jump is present'; fi"]
 
 
 class IptablesDialect(BaseDialect):
@@ -68,11 +67,14 @@ class IptablesDialect(BaseDialect):
         self.check(spec)
         lines = shell.prologue(self.header(spec, "apply"))
         lines += tool_check() + shell.refuse_under_firewalld() + HELPERS
-        lines += shell.enable_forwarding(spec)
-        lines += self.install(spec)
-        lines += ["", "# Jumps from the built-in chains, check-then-insert, last: traffic only ever sees complete chains."]
+        lines += xtguard.probe() + xtguard.payload_test(xtables.restore_payload(spec)) + xtguard.snapshot_and_undo()
+        lines += ['DONE+=("ip_forward and the sysctl file")', *shell.enable_forwarding(spec)]
+        lines += ['DONE+=("the owned chains")', *self.install(spec)]
+        lines += ["", "# Jumps from the built-in chains, check-then-insert, last: traffic only ever sees complete chains.",
+                  'DONE+=("the jumps")']
         lines += [f"ensure_jump {t} {b} {o}" for t, b, o in xtables.JUMPS]
-        lines += ["", "persist", f"echo {shlex.quote(f'netfwd: applied {len(spec.forwards)} forward(s)')} >&2", ""]
+        lines += ["", "persist", "trap - EXIT",
+                  f"echo {shlex.quote(f'netfwd: applied {len(spec.forwards)} forward(s)')} >&2", ""]
         return "\n".join(lines)
 
     def install(self, spec: Spec) -> list[str]:
@@ -92,7 +94,9 @@ class IptablesDialect(BaseDialect):
         return "\n".join(lines) + "\n"
 
     def parse(self, text: str) -> list[Essence]:
-        """Accepts this dialect's script (its `ipt -t T -A ...` lines) or `iptables-save` output."""
+        """Accepts this dialect's script (its checked payload) or `iptables-save` output."""
+        if f"<<'{xtguard.DELIMITER}'\n" in text:  # the script: read the payload it checks first
+            text = text.split(f"<<'{xtguard.DELIMITER}'\n", 1)[1].split(f"{xtguard.DELIMITER}\n", 1)[0]
         save_lines = []
         for line in text.splitlines():
             if line.startswith("ipt -t ") and " -A " in line:

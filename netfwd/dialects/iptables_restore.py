@@ -8,10 +8,11 @@ add a rule "only if missing" without flushing the built-in chain (which netfwd n
 from __future__ import annotations
 
 from netfwd import xtables
+from netfwd.dialects import xtguard
 from netfwd.dialects.iptables import IptablesDialect
 from netfwd.model import Essence, Spec
 
-DELIMITER = "NETFWD_RULES"
+DELIMITER = xtguard.DELIMITER
 
 
 class IptablesRestoreDialect(IptablesDialect):
@@ -25,9 +26,8 @@ class IptablesRestoreDialect(IptablesDialect):
 
     def install(self, spec: Spec) -> list[str]:
         payload = self.payload(spec)
-        return ["# One transaction: validate, then commit every owned chain at once.",
-                f'"$IPTABLES-restore" --test -w 5 --noflush <<\'{DELIMITER}\'', payload + DELIMITER,
-                f'"$IPTABLES-restore" -w 5 --noflush <<\'{DELIMITER}\'', payload + DELIMITER]
+        return ["# One transaction (checked with --test above): commit every owned chain at once.",
+                f'"$IPTABLES-restore" --noflush ${{RWAIT[@]+"${{RWAIT[@]}}"}} <<\'{DELIMITER}\'', payload + DELIMITER]
 
     def parse(self, text: str) -> list[Essence]:
         """Accepts the rendered script, a bare payload, or `iptables-save` output."""

@@ -14,13 +14,14 @@ if command -v firewall-cmd >/dev/null 2>&1 && firewall-cmd --state >/dev/null 2>
   exit 3
 fi
 
-ipt() { "$IPTABLES" -w 5 "$@"; }
+say() { printf 'netfwd: %s\n' "$*" >&2; }
+die() { local status=$1; shift; say "$*"; exit "$status"; }
+ipt() { "$IPTABLES" ${WAIT[@]+"${WAIT[@]}"} "$@"; }
 chain_exists() { ipt -t "$1" -n -L "$2" >/dev/null 2>&1; }
 ensure_jump() {  # table builtin-chain owned-chain: insert at the top unless already there
-  ipt -t "$1" -C "$2" -j "$3" 2>/dev/null || ipt -t "$1" -I "$2" 1 -j "$3"
-}
-drop_jump() {  # remove every copy of the jump
-  while ipt -t "$1" -C "$2" -j "$3" 2>/dev/null; do ipt -t "$1" -D "$2" -j "$3"; done
+  local rc=0 out
+  out=$(ipt -t "$1" -C "$2" -j "$3" 2>&1) || rc=$?
+  case $rc in 0) ;; 1) ipt -t "$1" -I "$2" 1 -j "$3" ;; *) die 1 "checking the jump $1/$2 -> $3 failed: $out" ;; esac
 }
 persist() {  # save the whole ruleset where the distro's boot service restores it from
   [ "${NETFWD_PERSIST:-auto}" = no ] && return 0
@@ -31,18 +32,31 @@ persist() {  # save the whole ruleset where the distro's boot service restores i
     echo 'netfwd: no iptables persistence found (iptables-persistent or iptables-services); rules last until reboot' >&2
     return 0
   fi
-  "$IPTABLES-save" > "$target.tmp" && mv -f "$target.tmp" "$target"
+  { "$IPTABLES-save" > "$target.tmp" && mv -f "$target.tmp" "$target"; } || die 1 "saving the ruleset to $target failed"
   echo "netfwd: saved the ruleset to $target" >&2
 }
 
-# Kernel forwarding: on now, and after a reboot (sysctl.d).
-sysctl -q -w net.ipv4.ip_forward=1
-mkdir -p "$ROOT/etc/sysctl.d"
-printf '%s\n' '# written by netfwd for cluster lab-multi' 'net.ipv4.ip_forward = 1' > "$ROOT/etc/sysctl.d/90-netfwd.conf.tmp"
-mv -f "$ROOT/etc/sysctl.d/90-netfwd.conf.tmp" "$ROOT/etc/sysctl.d/90-netfwd.conf"
+# What this iptables accepts, probed once before any change (docs/compat.md).
+[ "$(id -u)" -eq 0 ] || die 3 "must run as root (it changes the firewall and sysctls)"
+for tool in "$IPTABLES" "$IPTABLES-save" "$IPTABLES-restore"; do
+  command -v "$tool" >/dev/null 2>&1 || die 3 "$tool not found: install iptables"
+done
+if "$IPTABLES" -w 5 -t nat -S >/dev/null 2>&1; then WAIT=(-w 5)   # iptables >= 1.6: bounded wait
+elif "$IPTABLES" -w -t nat -S >/dev/null 2>&1; then WAIT=(-w)    # 1.4.20-1.4.21: -w takes no seconds
+elif out=$("$IPTABLES" -t nat -S 2>&1); then WAIT=()
+else die 3 "$IPTABLES cannot read the nat table: $out"; fi
+RWAIT=()  # iptables-restore's wait flag; 1.4.21 has none and only *warns* about unknown options
+# shellcheck disable=SC2034,SC2086  # (the remove script needs no RWAIT; $flag splits on purpose)
+for flag in "-w 5" "-w"; do
+  if out=$("$IPTABLES-restore" --test --noflush $flag </dev/null 2>&1) && [ -z "$out" ]; then
+    read -r -a RWAIT <<<"$flag"; break
+  fi
+done
+rc=0; out=$("$IPTABLES" ${WAIT[@]+"${WAIT[@]}"} -t nat -C PREROUTING -p tcp --dport 1 -j RETURN 2>&1) || rc=$?
+[ "$rc" -le 1 ] || die 3 "$IPTABLES has no usable -C (check rule; needs iptables >= 1.4.11): $out"
 
-# One transaction: validate, then commit every owned chain at once.
-"$IPTABLES-restore" --test -w 5 --noflush <<'NETFWD_RULES'
+# Every rule checked by the kernel's own parser before anything changes.
+if ! out=$("$IPTABLES-restore" --test --noflush ${RWAIT[@]+"${RWAIT[@]}"} 2>&1 <<'NETFWD_RULES'
 *nat
 :NETFWD-PRE - [0:0]
 :NETFWD-OUT - [0:0]
@@ -77,7 +91,49 @@ COMMIT
 -A NETFWD-FWD -m conntrack --ctstate DNAT --ctproto 6 --ctreplsrc 192.168.10.7 --ctorigdstport 19100 --ctreplsrcport 9100 -m comment --comment "netfwd:lab-multi/metrics" -j ACCEPT
 COMMIT
 NETFWD_RULES
-"$IPTABLES-restore" -w 5 --noflush <<'NETFWD_RULES'
+); then
+  die 3 "iptables-restore --test rejected the rules (nothing was changed): $out"
+fi
+
+# The owned state before this run: put back if a later step fails.
+declare -A BEFORE=()
+BEFORE[nat]=$("$IPTABLES-save" -t nat) || die 3 "cannot read the nat table"
+BEFORE[filter]=$("$IPTABLES-save" -t filter) || die 3 "cannot read the filter table"
+SYSCTL_FILE=etc/sysctl.d/90-netfwd.conf
+SYSCTL_BEFORE=""; [ -e "$ROOT/$SYSCTL_FILE" ] && SYSCTL_BEFORE=$(cat "$ROOT/$SYSCTL_FILE")
+FORWARD_BEFORE=$(sysctl -n net.ipv4.ip_forward)
+DONE=()
+undo() {
+  local rc=$?
+  { [ "$rc" -eq 0 ] || [ ${#DONE[@]} -eq 0 ]; } && return 0
+  set +e
+  say "failed (exit $rc) after: ${DONE[*]}; undoing that"
+  grep -qxF -- "-A PREROUTING -j NETFWD-PRE" <<<"${BEFORE[nat]}" || while ipt -t nat -C PREROUTING -j NETFWD-PRE 2>/dev/null; do ipt -t nat -D PREROUTING -j NETFWD-PRE; done
+  grep -qxF -- "-A OUTPUT -j NETFWD-OUT" <<<"${BEFORE[nat]}" || while ipt -t nat -C OUTPUT -j NETFWD-OUT 2>/dev/null; do ipt -t nat -D OUTPUT -j NETFWD-OUT; done
+  grep -qxF -- "-A POSTROUTING -j NETFWD-POST" <<<"${BEFORE[nat]}" || while ipt -t nat -C POSTROUTING -j NETFWD-POST 2>/dev/null; do ipt -t nat -D POSTROUTING -j NETFWD-POST; done
+  grep -qxF -- "-A FORWARD -j NETFWD-FWD" <<<"${BEFORE[filter]}" || while ipt -t filter -C FORWARD -j NETFWD-FWD 2>/dev/null; do ipt -t filter -D FORWARD -j NETFWD-FWD; done
+  { echo "*nat"; grep -E "^:(NETFWD-PRE|NETFWD-OUT|NETFWD-POST) " <<<"${BEFORE[nat]}" | sed 's/ .*/ - [0:0]/'; grep -E '^-A (NETFWD-PRE|NETFWD-OUT|NETFWD-POST) ' <<<"${BEFORE[nat]}"; echo COMMIT; } | "$IPTABLES-restore" --noflush ${RWAIT[@]+"${RWAIT[@]}"}
+  grep -q "^:NETFWD-PRE " <<<"${BEFORE[nat]}" || { ipt -t nat -F NETFWD-PRE; ipt -t nat -X NETFWD-PRE; } 2>/dev/null
+  grep -q "^:NETFWD-OUT " <<<"${BEFORE[nat]}" || { ipt -t nat -F NETFWD-OUT; ipt -t nat -X NETFWD-OUT; } 2>/dev/null
+  grep -q "^:NETFWD-POST " <<<"${BEFORE[nat]}" || { ipt -t nat -F NETFWD-POST; ipt -t nat -X NETFWD-POST; } 2>/dev/null
+  { echo "*filter"; grep -E "^:(NETFWD-FWD) " <<<"${BEFORE[filter]}" | sed 's/ .*/ - [0:0]/'; grep -E '^-A (NETFWD-FWD) ' <<<"${BEFORE[filter]}"; echo COMMIT; } | "$IPTABLES-restore" --noflush ${RWAIT[@]+"${RWAIT[@]}"}
+  grep -q "^:NETFWD-FWD " <<<"${BEFORE[filter]}" || { ipt -t filter -F NETFWD-FWD; ipt -t filter -X NETFWD-FWD; } 2>/dev/null
+  if [ -n "$SYSCTL_BEFORE" ]; then printf '%s\n' "$SYSCTL_BEFORE" >"$ROOT/$SYSCTL_FILE"; else rm -f "$ROOT/$SYSCTL_FILE"; fi
+  sysctl -q -w "net.ipv4.ip_forward=$FORWARD_BEFORE"
+  say "undone: the owned chains, jumps and sysctl file are as before this run"
+}
+trap undo EXIT
+
+DONE+=("ip_forward and the sysctl file")
+# Kernel forwarding: on now, and after a reboot (sysctl.d).
+sysctl -q -w net.ipv4.ip_forward=1
+mkdir -p "$ROOT/etc/sysctl.d"
+printf '%s\n' '# written by netfwd for cluster lab-multi' 'net.ipv4.ip_forward = 1' > "$ROOT/etc/sysctl.d/90-netfwd.conf.tmp"
+mv -f "$ROOT/etc/sysctl.d/90-netfwd.conf.tmp" "$ROOT/etc/sysctl.d/90-netfwd.conf"
+
+DONE+=("the owned chains")
+# One transaction (checked with --test above): commit every owned chain at once.
+"$IPTABLES-restore" --noflush ${RWAIT[@]+"${RWAIT[@]}"} <<'NETFWD_RULES'
 *nat
 :NETFWD-PRE - [0:0]
 :NETFWD-OUT - [0:0]
@@ -114,10 +170,12 @@ COMMIT
 NETFWD_RULES
 
 # Jumps from the built-in chains, check-then-insert, last: traffic only ever sees complete chains.
+DONE+=("the jumps")
 ensure_jump nat PREROUTING NETFWD-PRE
 ensure_jump nat OUTPUT NETFWD-OUT
 ensure_jump nat POSTROUTING NETFWD-POST
 ensure_jump filter FORWARD NETFWD-FWD
 
 persist
+trap - EXIT
 echo 'netfwd: applied 4 forward(s)' >&2

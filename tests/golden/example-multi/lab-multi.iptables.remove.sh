@@ -9,13 +9,14 @@ ROOT="${NETFWD_ROOT:-}"
 IPTABLES="${NETFWD_IPTABLES:-iptables}"  # or iptables-legacy / iptables-nft
 command -v "$IPTABLES" >/dev/null 2>&1 || { echo "netfwd: $IPTABLES not found" >&2; exit 3; }
 
-ipt() { "$IPTABLES" -w 5 "$@"; }
+say() { printf 'netfwd: %s\n' "$*" >&2; }
+die() { local status=$1; shift; say "$*"; exit "$status"; }
+ipt() { "$IPTABLES" ${WAIT[@]+"${WAIT[@]}"} "$@"; }
 chain_exists() { ipt -t "$1" -n -L "$2" >/dev/null 2>&1; }
 ensure_jump() {  # table builtin-chain owned-chain: insert at the top unless already there
-  ipt -t "$1" -C "$2" -j "$3" 2>/dev/null || ipt -t "$1" -I "$2" 1 -j "$3"
-}
-drop_jump() {  # remove every copy of the jump
-  while ipt -t "$1" -C "$2" -j "$3" 2>/dev/null; do ipt -t "$1" -D "$2" -j "$3"; done
+  local rc=0 out
+  out=$(ipt -t "$1" -C "$2" -j "$3" 2>&1) || rc=$?
+  case $rc in 0) ;; 1) ipt -t "$1" -I "$2" 1 -j "$3" ;; *) die 1 "checking the jump $1/$2 -> $3 failed: $out" ;; esac
 }
 persist() {  # save the whole ruleset where the distro's boot service restores it from
   [ "${NETFWD_PERSIST:-auto}" = no ] && return 0
@@ -26,22 +27,53 @@ persist() {  # save the whole ruleset where the distro's boot service restores i
     echo 'netfwd: no iptables persistence found (iptables-persistent or iptables-services); rules last until reboot' >&2
     return 0
   fi
-  "$IPTABLES-save" > "$target.tmp" && mv -f "$target.tmp" "$target"
+  { "$IPTABLES-save" > "$target.tmp" && mv -f "$target.tmp" "$target"; } || die 1 "saving the ruleset to $target failed"
   echo "netfwd: saved the ruleset to $target" >&2
 }
 
+# What this iptables accepts, probed once before any change (docs/compat.md).
+[ "$(id -u)" -eq 0 ] || die 3 "must run as root (it changes the firewall and sysctls)"
+for tool in "$IPTABLES" "$IPTABLES-save" "$IPTABLES-restore"; do
+  command -v "$tool" >/dev/null 2>&1 || die 3 "$tool not found: install iptables"
+done
+if "$IPTABLES" -w 5 -t nat -S >/dev/null 2>&1; then WAIT=(-w 5)   # iptables >= 1.6: bounded wait
+elif "$IPTABLES" -w -t nat -S >/dev/null 2>&1; then WAIT=(-w)    # 1.4.20-1.4.21: -w takes no seconds
+elif out=$("$IPTABLES" -t nat -S 2>&1); then WAIT=()
+else die 3 "$IPTABLES cannot read the nat table: $out"; fi
+RWAIT=()  # iptables-restore's wait flag; 1.4.21 has none and only *warns* about unknown options
+# shellcheck disable=SC2034,SC2086  # (the remove script needs no RWAIT; $flag splits on purpose)
+for flag in "-w 5" "-w"; do
+  if out=$("$IPTABLES-restore" --test --noflush $flag </dev/null 2>&1) && [ -z "$out" ]; then
+    read -r -a RWAIT <<<"$flag"; break
+  fi
+done
+rc=0; out=$("$IPTABLES" ${WAIT[@]+"${WAIT[@]}"} -t nat -C PREROUTING -p tcp --dport 1 -j RETURN 2>&1) || rc=$?
+[ "$rc" -le 1 ] || die 3 "$IPTABLES has no usable -C (check rule; needs iptables >= 1.4.11): $out"
+
+# What is there, read (not inferred from a failing command).
+declare -A NOW=()
+REMOVED=()
+NOW[nat]=$("$IPTABLES-save" -t nat) || die 1 "cannot read the nat table; nothing removed"
+NOW[filter]=$("$IPTABLES-save" -t filter) || die 1 "cannot read the filter table; nothing removed"
+step() {  # step WHAT COMMAND...: run it, or stop saying what was already removed
+  local what=$1 out; shift
+  if ! out=$("$@" 2>&1); then
+    die 1 "removing $what failed: $out (already removed: ${REMOVED[*]:-nothing})"
+  fi
+  REMOVED+=("$what")
+}
 # Jumps first, then the owned chains.
-drop_jump nat PREROUTING NETFWD-PRE
-drop_jump nat OUTPUT NETFWD-OUT
-drop_jump nat POSTROUTING NETFWD-POST
-drop_jump filter FORWARD NETFWD-FWD
-if chain_exists nat NETFWD-PRE; then ipt -t nat -F NETFWD-PRE; ipt -t nat -X NETFWD-PRE; fi
-if chain_exists nat NETFWD-OUT; then ipt -t nat -F NETFWD-OUT; ipt -t nat -X NETFWD-OUT; fi
-if chain_exists nat NETFWD-POST; then ipt -t nat -F NETFWD-POST; ipt -t nat -X NETFWD-POST; fi
-if chain_exists filter NETFWD-FWD; then ipt -t filter -F NETFWD-FWD; ipt -t filter -X NETFWD-FWD; fi
+n=$(grep -cxF -- "-A PREROUTING -j NETFWD-PRE" <<<"${NOW[nat]}" || true); for ((i = 0; i < n; i++)); do step "jump nat/PREROUTING->NETFWD-PRE" ipt -t nat -D PREROUTING -j NETFWD-PRE; done
+n=$(grep -cxF -- "-A OUTPUT -j NETFWD-OUT" <<<"${NOW[nat]}" || true); for ((i = 0; i < n; i++)); do step "jump nat/OUTPUT->NETFWD-OUT" ipt -t nat -D OUTPUT -j NETFWD-OUT; done
+n=$(grep -cxF -- "-A POSTROUTING -j NETFWD-POST" <<<"${NOW[nat]}" || true); for ((i = 0; i < n; i++)); do step "jump nat/POSTROUTING->NETFWD-POST" ipt -t nat -D POSTROUTING -j NETFWD-POST; done
+n=$(grep -cxF -- "-A FORWARD -j NETFWD-FWD" <<<"${NOW[filter]}" || true); for ((i = 0; i < n; i++)); do step "jump filter/FORWARD->NETFWD-FWD" ipt -t filter -D FORWARD -j NETFWD-FWD; done
+if grep -q "^:NETFWD-PRE " <<<"${NOW[nat]}"; then step "chain nat/NETFWD-PRE" ipt -t nat -F NETFWD-PRE; step "chain nat/NETFWD-PRE" ipt -t nat -X NETFWD-PRE; fi
+if grep -q "^:NETFWD-OUT " <<<"${NOW[nat]}"; then step "chain nat/NETFWD-OUT" ipt -t nat -F NETFWD-OUT; step "chain nat/NETFWD-OUT" ipt -t nat -X NETFWD-OUT; fi
+if grep -q "^:NETFWD-POST " <<<"${NOW[nat]}"; then step "chain nat/NETFWD-POST" ipt -t nat -F NETFWD-POST; step "chain nat/NETFWD-POST" ipt -t nat -X NETFWD-POST; fi
+if grep -q "^:NETFWD-FWD " <<<"${NOW[filter]}"; then step "chain filter/NETFWD-FWD" ipt -t filter -F NETFWD-FWD; step "chain filter/NETFWD-FWD" ipt -t filter -X NETFWD-FWD; fi
 
 # Forget the persisted sysctl; forwarding stays on until reboot (other services may rely on it).
 rm -f "$ROOT/etc/sysctl.d/90-netfwd.conf"
 
 persist
-echo 'netfwd: removed' >&2
+if [ ${#REMOVED[@]} -gt 0 ]; then say "removed (${#REMOVED[@]} step(s))"; else say 'nothing to remove: no netfwd chain or jump is present'; fi

@@ -84,6 +84,22 @@ sync_rules() {
   done
 }
 
+# drop_orphan_ipsets: firewalld before 0.7 (iptables backend, kernel ipsets) never destroys a kernel set
+# whose configuration was deleted, not even on --reload: destroy netfwd's sets it no longer knows.
+drop_orphan_ipsets() {
+  local name known kernel
+  command -v ipset >/dev/null 2>&1 || return 0  # no kernel ipsets in use (nftables backend): nothing can linger
+  known=" $(firewall-cmd --get-ipsets) "
+  kernel=$(ipset list -n) || die 1 "cannot list the kernel's ipsets (ipset list -n)"
+  for name in $kernel; do
+    if [[ $name == netfwd-* && $known != *" $name "* ]]; then
+      ipset destroy "$name" || die 1 "cannot destroy the kernel ipset $name that firewalld left behind"
+      say "destroyed the kernel ipset $name (firewalld left it behind after deleting it)"
+      CHANGES=$((CHANGES + 1))
+    fi
+  done
+}
+
 converge() {
   local name sets
   # 1. permanent: ipsets (created here only: firewalld has no runtime --new-ipset), rules, stale ipsets
@@ -113,6 +129,7 @@ converge() {
   if [ "$reload" = yes ]; then
     say "reloading firewalld: ipsets reach the runtime only that way (runtime-only changes not made by netfwd are lost)"
     fw --reload
+    drop_orphan_ipsets
     return  # the runtime is now the permanent configuration, which is already right
   fi
   for name in ${SET_ORDER[@]+"${SET_ORDER[@]}"}; do sync_entries runtime "$name"; done
