@@ -61,35 +61,34 @@ if ! out=$("$IPTABLES-restore" --test --noflush ${RWAIT[@]+"${RWAIT[@]}"} 2>&1 <
 :NETFWD-PRE - [0:0]
 :NETFWD-OUT - [0:0]
 :NETFWD-POST - [0:0]
--A NETFWD-PRE -s 47.96.166.214/32 -i eth0 -p tcp -m tcp --dport 16443 -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
--A NETFWD-PRE -s 47.100.0.176/32 -i eth0 -p tcp -m tcp --dport 16443 -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
--A NETFWD-PRE -s 47.100.18.171/32 -i eth0 -p tcp -m tcp --dport 16443 -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
--A NETFWD-PRE -s 47.101.178.223/32 -i eth0 -p tcp -m tcp --dport 16443 -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
--A NETFWD-PRE -s 47.101.220.176/32 -i eth0 -p tcp -m tcp --dport 16443 -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
--A NETFWD-PRE -s 100.104.12.64/26 -i eth0 -p tcp -m tcp --dport 16443 -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
--A NETFWD-PRE -s 100.104.43.0/26 -i eth0 -p tcp -m tcp --dport 16443 -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
--A NETFWD-PRE -s 101.132.70.106/32 -i eth0 -p tcp -m tcp --dport 16443 -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
--A NETFWD-PRE -s 101.132.156.228/32 -i eth0 -p tcp -m tcp --dport 16443 -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
--A NETFWD-PRE -s 101.132.180.26/32 -i eth0 -p tcp -m tcp --dport 16443 -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
--A NETFWD-PRE -s 106.15.36.12/32 -i eth0 -p tcp -m tcp --dport 16443 -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
--A NETFWD-PRE -s 139.196.168.125/32 -i eth0 -p tcp -m tcp --dport 16443 -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
--A NETFWD-PRE -s 139.224.8.64/32 -i eth0 -p tcp -m tcp --dport 16443 -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
--A NETFWD-PRE -s 139.224.15.48/32 -i eth0 -p tcp -m tcp --dport 16443 -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-PRE -s 47.96.166.214/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-PRE -s 47.100.0.176/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-PRE -s 47.100.18.171/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-PRE -s 47.101.178.223/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-PRE -s 47.101.220.176/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-PRE -s 100.104.12.64/26 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-PRE -s 100.104.43.0/26 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-PRE -s 101.132.70.106/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-PRE -s 101.132.156.228/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-PRE -s 101.132.180.26/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-PRE -s 106.15.36.12/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-PRE -s 139.196.168.125/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-PRE -s 139.224.8.64/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-PRE -s 139.224.15.48/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
 -A NETFWD-POST -d 192.168.10.5/32 -p tcp -m tcp --dport 6443 -m conntrack --ctstate DNAT -m comment --comment "netfwd:lab-multi/apiserver" -j MASQUERADE
 -A NETFWD-PRE -s 198.51.100.0/24 -d 10.0.0.4/32 -i eth0 -p tcp -m tcp --dport 6443 -m comment --comment "netfwd:lab-multi/apiserver-office" -j DNAT --to-destination 192.168.10.6:6443
 -A NETFWD-PRE -s 203.0.113.7/32 -d 10.0.0.4/32 -i eth0 -p tcp -m tcp --dport 6443 -m comment --comment "netfwd:lab-multi/apiserver-office" -j DNAT --to-destination 192.168.10.6:6443
 -A NETFWD-POST -d 192.168.10.6/32 -p tcp -m tcp --dport 6443 -m conntrack --ctstate DNAT -m comment --comment "netfwd:lab-multi/apiserver-office" -j MASQUERADE
--A NETFWD-PRE -s 203.0.113.0/24 -i eth0 -p udp -m udp --dport 5353 -m comment --comment "netfwd:lab-multi/dns" -j DNAT --to-destination 192.168.10.53:53
+-A NETFWD-PRE -s 203.0.113.0/24 -i eth0 -p udp -m udp --dport 5353 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/dns" -j DNAT --to-destination 192.168.10.53:53
 -A NETFWD-POST -d 192.168.10.53/32 -p udp -m udp --dport 53 -m conntrack --ctstate DNAT -m comment --comment "netfwd:lab-multi/dns" -j MASQUERADE
--A NETFWD-PRE -i eth0 -p tcp -m tcp --dport 19100 -m comment --comment "netfwd:lab-multi/metrics" -j DNAT --to-destination 192.168.10.7:9100
+-A NETFWD-PRE -i eth0 -p tcp -m tcp --dport 19100 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/metrics" -j DNAT --to-destination 192.168.10.7:9100
 COMMIT
 *filter
 :NETFWD-FWD - [0:0]
--A NETFWD-FWD -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment "netfwd: replies" -j ACCEPT
--A NETFWD-FWD -d 192.168.10.5/32 -p tcp -m tcp --dport 6443 -m conntrack --ctstate DNAT -m comment --comment "netfwd:lab-multi/apiserver" -j ACCEPT
--A NETFWD-FWD -d 192.168.10.6/32 -p tcp -m tcp --dport 6443 -m conntrack --ctstate DNAT -m comment --comment "netfwd:lab-multi/apiserver-office" -j ACCEPT
--A NETFWD-FWD -d 192.168.10.53/32 -p udp -m udp --dport 53 -m conntrack --ctstate DNAT -m comment --comment "netfwd:lab-multi/dns" -j ACCEPT
--A NETFWD-FWD -d 192.168.10.7/32 -p tcp -m tcp --dport 9100 -m conntrack --ctstate DNAT -m comment --comment "netfwd:lab-multi/metrics" -j ACCEPT
+-A NETFWD-FWD -m conntrack --ctstate DNAT --ctproto 6 --ctreplsrc 192.168.10.5 --ctorigdstport 16443 --ctreplsrcport 6443 -m comment --comment "netfwd:lab-multi/apiserver" -j ACCEPT
+-A NETFWD-FWD -m conntrack --ctstate DNAT --ctproto 6 --ctorigdst 10.0.0.4 --ctreplsrc 192.168.10.6 --ctorigdstport 6443 --ctreplsrcport 6443 -m comment --comment "netfwd:lab-multi/apiserver-office" -j ACCEPT
+-A NETFWD-FWD -m conntrack --ctstate DNAT --ctproto 17 --ctreplsrc 192.168.10.53 --ctorigdstport 5353 --ctreplsrcport 53 -m comment --comment "netfwd:lab-multi/dns" -j ACCEPT
+-A NETFWD-FWD -m conntrack --ctstate DNAT --ctproto 6 --ctreplsrc 192.168.10.7 --ctorigdstport 19100 --ctreplsrcport 9100 -m comment --comment "netfwd:lab-multi/metrics" -j ACCEPT
 COMMIT
 NETFWD_RULES
 ); then

@@ -61,15 +61,14 @@ if ! out=$("$IPTABLES-restore" --test --noflush ${RWAIT[@]+"${RWAIT[@]}"} 2>&1 <
 :NETFWD-PRE - [0:0]
 :NETFWD-OUT - [0:0]
 :NETFWD-POST - [0:0]
--A NETFWD-PRE -s 47.96.166.214/32 -i eth0 -p tcp -m tcp --dport 16443 -m comment --comment "netfwd:text-001/apiserver" -j DNAT --to-destination 192.168.10.5:6443
--A NETFWD-PRE -s 100.104.12.64/26 -i eth0 -p tcp -m tcp --dport 16443 -m comment --comment "netfwd:text-001/apiserver" -j DNAT --to-destination 192.168.10.5:6443
--A NETFWD-PRE -s 203.0.113.0/24 -i eth0 -p tcp -m tcp --dport 16443 -m comment --comment "netfwd:text-001/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-PRE -s 47.96.166.214/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:text-001/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-PRE -s 100.104.12.64/26 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:text-001/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-PRE -s 203.0.113.0/24 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:text-001/apiserver" -j DNAT --to-destination 192.168.10.5:6443
 -A NETFWD-POST -d 192.168.10.5/32 -p tcp -m tcp --dport 6443 -m conntrack --ctstate DNAT -m comment --comment "netfwd:text-001/apiserver" -j MASQUERADE
 COMMIT
 *filter
 :NETFWD-FWD - [0:0]
--A NETFWD-FWD -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment "netfwd: replies" -j ACCEPT
--A NETFWD-FWD -d 192.168.10.5/32 -p tcp -m tcp --dport 6443 -m conntrack --ctstate DNAT -m comment --comment "netfwd:text-001/apiserver" -j ACCEPT
+-A NETFWD-FWD -m conntrack --ctstate DNAT --ctproto 6 --ctreplsrc 192.168.10.5 --ctorigdstport 16443 --ctreplsrcport 6443 -m comment --comment "netfwd:text-001/apiserver" -j ACCEPT
 COMMIT
 NETFWD_RULES
 ); then
