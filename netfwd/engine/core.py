@@ -114,6 +114,15 @@ class Engine:
         plan = _with_sysctl(plan, changes)
         return Outcome(plan, False, backend=backend.name, sysctl=changes)
 
+    def plan_remove(self) -> Outcome:
+        """What `remove` would change (reads only; takes no lock): check mode for callers like Ansible."""
+        state = State.load(self.state_dir)
+        backend = self._backend(state, None, name=state.backend if self.requested == "auto" else self.requested)
+        plan = diff(backend, backend.read().text, "")
+        if (self.root / sysctl.SYSCTL_FILE).exists():
+            plan = plan.with_extra((Change("-", "sysctl", "file", old=str(self.root / sysctl.SYSCTL_FILE)),))
+        return Outcome(plan, False, backend=backend.name)
+
     # -- apply / remove --------------------------------------------------------------------------
     def apply(self, spec_path: str, *, catalog: str | None = None, confirm_timeout: float | None = None,
               approve: Callable[[Plan], bool] | None = None) -> Outcome:
@@ -192,11 +201,14 @@ class Engine:
                 self.log(note)
             return f"confirmed change {pending['id']}"
 
-    def rollback(self) -> Outcome:
-        """Undo the last change (a rollback is a change too: rolling back twice redoes it)."""
+    def rollback(self, pending: str | None = None) -> Outcome:
+        """Undo the last change (a rollback is a change too: rolling back twice redoes it).
+        `pending`: only if that change still waits for confirmation (not if its timer won the race)."""
         with self._lock("netfwd rollback") as lock:
             state = State.load(self.state_dir)
             self._recover(state, lock.fd)
+            if pending is not None and (state.pending or {}).get("id") != pending:
+                raise NothingToDo(f"change {pending} no longer waits for confirmation")
             return self._undo(state, lock.fd, "rollback")
 
     def expire(self, change_id: str) -> str:
@@ -580,11 +592,15 @@ def _tag_of(text: str, essence) -> str | None:
 
 
 def crash_point(stage: str) -> None:
-    """Test hook: NETFWD_CRASH_AT=<stage> SIGKILLs this process there, to prove recovery works."""
+    """Test hooks: NETFWD_CRASH_AT=<stage> SIGKILLs this process there, to prove recovery works;
+    NETFWD_STALL_AT=<stage>[:SECONDS] sleeps there (default 5 s)."""
     if os.environ.get("NETFWD_CRASH_AT") == stage:
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
+    stall, _, seconds = os.environ.get("NETFWD_STALL_AT", "").partition(":")
+    if stall == stage:  # test hook: hold still here (e.g. while a test drops the SSH connection)
+        time.sleep(float(seconds or 5))
 
 
 def _now() -> str:

@@ -122,7 +122,12 @@ class Lab:
         if not LAB_NAME_RE.match(name) or not state_path(name).exists():
             raise InputError(f"no lab named {name!r} (see `netfwd lab status`)", field="name")
         try:
-            return cls(LabState.load(name))
+            state = LabState.load(name)
+            if state.kind == "fleet":
+                from netfwd.lab.fleet import FleetLab
+
+                return FleetLab(state)
+            return cls(state)
         except (ValueError, TypeError, KeyError):
             raise EnvironmentProblem(f"the record of lab {name} ({state_path(name)}) is unreadable, probably "
                                      f"from a crash while it was claimed; run `netfwd lab down --name {name}`") from None
@@ -384,22 +389,22 @@ class Lab:
 
     # -- firewalld in the relay -------------------------------------------------------------------
 
-    def start_firewalld(self, timeout: float = 30.0) -> int:
-        """Run firewalld in the relay, with a private D-Bus, mount namespace and /etc/firewalld."""
+    def start_firewalld(self, timeout: float = 30.0, node: str = "relay") -> int:
+        """Run firewalld in `node`, with a private D-Bus, mount namespace and /etc/firewalld."""
         from netfwd.lab import firewalld
 
-        return firewalld.start(self, timeout)
+        return firewalld.start(self, timeout, node)
 
-    def _firewalld_pid(self) -> int:
+    def _firewalld_pid(self, node: str = "relay") -> int:
         for process in self._state.processes:
-            if process.kind == "firewalld" and process.alive():
+            if process.kind == "firewalld" and process.node == node and process.alive():
                 return process.pid
         raise EnvironmentProblem(f"firewalld is not running in lab {self.name}; call start_firewalld() first")
 
     def relay_exec_fw(self, argv: Sequence[str], check: bool = True, timeout: float | None = 60.0,
-                      input: str | None = None) -> subprocess.CompletedProcess:  # noqa: A002
+                      input: str | None = None, node: str = "relay") -> subprocess.CompletedProcess:  # noqa: A002
         """Run `argv` in the relay's network namespace *and* firewalld's mount namespace (its D-Bus)."""
-        pid = self._firewalld_pid()
+        pid = self._firewalld_pid(node)
         return _run(["nsenter", "-t", str(pid), "-m", "-n", "--", *argv], check, timeout, input)
 
     def firewall_cmd(self, *args: str, check: bool = True, timeout: float | None = 60.0) -> subprocess.CompletedProcess:

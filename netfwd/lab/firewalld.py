@@ -30,8 +30,8 @@ exec firewalld --nofork --nopid --log-file {log}{extra} >/dev/null 2>>{log}
 """
 
 
-def start(lab: "Lab", timeout: float) -> int:
-    """Start firewalld in the relay and wait until `firewall-cmd --state` says running; return its PID."""
+def start(lab: "Lab", timeout: float, node: str = "relay") -> int:
+    """Start firewalld in `node` and wait until `firewall-cmd --state` says running; return its PID."""
     from netfwd.lab import core
 
     for tool in ("firewalld", "firewall-cmd", "dbus-daemon", "nsenter", "unshare"):
@@ -41,9 +41,9 @@ def start(lab: "Lab", timeout: float) -> int:
     if not Path("/run/dbus").is_dir():
         raise EnvironmentProblem("/run/dbus does not exist: install dbus (the lab mounts a private bus there)")
     for process in lab.processes():
-        if process.kind == "firewalld" and process.alive():
+        if process.kind == "firewalld" and process.node == node and process.alive():
             return process.pid
-    base = lab.workdir / "firewalld"
+    base = lab.workdir / ("firewalld" if node == "relay" else f"firewalld-{node}")
     etc, log = base / "etc", base / "firewalld.log"
     shutil.rmtree(base, ignore_errors=True)
     extra = " --log-target file"  # (0.6.3 has no --log-target: --log-file alone logs to the file)
@@ -59,15 +59,15 @@ def start(lab: "Lab", timeout: float) -> int:
         etc.mkdir(parents=True)
     script = SCRIPT.format(etc=shlex.quote(str(etc)), log=shlex.quote(str(log)), extra=extra)
     argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", script]
-    child = subprocess.Popen(lab.exec_argv("relay", argv), stdout=subprocess.PIPE,
+    child = subprocess.Popen(lab.exec_argv(node, argv), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True)
     lab._children[child.pid] = child
     # `ip netns exec` (or nsenter), `unshare` and `sh` all exec: the child's PID becomes firewalld's
-    lab._record(Process(child.pid, proc_starttime(child.pid), "relay", "firewalld", argv, None, str(log)))
+    lab._record(Process(child.pid, proc_starttime(child.pid), node, "firewalld", argv, None, str(log)))
     dbus_line = core._read_line(child, 10.0)
     if dbus_line.isdigit():
         dbus = int(dbus_line)
-        lab._record(Process(dbus, proc_starttime(dbus), "relay", "dbus-daemon", ["dbus-daemon", "--system"]))
+        lab._record(Process(dbus, proc_starttime(dbus), node, "dbus-daemon", ["dbus-daemon", "--system"]))
     deadline = time.monotonic() + timeout
     while True:
         if child.poll() is not None:
@@ -75,7 +75,7 @@ def start(lab: "Lab", timeout: float) -> int:
             logged = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
             raise EnvironmentProblem(f"firewalld in lab {lab.name} exited ({child.returncode}): "
                                      f"{error or ' / '.join(logged) or 'no output'}")
-        done = lab.relay_exec_fw(["firewall-cmd", "--state"], check=False, timeout=10)
+        done = lab.relay_exec_fw(["firewall-cmd", "--state"], check=False, timeout=10, node=node)
         if done.stdout.strip() == "running":
             break
         if time.monotonic() > deadline:

@@ -67,6 +67,7 @@ class LabState:
     workdir: str = ""
     created: float = field(default_factory=time.time)
     complete: bool = False
+    kind: str = "single"  # or "fleet" (netfwd.lab.fleet)
     owner_pid: int = field(default_factory=os.getpid)
     owner_starttime: int | None = field(default_factory=lambda: proc_starttime(os.getpid()))
 

@@ -62,7 +62,7 @@ def collect(lab: "Lab", rules: bool = True) -> dict:
         nodes[node] = {"netns": name, "exists": present, "interfaces": addresses(name) if present else {}}
     processes = [{"pid": p.pid, "node": p.node, "kind": p.kind, "port": p.port, "alive": p.alive()}
                  for p in lab.processes()]
-    relay_present = nodes["relay"]["exists"]
+    relay_present = nodes.get("relay", {}).get("exists", False)  # a fleet lab has relay1..N instead
     owner = lab._state.owner_pid
     return {"name": lab.name, "complete": lab._state.complete, "created": lab._state.created,
             "builder": {"pid": owner, "alive": lab._state.owner_alive()}, "addrs": lab.addrs.as_dict(),

@@ -95,3 +95,70 @@ def choose_block(taken: Iterable[str]) -> str:
         if not any(block.overlaps(n) for n in nets):
             return candidate
     raise LookupError("every lab address block (10.200-239.0.0/16, 172.24-31.0.0/16) is routed by this host")
+
+
+# -- the fleet: many relays, each with its own on-prem network, one controller, one vantage host ------
+
+@dataclass(frozen=True)
+class FleetRelay:
+    """One relay of a fleet lab: its node names, its outside (client-facing, SSH) and inside addresses."""
+
+    node: str
+    onprem_node: str
+    outside: str
+    inside: str
+    onprem: str
+    inside_net: str
+    outside_if: str = "ext0"
+    inside_if: str = "int0"
+
+
+@dataclass(frozen=True)
+class FleetAddresses:
+    """A fleet lab's plan. Every host with an address on the shared outside segment (`wan_net`, a
+    bridge in the `wan` node) reaches every other: the controller (Ansible over SSH), the vantage
+    host (`client`, where probes start) and each relay's outside address. Behind each relay is its
+    own inside link to its own on-prem host, with no route back (as in the single-relay lab)."""
+
+    block: str
+    wan_net: str
+    controller: str
+    client_allowed: str
+    client_denied: str
+    allowed_cidr: str
+    relays: tuple[FleetRelay, ...]
+
+    def relay(self, node: str) -> FleetRelay:
+        for relay in self.relays:
+            if relay.node == node:
+                return relay
+        raise KeyError(node)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FleetAddresses":
+        relays = tuple(FleetRelay(**r) for r in data["relays"])
+        return cls(**{**{k: v for k, v in data.items() if k in cls.__dataclass_fields__}, "relays": relays})
+
+
+MAX_FLEET = 50
+
+
+def fleet_plan(block: str, relays: int) -> FleetAddresses:
+    """`relays` relays in the /16 `block`: outside segment .1.0/24 (relay N at .1.(100+N)),
+    relay N's inside link .(10+N).0/24 (relay .1, on-prem .2)."""
+    if not 1 <= relays <= MAX_FLEET:
+        raise ValueError(f"a fleet lab has 1 to {MAX_FLEET} relays")
+    b = ip_network(block).network_address
+
+    def at(third: int, fourth: int) -> str:
+        return str(b + third * 256 + fourth)
+
+    fleet = tuple(FleetRelay(node=f"relay{n}", onprem_node=f"onprem{n}", outside=at(1, 100 + n),
+                             inside=at(10 + n, 1), onprem=at(10 + n, 2), inside_net=f"{at(10 + n, 0)}/24")
+                  for n in range(1, relays + 1))
+    return FleetAddresses(block=str(ip_network(block)), wan_net=f"{at(1, 0)}/24", controller=at(1, 5),
+                          client_allowed=at(1, 10), client_denied=at(1, 200), allowed_cidr=f"{at(1, 8)}/29",
+                          relays=fleet)
