@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "remove": ("netfwd.commands.apply:remove", "Remove everything netfwd owns on this relay, nothing else."),
     "status": ("netfwd.commands.apply:status", "What netfwd owns live: counters, pending confirm, drift."),
     "probe": ("netfwd.commands.probe:probe", "Probe the API server through the relay: where and why it fails."),
+    "completion": ("netfwd.commands.completion:completion", "Print the shell completion script (bash, zsh, fish)."),
 }
 
 

@@ -105,6 +105,7 @@ def test_every_command_without_root(installed):
     probed = installed.run("probe", "--via", "127.0.0.1:9", "--target", "127.0.0.1:9", "--timeout", "1",
                            "-o", "json", expect=1)  # loopback, nothing listens on 9: unreachable, said so
     assert json.loads(probed.stdout)
+    assert "_NETFWD_COMPLETE=bash_complete" in installed.run("completion", "bash").stdout
     bad = installed.run("validate", "missing.yaml", expect=2)
     assert "missing.yaml" in bad.stderr
 

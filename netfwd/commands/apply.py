@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import click
 
+from netfwd.commands.params import SpecPath
 from netfwd.errors import EXIT_CHANGES_PENDING, EXIT_FINDINGS, InputError
 
 SHOWN = 40  # plan lines printed before "... and N more"
@@ -41,7 +42,7 @@ OUTPUT = click.option("--output", "-o", type=click.Choice(["text", "json"]), def
                       help="Report format.")
 CATALOG = click.option("--catalog", "catalog_file", type=click.Path(dir_okay=False),
                        help="A region catalog file to use instead of the bundled one.")
-SPEC = click.argument("spec_file", metavar="SPEC", type=click.Path(dir_okay=False))
+SPEC = click.argument("spec_file", metavar="SPEC", type=SpecPath())
 
 
 def _engine(backend: str, netns: str | None, root: str, state_dir: str | None, lock_timeout: float):
@@ -151,7 +152,7 @@ def _report(outcome, output: str, verb: str) -> None:
 @_options
 @click.option("--confirm-timeout", type=click.FloatRange(1, 86400), metavar="SECONDS",
               help="Put everything back after SECONDS unless `netfwd confirm` runs.")
-@click.argument("spec_file", metavar="[SPEC]", required=False, type=click.Path(dir_okay=False))
+@click.argument("spec_file", metavar="[SPEC]", required=False, type=SpecPath())
 @OUTPUT
 def remove(spec_file: str | None, confirm_timeout: float | None, output: str, **common: Any) -> None:
     """Remove every netfwd-owned object (chains, jumps, table, rich rules, ipsets), nothing else.

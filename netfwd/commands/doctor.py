@@ -6,11 +6,12 @@ import os
 
 import click
 
+from netfwd.commands.params import SpecPath
 from netfwd.errors import InputError
 
 
 @click.command()
-@click.argument("spec_file", metavar="[SPEC]", required=False, type=click.Path(dir_okay=False))
+@click.argument("spec_file", metavar="[SPEC]", required=False, type=SpecPath())
 @click.option("--netns", help="Check inside this network namespace (default: the current one).")
 @click.option("--root", default=None, type=click.Path(file_okay=False),
               help="Where the relay's /etc is (sysctl.d); default $NETFWD_ROOT or /.")

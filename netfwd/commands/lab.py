@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from netfwd.commands.params import SpecPath
 from netfwd.errors import EXIT_FINDINGS, EnvironmentProblem, InputError
 
 BUNDLED_EXAMPLE = Path(str(resources.files("netfwd") / "data" / "examples" / "example.yaml"))  # package data
@@ -52,7 +53,7 @@ def lab() -> None:
 
 @lab.command()
 @NAME_OPTION
-@click.option("--spec", "spec_file", type=click.Path(dir_okay=False),
+@click.option("--spec", "spec_file", type=SpecPath(),
               help="Name the relay's outside interface after the spec and start a stand-in on each target port.")
 @click.option("--router", is_flag=True, help="Put a router between client and relay (the relay is hop 2).")
 @click.option("--route-back", is_flag=True, help="Give on-prem a default route via the relay (no masquerade needed).")
@@ -164,7 +165,7 @@ def down(names: tuple[str, ...]) -> None:
 
 
 @lab.command()
-@click.option("--spec", "spec_file", type=click.Path(dir_okay=False), default=None,
+@click.option("--spec", "spec_file", type=SpecPath(), default=None,
               help="The spec to rehearse (default: the bundled example, rules/example.yaml in the repository).")
 @click.option("--dialect", "-d", "dialect_name", default="iptables", show_default=True,
               help="Which Linux dialect's script to apply on the relay.")

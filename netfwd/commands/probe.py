@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from netfwd.commands.params import SpecPath
 from netfwd.errors import EXIT_FINDINGS, EnvironmentProblem, InputError
 
 NETNS_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -19,7 +20,7 @@ PRETTY_JSON_MAX = 50  # endpoints up to which the JSON document is indented
 
 
 @click.command()
-@click.argument("spec_file", metavar="[SPEC]", required=False, type=click.Path(dir_okay=False))
+@click.argument("spec_file", metavar="[SPEC]", required=False, type=SpecPath())
 @click.option("--via", metavar="RELAY[:PORT]",
               help="The relay address to dial. With SPEC: each forward's listen port there (a :PORT picks one "
                    "forward); without: RELAY:PORT is the one endpoint.")

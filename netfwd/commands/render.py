@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from netfwd.commands.params import SpecPath
 from netfwd.errors import InputError
 
 CATALOG_OPTION = click.option("--catalog", "catalog_file", type=click.Path(dir_okay=False),
@@ -30,7 +31,7 @@ def _open(spec_file: str, catalog_file: str | None):
 
 
 @click.command()
-@click.argument("spec_file", metavar="SPEC", type=click.Path(dir_okay=False))
+@click.argument("spec_file", metavar="SPEC", type=SpecPath())
 @CATALOG_OPTION
 @OUTPUT_OPTION
 def validate(spec_file: str, catalog_file: str | None, output: str) -> None:
@@ -61,7 +62,7 @@ def validate(spec_file: str, catalog_file: str | None, output: str) -> None:
 
 
 @click.command()
-@click.argument("spec_file", metavar="SPEC", type=click.Path(dir_okay=False))
+@click.argument("spec_file", metavar="SPEC", type=SpecPath())
 @click.option("--dialect", "-d", "dialect_name", required=True,
               help="iptables, iptables-restore, nft, firewalld, netsh, powershell, or all.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
