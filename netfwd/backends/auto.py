@@ -20,9 +20,9 @@ SYSTEM_BUS = Path("/run/dbus/system_bus_socket")
 
 
 def firewalld_running() -> bool:
-    from netfwd.backends import netns
+    from netfwd import host
 
-    if netns.current():  # a firewalld on this mount namespace's bus is the host's, not the namespace's
+    if host.current():  # a firewalld on this mount namespace's bus is the host's, not the namespace's
         return False
     if shutil.which("firewall-cmd") is None or not SYSTEM_BUS.exists():
         return False

@@ -84,9 +84,9 @@ class FirewalldBackend:
     desired_depends_on_live = True  # zones come from the live firewall, not from the spec
 
     def __init__(self, context: Context) -> None:
-        from netfwd.backends import netns
+        from netfwd import host
 
-        if netns.current():  # the system bus in this mount namespace belongs to the host's firewalld
+        if host.current():  # the system bus in this mount namespace belongs to the host's firewalld
             raise EnvironmentProblem(
                 "--netns cannot reach a firewalld inside a network namespace (its D-Bus lives in its own "
                 "mount namespace) and would change the host's firewalld instead: run netfwd inside it, "

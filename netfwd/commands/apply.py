@@ -57,9 +57,9 @@ def _engine(backend: str, netns: str | None, root: str, state_dir: str | None, l
 
         raise EnvironmentProblem("changing the firewall needs root: run it with sudo")
     if netns:
-        from netfwd.backends import netns as namespaces
+        from netfwd import host
 
-        namespaces.enter(netns)
+        host.enter(netns)
     root_path = Path(root)
     if not root_path.is_dir():
         raise InputError(f"{root} is not a directory", field="--root")

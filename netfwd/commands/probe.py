@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -14,8 +13,6 @@ import click
 from netfwd.commands.params import SpecPath
 from netfwd.errors import EXIT_FINDINGS, EnvironmentProblem, InputError
 
-NETNS_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 PRETTY_JSON_MAX = 50  # endpoints up to which the JSON document is indented
 
 
@@ -153,19 +150,17 @@ class _progress:
 
 def _in_netns(ctx: click.Context, name: str) -> int:
     """Re-run this very command inside network namespace `name` (``ip netns exec``); its exit code."""
-    if not NETNS_RE.match(name) or name in (".", ".."):
-        raise InputError(f"{name!r} is not a network namespace name", field="--netns")
-    if not Path("/run/netns", name).exists():
+    from netfwd import host
+
+    if not (host.NETNS_RUN / host.check_netns(name)).exists():
         raise InputError(f"no network namespace {name!r} (see `ip netns list`)", field="--netns")
     if os.geteuid() != 0:
         raise EnvironmentProblem("--netns needs root (ip netns exec)")
     import subprocess
 
     argv = [sys.executable, "-m", "netfwd", "probe", *_argv_without(ctx, "netns")]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = PACKAGE_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     try:
-        return subprocess.run(["ip", "netns", "exec", name, *argv], env=env).returncode
+        return subprocess.run(host.exec_prefix(name) + argv, env=host.child_env()).returncode
     except FileNotFoundError as missing:
         raise EnvironmentProblem(f"cannot run ip netns exec: {missing}") from None
 

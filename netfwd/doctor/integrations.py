@@ -8,18 +8,14 @@ namespace first (setns(2) is per thread): the doctor process itself never moves.
 
 from __future__ import annotations
 
-import ctypes
 import importlib.util
-import os
-import threading
 from pathlib import Path
 from typing import Any
 
+from netfwd import host
 from netfwd.doctor.context import DoctorContext
 from netfwd.doctor.framework import Outcome, Skip, error, found, warning
-from netfwd.errors import EnvironmentProblem
 
-CLONE_NEWNET = 0x40000000
 TIMEOUT = 30.0
 
 
@@ -41,7 +37,7 @@ def drift(ctx: DoctorContext) -> Outcome:
     state = State.load(directory)
     if not state.applied or not state.backend:
         raise Skip(f"nothing applied with `netfwd apply` here (no record in {directory})")
-    report = _in_namespace(relay.netns, lambda: _status(directory, relay.root))
+    report = host.in_namespace(relay.netns, lambda: _status(directory, relay.root), TIMEOUT)
     return _findings(report, state, ctx)
 
 
@@ -81,34 +77,3 @@ def _findings(report: dict[str, Any], state, ctx: DoctorContext) -> Outcome:
     return found(problems, summary)
 
 
-def _in_namespace(netns: str | None, function):
-    """Run `function` in a thread inside `netns` (its children inherit it); return or raise its result."""
-    if netns is None:
-        return function()
-    box: dict[str, Any] = {}
-
-    def worker() -> None:
-        try:
-            _setns(netns)
-            box["value"] = function()
-        except BaseException as problem:  # noqa: BLE001 - handed to the caller's thread
-            box["error"] = problem
-
-    thread = threading.Thread(target=worker, name=f"doctor-drift-{netns}", daemon=True)
-    thread.start()
-    thread.join(TIMEOUT)
-    if thread.is_alive():
-        raise EnvironmentProblem(f"reading netfwd's state in {netns} took over {TIMEOUT:.0f} s")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
-
-def _setns(netns: str) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(f"/run/netns/{netns}", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            raise EnvironmentProblem(f"cannot enter network namespace {netns}: {os.strerror(ctypes.get_errno())}")
-    finally:
-        os.close(fd)

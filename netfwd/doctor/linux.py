@@ -20,10 +20,10 @@ from typing import Any
 
 from netaddr import IPAddress, IPNetwork
 
+from netfwd import host
 from netfwd.errors import EnvironmentProblem, InputError
 
 TIMEOUT = 15.0
-NETNS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 _SEP = "@@netfwd-doctor@@"
 PROC_FILES = ("/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding",
               "/proc/net/tcp", "/proc/net/tcp6", "/proc/net/udp", "/proc/net/udp6",
@@ -68,9 +68,8 @@ class LinuxRelay:
 
     def __init__(self, netns: str | None = None, root: str | Path = "/", force_pyroute2: bool = False) -> None:
         if netns is not None:
-            if not NETNS_RE.match(netns) or "/" in netns:
-                raise InputError(f"{netns!r} is not a network namespace name", field="--netns")
-            if not Path("/run/netns", netns).exists():
+            host.check_netns(netns)
+            if not (host.NETNS_RUN / netns).exists():
                 raise InputError(f"no network namespace {netns!r} (see `ip netns list`)", field="--netns")
         self.netns = netns
         self.root = Path(root)
@@ -85,16 +84,7 @@ class LinuxRelay:
     # -- running things -----------------------------------------------------------------------
     def run(self, argv: list[str], timeout: float = TIMEOUT) -> subprocess.CompletedProcess | None:
         """Run a read-only command inside the namespace; None when the tool is not installed."""
-        if shutil.which(argv[0]) is None:
-            return None
-        full = (["ip", "netns", "exec", self.netns] if self.netns else []) + argv
-        try:
-            return subprocess.run(full, capture_output=True, text=True, timeout=timeout, check=False,
-                                  env=dict(os.environ, LC_ALL="C"))
-        except subprocess.TimeoutExpired:
-            raise EnvironmentProblem(f"`{' '.join(argv)}` did not finish within {timeout:.0f} s") from None
-        except OSError as problem:
-            raise EnvironmentProblem(f"cannot run `{' '.join(argv)}`: {problem}") from None
+        return host.run(argv, self.netns, timeout, env=dict(os.environ, LC_ALL="C"))
 
     @cached_property
     def proc(self) -> dict[str, str | None]:

@@ -18,19 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+from netfwd.host import child_env, proc_start
 
 
-def proc_start(pid: int) -> int | None:
-    """The kernel start time of `pid`: with the PID, it names one process (PIDs are reused)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rpartition(")")[2].split()
-    if fields and fields[0] == "Z":  # a zombie has finished
-        return None
-    return int(fields[19])
+
 
 
 def alive(pid: int | None, start: int | None) -> bool:
@@ -39,9 +30,8 @@ def alive(pid: int | None, start: int | None) -> bool:
 
 def spawn(state_dir: Path, change_id: str, deadline: float) -> tuple[int, int | None]:
     """Start the timer; returns (pid, start time) for the state record."""
-    env = dict(os.environ)
+    env = child_env()
     env.pop("NETFWD_CRASH_AT", None)  # a test's crash point is meant for the CLI, not its timer
-    env["PYTHONPATH"] = PACKAGE_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     log = open(state_dir / "timer.log", "ab")
     try:
         child = subprocess.Popen([sys.executable, "-m", "netfwd.engine.timer", str(state_dir), change_id,

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from netfwd import host
 from netfwd.errors import EnvironmentProblem, InputError
 from netfwd.lab import netns
 from netfwd.lab.state import LAB_NAME_RE, LabState, Process, lab_dir, ns_name, proc_starttime, state_path
 from netfwd.lab.topology import NODES_BASIC, NODES_ROUTED, Addresses, choose_block, plan
 
-PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 SERVER_START_TIMEOUT = 10.0
 
 
@@ -423,8 +423,7 @@ class Lab:
 # -- module helpers -------------------------------------------------------------------------------
 
 def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = PACKAGE_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env = host.child_env()
     env.pop("NETFWD_LAB_CRASH_AT", None)
     return env
 

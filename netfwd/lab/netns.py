@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from netfwd import host
 from netfwd.errors import EnvironmentProblem
 
 NETNS_RUN = Path("/run/netns")
@@ -122,7 +123,7 @@ def configure(name: str, interfaces: dict[str, list[str]], gateway: str | None =
 
 
 def exec_argv(name: str, argv: list[str]) -> list[str]:
-    return ["ip", "netns", "exec", name, *argv]
+    return host.exec_prefix(name) + argv
 
 
 def sysctl(name: str, key: str, value: str) -> None:

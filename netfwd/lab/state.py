@@ -13,6 +13,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from netfwd.host import proc_start
+
 LAB_NAME_RE = re.compile(r"^[a-z0-9]{1,12}$")
 NS_PREFIX = "nf-"
 
@@ -25,14 +27,7 @@ def ns_name(lab: str, node: str) -> str:
     return f"{NS_PREFIX}{lab}-{node}"
 
 
-def proc_starttime(pid: int) -> int | None:
-    """The kernel's start time of `pid` (clock ticks since boot), or None when it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # the command name (field 2) may hold spaces and parentheses: split after the last ')'
-    return int(stat.rpartition(")")[2].split()[19])
+proc_starttime = proc_start  # the one reading of a process's start time (None: gone or a zombie)
 
 
 @dataclass
@@ -47,12 +42,7 @@ class Process:
 
     def alive(self) -> bool:
         """Still the same process we started (not a recycled PID), and not a zombie."""
-        if proc_starttime(self.pid) != self.starttime:
-            return False
-        try:
-            return Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
-        except OSError:
-            return False
+        return self.starttime is not None and proc_start(self.pid) == self.starttime
 
 
 @dataclass

@@ -10,12 +10,12 @@ needed: `iptables-legacy-save` reads the same legacy tables.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 from netaddr import IPNetwork, IPSet
 
-from netfwd.errors import EnvironmentProblem, InputError
+from netfwd import host
+from netfwd.errors import EnvironmentProblem
 from netfwd.whitelist.model import Parsed
 from netfwd.whitelist.sources import Context
 
@@ -24,37 +24,18 @@ OWNED_CHAIN = ":NETFWD-"
 
 
 def _run(argv: list[str], netns: str | None) -> subprocess.CompletedProcess | None:
-    if shutil.which(argv[0]) is None:
-        return None
-    full = (["ip", "netns", "exec", netns] if netns else []) + argv
-    try:
-        return subprocess.run(full, capture_output=True, text=True, timeout=TIMEOUT, check=False)
-    except (OSError, subprocess.TimeoutExpired) as problem:
-        raise EnvironmentProblem(f"`{' '.join(full)}` failed: {problem}") from None
+    return host.run(argv, netns, TIMEOUT)
 
 
 def relay_facts(netns: str | None) -> tuple[IPSet, str | None]:
     """The namespace's unicast addresses and the interface of its default route."""
-    from pyroute2 import IPRoute, NetNS
-
-    addresses, interface = [], None
-    try:
-        with (NetNS(netns) if netns else IPRoute()) as handle:
-            for addr in handle.get_addr():
-                addresses.append(IPNetwork(addr.get_attr("IFA_ADDRESS")))
-            names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in handle.get_links()}
-            for route in handle.get_routes(table=254):
-                if route["dst_len"] == 0 and route.get_attr("RTA_OIF"):
-                    interface = names.get(route.get_attr("RTA_OIF"))
-                    break
-    except Exception as problem:
-        raise EnvironmentProblem(f"cannot read network namespace {netns or '(current)'}: {problem}") from None
-    return IPSet(addresses) - IPSet(["127.0.0.0/8", "::1/128", "fe80::/10"]), interface
+    addresses, interface = host.local_facts(netns)
+    return IPSet(IPNetwork(a) for a in addresses) - IPSet(["127.0.0.0/8", "::1/128", "fe80::/10"]), interface
 
 
 def read_live(context: Context, netns: str | None) -> Parsed:
-    if netns is not None and not netns.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        raise InputError(f"{netns!r} is not a namespace name", field="--netns")
+    if netns is not None:
+        host.check_netns(netns)
     addresses, interface = relay_facts(netns)
     context = Context(context.catalog, context.protocol, context.port,
                       context.relay_addresses if context.relay_addresses is not None else addresses,
