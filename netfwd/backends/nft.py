@@ -18,7 +18,7 @@ from netaddr import IPAddress, IPNetwork
 from netfwd.backends import Context
 from netfwd.backends.base import Live, run
 from netfwd.dialects import nft as dialect
-from netfwd.engine.files import write_atomic
+from netfwd.engine.files import remove_file, write_atomic
 from netfwd.model import Essence, Spec
 
 RESET = f"table {dialect.TABLE} {{}}\ndelete table {dialect.TABLE}\n"
@@ -115,7 +115,7 @@ class NftBackend:
         root = self.context.root
         path = root / dialect.NFT_FILE
         if not target:
-            path.unlink(missing_ok=True)
+            remove_file(path)
         else:
             write_atomic(path, "#!/usr/sbin/nft -f\n# written by netfwd apply\n" + RESET + target)
         confs = [root / conf for conf in dialect.NFT_CONFS if (root / conf).is_file()]

@@ -28,9 +28,9 @@ from typing import Any, Callable
 from netfwd import __version__
 from netfwd.backends import Context, get_backend
 from netfwd.backends.base import Change, Plan, diff
-from netfwd.engine import listeners, sysctl, timer
-from netfwd.engine.files import StateLock, fsync_dir, sweep_temp_files, write_atomic, write_json
-from netfwd.engine.state import State, digest, new_id
+from netfwd.engine import listeners, sysctl, timer, trust
+from netfwd.engine.files import StateLock, publish, sweep_temp_files, write_json
+from netfwd.engine.state import DIR_MODE, FILE_MODE, SnapshotTampered, State, digest, new_id
 from netfwd.errors import EnvironmentProblem, InputError, NetfwdError
 
 Log = Callable[[str], None]
@@ -72,6 +72,7 @@ class Engine:
 
     @classmethod
     def for_timer(cls, state_dir: Path) -> "Engine":
+        trust.check_dir(state_dir)
         state = State.load(state_dir)
         return cls(state_dir, Path(state.root or "/"), state.backend or "auto", lock_wait=600.0,
                    log=lambda m: print(m, flush=True))
@@ -95,11 +96,19 @@ class Engine:
         return get_backend(chosen, context)
 
     def _lock(self, what: str, exclusive: bool = True) -> StateLock:
+        self._check_dirs()
         return StateLock(self.state_dir, exclusive=exclusive, wait=self.lock_wait, what=what)
+
+    def _check_dirs(self) -> None:
+        """Root reads and writes only where nobody else can plant or swap files (exit 3 naming
+        the directory and the fix): the state directory and --root, each with every parent."""
+        trust.check_dir(self.state_dir)
+        trust.check_dir(self.root)
 
     # -- plan ------------------------------------------------------------------------------------
     def plan(self, spec_path: str, catalog: str | None = None) -> Outcome:
         """What `apply` would change (reads only; takes no lock)."""
+        self._check_dirs()
         self._preflight(spec_path, catalog)
         state = State.load(self.state_dir)
         backend = self._backend(state, None)
@@ -126,6 +135,7 @@ class Engine:
     # -- apply / remove --------------------------------------------------------------------------
     def apply(self, spec_path: str, *, catalog: str | None = None, confirm_timeout: float | None = None,
               approve: Callable[[Plan], bool] | None = None) -> Outcome:
+        self._check_dirs()
         self._preflight(spec_path, catalog)
         with self._lock(f"netfwd apply {spec_path}") as lock:
             state = State.load(self.state_dir)
@@ -175,7 +185,7 @@ class Engine:
             generation = backend.fingerprint()
             live = backend.read()
             plan = diff(backend, live.text, "")
-            sysctl_file = (self.root / sysctl.SYSCTL_FILE).exists()
+            sysctl_file = os.path.lexists(self.root / sysctl.SYSCTL_FILE)  # a planted link is refused
             if plan.in_sync and not sysctl_file:
                 return Outcome(plan, False, backend=backend.name)
             record = {"op": "remove", "spec": None, "spec_key": None, "forwards": 0}
@@ -225,7 +235,8 @@ class Engine:
         if not state.rollback:
             raise NothingToDo("nothing to roll back: no change recorded in " + str(self.state_dir))
         backend = self._backend(state, lock_fd, name=state.backend)
-        target = state.read_snapshot(state.rollback["snapshot"])
+        target = state.read_snapshot(state.rollback["snapshot"], state.rollback.get("snapshot_digest"),
+                                     state.rollback["id"])
         previous = state.rollback.get("previous") or {"op": "remove", "forwards": 0}
         pending = state.pending
         if pending:
@@ -252,9 +263,10 @@ class Engine:
             after = state.write_snapshot(change_id, target, "after")
         applied = {"id": change_id, "at": _now(), **record, "digest": digest(target), "fingerprint": None}
         journal = {"id": change_id, "backend": backend.name, "before": before, "after": after,
+                   "before_digest": digest(live.text),
                    "applied": applied, "previous": state.applied, "forget_sysctl": forget,
                    "sysctl_text": record.get("sysctl_text")}
-        write_json(state.journal_file, journal)
+        write_json(state.journal_file, journal, mode=FILE_MODE, dir_mode=DIR_MODE)
         state.backend, state.root = backend.name, str(self.root)
         prior_pending, deadline = state.pending, None
         if confirm_timeout is not None:
@@ -301,11 +313,11 @@ class Engine:
         applied["fingerprint"] = _fingerprint_after(backend, generation, commits)
         after = self.state_dir / journal["after"]
         if after.exists():  # else an interrupted earlier _finish already moved it into place
-            os.replace(after, state.applied_file)
-            fsync_dir(self.state_dir)
+            publish(after, state.applied_file)
         crash_point("after-rename")
         state.applied = applied
-        state.rollback = {"id": journal["id"], "snapshot": journal["before"], "previous": journal["previous"]}
+        state.rollback = {"id": journal["id"], "snapshot": journal["before"],
+                          "snapshot_digest": journal.get("before_digest"), "previous": journal["previous"]}
         state.save()
         crash_point("after-records")
         state.journal_file.unlink(missing_ok=True)
@@ -345,6 +357,7 @@ class Engine:
             if before is None:
                 raise EnvironmentProblem(f"{state.journal_file} refers to a snapshot that is gone; move the "
                                          "journal aside and run `netfwd status` to see what is live")
+            before = state.read_snapshot(journal["before"], journal.get("before_digest"), journal["id"])
             if live.text == after:
                 self.log(f"change {journal['id']} was interrupted after its transaction: recording it")
                 self._finish(state, backend, journal, generation=None, commits=None,
@@ -361,7 +374,10 @@ class Engine:
             if time.time() >= pending["deadline"]:
                 self.log(f"change {pending['id']} was not confirmed by its deadline and its timer is gone: "
                          "rolling it back now")
-                self._undo(state, lock_fd, "commit-confirm timeout (timer gone)")
+                try:
+                    self._undo(state, lock_fd, "commit-confirm timeout (timer gone)")
+                except SnapshotTampered as problem:  # stays pending: confirm keeps it, status shows why
+                    self.log(f"cannot roll back change {pending['id']}: {problem}")
             else:
                 pid, start = timer.spawn(self.state_dir, pending["id"], pending["deadline"])
                 state.pending = {**pending, "pid": pid, "start": start}
@@ -385,11 +401,11 @@ class Engine:
         folder = self.state_dir / "cache"
         if cacheable:
             try:
-                meta = json.loads((folder / f"{key}.json").read_text())
-                text = (folder / f"{key}.txt").read_text()
+                meta = json.loads(trust.read_text(folder / f"{key}.json"))
+                text = trust.read_text(folder / f"{key}.txt")
                 if digest(text) == meta.pop("digest"):
                     return text, meta
-            except (OSError, ValueError, KeyError):
+            except (OSError, ValueError, KeyError, trust.Untrusted):
                 pass
         with self._phase("load spec"):
             loaded = self._preloaded.pop((spec_path, catalog), None) or _load(spec_path, catalog)
@@ -403,10 +419,11 @@ class Engine:
             try:
                 for old in folder.glob("*") if folder.is_dir() else ():
                     old.unlink(missing_ok=True)  # one spec at a time is enough
-                folder.mkdir(parents=True, exist_ok=True)
-                write_atomic(folder / f"{key}.txt", text, mode=0o600)
-                write_json(folder / f"{key}.json", {**meta, "digest": digest(text)})
-            except OSError:
+                state = State(self.state_dir)
+                state.write(folder / f"{key}.txt", text)
+                write_json(folder / f"{key}.json", {**meta, "digest": digest(text)}, mode=FILE_MODE,
+                           dir_mode=DIR_MODE)
+            except (OSError, EnvironmentProblem):
                 pass
         return text, meta
 
@@ -447,16 +464,14 @@ class Engine:
         if any(sysctl.current(k) != "1" for k in sysctl.keys_of(text)):
             return False
         try:
-            return (self.root / sysctl.SYSCTL_FILE).read_text() == text
-        except OSError:
+            return trust.read_text(self.root / sysctl.SYSCTL_FILE) == text
+        except (OSError, NetfwdError):
             return False
 
     def _remember(self, state: State, backend, generation: str | None, text: str, write_text: bool = False) -> None:
         """In sync: record the fingerprint (and the text) so the next identical apply is instant."""
         if write_text or state.applied_text() != text:
-            from netfwd.engine.files import write_atomic
-
-            write_atomic(state.applied_file, text, mode=0o600)
+            state.write(state.applied_file, text)
         if state.applied is not None:
             state.applied["fingerprint"] = generation if generation and backend.fingerprint() == generation else None
         state.backend, state.root = backend.name, str(self.root)
@@ -464,6 +479,7 @@ class Engine:
 
     # -- status ----------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
+        self._check_dirs()
         state = State.load(self.state_dir)
         report: dict[str, Any] = {"state_dir": str(self.state_dir), "backend": state.backend,
                                   "applied": state.applied, "pending": None, "rollback": None,
@@ -474,7 +490,12 @@ class Engine:
                                  "seconds_left": max(0.0, p["deadline"] - time.time()),
                                  "timer_pid": p.get("pid"), "timer_alive": timer.alive(p.get("pid"), p.get("start"))}
         if state.rollback:
-            report["rollback"] = {"undoes": state.rollback["id"]}
+            report["rollback"] = {"undoes": state.rollback["id"], "problem": None}
+            try:
+                state.read_snapshot(state.rollback["snapshot"], state.rollback.get("snapshot_digest"),
+                                    state.rollback["id"])
+            except (OSError, NetfwdError) as problem:
+                report["rollback"]["problem"] = str(problem)
         journal = state.journal()
         if journal:
             report["interrupted"] = journal["id"]
@@ -517,7 +538,7 @@ class _Phase:
 
 def _read_text(path: Path) -> str | None:
     try:
-        return path.read_text()
+        return trust.read_text(path)
     except FileNotFoundError:
         return None
 

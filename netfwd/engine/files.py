@@ -13,11 +13,13 @@ import fcntl
 import json
 import os
 import re
+import secrets
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from netfwd.engine import trust
 from netfwd.errors import EnvironmentProblem, NetfwdError, EXIT_ENVIRONMENT
 
 
@@ -27,14 +29,22 @@ class LockBusy(NetfwdError):
     exit_code = EXIT_ENVIRONMENT
 
 
-def write_atomic(path: Path, data: str | bytes, mode: int = 0o644) -> None:
+def write_atomic(path: Path, data: str | bytes, mode: int = 0o644, dir_mode: int = 0o755) -> None:
     """Replace `path` atomically; a full disk (or any OS error) leaves the old file and no temp file
-    behind and is reported as the environment problem it is (exit 3), naming the file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    behind and is reported as the environment problem it is (exit 3), naming the file.
+
+    The directory (and every one on the way) must be trusted (netfwd.engine.trust; missing ones are
+    made with `dir_mode`); the temp file is created there with O_EXCL|O_NOFOLLOW under a name nobody
+    can predict, and a symlink or non-regular file at `path` is refused rather than replaced."""
     raw = data.encode() if isinstance(data, str) else data
+    directory = trust.open_dir(path.parent, create=dir_mode)
+    tmp = f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp"
+    made = False
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+        trust.refuse_foreign(directory, path.name, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
+                     dir_fd=directory)
+        made = True
         try:
             view = memoryview(raw)
             while view:
@@ -42,14 +52,68 @@ def write_atomic(path: Path, data: str | bytes, mode: int = 0o644) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+        os.replace(tmp, path.name, src_dir_fd=directory, dst_dir_fd=directory)
+        made = False
+        os.fsync(directory)
     except OSError as problem:
-        tmp.unlink(missing_ok=True)
         raise EnvironmentProblem(f"cannot write {path}: {problem.strerror or problem}") from None
+    finally:
+        if made:
+            try:
+                os.unlink(tmp, dir_fd=directory)
+            except OSError:
+                pass
+        os.close(directory)
 
 
-_TEMP = re.compile(r"^\..+\.(\d+)\.tmp$")
+def publish(source: Path, target: Path) -> None:
+    """rename(2) `source` over `target` (same file system), refusing a symlink or non-regular file
+    planted at `target`; the directory is fsynced so the rename survives a crash."""
+    origin, directory = trust.open_dir(source.parent), trust.open_dir(target.parent)
+    try:
+        trust.refuse_foreign(directory, target.name, target)
+        os.replace(source.name, target.name, src_dir_fd=origin, dst_dir_fd=directory)
+        os.fsync(directory)
+    except OSError as problem:
+        raise EnvironmentProblem(f"cannot move {source} to {target}: {problem.strerror or problem}") from None
+    finally:
+        os.close(origin)
+        os.close(directory)
+
+
+def remove_file(path: Path) -> bool:
+    """Delete netfwd's own file `path` (False: there was none); a symlink or a non-regular file
+    there was not made by netfwd and is refused, not removed."""
+    try:
+        directory = trust.open_dir(path.parent)
+    except FileNotFoundError:
+        return False
+    try:
+        if not trust.refuse_foreign(directory, path.name, path):
+            return False
+        os.unlink(path.name, dir_fd=directory)
+        os.fsync(directory)
+        return True
+    except OSError as problem:
+        raise EnvironmentProblem(f"cannot remove {path}: {problem.strerror or problem}") from None
+    finally:
+        os.close(directory)
+
+
+def open_log(path: Path) -> int:
+    """An append-only log of the state directory (0600, never through a symlink)."""
+    directory = trust.open_dir(path.parent, create=0o700)
+    try:
+        return trust.open_file(path.name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600, dir_fd=directory,
+                               shown=path)
+    except OSError as problem:
+        raise EnvironmentProblem(f"cannot open {path}: {problem.strerror or problem}") from None
+    finally:
+        os.close(directory)
+
+
+# .NAME.PID.RANDOM.tmp (and .NAME.PID.tmp of netfwd before the random part)
+_TEMP = re.compile(r"^\..+\.(\d+)(?:\.[0-9a-f]{16})?\.tmp$")
 
 
 def sweep_temp_files(directory: Path) -> list[Path]:
@@ -89,13 +153,13 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_json(path: Path, data: Any) -> None:
-    write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+def write_json(path: Path, data: Any, mode: int = 0o644, dir_mode: int = 0o755) -> None:
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n", mode, dir_mode)
 
 
 def read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
+        return json.loads(trust.read_text(path))
     except FileNotFoundError:
         return None
     except (ValueError, OSError) as problem:
@@ -111,8 +175,14 @@ class StateLock:
         self.fd: int | None = None
 
     def __enter__(self) -> "StateLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        directory = trust.open_dir(self.path.parent, create=0o700)
+        try:
+            self.fd = trust.open_file(self.path.name, os.O_RDWR | os.O_CREAT, 0o600, dir_fd=directory,
+                                      shown=self.path)
+        except OSError as problem:
+            raise EnvironmentProblem(f"cannot open {self.path}: {problem.strerror or problem}") from None
+        finally:
+            os.close(directory)
         kind = fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH
         deadline = time.monotonic() + self.wait
         told = False
@@ -145,8 +215,8 @@ class StateLock:
 
     def holder(self) -> str:
         try:
-            return self.path.read_text().strip()
-        except OSError:
+            return trust.read_text(self.path).strip()
+        except (OSError, NetfwdError):
             return ""
 
     def __exit__(self, *exc: object) -> None:

@@ -10,7 +10,8 @@ state.json:
     backend   the backend of the last change (`--backend auto` sticks to it)
     root      where persisted files go (the commit-confirm timer needs it)
     applied   {id, at, op, spec, spec_key, forwards, digest, fingerprint} of the live change
-    rollback  {id, snapshot, previous} - undo of the last change (`previous` = the applied before it)
+    rollback  {id, snapshot, snapshot_digest, previous} - undo of the last change (`previous` = the
+              applied before it; the snapshot must still have its sha256 `snapshot_digest` to be restored)
     pending   {id, deadline, timeout, pid, start} - a commit-confirm waiting for `netfwd confirm`
 """
 
@@ -23,9 +24,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from netfwd.engine import trust
 from netfwd.engine.files import read_json, write_atomic, write_json
+from netfwd.errors import EnvironmentProblem
 
 FORMAT = 1
+DIR_MODE = 0o700  # the state directory and its subdirectories: root's alone
+FILE_MODE = 0o600  # records, snapshots, cache: the digests that guard snapshots are in state.json
+
+
+class SnapshotTampered(EnvironmentProblem):
+    """A snapshot no longer matches the digest recorded when it was written: not restored (exit 3)."""
 
 
 def default_dir(root: Path, netns: str | None) -> Path:
@@ -81,20 +90,34 @@ class State:
     def save(self) -> None:
         write_json(self.file, {"format": FORMAT, "backend": self.backend, "root": self.root,
                                "applied": self.applied, "rollback": self.rollback, "pending": self.pending,
-                               **self.extra})
+                               **self.extra}, mode=FILE_MODE, dir_mode=DIR_MODE)
+
+    def write(self, path: Path, text: str) -> None:
+        """A file of the state directory (root-only, never through a symlink)."""
+        write_atomic(path, text, mode=FILE_MODE, dir_mode=DIR_MODE)
 
     def applied_text(self) -> str:
         try:
-            return self.applied_file.read_text()
+            return trust.read_text(self.applied_file)
         except FileNotFoundError:
             return ""
 
-    def read_snapshot(self, name: str) -> str:
-        return (self.directory / name).read_text()
+    def read_snapshot(self, name: str, expected: str | None = None, change: str = "") -> str:
+        """A snapshot's text; with `expected` (its digest recorded at apply time) it must match, so
+        that a swapped snapshot is never restored as root."""
+        path = self.directory / name
+        text = trust.read_text(path)
+        if expected is not None and digest(text) != expected:
+            raise SnapshotTampered(
+                f"refusing to restore {path}: its sha256 is {digest(text)[:16]}..., not {expected[:16]}... as "
+                f"recorded when change {change or '?'} was applied - it was changed since, and nothing was "
+                f"restored; see who wrote it, then set a known state with `netfwd apply SPEC` or "
+                f"`netfwd remove`")
+        return text
 
     def write_snapshot(self, change_id: str, text: str, suffix: str = "txt") -> str:
         path = self.snapshot_file(change_id, suffix)
-        write_atomic(path, text, mode=0o600)
+        self.write(path, text)
         return str(path.relative_to(self.directory))
 
     def journal(self) -> dict[str, Any] | None:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from netfwd.engine.files import write_atomic
+from netfwd.engine import trust
+from netfwd.engine.files import remove_file, write_atomic
 from netfwd.errors import EnvironmentProblem
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ def pending(text: str, root: Path) -> list[tuple[str, str, str]]:
             out.append((key, value or "missing", "1"))
     path = root / SYSCTL_FILE
     try:
-        have = path.read_text()
+        have = trust.read_text(path)
     except OSError:
         have = None
     if have != text:
@@ -81,8 +82,4 @@ def write_file(root: Path, text: str) -> None:
 
 def forget(root: Path) -> bool:
     """Remove the persisted file (forwarding stays on until reboot: other services may need it)."""
-    path = root / SYSCTL_FILE
-    if path.exists():
-        path.unlink()
-        return True
-    return False
+    return remove_file(root / SYSCTL_FILE)

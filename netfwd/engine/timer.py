@@ -32,13 +32,15 @@ def spawn(state_dir: Path, change_id: str, deadline: float) -> tuple[int, int | 
     """Start the timer; returns (pid, start time) for the state record."""
     env = child_env()
     env.pop("NETFWD_CRASH_AT", None)  # a test's crash point is meant for the CLI, not its timer
-    log = open(state_dir / "timer.log", "ab")
+    from netfwd.engine.files import open_log
+
+    log = open_log(state_dir / "timer.log")
     try:
         child = subprocess.Popen([sys.executable, "-m", "netfwd.engine.timer", str(state_dir), change_id,
                                   f"{deadline:.3f}"], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                  start_new_session=True, close_fds=True, cwd="/", env=env)
     finally:
-        log.close()
+        os.close(log)
     return child.pid, proc_start(child.pid)
 
 

@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from netfwd import host
+from netfwd.engine import trust
 from netfwd.errors import EnvironmentProblem, InputError
 from netfwd.lab import netns
-from netfwd.lab.state import LAB_NAME_RE, LabState, Process, lab_dir, ns_name, proc_starttime, state_path
+from netfwd.lab.state import (DIR_MODE, LAB_NAME_RE, LabState, Process, lab_dir, ns_name, proc_starttime,
+                              state_path, trusted_lab_dir)
 from netfwd.lab.topology import NODES_BASIC, NODES_ROUTED, Addresses, choose_block, plan
 
 SERVER_START_TIMEOUT = 10.0
@@ -119,6 +121,7 @@ class Lab:
     @classmethod
     def attach(cls, name: str) -> "Lab":
         """The lab recorded under `name` (built by another process, e.g. `netfwd lab up`)."""
+        trusted_lab_dir()
         if not LAB_NAME_RE.match(name) or not state_path(name).exists():
             raise InputError(f"no lab named {name!r} (see `netfwd lab status`)", field="name")
         try:
@@ -305,9 +308,12 @@ class Lab:
     def _spawn(self, node: str, kind: str, argv: list[str], port: int | None, log: Path) -> int:
         full = netns.exec_argv(self.ns(node), argv)
         errors = log.with_suffix(".stderr")
-        with open(errors, "ab") as err:
+        err = trust.open_file(errors, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
             child = subprocess.Popen(full, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
                                      start_new_session=True, env=_child_env())
+        finally:
+            os.close(err)
         self._children[child.pid] = child
         self._record(Process(child.pid, proc_starttime(child.pid), node, kind, argv, port, str(log)))
         line = _read_line(child, SERVER_START_TIMEOUT)
@@ -457,13 +463,22 @@ def _claim(name: str | None, router: bool, onprem_route_back: bool, addrs: Addre
     """Create the state file exclusively, so two processes never build the same lab."""
     directory = lab_dir()
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        folder = trust.open_dir(directory, create=DIR_MODE)
     except OSError as problem:
         raise EnvironmentProblem(f"cannot create the lab state directory {directory}: {problem}") from None
+    try:
+        return _claim_in(folder, directory, name, router, onprem_route_back, addrs)
+    finally:
+        os.close(folder)
+
+
+def _claim_in(folder: int, directory: Path, name: str | None, router: bool, onprem_route_back: bool,
+              addrs: Addresses) -> LabState:
     for _ in range(50):
         candidate = name or secrets.token_hex(2)
         try:
-            fd = os.open(state_path(candidate), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            fd = os.open(f"{candidate}.json", os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o644,
+                         dir_fd=folder)
         except FileExistsError:
             if name:
                 raise InputError(f"a lab named {name!r} already exists (netfwd lab down --name {name})",
@@ -472,7 +487,7 @@ def _claim(name: str | None, router: bool, onprem_route_back: bool, addrs: Addre
         os.close(fd)
         workdir = directory / candidate
         shutil.rmtree(workdir, ignore_errors=True)
-        workdir.mkdir(parents=True)
+        os.mkdir(candidate, 0o755, dir_fd=folder)
         state = LabState(candidate, router=router, onprem_route_back=onprem_route_back,
                          addrs=addrs.as_dict(), workdir=str(workdir))
         state.save()
@@ -482,6 +497,7 @@ def _claim(name: str | None, router: bool, onprem_route_back: bool, addrs: Addre
 
 def destroy(name: str, children: dict[int, subprocess.Popen] | None = None) -> list[str]:
     """Tear down the lab recorded as `name`, from its state file alone. Returns what was removed."""
+    trusted_lab_dir()
     path = state_path(name)
     if not path.exists():
         return []

@@ -32,8 +32,9 @@ def _ready() -> None:
 
 
 def _log(path: str | None, line: str) -> None:
-    if path:
-        with open(path, "a", encoding="utf-8") as out:
+    if path:  # never through a symlink: this runs as root
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        with os.fdopen(fd, "a", encoding="utf-8") as out:
             out.write(line + "\n")
 
 

@@ -13,14 +13,27 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from netfwd.engine import trust
+from netfwd.engine.files import write_atomic
 from netfwd.host import proc_start
 
 LAB_NAME_RE = re.compile(r"^[a-z0-9]{1,12}$")
 NS_PREFIX = "nf-"
 
 
+DIR_MODE = 0o700  # the lab directory, when netfwd makes it: root's alone
+
+
 def lab_dir() -> Path:
     return Path(os.environ.get("NETFWD_LAB_DIR", "/run/netfwd/lab"))
+
+
+def trusted_lab_dir() -> Path:
+    """The lab directory, refused (exit 3) when someone other than root could plant files in it
+    or in a parent: lab up/down act as root on what its records name."""
+    directory = lab_dir()
+    trust.check_dir(directory)
+    return directory
 
 
 def ns_name(lab: str, node: str) -> str:
@@ -71,15 +84,11 @@ class LabState:
 
     def save(self) -> None:
         """Atomic write: a crash leaves either the old or the new record, never half a file."""
-        path = self.path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        write_atomic(self.path, json.dumps(asdict(self), indent=2, sort_keys=True) + "\n", dir_mode=DIR_MODE)
 
     @classmethod
     def load(cls, name: str) -> "LabState":
-        data = json.loads(state_path(name).read_text())
+        data = json.loads(trust.read_text(state_path(name)))
         data["processes"] = [Process(**p) for p in data.get("processes", [])]
         known = cls.__dataclass_fields__
         return cls(**{k: v for k, v in data.items() if k in known})
@@ -94,7 +103,7 @@ def state_path(name: str) -> Path:
 
 def recorded_labs() -> list[str]:
     """Names of every lab with a state file (complete or not)."""
-    directory = lab_dir()
+    directory = trusted_lab_dir()
     if not directory.is_dir():
         return []
     return sorted(p.stem for p in directory.glob("*.json") if LAB_NAME_RE.match(p.stem))

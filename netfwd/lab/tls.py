@@ -11,6 +11,9 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
+from netfwd.engine import trust
+from netfwd.engine.files import write_atomic
+
 
 @dataclass(frozen=True)
 class TlsFiles:
@@ -37,12 +40,11 @@ def make_tls(directory: Path, sans: list[str], common_name: str = "kube-apiserve
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    directory.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
     ca_path, ca_key_path = directory / "ca.pem", directory / "ca-key.pem"
     if ca_path.exists() and ca_key_path.exists():
-        ca_cert = x509.load_pem_x509_certificate(ca_path.read_bytes())
-        ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
+        ca_cert = x509.load_pem_x509_certificate(trust.read_text(ca_path).encode())
+        ca_key = serialization.load_pem_private_key(trust.read_text(ca_key_path).encode(), password=None)
     else:
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "netfwd-lab-ca")])
@@ -55,11 +57,10 @@ def make_tls(directory: Path, sans: list[str], common_name: str = "kube-apiserve
                                                 data_encipherment=False, key_agreement=False,
                                                 encipher_only=False, decipher_only=False), critical=True)
                    .sign(ca_key, hashes.SHA256()))
-        ca_key_path.write_bytes(ca_key.private_bytes(serialization.Encoding.PEM,
-                                                     serialization.PrivateFormat.PKCS8,
-                                                     serialization.NoEncryption()))
-        ca_key_path.chmod(0o600)
-        ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+        write_atomic(ca_key_path, ca_key.private_bytes(serialization.Encoding.PEM,
+                                                       serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()), mode=0o600)
+        write_atomic(ca_path, ca_cert.public_bytes(serialization.Encoding.PEM))
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
@@ -71,8 +72,7 @@ def make_tls(directory: Path, sans: list[str], common_name: str = "kube-apiserve
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .sign(ca_key, hashes.SHA256()))
     cert_path, key_path = directory / f"{prefix}.pem", directory / f"{prefix}-key.pem"
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    key_path.chmod(0o600)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    write_atomic(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                             serialization.NoEncryption()), mode=0o600)
+    write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     return TlsFiles(ca_path, cert_path, key_path, tuple(sans))
