@@ -159,6 +159,10 @@ class IptablesBackend:
         gen = generation()
         return None if gen is None else f"nft-gen:{gen}"
 
+    def persisted_files(self) -> list[Path]:
+        """What persist may write (the engine checks their directories before changing anything)."""
+        return [self.context.root / relative for relative in PERSIST_TARGETS]
+
     def persist(self, target: str) -> list[str]:
         """Save the whole ruleset where iptables-persistent / iptables-services restore it at boot."""
         root = self.context.root

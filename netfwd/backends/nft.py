@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from pathlib import Path
 
 from netaddr import IPAddress, IPNetwork
 
@@ -109,6 +110,11 @@ class NftBackend:
 
         gen = generation()
         return None if gen is None else f"nft-gen:{gen}"
+
+    def persisted_files(self) -> list[Path]:
+        """What persist may write (the engine checks their directories before changing anything)."""
+        root = self.context.root
+        return [root / dialect.NFT_FILE, *(root / conf for conf in dialect.NFT_CONFS)]
 
     def persist(self, target: str) -> list[str]:
         """ROOT/etc/nftables.d/netfwd.nft, included once from the distro's nftables.conf."""

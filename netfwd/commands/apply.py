@@ -237,7 +237,9 @@ def _print_status(report: dict) -> None:
     if report.get("interrupted"):
         click.echo(f"interrupted: change {report['interrupted']} (the next apply/rollback finishes or undoes it)")
     if report.get("rollback"):
-        click.echo(f"rollback: available (undoes {report['rollback']['undoes']})")
+        problem = report["rollback"].get("problem")
+        click.echo(f"rollback: NOT RESTORABLE - {problem}" if problem else
+                   f"rollback: available (undoes {report['rollback']['undoes']})")
     drift = report.get("drift")
     if drift:
         click.echo(f"DRIFT:    {drift['lines_missing']} owned line(s) missing, {drift['lines_appeared']} "

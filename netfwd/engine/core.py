@@ -101,9 +101,19 @@ class Engine:
 
     def _check_dirs(self) -> None:
         """Root reads and writes only where nobody else can plant or swap files (exit 3 naming
-        the directory and the fix): the state directory and --root, each with every parent."""
+        the directory and the fix): the state directory and --root (up to netfwd's sysctl.d file),
+        each with every parent."""
         trust.check_dir(self.state_dir)
-        trust.check_dir(self.root)
+        trust.check_dir((self.root / sysctl.SYSCTL_FILE).parent)  # and so --root, read by plan too
+
+    def _check_targets(self, backend) -> None:
+        """Before the firewall changes: the directories of every file the change may persist are
+        trusted too, so a refusal never comes half-way through a change."""
+        files = [self.root / sysctl.SYSCTL_FILE, *getattr(backend, "persisted_files", list)()]
+        for directory in dict.fromkeys(path.parent for path in files):
+            trust.check_dir(directory)
+        for path in files:
+            trust.refuse_planted(path)
 
     # -- plan ------------------------------------------------------------------------------------
     def plan(self, spec_path: str, catalog: str | None = None) -> Outcome:
@@ -202,10 +212,11 @@ class Engine:
             if not pending:
                 raise NothingToDo("no change is waiting for confirmation (it may have been rolled back "
                                   "already: see netfwd status)")
+            backend = self._backend(state, lock.fd, name=state.backend)
+            self._check_targets(backend)
             timer.stop(pending.get("pid"), pending.get("start"))
             state.pending = None
             state.save()
-            backend = self._backend(state, lock.fd, name=state.backend)
             notes = backend.persist(state.applied_text())
             for note in notes:
                 self.log(note)
@@ -257,6 +268,7 @@ class Engine:
                   forget: bool = False) -> Outcome:
         """Snapshot, journal, timer, ONE backend write, then sysctls, persistence and records.
         Forwarding is enabled (and persisted) as `record["sysctl_text"]` says; `forget` drops it."""
+        self._check_targets(backend)
         change_id = new_id()
         with self._phase("snapshot"):
             before = state.write_snapshot(change_id, live.text)

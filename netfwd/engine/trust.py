@@ -145,11 +145,24 @@ def refuse_foreign(dir_fd: int, name: str, shown: str | os.PathLike) -> bool:
         info = os.lstat(name, dir_fd=dir_fd)
     except FileNotFoundError:
         return False
+    _refuse_unless_regular(info, shown)
+    return True
+
+
+def _refuse_unless_regular(info: os.stat_result, shown: str | os.PathLike) -> None:
     if not stat.S_ISREG(info.st_mode):
         kind = "a symlink" if stat.S_ISLNK(info.st_mode) else "not a regular file"
         raise Untrusted(f"refusing {shown}: {kind} where netfwd keeps its own file; fix: look at who made "
                         f"it, then remove it")
-    return True
+
+
+def refuse_planted(path: Path) -> None:
+    """Refuse a symlink or non-regular file at `path` (a missing one is fine)."""
+    try:
+        info = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    _refuse_unless_regular(info, path)
 
 
 def open_file(path: str | os.PathLike, flags: int, mode: int = 0o600, *, dir_fd: int | None = None,
