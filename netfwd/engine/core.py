@@ -369,7 +369,6 @@ class Engine:
             if before is None:
                 raise EnvironmentProblem(f"{state.journal_file} refers to a snapshot that is gone; move the "
                                          "journal aside and run `netfwd status` to see what is live")
-            before = state.read_snapshot(journal["before"], journal.get("before_digest"), journal["id"])
             if live.text == after:
                 self.log(f"change {journal['id']} was interrupted after its transaction: recording it")
                 self._finish(state, backend, journal, generation=None, commits=None,
@@ -377,6 +376,8 @@ class Engine:
                              target=after)
             else:
                 if live.text != before:
+                    # restored as root: only the snapshot as it was written (its digest is in the journal)
+                    state.read_snapshot(journal["before"], journal.get("before_digest"), journal["id"])
                     self.log(f"change {journal['id']} was interrupted mid-way: restoring the state before it")
                 else:
                     self.log(f"change {journal['id']} was interrupted before its transaction: discarding it")
