@@ -135,6 +135,7 @@ class Engine:
 
     def plan_remove(self) -> Outcome:
         """What `remove` would change (reads only; takes no lock): check mode for callers like Ansible."""
+        self._check_dirs()
         state = State.load(self.state_dir)
         backend = self._backend(state, None, name=state.backend if self.requested == "auto" else self.requested)
         plan = diff(backend, backend.read().text, "")
