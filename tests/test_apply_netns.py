@@ -27,6 +27,11 @@ pytestmark = pytest.mark.netns
 REPO = Path(__file__).resolve().parent.parent
 A, B, B2 = 16443, 6443, 6444
 BACKENDS = ["iptables", "iptables-legacy", "libiptc", "nft", "firewalld"]
+# a CentOS 7 relay (iptables 1.4.21, firewalld 0.6.3, no nft): auto must find its only iptables;
+# libiptc there loads this machine's iptables libraries, which drive the same legacy kernel tables
+CENTOS7_BACKENDS = ["auto", "iptables-legacy", "libiptc", "firewalld"]
+LIFECYCLE = [pytest.param("modern", b, id=b) for b in BACKENDS] + \
+    [pytest.param("centos7", b, id=f"centos7-{b}") for b in CENTOS7_BACKENDS]
 FWDBUS_DIR = str(REPO / "netfwd" / "backends")
 
 # firewalld, through its own Python and D-Bus (one process instead of many slow firewall-cmd calls)
@@ -50,18 +55,14 @@ if op in ("before", "after"):
                 fw.dbus.Dictionary({"family": "inet"}, signature="ss"), S(["10.97.0.0/16"])))
         fw.call(fw.fw, "", "reload")
     for zone in ("public", "trusted"):
-        handle = fw.config_object("Zone", zone)
-        now = rules(fw.call(handle, ".config.zone", "getSettings2"))
-        fw.call(handle, ".config.zone", "update2", {"rules_str": S(now + FOREIGN[op])})
-        now = rules(fw.call(fw.fw, ".zone", "getZoneSettings2", zone))
-        fw.call(fw.fw, ".zone", "setZoneSettings2", zone, {"rules_str": S(now + FOREIGN[op])})
+        for permanent in (True, False):
+            fw.set_zone_rules(zone, fw.zone_rules(zone, permanent) + FOREIGN[op], permanent)
 elif op == "dump":
     out = {}
     for zone in fw.call(fw.fw, ".zone", "getZones"):
-        out[f"runtime zone {zone}"] = json.loads(json.dumps(fw.call(fw.fw, ".zone", "getZoneSettings2", zone)))
+        out[f"runtime zone {zone}"] = json.loads(json.dumps(fw.zone_settings(zone, False)))
     for zone in fw.call(fw.cfg, ".config", "getZoneNames"):
-        out[f"permanent zone {zone}"] = json.loads(json.dumps(
-            fw.call(fw.config_object("Zone", zone), ".config.zone", "getSettings2")))
+        out[f"permanent zone {zone}"] = json.loads(json.dumps(fw.zone_settings(zone, True)))
     for name in fw.call(fw.fw, ".ipset", "getIPSets"):
         out[f"runtime ipset {name}"] = sorted(map(str, fw.call(fw.fw, ".ipset", "getIPSetSettings", name)[5]))
     for name in fw.call(fw.cfg, ".config", "getIPSetNames"):
@@ -112,6 +113,8 @@ class Relay:
         self.root.mkdir(parents=True, exist_ok=True)
         self.fw = backend == "firewalld"
         self.iptables = "iptables-nft" if backend == "iptables" else "iptables-legacy"
+        if lab.userland == "centos7":
+            self.iptables = "iptables"  # the only one there: 1.4.21
 
     # -- running netfwd ----------------------------------------------------------------------
     def argv(self, *args: str, env: dict[str, str] | None = None) -> list[str]:
@@ -121,6 +124,8 @@ class Relay:
         if self.fw:
             pid = next(p.pid for p in self.lab.processes() if p.kind == "firewalld")
             return ["nsenter", "-t", str(pid), "-m", "-n", f"--wd={REPO}", "--", *command]
+        if self.lab.userland != "modern":  # netfwd runs where the relay's old programs are
+            return self.lab.exec_argv("relay", ["env", "-C", str(REPO), *command])
         return [*command, "--netns", self.lab.ns("relay")]
 
     def netfwd(self, *args: str, expect: int = 0, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -155,13 +160,20 @@ class Relay:
     def dump(self) -> str:
         """The whole ruleset (counters dropped: traffic moves them)."""
         if self.fw:
-            return self.relay(["/usr/bin/python3", "-c", FW_SCRIPT, "dump", FWDBUS_DIR]) + \
-                self.relay(["nft", "list", "ruleset"])
+            return self.relay(["/usr/bin/python3", "-c", FW_SCRIPT, "dump", FWDBUS_DIR]) + self.kernel()
         if self.backend == "nft":
             return re.sub(r" counter packets \d+ bytes \d+", "", self.relay(["nft", "list", "ruleset"]))
         text = self.relay([f"{self.iptables}-save"])
         return "\n".join(re.sub(r" \[\d+:\d+\]$", "", line) for line in text.splitlines()
                          if not line.startswith("#"))
+
+    def kernel(self) -> str:
+        """firewalld's rules as the kernel holds them (0.6.3: iptables and kernel ipsets; counters dropped)."""
+        if self.lab.userland == "modern":
+            return self.relay(["nft", "list", "ruleset"])
+        rules = [re.sub(r" \[\d+:\d+\]$", "", line) for line in self.relay(["iptables-save"]).splitlines()
+                 if not line.startswith("#")]
+        return "\n".join(rules) + "\n" + self.relay(["ipset", "save"])
 
     def foreign_part(self, dump: str) -> str:
         """`dump` without anything netfwd owns."""
@@ -209,11 +221,13 @@ def wait_for(predicate, timeout: float, what: str) -> None:
 
 
 @pytest.fixture
-def relay_for(make_lab, tmp_path):
-    def factory(backend: str) -> Relay:
+def relay_for(make_lab, tmp_path, request):
+    def factory(backend: str, userland: str = "modern") -> Relay:
         if backend == "firewalld" and not Path("/usr/sbin/firewalld").exists() and not _which("firewalld"):
             pytest.skip("firewalld is not installed")
-        return Relay(make_lab(firewalld=backend == "firewalld"), backend, tmp_path)
+        if userland == "centos7":
+            request.getfixturevalue("centos7_userland")
+        return Relay(make_lab(firewalld=backend == "firewalld", userland=userland), backend, tmp_path)
     return factory
 
 
@@ -223,9 +237,9 @@ def _which(name: str) -> str | None:
     return shutil.which(name)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_lifecycle(relay_for, tmp_path, backend):
-    relay = relay_for(backend)
+@pytest.mark.parametrize(("userland", "backend"), LIFECYCLE)
+def test_lifecycle(relay_for, tmp_path, backend, userland):
+    relay = relay_for(backend, userland)
     lab, a = relay.lab, relay.lab.addrs
     first = write_spec(lab, tmp_path / "first.yaml")
     second = write_spec(lab, tmp_path / "second.yaml", port=B2)
@@ -274,9 +288,10 @@ def test_lifecycle(relay_for, tmp_path, backend):
     relay.wait_idle()
     assert json.loads(relay.netfwd("status", "--output", "json").stdout)["drift"] is None
     # ... and with confirm it stays
-    relay.netfwd("apply", second, "--yes", "--confirm-timeout", "1")
+    window = 1 if userland == "modern" else 4  # firewalld 0.6.3 needs more than 1 s to start a CLI and answer
+    relay.netfwd("apply", second, "--yes", "--confirm-timeout", str(window))
     relay.netfwd("confirm")
-    time.sleep(1.5)
+    time.sleep(window + 0.5)
     second_owned = relay.owned()
     assert second_owned != first_owned
     relay.netfwd("confirm", expect=1)  # nothing pending any more

@@ -9,6 +9,7 @@ not already name the backend of the last change.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -82,6 +83,10 @@ def choose() -> tuple[str, str]:
             return "iptables-legacy", "`iptables` is the legacy flavour"
         if "nf_tables" in version:
             return "iptables", "`iptables` is the nf_tables flavour"
+        found = re.match(r"iptables v(\d+)\.(\d+)", version)
+        if found and (int(found[1]), int(found[2])) < (1, 8):
+            # before 1.8 there was one flavour, the x_tables kernel interface (e.g. CentOS 7's 1.4.21)
+            return "iptables-legacy", f"`iptables` is v{found[1]}.{found[2]}, which drives only the legacy tables"
     if shutil.which("nft"):
         return "nft", "nft is installed (no iptables)"
     raise EnvironmentProblem("no firewall tool found (firewall-cmd, iptables, nft): install one, "

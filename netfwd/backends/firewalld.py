@@ -50,7 +50,9 @@ def firewalld_python() -> str:
     words = first[2:].split() if first.startswith("#!") else []
     if words and Path(words[0]).name == "env" and len(words) > 1:
         return shutil.which(words[1]) or "/usr/bin/python3"
-    return words[0] if words else "/usr/bin/python3"
+    if words and Path(words[0]).name.startswith("python"):
+        return words[0]
+    return "/usr/bin/python3"  # a wrapper script (e.g. `#!/bin/sh`): the system's Python has python3-dbus
 
 
 def canonical(state: dict[str, Any]) -> str:

@@ -9,6 +9,10 @@ no firewall.client): a whole read is ~20 D-Bus calls, where firewall-cmd costs a
     <python> fwdbus.py write <<< {"current": STATE, "target": STATE}
     STATE = {"permanent"|"runtime": {"ipsets": {name: {"family", "entries"}}, "rules": {zone: [rule]}}}
 
+Older firewalld (CentOS 7's 0.6.3) has no getZoneSettings2/update2/setZoneSettings2: its zone
+settings are a fixed tuple and rich rules have their own calls (getRichRules, setRichRules, and at
+runtime addRichRule/removeRichRule one by one). Which API is there is probed once, by introspection.
+
 Owned = ipsets named ``netfwd-*`` and rich rules whose source is one, in any zone; nothing else is
 written. Write order: permanent first (new ipsets; then each zone's rich rules in one update2; stale
 ipsets last). Then the runtime: a netfwd ipset that must appear or disappear there needs `reload`
@@ -33,6 +37,10 @@ PREFIX = "netfwd-"
 NAME = "org.fedoraproject.FirewallD1"
 PATH = "/org/fedoraproject/FirewallD1"
 TIMEOUT = 900.0  # seconds per D-Bus call
+# older firewalld: the zone settings tuple (firewall/core/io/zone.py in 0.6.3), in order
+ZONE_TUPLE = ("version", "short", "description", "UNUSED", "target", "services", "ports", "icmp_blocks",
+              "masquerade", "forward_ports", "interfaces", "sources", "rules_str", "protocols", "source_ports",
+              "icmp_block_inversion")
 
 
 class Firewalld:
@@ -43,6 +51,52 @@ class Firewalld:
         self.bus = dbus.SystemBus()
         self.fw = self.bus.get_object(NAME, PATH, introspect=False)
         self.cfg = self.bus.get_object(NAME, PATH + "/config", introspect=False)
+        self._settings2 = None
+
+    @property
+    def settings2(self):
+        """Does this firewalld have the dict-based zone settings API (0.6.3 has not)? Asked once."""
+        if self._settings2 is None:
+            xml = self.fw.Introspect(dbus_interface="org.freedesktop.DBus.Introspectable", timeout=TIMEOUT)
+            self._settings2 = 'name="getZoneSettings2"' in str(xml)
+        return self._settings2
+
+    def zone_settings(self, zone, permanent):
+        """A zone's settings as a dict (old firewalld's tuple, named)."""
+        if self.settings2:
+            if permanent:
+                return self.call(self.config_object("Zone", zone), ".config.zone", "getSettings2")
+            return self.call(self.fw, ".zone", "getZoneSettings2", zone)
+        if permanent:
+            values = self.call(self.config_object("Zone", zone), ".config.zone", "getSettings")
+        else:
+            values = self.call(self.fw, "", "getZoneSettings", zone)
+        return dict(zip(ZONE_TUPLE, values))
+
+    def zone_rules(self, zone, permanent):
+        if self.settings2:
+            return _rules(self.zone_settings(zone, permanent))
+        if permanent:
+            return [str(r) for r in self.call(self.config_object("Zone", zone), ".config.zone", "getRichRules")]
+        return [str(r) for r in self.call(self.fw, ".zone", "getRichRules", zone)]
+
+    def set_zone_rules(self, zone, rules, permanent):
+        """Replace a zone's rich rules (one call; at runtime on old firewalld: adds, then removals)."""
+        if self.settings2:
+            if permanent:
+                self.call(self.config_object("Zone", zone), ".config.zone", "update2", {"rules_str": self.strings(rules)})
+            else:
+                self.call(self.fw, ".zone", "setZoneSettings2", zone, {"rules_str": self.strings(rules)})
+        elif permanent:
+            self.call(self.config_object("Zone", zone), ".config.zone", "setRichRules", self.strings(rules))
+        else:
+            have = self.zone_rules(zone, False)
+            for rule in rules:
+                if rule not in have:
+                    self.call(self.fw, ".zone", "addRichRule", zone, rule, 0)
+            for rule in have:
+                if rule not in rules:
+                    self.call(self.fw, ".zone", "removeRichRule", zone, rule)
 
     def call(self, obj, interface, method, *args):
         # generous: a reload that builds thousands of ipsets takes minutes, not D-Bus's default 25 s
@@ -76,7 +130,7 @@ def read(fw, request):
             state["runtime"]["ipsets"][str(name)] = {"family": str(settings[4].get("family", "inet")),
                                                      "entries": sorted(str(e) for e in settings[5])}
     for zone in fw.call(fw.fw, ".zone", "getZones"):
-        rules = sorted(r for r in _rules(fw.call(fw.fw, ".zone", "getZoneSettings2", zone)) if _ours(r))
+        rules = sorted(r for r in fw.zone_rules(zone, False) if _ours(r))
         if rules:
             state["runtime"]["rules"][str(zone)] = rules
     for name in fw.call(fw.cfg, ".config", "getIPSetNames"):
@@ -85,8 +139,7 @@ def read(fw, request):
             state["permanent"]["ipsets"][str(name)] = {"family": str(settings[4].get("family", "inet")),
                                                        "entries": sorted(str(e) for e in settings[5])}
     for zone in fw.call(fw.cfg, ".config", "getZoneNames"):
-        settings = fw.call(fw.config_object("Zone", zone), ".config.zone", "getSettings2")
-        rules = sorted(r for r in _rules(settings) if _ours(r))
+        rules = sorted(r for r in fw.zone_rules(zone, True) if _ours(r))
         if rules:
             state["permanent"]["rules"][str(zone)] = rules
     mark("read")
@@ -115,9 +168,8 @@ def write(fw, request):
     for zone in sorted(set(want_rules) | set(have_rules)):
         if sorted(want_rules.get(zone, [])) == sorted(have_rules.get(zone, [])):
             continue
-        handle = fw.config_object("Zone", zone)
-        others = [r for r in _rules(fw.call(handle, ".config.zone", "getSettings2")) if not _ours(r)]
-        fw.call(handle, ".config.zone", "update2", {"rules_str": fw.strings(others + want_rules.get(zone, []))})
+        others = [r for r in fw.zone_rules(zone, True) if not _ours(r)]
+        fw.set_zone_rules(zone, others + want_rules.get(zone, []), True)
         done.append(f"permanent: rich rules of zone {zone}")
     for name in have:
         if name not in want:
@@ -126,9 +178,15 @@ def write(fw, request):
     mark("permanent rules, stale ipsets")
     # -- runtime ---------------------------------------------------------------------------
     want, have = target["runtime"]["ipsets"], current["runtime"]["ipsets"]
-    if set(want) != set(have):
+    stale = any(set(rules) - set(target["runtime"]["rules"].get(zone, []))
+                for zone, rules in current["runtime"]["rules"].items())
+    # firewalld 0.6.3 cannot remove at runtime a forward-port rich rule that it loaded itself (it
+    # never records that rule's mark and fails on "%x" % None): there, a reload does the removal
+    if set(want) != set(have) or (stale and not fw.settings2):
         fw.call(fw.fw, "", "reload")
-        done.append("reload (netfwd ipsets appear or disappear)")
+        done.append("reload (netfwd ipsets appear or disappear)" if set(want) != set(have) else
+                    "reload (this firewalld removes loaded forward-port rules only that way)")
+        done += drop_orphan_ipsets(fw)
         mark("reload")
         return {"done": done, "commits": 1}
     for name, spec in want.items():
@@ -139,11 +197,33 @@ def write(fw, request):
     for zone in sorted(set(want_rules) | set(have_rules)):
         if sorted(want_rules.get(zone, [])) == sorted(have_rules.get(zone, [])):
             continue
-        others = [r for r in _rules(fw.call(fw.fw, ".zone", "getZoneSettings2", zone)) if not _ours(r)]
-        fw.call(fw.fw, ".zone", "setZoneSettings2", zone, {"rules_str": fw.strings(others + want_rules.get(zone, []))})
+        others = [r for r in fw.zone_rules(zone, False) if not _ours(r)]
+        fw.set_zone_rules(zone, others + want_rules.get(zone, []), False)
         done.append(f"runtime: rich rules of zone {zone}")
     mark("runtime")
     return {"done": done, "commits": None}
+
+
+def drop_orphan_ipsets(fw):
+    """firewalld 0.6.3 (iptables backend: kernel ipsets) never destroys a kernel set whose configuration
+    was deleted, not even on reload: destroy netfwd's sets it no longer knows."""
+    import shutil
+    import subprocess
+
+    if shutil.which("ipset") is None:
+        return []
+    listed = subprocess.run(["ipset", "list", "-n"], capture_output=True, text=True, check=False)
+    if listed.returncode != 0:
+        raise SystemExit(f"ipset list -n failed: {listed.stderr.strip()}")
+    known = {str(name) for name in fw.call(fw.fw, ".ipset", "getIPSets")}
+    done = []
+    for name in listed.stdout.split():
+        if name.startswith(PREFIX) and name not in known:
+            gone = subprocess.run(["ipset", "destroy", name], capture_output=True, text=True, check=False)
+            if gone.returncode != 0:
+                raise SystemExit(f"cannot destroy the kernel ipset {name} firewalld left behind: {gone.stderr.strip()}")
+            done.append(f"destroyed the kernel ipset {name} firewalld left behind")
+    return done
 
 
 def main():

@@ -11,6 +11,7 @@ netfwd is killed meanwhile, and it holds netfwd's lock until it does.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -56,6 +57,19 @@ def tool(flavour: str, kind: str) -> str:
                              "or choose another --backend")
 
 
+@functools.lru_cache(maxsize=None)
+def restore_wait(restore: str) -> tuple[str, ...]:
+    """How this iptables-restore waits for the xtables lock, probed once: `-w 5`, `-w`, or not at all.
+
+    CentOS 7's iptables-restore 1.4.21 has no `-w`; it prints "invalid option" and goes on with exit
+    status 0 (and would read `5` as its input file), so an answer counts only when it is silent."""
+    for flag in (("-w", WAIT), ("-w",)):
+        done = run([restore, "--test", "--noflush", *flag], input="", check=False)
+        if done.returncode == 0 and not (done.stdout + done.stderr).strip():
+            return flag
+    return ()
+
+
 def _xstate():
     """The rule model loads the spec model (netaddr): only when rules are read or written, not on
     the no-change path, which needs nothing but the nf_tables generation."""
@@ -71,6 +85,10 @@ class IptablesBackend:
         self.name = "iptables" if flavour == "nft" else "iptables-legacy"
         self._save = tool(flavour, "save")
         self._restore = tool(flavour, "restore")
+
+    @property
+    def _wait(self) -> tuple[str, ...]:
+        return restore_wait(self._restore)
 
     def check(self, spec: Spec) -> None:
         from netfwd.dialects.iptables_restore import DIALECT
@@ -101,7 +119,7 @@ class IptablesBackend:
         xstate = _xstate()
         parts = xstate.transaction(live.extra.get("owned") or xstate.parse(live.text)[0], xstate.parse(target)[0])
         if parts:
-            run([self._restore, "--test", "--noflush", "-w", WAIT], input=_xstate().payload(parts),
+            run([self._restore, "--test", "--noflush", *self._wait], input=_xstate().payload(parts),
                 what=f"{self._restore} --test")
 
     def write(self, target: str, live: Live) -> int:
@@ -115,13 +133,13 @@ class IptablesBackend:
             self._restore_tested_meanwhile(parts, lock)
             return len(parts)
         if len(parts) > 1:  # all or nothing: the tables committed after the first must be valid
-            run([self._restore, "--test", "--noflush", "-w", WAIT], input=_xstate().payload(parts[1:]),
+            run([self._restore, "--test", "--noflush", *self._wait], input=_xstate().payload(parts[1:]),
                 what=f"{self._restore} --test")
         fd, path = tempfile.mkstemp(prefix="restore.", dir=self.context.workdir)
         try:
             with os.fdopen(fd, "w") as out:
                 out.write(_xstate().payload(parts))
-            run([self._restore, "--noflush", "-w", WAIT], stdin_file=path, pass_fds=lock, what=self._restore)
+            run([self._restore, "--noflush", *self._wait], stdin_file=path, pass_fds=lock, what=self._restore)
         finally:
             os.unlink(path)
         return len(parts)
