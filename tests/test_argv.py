@@ -38,7 +38,7 @@ STUB = REPO / "tests" / "hostile" / "stubtool.sh"
 STUBBED = ["iptables", "iptables-save", "iptables-restore", "nft", "firewall-cmd", "sysctl", "ip", "conntrack",
            "systemctl", "id"]
 REAL = ["bash", "cat", "mv", "rm", "mkdir", "chmod", "dirname", "mktemp", "grep", "awk", "sort", "tr", "sed",
-        "head", "tail", "cut", "env"]
+        "head", "tail", "cut", "env", "uname"]
 UNSHARE = shutil.which("unshare") or "unshare"
 LINUX_DIALECTS = ["iptables", "iptables-restore", "nft", "firewalld"]
 SPECS = {  # what each dialect can express (the others refuse: tested in their own modules)
@@ -176,7 +176,8 @@ def check_nft(spec, run: Run) -> None:
     assert parse_ruleset(ruleset) == get_dialect("nft").expected(spec)
     assert (run.root / "etc" / "nftables.d" / "netfwd.nft").read_text() == ruleset
     others = [argv for argv in run.argv("nft") if argv[0] != "-f"]
-    assert all(argv[0] == "list" for argv in others), others  # the rest only reads
+    assert others[0] == ["-v"]  # its version, probed before anything else
+    assert all(argv[0] == "list" for argv in others[1:]), others  # the rest only reads
 
 
 def check_firewalld(spec, run: Run) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from netfwd.backends import Context
 from netfwd.backends.base import Live, run
 from netfwd.dialects import nft as dialect
 from netfwd.engine.files import remove_file, write_atomic
+from netfwd.errors import EnvironmentProblem
 from netfwd.model import Essence, Spec
 
 RESET = f"table {dialect.TABLE} {{}}\ndelete table {dialect.TABLE}\n"
@@ -70,6 +72,12 @@ class NftBackend:
 
     def __init__(self, context: Context) -> None:
         self.context = context
+        if shutil.which("nft") is None:
+            raise EnvironmentProblem(f"nft not found: install nftables >= {'.'.join(map(str, dialect.NFT_MIN))}, "
+                                     "or choose another --backend")
+        problem = dialect.requirements_problem(run(["nft", "-v"], check=False).stdout, os.uname().release)
+        if problem:
+            raise EnvironmentProblem(problem.replace("use the iptables dialect", "use --backend iptables-legacy"))
 
     def check(self, spec: Spec) -> None:
         dialect.DIALECT.check(spec)

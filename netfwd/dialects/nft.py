@@ -136,11 +136,39 @@ def _keep_lines(spec: Spec, parts: list[_Parts]) -> list[str]:
     return [f"{p.listen or '*'} {f.protocol} {f.listen.port} {p.target}" for f, p in zip(spec.forwards, parts)]
 
 
+# inet-family NAT: in the kernel since Linux 5.2, in nft since nftables 0.9.1 (docs/compat.md)
+NFT_MIN, KERNEL_MIN = (0, 9, 1), (5, 2)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text.split("-")[0])[:3])
+
+
+def requirements_problem(nft_version: str, kernel_release: str) -> str | None:
+    """Why this nft (`nft -v` output) or kernel (`uname -r`) cannot run netfwd's table, or None."""
+    found = re.search(r"v?(\d+\.\d+(?:\.\d+)?)", nft_version)
+    if found is None or _version(found[1]) < NFT_MIN:
+        return (f"nft {found[1] if found else 'of unknown version'} is too old: the nft dialect needs nftables >= "
+                f"{'.'.join(map(str, NFT_MIN))}; use the iptables dialect")
+    if _version(kernel_release) < KERNEL_MIN:
+        return (f"kernel {kernel_release} is too old: inet-family NAT needs Linux >= "
+                f"{'.'.join(map(str, KERNEL_MIN))}; use the iptables dialect")
+    return None
+
+
 PREAMBLE = [
     "say() { printf 'netfwd: %s\\n' \"$*\" >&2; }",
     'die() { local status=$1; shift; say "$*"; exit "$status"; }',
     '[ "$(id -u)" -eq 0 ] || die 3 "must run as root (it changes the firewall and sysctls)"',
-    "command -v nft >/dev/null 2>&1 || die 3 'nft not found: install nftables'",
+    f"command -v nft >/dev/null 2>&1 || die 3 'nft not found: install nftables >= {'.'.join(map(str, NFT_MIN))}'",
+    "# What the table needs, checked before any change (docs/compat.md): inet-family NAT in nft and the kernel.",
+    'version_at_least() { [ "$(printf \'%s\\n%s\\n\' "$2" "$1" | sort -V | head -n 1)" = "$2" ]; }',
+    'NFT_VERSION=$(nft -v | awk \'{ sub(/^v/, "", $2); print $2 }\')',
+    f'version_at_least "$NFT_VERSION" {".".join(map(str, NFT_MIN))} || die 3 "nft $NFT_VERSION is too old: '
+    f'the nft dialect needs nftables >= {".".join(map(str, NFT_MIN))}; use the iptables dialect"',
+    'KERNEL=$(uname -r)',
+    f'version_at_least "${{KERNEL%%-*}}" {".".join(map(str, KERNEL_MIN))} || die 3 "kernel $KERNEL is too old: '
+    f'inet-family NAT needs Linux >= {".".join(map(str, KERNEL_MIN))}; use the iptables dialect"',
 ]
 HELPERS = [
     "# old_dnat: '<listen> <proto> <port> <target>' for every DNAT rule in the live table (if any)",

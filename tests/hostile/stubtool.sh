@@ -47,6 +47,7 @@ printf '%s}\n' "$line" >>"$NETFWD_ARGV_LOG"
 status=0
 case "$name $*" in
   "id -u") echo 0 ;;
+  "nft -v") echo "nftables v1.0.6 (Lester Gooch #5)" ;;
   "iptables "*" -C "* | "iptables "*" -n -L "*) status=1 ;;  # no jump, no chain yet
   "nft list chain inet netfwd prerouting") [ -n "${STUB_NFT_PREROUTING:-}" ] && echo "$STUB_NFT_PREROUTING" || status=1 ;;
   "nft list chain "*) status=1 ;;  # no netfwd table yet

@@ -9,7 +9,13 @@ ROOT="${NETFWD_ROOT:-}"
 say() { printf 'netfwd: %s\n' "$*" >&2; }
 die() { local status=$1; shift; say "$*"; exit "$status"; }
 [ "$(id -u)" -eq 0 ] || die 3 "must run as root (it changes the firewall and sysctls)"
-command -v nft >/dev/null 2>&1 || die 3 'nft not found: install nftables'
+command -v nft >/dev/null 2>&1 || die 3 'nft not found: install nftables >= 0.9.1'
+# What the table needs, checked before any change (docs/compat.md): inet-family NAT in nft and the kernel.
+version_at_least() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n 1)" = "$2" ]; }
+NFT_VERSION=$(nft -v | awk '{ sub(/^v/, "", $2); print $2 }')
+version_at_least "$NFT_VERSION" 0.9.1 || die 3 "nft $NFT_VERSION is too old: the nft dialect needs nftables >= 0.9.1; use the iptables dialect"
+KERNEL=$(uname -r)
+version_at_least "${KERNEL%%-*}" 5.2 || die 3 "kernel $KERNEL is too old: inet-family NAT needs Linux >= 5.2; use the iptables dialect"
 if command -v firewall-cmd >/dev/null 2>&1 && firewall-cmd --state >/dev/null 2>&1; then
   echo 'netfwd: firewalld is running; its reload would drop these rules. Use: netfwd render SPEC --dialect firewalld' >&2
   exit 3
