@@ -175,7 +175,7 @@ class Forward:
     @property
     def family(self) -> int:
         """The IP version of the target (and, on Linux, of everything else in the forward)."""
-        return self.to.address.version
+        return 4 if self.to.address._module is _ipv4 else 6  # netaddr's `version`, without its property call
 
     @property
     def sources(self) -> tuple[IPNetwork, ...] | None:

@@ -53,6 +53,10 @@ class BaseDialect:
             raise UnsupportedByDialect("relay.os", f"is {spec.relay.os}, but the {self.name} dialect "
                                                    f"configures {self.relay_os} relays")
         for index, forward in enumerate(spec.forwards):
+            if forward.family in self.families and forward.protocol in self.protocols \
+                    and (self.supports_local or not forward.local) \
+                    and (self.supports_no_masquerade or forward.masquerade):
+                continue  # the common case, without building the field path
             where = f"forwards[{index}]"
             if forward.family not in self.families:
                 raise UnsupportedByDialect(f"{where}.to.address", f"IPv{forward.family} is not supported by "
