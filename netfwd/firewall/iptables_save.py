@@ -61,6 +61,7 @@ class _Reader:
         self.text, self.file = text, file
         self.ruleset = Ruleset()
         self.sets: dict[str, IPSet | None] = {}
+        self.address_sets: dict[str, IPSet] = {}
 
     def error(self, line: int, field: str, message: str) -> InputError:
         return InputError(message, file=self.file, line=line, field=field)
@@ -204,6 +205,12 @@ class _RuleParser:
         return self.reader.error(self.number, field, message)
 
     def addresses(self, option: str, value: str) -> IPSet:
+        known = self.reader.address_sets.get(value)
+        if known is None:  # rules repeat the same few -s/-d values: parse each text once per dump
+            known = self.reader.address_sets[value] = self._addresses(option, value)
+        return known  # shared between rules: the model never changes an IPSet in place
+
+    def _addresses(self, option: str, value: str) -> IPSet:
         nets = []
         for token in value.split(","):
             try:
