@@ -293,3 +293,21 @@ def test_bundled_and_fixture_specs_apply_to_a_real_firewalld(lab_fw, tmp_path):
             assert unordered(FW.parse(live(lab, permanent=permanent))) == unordered(FW.expected(spec)), path.name
     run_script(lab, FW.render_remove(spec), tmp_path)
     assert netfwd_objects(lab) == []
+
+
+@pytest.mark.netns
+@pytest.mark.slow
+def test_changed_target_on_firewalld_063(make_lab, centos7_userland, tmp_path):
+    """firewalld 0.6.3 fails to remove at runtime a forward-port rule it loaded itself: the script
+    says so and reloads (the permanent configuration is already right), and the change is complete."""
+    lab = make_lab(userland="centos7", firewalld=True)
+    a, old, new = lab.addrs, B, B + 1
+    lab.start_server("onprem", new, kind="whoami")
+    run_script(lab, FW.render(lab_spec(lab, port=old)), tmp_path)
+    spec = lab_spec(lab, port=new)
+    done = run_script(lab, FW.render(spec), tmp_path)
+    assert "cannot remove loaded forward-port rules at runtime: reloading instead" in done.stderr
+    for permanent in (False, True):
+        text = live(lab, permanent=permanent)
+        assert unordered(FW.parse(text)) == unordered(FW.expected(spec)) and f'to-port="{old}"' not in text
+    assert lab.whoami("client", a.relay_outside, A, source=a.client_allowed) == a.relay_inside

@@ -76,7 +76,18 @@ sync_rules() {
   for item in ${stale[@]+"${stale[@]}"} ${add[@]+"${add[@]}"}; do zones[${item%%"$TAB"*}]=1; done
   for zone in ${zones[@]+"${!zones[@]}"}; do  # stale rules go before new ones are added
     mapfile -t args < <(zone_args remove "$zone" ${stale[@]+"${stale[@]}"})
-    if [ ${#args[@]} -gt 0 ]; then fw ${opt:+"$opt"} --zone="$zone" "${args[@]}"; CHANGES=$((CHANGES + ${#args[@]})); fi
+    [ ${#args[@]} -gt 0 ] || continue
+    if [ -z "$opt" ] && ! fw --zone="$zone" "${args[@]}"; then
+      # firewalld 0.6 cannot remove at runtime a forward-port rule it loaded itself (it never kept
+      # the rule's mark): the permanent configuration is already right, so a reload finishes the job
+      say "this firewalld cannot remove loaded forward-port rules at runtime: reloading instead (runtime-only changes not made by netfwd are lost)"
+      fw --reload
+      drop_orphan_ipsets
+      CHANGES=$((CHANGES + 1))
+      return
+    fi
+    [ -z "$opt" ] || fw "$opt" --zone="$zone" "${args[@]}"
+    CHANGES=$((CHANGES + ${#args[@]}))
   done
   for zone in ${zones[@]+"${!zones[@]}"}; do
     mapfile -t args < <(zone_args add "$zone" ${add[@]+"${add[@]}"})
