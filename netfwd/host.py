@@ -17,9 +17,13 @@ import re
 import subprocess
 import threading
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from netfwd.errors import EnvironmentProblem, InputError
+
+if TYPE_CHECKING:  # netaddr is imported where an address is built: keep it off start-up paths
+    from netaddr import IPAddress
 
 NETNS_RUN = Path("/run/netns")
 CLONE_NEWNET = 0x40000000
@@ -167,3 +171,80 @@ def local_facts(netns: str | None) -> tuple[list[str], str | None]:
     except Exception as problem:
         raise EnvironmentProblem(f"cannot read network namespace {netns or '(current)'}: {problem}") from None
     return addresses, interface
+
+
+# -- sockets of the namespace this process acts in ---------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Socket:
+    protocol: str  # tcp | udp
+    address: IPAddress
+    port: int
+    inode: int
+    v6only_unknown: bool = False
+
+    @property
+    def wildcard(self) -> bool:
+        return self.address.value == 0
+
+
+def listening_sockets(read: Callable[[str], str | None] | None = None) -> list[Socket]:
+    """Listening TCP and bound UDP sockets from /proc/net/{tcp,udp}{,6}, which follow the network
+    namespace of the reading thread. `read` (path -> text or None) reads them some other way."""
+    found = []
+    for protocol in ("tcp", "udp"):
+        for suffix in ("", "6"):
+            path = f"/proc/net/{protocol}{suffix}"
+            if read is not None:
+                text = read(path)
+            else:
+                try:
+                    text = Path(path).read_text()
+                except OSError:
+                    text = None
+            if text:
+                found += parse_proc_net(text, protocol)
+    return found
+
+
+def socket_owner(inode: int) -> str | None:
+    """'name (PID n)' of the process holding socket `inode`, or None (scans /proc/*/fd)."""
+    target = f"socket:[{inode}]"
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            for fd in (proc / "fd").iterdir():
+                if os.readlink(fd) == target:
+                    name = (proc / "comm").read_text().strip()
+                    return f"{name} (PID {proc.name})"
+        except OSError:
+            continue
+    return None
+
+
+def parse_proc_net(text: str, protocol: str) -> list[Socket]:
+    """Listening (TCP state 0A) or bound (UDP state 07) sockets from /proc/net/{tcp,udp}{,6} text."""
+    found = []
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 10:
+            continue
+        state = fields[3]
+        if (protocol == "tcp" and state != "0A") or (protocol == "udp" and state != "07"):
+            continue
+        hex_address, _, hex_port = fields[1].partition(":")
+        try:
+            found.append(Socket(protocol, _proc_address(hex_address), int(hex_port, 16), int(fields[9])))
+        except ValueError:
+            continue
+    return found
+
+
+def _proc_address(hex_address: str) -> IPAddress:
+    """/proc/net addresses are 32-bit words in host (little-endian) order."""
+    from netaddr import IPAddress
+
+    raw = bytes.fromhex(hex_address)
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    return IPAddress(int.from_bytes(words, "big"), 4 if len(raw) == 4 else 6)

@@ -18,7 +18,8 @@ from netaddr import IPAddress, IPNetwork
 from netfwd.doctor import all_checks, framework, relay
 from netfwd.doctor.context import DoctorContext
 from netfwd.doctor.framework import Outcome, Skip, error, parse_ignore, run_checks, warning
-from netfwd.doctor.linux import LinuxRelay, Route, parse_proc_net
+from netfwd.doctor.linux import LinuxRelay, Route
+from netfwd.host import parse_proc_net
 from netfwd.doctor.output import to_dict, to_junit
 from netfwd.doctor.sysctlconf import persisted
 from netfwd.errors import InputError

@@ -21,6 +21,7 @@ from typing import Any
 from netaddr import IPAddress, IPNetwork
 
 from netfwd import host
+from netfwd.host import Socket
 from netfwd.errors import EnvironmentProblem, InputError
 
 TIMEOUT = 15.0
@@ -48,19 +49,6 @@ class Route:
         via = f" via {self.gateway}" if self.gateway else ""
         src = f" src {self.source}" if self.source else ""
         return f"{self.destination}{via} dev {self.interface}{src}"
-
-
-@dataclass(frozen=True, slots=True)
-class Socket:
-    protocol: str  # tcp | udp
-    address: IPAddress
-    port: int
-    inode: int
-    v6only_unknown: bool = False
-
-    @property
-    def wildcard(self) -> bool:
-        return self.address.value == 0
 
 
 class LinuxRelay:
@@ -253,28 +241,11 @@ class LinuxRelay:
     @cached_property
     def sockets(self) -> list[Socket]:
         """Listening TCP sockets and bound UDP sockets, from /proc/net/{tcp,udp}{,6} of the namespace."""
-        found = []
-        for protocol in ("tcp", "udp"):
-            for suffix in ("", "6"):
-                text = self.proc.get(f"/proc/net/{protocol}{suffix}")
-                if text:
-                    found += parse_proc_net(text, protocol)
-        return found
+        return host.listening_sockets(self.proc.get)
 
     def socket_owner(self, inode: int) -> str | None:
-        """'name (PID n)' of the process holding socket `inode`, or None (scans /proc/*/fd)."""
-        target = f"socket:[{inode}]"
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                for fd in (proc / "fd").iterdir():
-                    if os.readlink(fd) == target:
-                        name = (proc / "comm").read_text().strip()
-                        return f"{name} (PID {proc.name})"
-            except OSError:
-                continue
-        return None
+        """'name (PID n)' of the process holding socket `inode`, or None."""
+        return host.socket_owner(inode)
 
     # -- firewall dumps -------------------------------------------------------------------------
     @cached_property
@@ -385,28 +356,3 @@ def _read_or_none(path: str) -> str | None:
         return Path(path).read_text()
     except OSError:
         return None
-
-
-def parse_proc_net(text: str, protocol: str) -> list[Socket]:
-    """Listening (TCP state 0A) or bound (UDP state 07) sockets from /proc/net/{tcp,udp}{,6} text."""
-    found = []
-    for line in text.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) < 10:
-            continue
-        state = fields[3]
-        if (protocol == "tcp" and state != "0A") or (protocol == "udp" and state != "07"):
-            continue
-        hex_address, _, hex_port = fields[1].partition(":")
-        try:
-            found.append(Socket(protocol, _proc_address(hex_address), int(hex_port, 16), int(fields[9])))
-        except ValueError:
-            continue
-    return found
-
-
-def _proc_address(hex_address: str) -> IPAddress:
-    """/proc/net addresses are 32-bit words in host (little-endian) order."""
-    raw = bytes.fromhex(hex_address)
-    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
-    return IPAddress(int.from_bytes(words, "big"), 4 if len(raw) == 4 else 6)

@@ -13,7 +13,7 @@ from netaddr import IPAddress, IPNetwork
 from netfwd.dialects.shell import SYSCTL_FILE
 from netfwd.doctor import firewall as fwa
 from netfwd.doctor.context import DoctorContext
-from netfwd.engine.listeners import serves
+from netfwd.listeners import serves
 from netfwd.doctor.framework import Finding, Outcome, Skip, error, found, passed, warning
 from netfwd.model import Forward
 

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from netfwd import __version__
+from netfwd import __version__, host, listeners
 from netfwd.backends import Context, get_backend
 from netfwd.backends.base import Change, Plan, diff
-from netfwd.engine import listeners, sysctl, timer, trust
+from netfwd.engine import sysctl, timer, trust
 from netfwd.engine.files import StateLock, publish, sweep_temp_files, write_json
 from netfwd.engine.state import DIR_MODE, FILE_MODE, SnapshotTampered, State, digest, new_id
 from netfwd.errors import EnvironmentProblem, InputError, NetfwdError
@@ -575,11 +575,9 @@ def _refuse_served_ports(spec_path: str, catalog: str | None, meta: dict) -> Non
     clashes = listeners.clashes([tuple(row) for row in rows], listeners.sockets())
     if not clashes:
         return
-    from netfwd.doctor.linux import LinuxRelay
-
     index, sock = clashes[0]
     raise _load(spec_path, catalog).doc.error(f"forwards[{index}].listen.port",
-                                              listeners.message(sock, LinuxRelay().socket_owner(sock.inode)))
+                                              listeners.message(sock, host.socket_owner(sock.inode)))
 
 
 def _spec_key(spec_path: str, catalog: str | None, backend: str) -> str:

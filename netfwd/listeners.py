@@ -8,13 +8,13 @@ check uses the same rule (:func:`serves`).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from netaddr import IPAddress
 
+from netfwd.host import Socket, listening_sockets
+
 if TYPE_CHECKING:
-    from netfwd.doctor.linux import Socket
     from netfwd.model import Spec
 
 # one row per forward, in spec order (cached with the desired state, so no spec parse is needed)
@@ -26,22 +26,12 @@ def rows(spec: "Spec") -> list[Row]:
              f.local, f.listen.takeover) for f in spec.forwards]
 
 
-def sockets() -> list["Socket"]:
+def sockets() -> list[Socket]:
     """Listening TCP and bound UDP sockets of the current network namespace."""
-    from netfwd.doctor.linux import parse_proc_net
-
-    found = []
-    for protocol in ("tcp", "udp"):
-        for suffix in ("", "6"):
-            try:
-                text = Path(f"/proc/net/{protocol}{suffix}").read_text()
-            except OSError:
-                continue
-            found += parse_proc_net(text, protocol)
-    return found
+    return listening_sockets()
 
 
-def serves(sock: "Socket", address: IPAddress | None, family: int, local: bool) -> bool:
+def serves(sock: Socket, address: IPAddress | None, family: int, local: bool) -> bool:
     """Would a forward listening on `address` (None: every local address) take `sock`'s clients?"""
     if sock.address.is_loopback():
         return local  # only the relay's own connections (local: true) reach a loopback listener
@@ -50,7 +40,7 @@ def serves(sock: "Socket", address: IPAddress | None, family: int, local: bool) 
     return address is None or sock.address == address
 
 
-def clashes(table: list[Row], found: list["Socket"]) -> list[tuple[int, "Socket"]]:
+def clashes(table: list[Row], found: list[Socket]) -> list[tuple[int, Socket]]:
     """(forward index, socket) for each forward (without takeover) whose port a local service serves."""
     by_port: dict[tuple[int, str], list] = {}
     for sock in found:
@@ -66,7 +56,7 @@ def clashes(table: list[Row], found: list["Socket"]) -> list[tuple[int, "Socket"
     return out
 
 
-def message(sock: "Socket", owner: str | None) -> str:
+def message(sock: Socket, owner: str | None) -> str:
     shown = f"[{sock.address}]" if sock.address.version == 6 else str(sock.address)
     return (f"{sock.port}/{sock.protocol} is already served on this relay by {owner or 'a local process'} "
             f"({shown}:{sock.port}): the forward would take its clients; choose another port, or set "
