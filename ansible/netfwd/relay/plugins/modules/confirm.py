@@ -15,7 +15,7 @@ description:
     left pending, as C(netfwd confirm) - the rollback timer is stopped and the ruleset persisted.
   - C(changed) when a change was pending; nothing pending is not an error (C(changed=false)).
 author:
-  - netfwd maintainers
+  - netfwd maintainers (@netfwd)
 requirements:
   - netfwd (Python 3.11 or newer) installed for the managed node's Python interpreter
   - root on the managed node
@@ -25,6 +25,7 @@ attributes:
     description: Reports whether a change is pending; keeps nothing.
   diff_mode:
     support: none
+    description: Nothing to show a diff of.
 options:
   state_dir:
     description:

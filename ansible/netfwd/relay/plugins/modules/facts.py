@@ -16,7 +16,7 @@ description:
     (as C(netfwd doctor -o json) - the relay's pre-flight checks).
   - Reads only.
 author:
-  - netfwd maintainers
+  - netfwd maintainers (@netfwd)
 requirements:
   - netfwd (Python 3.11 or newer) installed for the managed node's Python interpreter
   - root on the managed node
@@ -26,6 +26,7 @@ attributes:
     description: Reads only, in check mode too.
   diff_mode:
     support: none
+    description: Nothing to show a diff of.
   facts:
     support: full
     description: Sets C(ansible_facts.netfwd).

@@ -20,7 +20,7 @@ description:
   - Check mode is C(netfwd plan) (nothing is touched); diff mode shows the plan's + / - / ~ lines.
   - A second run with the same spec reports C(changed=false) (netfwd's no-change fast path).
 author:
-  - netfwd maintainers
+  - netfwd maintainers (@netfwd)
 requirements:
   - netfwd (Python 3.11 or newer) installed for the managed node's Python interpreter
   - root on the managed node (use C(become) when connecting as another user)

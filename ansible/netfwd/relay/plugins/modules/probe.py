@@ -17,7 +17,7 @@ description:
   - Fails the host when an endpoint is not reachable, unless O(fail_when_unreachable=false).
   - Reads only; nothing changes, so C(changed) is always false.
 author:
-  - netfwd maintainers
+  - netfwd maintainers (@netfwd)
 requirements:
   - netfwd (Python 3.11 or newer) installed for the managed node's Python interpreter
   - root only with O(netns)
@@ -27,6 +27,7 @@ attributes:
     description: The probe runs in check mode too (it only sends a few requests).
   diff_mode:
     support: none
+    description: Nothing to show a diff of.
 options:
   via:
     description:

@@ -17,7 +17,7 @@ description:
     so the module is idempotent - C(changed=false) when nothing is pending.
   - With O(what=last) the last change is undone whether or not it was confirmed (running it twice redoes it).
 author:
-  - netfwd maintainers
+  - netfwd maintainers (@netfwd)
 requirements:
   - netfwd (Python 3.11 or newer) installed for the managed node's Python interpreter
   - root on the managed node
