@@ -3,6 +3,7 @@ and `netfwd doctor` reports the relay's versions against docs/compat.md's suppor
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -60,3 +61,27 @@ def test_nft_backend_refuses_on_centos7(make_lab, centos7_userland, tmp_path):
     assert done.returncode == 3, done.stderr
     assert "nft not found: install nftables >= 0.9.1" in done.stderr
     assert not (tmp_path / "root" / SYSCTL_FILE).exists()
+
+
+def test_matrix_of_a_centos7_relay():
+    from netfwd.compat import Versions, evaluate
+
+    support = evaluate(Versions("1.4.21", "legacy", None, "0.6.3", "3.10.0-1160.el7.x86_64"))
+    assert support.usable == ("iptables", "iptables-restore", "iptables-legacy", "libiptc", "firewalld")
+    assert dict(support.refused)["nft"].startswith("nft is not installed (needs nftables >= 0.9.1)")
+    assert support.untested == ()
+    old = evaluate(Versions("1.4.3", "legacy", "0.8.3", "0.4.4", "2.6.32"))
+    assert old.usable == ("firewalld",) and "has no -C" in dict(old.refused)["iptables, iptables-restore"]
+    assert old.untested == ("firewalld 0.4.4",)
+
+
+@pytest.mark.netns
+def test_doctor_reports_the_centos7_relay_against_the_matrix(make_lab, centos7_userland):
+    lab = make_lab(userland="centos7", firewalld=True)
+    done = lab.relay_exec_fw(["env", "-C", str(REPO), sys.executable, "-m", "netfwd", "doctor",
+                              "--only", "compat", "--output", "json"], check=False)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)["checks"][0]
+    assert result["name"] == "compat" and result["status"] == "ok"
+    assert result["summary"].startswith("iptables 1.4.21 (legacy), no nft, firewalld 0.6.3, Linux ")
+    assert "can run iptables, iptables-restore, iptables-legacy, libiptc, firewalld" in result["summary"]

@@ -24,9 +24,9 @@ GROUPS = ("relay", "windows", "cluster", "audit")
 
 def all_checks() -> list[Check]:
     """Every check, in report order (names are unique across groups)."""
-    from netfwd.doctor import cluster, relay, windows
+    from netfwd.doctor import cluster, compat, relay, windows
 
-    return [*relay.CHECKS, *windows.CHECKS, *cluster.CHECKS, *cluster.AUDIT_CHECKS]
+    return [*compat.CHECKS, *relay.CHECKS, *windows.CHECKS, *cluster.CHECKS, *cluster.AUDIT_CHECKS]
 
 
 def select(*, windows: bool, cluster: bool, audit: bool, only: Sequence[str] = ()) -> list[Check]:

@@ -48,7 +48,7 @@ for flag in "-w 5" "-w"; do
   fi
 done
 rc=0; out=$("$IPTABLES" ${WAIT[@]+"${WAIT[@]}"} -t nat -C PREROUTING -p tcp --dport 1 -j RETURN 2>&1) || rc=$?
-[ "$rc" -le 1 ] || die 3 "$IPTABLES has no usable -C (check rule; needs iptables >= 1.4.11): $out"
+[ "$rc" -le 1 ] || die 3 "$IPTABLES has no usable -C (check rule; see docs/compat.md): $out"
 
 # What is there, read (not inferred from a failing command).
 declare -A NOW=()
