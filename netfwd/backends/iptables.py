@@ -101,7 +101,14 @@ class IptablesBackend:
         return Live(_xstate().canonical(owned), counters, {"owned": owned})
 
     def desired(self, spec: Spec, live: Live) -> str:
-        return _xstate().canonical(_xstate().desired(spec))
+        owned = _xstate().desired(spec)
+        text = _xstate().canonical(owned)
+        self._desired = (text, owned)  # write() of this very text need not parse it back
+        return text
+
+    def _owned(self, target: str):
+        known = getattr(self, "_desired", None)
+        return known[1] if known is not None and known[0] is target else _xstate().parse(target)[0]
 
     def forwards(self, text: str) -> list[Essence]:
         from netfwd import xtables
@@ -117,7 +124,7 @@ class IptablesBackend:
     def validate(self, target: str, live: Live) -> None:
         """`iptables-restore --test` of the whole transaction (what `plan` checks)."""
         xstate = _xstate()
-        parts = xstate.transaction(live.extra.get("owned") or xstate.parse(live.text)[0], xstate.parse(target)[0])
+        parts = xstate.transaction(live.extra.get("owned") or xstate.parse(live.text)[0], self._owned(target))
         if parts:
             run([self._restore, "--test", "--noflush", *self._wait], input=_xstate().payload(parts),
                 what=f"{self._restore} --test")
@@ -125,7 +132,7 @@ class IptablesBackend:
     def write(self, target: str, live: Live) -> int:
         """Returns the number of commits (one per table) for the engine's fingerprint check."""
         owned = live.extra.get("owned") or _xstate().parse(live.text)[0]
-        parts = _xstate().transaction(owned, _xstate().parse(target)[0])
+        parts = _xstate().transaction(owned, self._owned(target))
         if not parts:
             return 0
         lock = () if self.context.lock_fd is None else (self.context.lock_fd,)
