@@ -179,6 +179,13 @@ class Lab:
         state.complete = True
         state.save()
 
+    def record_namespace(self, name: str) -> None:
+        """Write a namespace a lab kind is about to create into the record first, so `down` removes
+        it even after a crash (the recipe for a new node: docs/architecture.md)."""
+        if name not in self._state.namespaces:
+            self._state.namespaces.append(name)
+            self._state.save()
+
     def down(self) -> None:
         """Stop every process and remove every namespace and file this lab recorded; repeatable."""
         destroy(self.name, self._children)

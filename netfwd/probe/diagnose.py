@@ -6,7 +6,7 @@ rename. Each rule reads only the stages, so the rules are testable without a net
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from netfwd.probe.model import Endpoint, Finding, Options, ProbeResult, Severity, parse_version
 
@@ -82,10 +82,8 @@ def diagnose(result: ProbeResult, options: Options) -> list[Finding]:
     resolve = result.stage("resolve")
     if resolve is not None and resolve.status == "fail":
         return [make("resolve-failed", f"cannot resolve {ep.host}: {resolve.reason}", ep)]
-    found += _tcp(result, ep)
-    found += _tls(result, ep)
-    found += _http(result, ep)
-    found += _relay(result, ep)
+    for rule in RULES:
+        found += rule(result, ep)
     return found
 
 
@@ -230,3 +228,8 @@ def _relay(result: ProbeResult, ep: Endpoint) -> list[Finding]:
                                               "tried recently, or the FORWARD chain drops them (a dropped SYN "
                                               "leaves no conntrack entry)", ep))
     return out
+
+
+# The rules, in the order their findings are listed (most fundamental first). Each reads only the
+# stages of one result; a new finding is a code in CODES plus a rule here (docs/architecture.md).
+RULES: list[Callable[[ProbeResult, Endpoint], list[Finding]]] = [_tcp, _tls, _http, _relay]
