@@ -4,7 +4,8 @@ Measures, on a lab relay with the spec applied (iptables-restore dialect; sysctl
 the CLI end to end (Python start-up, imports, every relay check), the checks alone in-process with
 the slowest ones named, how the firewall checks scale with the number of forwards, the Windows
 report checks, and `netfwd audit patch` on a stock kubeadm manifest. Needs root for the lab parts.
-Exits 1 if the 2 s budget is exceeded (by the median). Usage: scripts/bench doctor [RUNS]
+Exits 1 if the 2 s budget is exceeded (by the median), or the whole CLI on 1,000 forwards takes
+more than 5x the same on 10. Usage: scripts/bench doctor [RUNS]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ sys.path.insert(0, str(REPO))
 
 BUDGET = 2.0
 SCALE = (10, 100, 1000)
+SCALE_TARGET = 5.0  # doctor on 1,000 forwards, whole CLI, within 5x of the same on 10 (linear)
 
 
 def spec_text(lab, count: int) -> str:
@@ -81,13 +83,25 @@ def lab_part(runs: int) -> bool:
         line("  checks only (in-process)", inproc)
         for name, samples in sorted(per_check.items(), key=lambda item: -statistics.median(item[1]))[:5]:
             line(f"    {name}", samples)
+        whole: dict[int, float] = {}
         for count in SCALE:
             text = spec_text(lab, count)
             lab.run("relay", ["sh", "-c", "nft flush ruleset"])
             apply(lab, text, root)
+            (root / "spec.yaml").write_text(text)
             spec = parse_spec(text, "bench.yaml")
             samples = [doctor(spec, netns=lab.ns("relay"), root=str(root)).seconds for _ in range(max(1, runs // 5))]
             line(f"  checks, {count} forwards ({3 * count + 1} owned rules)", samples)
+            cli_samples = []
+            for _ in range(max(3, runs // 3)):
+                started = time.perf_counter()
+                subprocess.run(argv, capture_output=True, check=False)
+                cli_samples.append(time.perf_counter() - started)
+            whole[count] = statistics.median(cli_samples)
+            line(f"  whole CLI, {count} forwards", cli_samples)
+        ratio = whole[SCALE[-1]] / whole[SCALE[0]]
+        print(f"whole CLI: {SCALE[-1]} forwards take {ratio:.1f}x the time of {SCALE[0]} (target <= {SCALE_TARGET}x)")
+        ok &= ratio <= SCALE_TARGET
     return ok
 
 
