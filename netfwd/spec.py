@@ -221,9 +221,32 @@ class LoadedSpec:
             raise self.doc.error(problem.field, problem.message) from None
 
 
+def catalog_warnings(loaded: LoadedSpec, catalog: Catalog | None = None) -> list[str]:
+    """One line per whitelisted region whose catalog entry is private address space (RFC 1918):
+    the rules would admit any host there, on-prem ones included. Warned, not refused: the vendor's
+    table says so (docs/spec.md, the region catalog)."""
+    private = {}
+    for anomaly in (catalog or load_catalog()).anomalies():
+        if anomaly.code == "private-range":
+            for region in anomaly.regions:
+                private.setdefault(region, []).append(str(anomaly.cidr))
+    users: dict[str, list[str]] = {}
+    for index, forward in enumerate(loaded.spec.forwards):
+        for at_index, region in enumerate(forward.allow.regions if forward.allow is not None else ()):
+            if region in private:
+                users.setdefault(region, []).append(f"forwards[{index}].allow.regions[{at_index}]")
+    out = []
+    for region, fields in users.items():
+        more = f" ({len(fields) - 1} more forward(s) use it)" if len(fields) > 1 else ""
+        message = (f"region {region}'s catalog entry {', '.join(private[region])} is private address space "
+                   f"(RFC 1918): the whitelist admits every host in it, on-prem ones included{more}")
+        out.append(str(loaded.doc.error(fields[0], message)))
+    return out
+
+
 def open_spec(path: str | Path, catalog: Catalog | None = None) -> LoadedSpec:
     doc = load_file(path)
     return LoadedSpec(build_spec(doc, catalog), doc)
 
 
-__all__ = ["InputError", "LoadedSpec", "build_spec", "load_spec", "open_spec", "parse_spec"]
+__all__ = ["InputError", "LoadedSpec", "build_spec", "catalog_warnings", "load_spec", "open_spec", "parse_spec"]

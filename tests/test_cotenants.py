@@ -274,3 +274,30 @@ def test_a_port_sshd_serves_is_refused(make_lab, tmp_path, backend):
         assert relay.netfwd("plan", str(spec)).returncode == 4  # taken over on purpose: planned
     finally:
         relay.stop()
+
+
+@pytest.mark.parametrize("engine", ["apply:nft", "script:nft"])
+def test_ipv6_forwarding_keeps_accepting_router_advertisements(make_lab, tmp_path, engine):
+    """IPv6 forwarding on makes the kernel ignore RAs where accept_ra=1 (the RA-learned default route
+    then expires): those interfaces get accept_ra=2, now and persisted; 0 stays 0; remove forgets it."""
+    lab = make_lab()
+    relay = SharedRelay(lab, engine, tmp_path)
+    a = lab.addrs
+
+    def accept_ra(interface: str) -> str:
+        return lab.run("relay", ["cat", f"/proc/sys/net/ipv6/conf/{interface}/accept_ra"]).stdout.strip()
+
+    lab.run("relay", ["sysctl", "-qw", f"net.ipv6.conf.{a.relay_outside_if}.accept_ra=1",
+                      f"net.ipv6.conf.{a.relay_inside_if}.accept_ra=0"])
+    spec = tmp_path / "v6.yaml"
+    spec.write_text("version: 1\ncluster: lab-v6\nforwards:\n"
+                    "  - {name: api6, listen: {port: 16443}, to: {address: 'fd00:0:0:2::2', port: 6443}}\n")
+    relay.apply(spec)
+    assert accept_ra(a.relay_outside_if) == "2" and accept_ra(a.relay_inside_if) == "0"
+    assert lab.run("relay", ["sysctl", "-n", "net.ipv6.conf.all.forwarding"]).stdout.strip() == "1"
+    persisted = (relay.root / "etc/sysctl.d/90-netfwd.conf").read_text().splitlines()
+    wanted = f"net/ipv6/conf/{a.relay_outside_if}/accept_ra = 2"
+    assert wanted in persisted and persisted.index(wanted) < persisted.index("net.ipv6.conf.all.forwarding = 1")
+    assert not any(a.relay_inside_if in line for line in persisted)
+    relay.remove(spec)
+    assert not (relay.root / "etc/sysctl.d/90-netfwd.conf").exists()

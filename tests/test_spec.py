@@ -158,3 +158,35 @@ def test_management_ports_must_be_a_list_of_ports(relay, field):
     with pytest.raises(InputError) as refused:
         parse_spec(text)
     assert refused.value.field == field
+
+
+PRIVATE_REGION = """version: 1
+cluster: c
+forwards:
+  - name: a
+    listen: {port: 16443}
+    to: {address: 10.0.0.2, port: 6443}
+    allow:
+      regions: [cn-hangzhou, eu-central-1]
+  - name: b
+    listen: {port: 16444}
+    to: {address: 10.0.0.2, port: 6443}
+    allow: {regions: [eu-central-1]}
+"""
+
+
+@pytest.mark.parametrize("command", [["validate"], ["render", "--dialect", "nft"]])
+def test_private_space_catalog_entries_are_warned_not_refused(command, tmp_path, capsys):
+    spec = tmp_path / "private.yaml"
+    spec.write_text(PRIVATE_REGION)
+    with pytest.raises(SystemExit) as done:
+        main([command[0], str(spec), *command[1:]])
+    assert done.value.code in (0, None)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"netfwd: warning: {spec}:8: forwards[0].allow.regions[1]: region eu-central-1's catalog entry "
+                   "172.16.0.0/20 is private address space (RFC 1918): the whitelist admits every host in it, "
+                   "on-prem ones included (1 more forward(s) use it)"]
+    spec.write_text(PRIVATE_REGION.replace("eu-central-1", "cn-shanghai"))
+    with pytest.raises(SystemExit) as done:
+        main([command[0], str(spec), *command[1:]])
+    assert done.value.code in (0, None) and capsys.readouterr().err == ""

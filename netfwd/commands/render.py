@@ -25,9 +25,13 @@ def _catalog(path: str | None):
 
 
 def _open(spec_file: str, catalog_file: str | None):
-    from netfwd.spec import open_spec
+    from netfwd.spec import catalog_warnings, open_spec
 
-    return open_spec(spec_file, _catalog(catalog_file))
+    catalog = _catalog(catalog_file)
+    loaded = open_spec(spec_file, catalog)
+    for line in catalog_warnings(loaded, catalog):  # stderr, exit status unchanged
+        click.echo(f"netfwd: warning: {line}", err=True)
+    return loaded
 
 
 @click.command()

@@ -18,6 +18,21 @@ def prologue(header: list[str]) -> list[str]:
             'ROOT="${NETFWD_ROOT:-}"', ""]
 
 
+# IPv6 forwarding makes the kernel ignore router advertisements where accept_ra is 1, and a default
+# route learned from them expires: such interfaces get 2 first, now and persisted (docs/apply.md).
+# Same keys as netfwd.engine.sysctl.ra_keys; the '/' form because interface names may hold dots.
+KEEP_RA = [
+    "ra_lines=()",
+    "for conf in /proc/sys/net/ipv6/conf/*/; do",
+    '  name=${conf%/}; name=${name##*/}',
+    '  case $name in all|default|lo) continue ;; esac',
+    '  case $(cat "${conf}accept_ra" 2>/dev/null || true) in 1|2) ;; *) continue ;; esac',
+    '  sysctl -q -w "net/ipv6/conf/$name/accept_ra=2"',
+    '  ra_lines+=("net/ipv6/conf/$name/accept_ra = 2")',
+    "done",
+]
+
+
 def sysctl_keys(spec: Spec) -> list[str]:
     keys = ["net.ipv4.ip_forward"]
     if any(f.family == 6 for f in spec.forwards):
@@ -29,11 +44,15 @@ def enable_forwarding(spec: Spec) -> list[str]:
     """Turn forwarding on now and persist it in sysctl.d (atomically: write a temp file, then rename)."""
     keys = sysctl_keys(spec)
     lines = ["# Kernel forwarding: on now, and after a reboot (sysctl.d)."]
+    ra = ""
+    if "net.ipv6.conf.all.forwarding" in keys:
+        lines += KEEP_RA
+        ra = ' ${ra_lines[@]+"${ra_lines[@]}"}'  # bash < 4.4: an empty array is "unbound" under set -u
     lines += [f"sysctl -q -w {shlex.quote(key + '=1')}" for key in keys]
     body = " ".join(shlex.quote(f"{key} = 1") for key in keys)
     lines += [
         'mkdir -p "$ROOT/etc/sysctl.d"',
-        f"printf '%s\\n' {shlex.quote(f'# written by netfwd for cluster {spec.cluster}')} {body} "
+        f"printf '%s\\n' {shlex.quote(f'# written by netfwd for cluster {spec.cluster}')}{ra} {body} "
         f'> "$ROOT/{SYSCTL_FILE}.tmp"',
         f'mv -f "$ROOT/{SYSCTL_FILE}.tmp" "$ROOT/{SYSCTL_FILE}"',
         "",

@@ -315,8 +315,8 @@ class Engine:
                 persist: bool, target: str) -> list[str]:
         notes: list[str] = []
         if journal.get("sysctl_text"):
-            for key in sysctl.keys_of(journal["sysctl_text"]):
-                sysctl.set_key(key)
+            for key, value in sysctl.items_of(journal["sysctl_text"]):  # accept_ra before forwarding
+                sysctl.set_key(key, value)
             sysctl.write_file(self.root, journal["sysctl_text"])
         if journal.get("forget_sysctl") and sysctl.forget(self.root):
             notes.append(f"removed {self.root / sysctl.SYSCTL_FILE} (forwarding stays on until reboot)")
@@ -475,7 +475,7 @@ class Engine:
         text = applied.get("sysctl_text")
         if not text:
             return False
-        if any(sysctl.current(k) != "1" for k in sysctl.keys_of(text)):
+        if any(sysctl.current(k) != v for k, v in sysctl.items_of(text)):
             return False
         try:
             return trust.read_text(self.root / sysctl.SYSCTL_FILE) == text

@@ -30,7 +30,29 @@ def kernel_dir() -> Path | None:
 
 def _proc(key: str) -> Path:
     stand_in = kernel_dir()
-    return (stand_in / "sys" if stand_in else Path("/proc/sys")) / key.replace(".", "/")
+    # a key with a '/' is a path already (interface names may hold dots: net/ipv6/conf/eth0.100/accept_ra)
+    return (stand_in / "sys" if stand_in else Path("/proc/sys")) / (key if "/" in key else key.replace(".", "/"))
+
+
+def ra_keys() -> list[str]:
+    """accept_ra of every interface that takes router advertisements now (1, or 2 already).
+
+    With IPv6 forwarding on, the kernel ignores RAs where accept_ra is 1, and a default route learned
+    from them expires (docs/apply.md): such interfaces get 2 ("even when forwarding") before
+    forwarding is turned on, now and in the persisted file."""
+    base = _proc("net.ipv6.conf")
+    try:
+        names = sorted(entry.name for entry in base.iterdir())
+    except OSError:
+        return []
+    keys = []
+    for name in names:
+        if name in ("all", "default", "lo"):
+            continue
+        key = f"net/ipv6/conf/{name}/accept_ra"
+        if current(key) in ("1", "2"):
+            keys.append(key)
+    return keys
 
 
 def current(key: str) -> str | None:
@@ -43,22 +65,30 @@ def current(key: str) -> str | None:
 def file_text(spec: "Spec") -> str:
     from netfwd.dialects.shell import sysctl_keys
 
-    return "".join([f"# written by netfwd for cluster {spec.cluster}\n",
-                    *(f"{key} = 1\n" for key in sysctl_keys(spec))])
+    keys = sysctl_keys(spec)
+    ra = ra_keys() if "net.ipv6.conf.all.forwarding" in keys else []
+    return "".join([f"# written by netfwd for cluster {spec.cluster}\n", *(f"{key} = 2\n" for key in ra),
+                    *(f"{key} = 1\n" for key in keys)])
+
+
+def items_of(text: str) -> list[tuple[str, str]]:
+    """The (key, value) pairs a sysctl.d file text sets (`key = value` lines), in order."""
+    pairs = (line.split(" = ", 1) for line in text.splitlines() if " = " in line and line[0] != "#")
+    return [(key.strip(), value.strip()) for key, value in pairs]
 
 
 def keys_of(text: str) -> list[str]:
-    """The keys a sysctl.d file text sets (`key = value` lines)."""
-    return [line.split(" = ", 1)[0].strip() for line in text.splitlines() if " = " in line and line[0] != "#"]
+    """The keys a sysctl.d file text sets."""
+    return [key for key, _ in items_of(text)]
 
 
 def pending(text: str, root: Path) -> list[tuple[str, str, str]]:
     """[(what, now, wanted)] that differ from the sysctl.d `text`: live sysctls and the persisted file."""
     out = []
-    for key in keys_of(text):
+    for key, wanted in items_of(text):
         value = current(key)
-        if value != "1":
-            out.append((key, value or "missing", "1"))
+        if value != wanted:
+            out.append((key, value or "missing", wanted))
     path = root / SYSCTL_FILE
     try:
         have = trust.read_text(path)
