@@ -48,3 +48,40 @@ def test_a_changed_target_forgets_the_old_mapping_only(lab, tmp_path, backend):
 
     relay.netfwd("apply", str(tmp_path / "new.yaml"), "--yes")  # nothing changed: mappings stay
     assert tracked(lab, new)
+
+
+@pytest.mark.parametrize("dialect", ["iptables", "iptables-restore", "firewalld"])
+def test_every_dialects_script_forgets_the_old_mapping_too(make_lab, tmp_path, dialect):
+    """The rendered scripts do what apply does (the nft script's case is in tests/test_dialect_nft.py)."""
+    from netfwd.dialects import get_dialect
+    from netfwd.spec import load_spec
+
+    fw = dialect == "firewalld"
+    lab = make_lab(firewalld=fw)
+    a, root = lab.addrs, tmp_path / "root"
+    root.mkdir()
+    render = get_dialect(dialect)
+    argv = ["env", f"NETFWD_ROOT={root}", "bash", "-s"]
+
+    def run(text: str) -> None:
+        if fw:
+            lab.relay_exec_fw(argv, input=text, timeout=300)
+        else:
+            lab.run("relay", argv, input=text)
+
+    old, new = B, B + 1
+    for port in (old, new):
+        lab.start_server("onprem", port, kind="whoami", udp=True)
+    run(render.render(load_spec(udp_spec(lab, tmp_path / "old.yaml", old))))
+    assert lab.connect("client", a.relay_outside, A, source=a.client_allowed, udp=True).ok
+    assert tracked(lab, old)
+
+    new_spec = load_spec(udp_spec(lab, tmp_path / "new.yaml", new))
+    run(render.render(new_spec))
+    assert not tracked(lab, old), "the old target's mapping survived the change"
+    assert lab.connect("client", a.relay_outside, A, source=a.client_allowed, udp=True).ok
+    assert tracked(lab, new)
+    run(render.render(new_spec))  # nothing changed: mappings stay
+    assert tracked(lab, new)
+    run(render.render_remove(new_spec))
+    assert not tracked(lab, new)

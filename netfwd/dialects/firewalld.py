@@ -253,8 +253,26 @@ def _preflight() -> list[str]:
         ' or use the nft or iptables dialect"',
         "fi",
         *ENGINE,
+        *OLD_DNAT,
+        *shell.FORGET_MAPPING,
         "",
     ]
+
+
+# old_dnat: '<listen|*> <proto> <port> <target>' per netfwd forward-port rule in the runtime configuration
+OLD_DNAT = r"""
+old_dnat() {
+  { netfwd_rules 2>/dev/null || true; } | awk -F '\t' '
+    function attr(text, key) {
+      if (!match(text, key "=\"[^\"]*\"")) return ""
+      return substr(text, RSTART + length(key) + 2, RLENGTH - length(key) - 3)
+    }
+    / forward-port / {
+      a = attr($2, "destination address"); if (a == "") a = "*"
+      t = attr($2, "to-addr"); if (index(t, ":")) t = "[" t "]"
+      print a, attr($2, "protocol"), attr($2, " port"), t ":" attr($2, "to-port") }' | sort -u
+}
+""".strip("\n").splitlines()
 
 
 def _ingress(spec: Spec) -> list[str]:
@@ -302,7 +320,7 @@ class FirewalldDialect(BaseDialect):
         lines = shell.prologue(self.header(spec, "apply")) + _preflight() + _ingress(spec)
         lines += shell.enable_forwarding(spec)
         lines += _wanted(spec)
-        lines += ["converge",
+        lines += ["before=$(old_dnat)", "converge", *shell.forget_stale([shell.mapping_key(f) for f in spec.forwards]),
                   f'say "applied {len(spec.forwards)} forward(s) in zone $ZONE ($CHANGES change(s))"', ""]
         return "\n".join(lines)
 
@@ -310,7 +328,7 @@ class FirewalldDialect(BaseDialect):
         self.check(spec)
         lines = shell.prologue(self.header(spec, "remove")) + _preflight()
         lines += ["# Nothing wanted: every netfwd rich rule (in any zone) and netfwd ipset goes.",
-                  "converge", ""]
+                  "before=$(old_dnat)", "converge", *shell.forget_all()]
         lines += shell.forget_forwarding()
         lines += ['say "removed netfwd\'s rich rules and ipsets ($CHANGES change(s))"', ""]
         return "\n".join(lines)

@@ -41,6 +41,25 @@ HELPERS = [
 ]
 
 
+def old_dnat() -> list[str]:
+    """`old_dnat`: '<listen|*> <proto> <port> <target>' per DNAT rule in netfwd's PREROUTING chain now."""
+    return [
+        "old_dnat() {",
+        f'  {{ "$IPTABLES-save" -t nat 2>/dev/null || true; }} | awk \'$1 == "-A" && $2 == "{xtables.PRE}" {{',
+        '    a = "*"; p = ""; n = ""; t = ""',
+        "    for (i = 3; i < NF; i++) {",
+        r'      if ($i == "-d") { a = $(i+1); sub(/\/32$/, "", a) }',
+        '      if ($i == "-p") p = $(i+1)',
+        '      if ($i == "--dport") n = $(i+1)',
+        '      if ($i == "--to-destination") t = $(i+1)',
+        "    }",
+        "    if (t != \"\") print a, p, n, t }' | sort -u",
+        "}",
+        *shell.FORGET_MAPPING,
+        "",
+    ]
+
+
 def tool_check() -> list[str]:
     return [
         'IPTABLES="${NETFWD_IPTABLES:-iptables}"  # or iptables-legacy / iptables-nft',
@@ -53,7 +72,8 @@ def remove_body(spec: Spec) -> list[str]:
     """Remove every netfwd-owned jump and chain, nothing else (shared by both iptables dialects).
 
     Exit 0 with "removed" or "nothing to remove"; exit 1 naming what was removed when a step fails."""
-    return [*xtguard.probe(), *xtguard.remove_body(), *shell.forget_forwarding(), "persist",
+    return [*xtguard.probe(), "before=$(old_dnat)", *xtguard.remove_body(), *shell.forget_all(),
+            *shell.forget_forwarding(), "persist",
             'if [ ${#REMOVED[@]} -gt 0 ]; then say "removed (${#REMOVED[@]} step(s))"; '
             "else say 'nothing to remove: no netfwd chain or jump is present'; fi"]
 
@@ -66,14 +86,15 @@ class IptablesDialect(BaseDialect):
     def render(self, spec: Spec) -> str:
         self.check(spec)
         lines = shell.prologue(self.header(spec, "apply"))
-        lines += tool_check() + shell.refuse_under_firewalld() + HELPERS
+        lines += tool_check() + shell.refuse_under_firewalld() + HELPERS + old_dnat()
         lines += xtguard.probe() + xtguard.payload_test(xtables.restore_payload(spec)) + xtguard.snapshot_and_undo()
         lines += ['DONE+=("ip_forward and the sysctl file")', *shell.enable_forwarding(spec)]
-        lines += ['DONE+=("the owned chains")', *self.install(spec)]
+        lines += ["before=$(old_dnat)", 'DONE+=("the owned chains")', *self.install(spec)]
         lines += ["", "# Jumps from the built-in chains, check-then-insert, last: traffic only ever sees complete chains.",
                   'DONE+=("the jumps")']
         lines += [f"ensure_jump {t} {b} {o}" for t, b, o in xtables.JUMPS]
-        lines += ["", "persist", "trap - EXIT",
+        lines += ["", *shell.forget_stale([shell.mapping_key(f) for f in spec.forwards])]
+        lines += ["persist", "trap - EXIT",
                   f"echo {shlex.quote(f'netfwd: applied {len(spec.forwards)} forward(s)')} >&2", ""]
         return "\n".join(lines)
 
@@ -90,7 +111,7 @@ class IptablesDialect(BaseDialect):
 
     def render_remove(self, spec: Spec) -> str:
         self.check(spec)
-        lines = shell.prologue(self.header(spec, "remove")) + tool_check() + HELPERS + remove_body(spec)
+        lines = shell.prologue(self.header(spec, "remove")) + tool_check() + HELPERS + old_dnat() + remove_body(spec)
         return "\n".join(lines) + "\n"
 
     def parse(self, text: str) -> list[Essence]:

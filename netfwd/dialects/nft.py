@@ -182,15 +182,7 @@ HELPERS = [
     "      }",
     '      if (t != "") print a, p, n, t }\'',
     "}",
-    "# forget_mapping LISTEN PROTO PORT TARGET: drop conntrack entries still NATed to TARGET, so an old",
-    "# mapping (a long-lived UDP flow above all) does not outlive its rule",
-    "forget_mapping() {",
-    '  local family=ipv4 host=${4%:*} port=${4##*:}',
-    '  case $4 in "["*) family=ipv6; host=${host#[}; host=${host%]} ;; esac',
-    '  local args=(-D -f "$family" -p "$2" --orig-port-dst "$3" --reply-src "$host" --reply-port-src "$port")',
-    '  [ "$1" = "*" ] || args+=(--orig-dst "$1")',
-    '  conntrack "${args[@]}" >/dev/null 2>&1 || true',
-    "}",
+    *shell.FORGET_MAPPING,
     "",
 ]
 
@@ -219,7 +211,6 @@ class NftDialect(BaseDialect):
     def render(self, spec: Spec) -> str:
         self.check(spec)
         parts = [_parts(spec, forward) for forward in spec.forwards]
-        keep = [shlex.quote(line) for line in _keep_lines(spec, parts)]
         lines = shell.prologue(self.header(spec, "apply"))
         lines += [
             *PREAMBLE,
@@ -245,20 +236,7 @@ class NftDialect(BaseDialect):
             'chmod 644 "$tmp"',
             'mv -f "$tmp" "$NFT_FILE"',
             "",
-            "# Existing connections keep their old NAT mapping: forget those whose target changed or went away.",
-            "declare -A keep=()",
-            *(f"keep[{line}]=1" for line in keep),
-            'if [ -n "$before" ]; then',
-            "  if command -v conntrack >/dev/null 2>&1; then",
-            "    while read -r listen proto port target; do",
-            '      [ -n "${keep["$listen $proto $port $target"]:-}" ] && continue',
-            '      forget_mapping "$listen" "$proto" "$port" "$target"',
-            '    done <<<"$before"',
-            "  else",
-            "    say 'conntrack not found: connections opened before this change keep their old target until they end'",
-            "  fi",
-            "fi",
-            "",
+            *shell.forget_stale(_keep_lines(spec, parts)),
             "# Load it at boot: include it from the distro's nftables.conf (once).",
             "included=no",
             f"for conf in {CONF_WORDS}; do",
@@ -290,11 +268,7 @@ class NftDialect(BaseDialect):
             f"table {TABLE} {{}}",
             f"delete table {TABLE}",
             DELIMITER,
-            "if [ -n \"$before\" ] && command -v conntrack >/dev/null 2>&1; then",
-            '  while read -r listen proto port target; do forget_mapping "$listen" "$proto" "$port" "$target"; '
-            'done <<<"$before"',
-            "fi",
-            "",
+            *shell.forget_all(),
             "# Stop loading it at boot.",
             f'rm -f "$ROOT/{NFT_FILE}"',
             f"for conf in {CONF_WORDS}; do",

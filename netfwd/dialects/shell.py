@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shlex
 
-from netfwd.model import Spec
+from netfwd.model import Forward, Spec
 
 SYSCTL_FILE = "etc/sysctl.d/90-netfwd.conf"
 
@@ -72,6 +72,63 @@ def refuse_under_firewalld(use_instead: str = "firewalld") -> list[str]:
         f"  echo 'netfwd: firewalld is running; its reload would drop these rules. "
         f"Use: netfwd render SPEC --dialect {use_instead}' >&2",
         "  exit 3",
+        "fi",
+        "",
+    ]
+
+
+# -- stale NAT mappings: every dialect's script forgets them as `netfwd apply` does -------------------
+# Each dialect defines `old_dnat` (print '<listen|*> <proto> <port> <target>' per live DNAT rule of
+# netfwd's) and runs `before=$(old_dnat)` before it changes anything.
+
+FORGET_MAPPING = [
+    "# forget_mapping LISTEN PROTO PORT TARGET: drop conntrack entries still NATed to TARGET, so an old",
+    "# mapping (a long-lived UDP flow above all) does not outlive its rule",
+    "forget_mapping() {",
+    '  local family=ipv4 host=${4%:*} port=${4##*:}',
+    '  case $4 in "["*) family=ipv6; host=${host#[}; host=${host%]} ;; esac',
+    '  local args=(-D -f "$family" -p "$2" --orig-port-dst "$3" --reply-src "$host" --reply-port-src "$port")',
+    '  [ "$1" = "*" ] || args+=(--orig-dst "$1")',
+    '  conntrack "${args[@]}" >/dev/null 2>&1 || true',
+    "}",
+]
+
+
+def mapping_key(forward: Forward) -> str:
+    """'<listen|*> <proto> <port> <target>', as old_dnat prints a forward's DNAT rule."""
+    to = forward.to.address
+    target = f"{to}:{forward.to.port}" if to.version == 4 else f"[{to}]:{forward.to.port}"
+    listen = "*" if forward.listen.address is None else str(forward.listen.address)
+    return f"{listen} {forward.protocol} {forward.listen.port} {target}"
+
+
+def forget_stale(keep: list[str]) -> list[str]:
+    """After the change: forget the mappings of every DNAT that was live before and is not in `keep`."""
+    return [
+        "# Existing connections keep their old NAT mapping: forget those whose target changed or went away.",
+        "declare -A keep=()",
+        *(f"keep[{shlex.quote(line)}]=1" for line in keep),
+        'if [ -n "$before" ]; then',
+        "  if command -v conntrack >/dev/null 2>&1; then",
+        "    while read -r listen proto port target; do",
+        '      [ -n "${keep["$listen $proto $port $target"]:-}" ] && continue',
+        '      forget_mapping "$listen" "$proto" "$port" "$target"',
+        '    done <<<"$before"',
+        "  else",
+        "    echo 'netfwd: conntrack not found: connections opened before this change keep their old target "
+        "until they end' >&2",
+        "  fi",
+        "fi",
+        "",
+    ]
+
+
+def forget_all() -> list[str]:
+    """After removal: forget the mappings of every DNAT that was live before."""
+    return [
+        "if [ -n \"$before\" ] && command -v conntrack >/dev/null 2>&1; then",
+        '  while read -r listen proto port target; do forget_mapping "$listen" "$proto" "$port" "$target"; '
+        'done <<<"$before"',
         "fi",
         "",
     ]

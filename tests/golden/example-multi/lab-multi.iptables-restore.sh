@@ -36,6 +36,27 @@ persist() {  # save the whole ruleset where the distro's boot service restores i
   echo "netfwd: saved the ruleset to $target" >&2
 }
 
+old_dnat() {
+  { "$IPTABLES-save" -t nat 2>/dev/null || true; } | awk '$1 == "-A" && $2 == "NETFWD-PRE" {
+    a = "*"; p = ""; n = ""; t = ""
+    for (i = 3; i < NF; i++) {
+      if ($i == "-d") { a = $(i+1); sub(/\/32$/, "", a) }
+      if ($i == "-p") p = $(i+1)
+      if ($i == "--dport") n = $(i+1)
+      if ($i == "--to-destination") t = $(i+1)
+    }
+    if (t != "") print a, p, n, t }' | sort -u
+}
+# forget_mapping LISTEN PROTO PORT TARGET: drop conntrack entries still NATed to TARGET, so an old
+# mapping (a long-lived UDP flow above all) does not outlive its rule
+forget_mapping() {
+  local family=ipv4 host=${4%:*} port=${4##*:}
+  case $4 in "["*) family=ipv6; host=${host#[}; host=${host%]} ;; esac
+  local args=(-D -f "$family" -p "$2" --orig-port-dst "$3" --reply-src "$host" --reply-port-src "$port")
+  [ "$1" = "*" ] || args+=(--orig-dst "$1")
+  conntrack "${args[@]}" >/dev/null 2>&1 || true
+}
+
 # What this iptables accepts, probed once before any change (docs/compat.md).
 [ "$(id -u)" -eq 0 ] || die 3 "must run as root (it changes the firewall and sysctls)"
 for tool in "$IPTABLES" "$IPTABLES-save" "$IPTABLES-restore"; do
@@ -131,6 +152,7 @@ mkdir -p "$ROOT/etc/sysctl.d"
 printf '%s\n' '# written by netfwd for cluster lab-multi' 'net.ipv4.ip_forward = 1' > "$ROOT/etc/sysctl.d/90-netfwd.conf.tmp"
 mv -f "$ROOT/etc/sysctl.d/90-netfwd.conf.tmp" "$ROOT/etc/sysctl.d/90-netfwd.conf"
 
+before=$(old_dnat)
 DONE+=("the owned chains")
 # One transaction (checked with --test above): commit every owned chain at once.
 "$IPTABLES-restore" --noflush ${RWAIT[@]+"${RWAIT[@]}"} <<'NETFWD_RULES'
@@ -175,6 +197,23 @@ ensure_jump nat PREROUTING NETFWD-PRE
 ensure_jump nat OUTPUT NETFWD-OUT
 ensure_jump nat POSTROUTING NETFWD-POST
 ensure_jump filter FORWARD NETFWD-FWD
+
+# Existing connections keep their old NAT mapping: forget those whose target changed or went away.
+declare -A keep=()
+keep['* tcp 16443 192.168.10.5:6443']=1
+keep['10.0.0.4 tcp 6443 192.168.10.6:6443']=1
+keep['* udp 5353 192.168.10.53:53']=1
+keep['* tcp 19100 192.168.10.7:9100']=1
+if [ -n "$before" ]; then
+  if command -v conntrack >/dev/null 2>&1; then
+    while read -r listen proto port target; do
+      [ -n "${keep["$listen $proto $port $target"]:-}" ] && continue
+      forget_mapping "$listen" "$proto" "$port" "$target"
+    done <<<"$before"
+  else
+    echo 'netfwd: conntrack not found: connections opened before this change keep their old target until they end' >&2
+  fi
+fi
 
 persist
 trap - EXIT

@@ -146,9 +146,33 @@ converge() {
   for name in ${SET_ORDER[@]+"${SET_ORDER[@]}"}; do sync_entries runtime "$name"; done
   sync_rules runtime
 }
+old_dnat() {
+  { netfwd_rules 2>/dev/null || true; } | awk -F '\t' '
+    function attr(text, key) {
+      if (!match(text, key "=\"[^\"]*\"")) return ""
+      return substr(text, RSTART + length(key) + 2, RLENGTH - length(key) - 3)
+    }
+    / forward-port / {
+      a = attr($2, "destination address"); if (a == "") a = "*"
+      t = attr($2, "to-addr"); if (index(t, ":")) t = "[" t "]"
+      print a, attr($2, "protocol"), attr($2, " port"), t ":" attr($2, "to-port") }' | sort -u
+}
+# forget_mapping LISTEN PROTO PORT TARGET: drop conntrack entries still NATed to TARGET, so an old
+# mapping (a long-lived UDP flow above all) does not outlive its rule
+forget_mapping() {
+  local family=ipv4 host=${4%:*} port=${4##*:}
+  case $4 in "["*) family=ipv6; host=${host#[}; host=${host%]} ;; esac
+  local args=(-D -f "$family" -p "$2" --orig-port-dst "$3" --reply-src "$host" --reply-port-src "$port")
+  [ "$1" = "*" ] || args+=(--orig-dst "$1")
+  conntrack "${args[@]}" >/dev/null 2>&1 || true
+}
 
 # Nothing wanted: every netfwd rich rule (in any zone) and netfwd ipset goes.
+before=$(old_dnat)
 converge
+if [ -n "$before" ] && command -v conntrack >/dev/null 2>&1; then
+  while read -r listen proto port target; do forget_mapping "$listen" "$proto" "$port" "$target"; done <<<"$before"
+fi
 
 # Forget the persisted sysctl; forwarding stays on until reboot (other services may rely on it).
 rm -f "$ROOT/etc/sysctl.d/90-netfwd.conf"

@@ -146,6 +146,26 @@ converge() {
   for name in ${SET_ORDER[@]+"${SET_ORDER[@]}"}; do sync_entries runtime "$name"; done
   sync_rules runtime
 }
+old_dnat() {
+  { netfwd_rules 2>/dev/null || true; } | awk -F '\t' '
+    function attr(text, key) {
+      if (!match(text, key "=\"[^\"]*\"")) return ""
+      return substr(text, RSTART + length(key) + 2, RLENGTH - length(key) - 3)
+    }
+    / forward-port / {
+      a = attr($2, "destination address"); if (a == "") a = "*"
+      t = attr($2, "to-addr"); if (index(t, ":")) t = "[" t "]"
+      print a, attr($2, "protocol"), attr($2, " port"), t ":" attr($2, "to-port") }' | sort -u
+}
+# forget_mapping LISTEN PROTO PORT TARGET: drop conntrack entries still NATed to TARGET, so an old
+# mapping (a long-lived UDP flow above all) does not outlive its rule
+forget_mapping() {
+  local family=ipv4 host=${4%:*} port=${4##*:}
+  case $4 in "["*) family=ipv6; host=${host#[}; host=${host%]} ;; esac
+  local args=(-D -f "$family" -p "$2" --orig-port-dst "$3" --reply-src "$host" --reply-port-src "$port")
+  [ "$1" = "*" ] || args+=(--orig-dst "$1")
+  conntrack "${args[@]}" >/dev/null 2>&1 || true
+}
 
 declare -A ZONE_OF=()
 ZONE_IS=""
@@ -186,5 +206,20 @@ want_set netfwd-aec32ea1beef 'inet 47.96.166.214/32 100.104.12.64/26 203.0.113.0
 want_rule "$ZONE" 'rule family="ipv4" source ipset="netfwd-aec32ea1beef" forward-port port="16443" protocol="tcp" to-port="6443" to-addr="192.168.10.5"'
 zone_of "$(route_dev 192.168.10.5)"; want_rule "$ZONE_IS" 'rule family="ipv4" source ipset="netfwd-aec32ea1beef" destination address="192.168.10.5" masquerade'
 
+before=$(old_dnat)
 converge
+# Existing connections keep their old NAT mapping: forget those whose target changed or went away.
+declare -A keep=()
+keep['* tcp 16443 192.168.10.5:6443']=1
+if [ -n "$before" ]; then
+  if command -v conntrack >/dev/null 2>&1; then
+    while read -r listen proto port target; do
+      [ -n "${keep["$listen $proto $port $target"]:-}" ] && continue
+      forget_mapping "$listen" "$proto" "$port" "$target"
+    done <<<"$before"
+  else
+    echo 'netfwd: conntrack not found: connections opened before this change keep their old target until they end' >&2
+  fi
+fi
+
 say "applied 1 forward(s) in zone $ZONE ($CHANGES change(s))"

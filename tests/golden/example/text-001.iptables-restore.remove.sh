@@ -31,6 +31,27 @@ persist() {  # save the whole ruleset where the distro's boot service restores i
   echo "netfwd: saved the ruleset to $target" >&2
 }
 
+old_dnat() {
+  { "$IPTABLES-save" -t nat 2>/dev/null || true; } | awk '$1 == "-A" && $2 == "NETFWD-PRE" {
+    a = "*"; p = ""; n = ""; t = ""
+    for (i = 3; i < NF; i++) {
+      if ($i == "-d") { a = $(i+1); sub(/\/32$/, "", a) }
+      if ($i == "-p") p = $(i+1)
+      if ($i == "--dport") n = $(i+1)
+      if ($i == "--to-destination") t = $(i+1)
+    }
+    if (t != "") print a, p, n, t }' | sort -u
+}
+# forget_mapping LISTEN PROTO PORT TARGET: drop conntrack entries still NATed to TARGET, so an old
+# mapping (a long-lived UDP flow above all) does not outlive its rule
+forget_mapping() {
+  local family=ipv4 host=${4%:*} port=${4##*:}
+  case $4 in "["*) family=ipv6; host=${host#[}; host=${host%]} ;; esac
+  local args=(-D -f "$family" -p "$2" --orig-port-dst "$3" --reply-src "$host" --reply-port-src "$port")
+  [ "$1" = "*" ] || args+=(--orig-dst "$1")
+  conntrack "${args[@]}" >/dev/null 2>&1 || true
+}
+
 # What this iptables accepts, probed once before any change (docs/compat.md).
 [ "$(id -u)" -eq 0 ] || die 3 "must run as root (it changes the firewall and sysctls)"
 for tool in "$IPTABLES" "$IPTABLES-save" "$IPTABLES-restore"; do
@@ -50,6 +71,7 @@ done
 rc=0; out=$("$IPTABLES" ${WAIT[@]+"${WAIT[@]}"} -t nat -C PREROUTING -p tcp --dport 1 -j RETURN 2>&1) || rc=$?
 [ "$rc" -le 1 ] || die 3 "$IPTABLES has no usable -C (check rule; see docs/compat.md): $out"
 
+before=$(old_dnat)
 # What is there, read (not inferred from a failing command).
 declare -A NOW=()
 REMOVED=()
@@ -71,6 +93,10 @@ if grep -q "^:NETFWD-PRE " <<<"${NOW[nat]}"; then step "chain nat/NETFWD-PRE" ip
 if grep -q "^:NETFWD-OUT " <<<"${NOW[nat]}"; then step "chain nat/NETFWD-OUT" ipt -t nat -F NETFWD-OUT; step "chain nat/NETFWD-OUT" ipt -t nat -X NETFWD-OUT; fi
 if grep -q "^:NETFWD-POST " <<<"${NOW[nat]}"; then step "chain nat/NETFWD-POST" ipt -t nat -F NETFWD-POST; step "chain nat/NETFWD-POST" ipt -t nat -X NETFWD-POST; fi
 if grep -q "^:NETFWD-FWD " <<<"${NOW[filter]}"; then step "chain filter/NETFWD-FWD" ipt -t filter -F NETFWD-FWD; step "chain filter/NETFWD-FWD" ipt -t filter -X NETFWD-FWD; fi
+
+if [ -n "$before" ] && command -v conntrack >/dev/null 2>&1; then
+  while read -r listen proto port target; do forget_mapping "$listen" "$proto" "$port" "$target"; done <<<"$before"
+fi
 
 # Forget the persisted sysctl; forwarding stays on until reboot (other services may rely on it).
 rm -f "$ROOT/etc/sysctl.d/90-netfwd.conf"

@@ -112,7 +112,7 @@ if [ -n "$before" ]; then
       forget_mapping "$listen" "$proto" "$port" "$target"
     done <<<"$before"
   else
-    say 'conntrack not found: connections opened before this change keep their old target until they end'
+    echo 'netfwd: conntrack not found: connections opened before this change keep their old target until they end' >&2
   fi
 fi
 
