@@ -51,6 +51,12 @@ class Catalog:
     source_updated: str
     retrieved: str
     file: str
+    digest: str = ""  # sha256 of the catalog text
+
+    @property
+    def identity(self) -> str:
+        """What a script header names: the table's date and the exact bytes used."""
+        return f"source updated {self.source_updated or 'unknown'} sha256:{self.digest or 'none'}"
 
     @property
     def ids(self) -> tuple[str, ...]:
@@ -126,7 +132,7 @@ def parse_catalog(doc: Located) -> Catalog:
             raise doc.error(f"{where}.vpc", f"must be true or false, not {vpc!r}")
         regions.append(Region(rid, name, public, private, vpc))
     return Catalog(tuple(regions), str(data.get("source", "")), str(data.get("source_updated", "")),
-                   str(data.get("retrieved", "")), doc.file)
+                   str(data.get("retrieved", "")), doc.file, doc.digest)
 
 
 def _list(doc: Located, row: dict, where: str, key: str) -> list:

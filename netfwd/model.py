@@ -234,6 +234,7 @@ class Spec:
     version: int = 1
     origin: str = "<memory>"  # where the spec came from (for headers); not part of the meaning
     digest: str = field(default="", compare=False)  # sha256 of the spec text
+    catalog: str = field(default="", compare=False)  # identity of the region catalog used, "" if none
 
     def __post_init__(self) -> None:
         if type(self.version) is not int or self.version != 1:  # not `true` or 1.0, which equal 1

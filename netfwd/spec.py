@@ -61,6 +61,7 @@ class _Builder:
         self.doc = doc
         self._catalog = catalog
         self._resolved: dict[tuple, Allow] = {}
+        self._used_regions = False
         self._addresses: dict[str, Address] = {}
         self._networks: dict[str, Network] = {}
         self._allow_texts: dict[tuple, Allow] = {}
@@ -81,7 +82,8 @@ class _Builder:
         relay = self.relay(data.get("relay", {}))
         forwards = tuple(self.forward(item, f"forwards[{i}]") for i, item in enumerate(forwards_raw))
         return Spec(cluster=self.string(data["cluster"], "cluster"), relay=relay, forwards=forwards,
-                    version=data["version"], origin=self.doc.file, digest=self.doc.digest)
+                    version=data["version"], origin=self.doc.file, digest=self.doc.digest,
+                    catalog="" if self._catalog is None or not self._used_regions else self._catalog.identity)
 
     # -- shapes --------------------------------------------------------------------------
     def mapping(self, value: Any, where: str, keys: tuple[str, ...], required: tuple[str, ...] = ()) -> dict:
@@ -185,6 +187,7 @@ class _Builder:
             if not isinstance(value, list):
                 raise ModelError(f"allow.{key}", "must be a list")
         region_ids = tuple(self.string(r, f"allow.regions[{i}]") for i, r in enumerate(regions))
+        self._used_regions = self._used_regions or bool(region_ids)
         for index, region in enumerate(region_ids):
             if region not in self.catalog.ids:
                 hint = difflib.get_close_matches(region, self.catalog.ids, n=1)

@@ -102,3 +102,21 @@ def test_python_dash_m_works():
 
 def test_group_lists_every_registered_command():
     assert set(cli.list_commands(None)) == set(COMMANDS)
+
+
+def test_render_all_writes_every_dialect_that_accepts_and_reports_each_refusal(tmp_path, capsys):
+    spec = tmp_path / "v6.yaml"
+    spec.write_text("version: 1\ncluster: v6\nforwards:\n"
+                    "  - {name: a, listen: {port: 16443}, to: {address: 'fd00::2', port: 6443}, local: true}\n")
+    out = tmp_path / "out"
+    code, written, err = run(["render", str(spec), "--dialect", "all", "--out", str(out)], capsys)
+    assert code == 2
+    assert sorted(p.name for p in out.iterdir()) == ["v6.nft.remove.sh", "v6.nft.sh"]
+    assert written.split() == [str(out / "v6.nft.sh"), str(out / "v6.nft.remove.sh")]
+    assert err.strip().splitlines() == [
+        f"netfwd: error: {spec}:4: forwards[0].to.address: IPv6 is not supported by the iptables dialect "
+        "(use nft or firewalld) (no iptables files written)",
+        f"netfwd: error: {spec}:4: forwards[0].to.address: IPv6 is not supported by the iptables-restore dialect "
+        "(use nft or firewalld) (no iptables-restore files written)",
+        f"netfwd: error: {spec}:4: forwards[0].local: the firewalld dialect cannot forward connections made on "
+        "the relay itself (no firewalld files written)"]

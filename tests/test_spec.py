@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import subprocess
 import sys
@@ -190,3 +191,24 @@ def test_private_space_catalog_entries_are_warned_not_refused(command, tmp_path,
     with pytest.raises(SystemExit) as done:
         main([command[0], str(spec), *command[1:]])
     assert done.value.code in (0, None) and capsys.readouterr().err == ""
+
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "rules" / "example.yaml"
+
+
+def test_script_headers_name_the_region_catalog(tmp_path):
+    """Which catalog a whitelist was resolved with: its date and the hash of its exact bytes."""
+    from netfwd.catalog import load_catalog
+    from netfwd.dialects import get_dialect
+
+    bundled = load_catalog()
+    header = get_dialect("nft").render(load_spec(EXAMPLE)).splitlines()[3]
+    assert header == f"# region catalog: source updated {bundled.source_updated} sha256:{bundled.digest}"
+    assert bundled.digest == hashlib.sha256(Path(bundled.file).read_bytes()).hexdigest()
+    newer = tmp_path / "regions.yaml"
+    newer.write_text(Path(bundled.file).read_text().replace("source_updated: 2024-08-06", "source_updated: 2026-01-02"))
+    spec = load_spec(EXAMPLE, load_catalog(str(newer)))
+    header = get_dialect("netsh" if spec.relay.os == "windows" else "iptables").render(spec).splitlines()[3]
+    assert "source updated 2026-01-02 sha256:" in header and bundled.digest not in header
+    plain = parse_spec("version: 1\ncluster: c\nforwards:\n  - {name: a, listen: {port: 1}, to: {address: 10.0.0.2, port: 2}}\n")
+    assert "region catalog: not used (no allow.regions)" in get_dialect("nft").render(plain)

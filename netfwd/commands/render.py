@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from netfwd.commands.params import SpecPath
-from netfwd.errors import InputError
+from netfwd.errors import EXIT_BAD_INPUT, InputError, visible
 
 CATALOG_OPTION = click.option("--catalog", "catalog_file", type=click.Path(dir_okay=False),
                               help="A region catalog file to use instead of the bundled one.")
@@ -80,8 +80,8 @@ def render(spec_file: str, dialect_name: str, out_dir: str | None, remove: bool,
     """Render SPEC as complete apply and remove scripts for a platform.
 
     With one dialect and no --out, the script goes to stdout. `--dialect all` renders every
-    dialect for the spec's relay OS and needs --out. Nothing is written unless every dialect
-    accepts the spec.
+    dialect for the spec's relay OS and needs --out: it writes every dialect that accepts the
+    spec, reports each refusal on stderr and then exits 2.
 
     \b
     Examples:
@@ -98,13 +98,21 @@ def render(spec_file: str, dialect_name: str, out_dir: str | None, remove: bool,
         from netfwd.doctor.windows_collector import collector_script
 
         return _emit_collector(collector_script(), f"{loaded.spec.cluster}.collect.ps1", out_dir)
+    refused: list[InputError] = []
     if dialect_name == "all":
         if out_dir is None:
             raise InputError("--dialect all writes several files: give --out DIR", field="--out")
-        chosen = dialects_for(loaded.spec.relay.os)
+        rendered = {}
+        for dialect in dialects_for(loaded.spec.relay.os):  # each that accepts the spec; refusals reported
+            try:
+                rendered.update(loaded.check(render_files, loaded.spec, [dialect]))
+            except InputError as problem:
+                problem.message = f"{problem.message} (no {dialect.name} files written)"
+                refused.append(problem)
+        if not rendered:
+            raise refused[0]
     else:
-        chosen = [get_dialect(dialect_name)]
-    rendered = loaded.check(render_files, loaded.spec, chosen)
+        rendered = loaded.check(render_files, loaded.spec, [get_dialect(dialect_name)])
     if out_dir is None:
         names = list(rendered)
         click.echo(rendered[names[1] if remove else names[0]], nl=False)
@@ -114,6 +122,10 @@ def render(spec_file: str, dialect_name: str, out_dir: str | None, remove: bool,
     for name, text in rendered.items():
         _write_atomically(target / name, text)
         click.echo(str(target / name))
+    for problem in refused:
+        click.echo(f"netfwd: error: {visible(problem.render())}", err=True)
+    if refused:
+        raise click.exceptions.Exit(EXIT_BAD_INPUT)
 
 
 def _emit_collector(text: str, name: str, out_dir: str | None) -> None:
