@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from netfwd import host
-from netfwd.engine import trust
+from netfwd import trust
 from netfwd.errors import EnvironmentProblem, InputError
 from netfwd.lab import netns
 from netfwd.lab.state import (DIR_MODE, LAB_NAME_RE, LabState, Process, lab_dir, ns_name, proc_starttime,
@@ -225,6 +225,19 @@ class Lab:
         return self._state.userland
 
     @property
+    def complete(self) -> bool:
+        """Every namespace, link and address was made (False while building, or after a crash)."""
+        return self._state.complete
+
+    @property
+    def created(self) -> float:
+        return self._state.created
+
+    def builder(self) -> tuple[int, bool]:
+        """The PID of the process that built the lab, and whether that process still runs."""
+        return self._state.owner_pid, self._state.owner_alive()
+
+    @property
     def router(self) -> bool:
         return self._state.router
 
@@ -321,8 +334,7 @@ class Lab:
                                      start_new_session=True, env=_child_env())
         finally:
             os.close(err)
-        self._children[child.pid] = child
-        self._record(Process(child.pid, proc_starttime(child.pid), node, kind, argv, port, str(log)))
+        self.adopt(child, node, kind, argv, port, str(log))
         line = _read_line(child, SERVER_START_TIMEOUT)
         if line != "ready":
             self.stop_server(child.pid)
@@ -332,8 +344,18 @@ class Lab:
         child.stdout.close()  # type: ignore[union-attr]
         return child.pid
 
-    def _record(self, process: Process) -> None:
-        self._state.processes.append(process)
+    def adopt(self, child: subprocess.Popen, node: str, kind: str, argv: Sequence[str], port: int | None = None,
+              log: str | None = None) -> None:
+        """Record a process this lab started in `node`, so `down` stops it (after a crash too) and
+        reaps it. For programs started through `ip netns exec`/`nsenter`/`unshare`, which exec: the
+        child's PID is the program's."""
+        self._children[child.pid] = child
+        self.record_process(child.pid, node, kind, argv, port, log)
+
+    def record_process(self, pid: int, node: str, kind: str, argv: Sequence[str], port: int | None = None,
+                       log: str | None = None) -> None:
+        """Record a process that a child of this lab started (e.g. firewalld's dbus-daemon)."""
+        self._state.processes.append(Process(pid, proc_starttime(pid), node, kind, list(argv), port, log))
         self._state.save()
 
     def stop_server(self, pid: int) -> None:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from netfwd.errors import EnvironmentProblem
-from netfwd.lab.state import Process, proc_starttime
 
 if TYPE_CHECKING:
     from netfwd.lab.core import Lab
@@ -61,13 +60,12 @@ def start(lab: "Lab", timeout: float, node: str = "relay") -> int:
     argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", script]
     child = subprocess.Popen(lab.exec_argv(node, argv), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True)
-    lab._children[child.pid] = child
     # `ip netns exec` (or nsenter), `unshare` and `sh` all exec: the child's PID becomes firewalld's
-    lab._record(Process(child.pid, proc_starttime(child.pid), node, "firewalld", argv, None, str(log)))
+    lab.adopt(child, node, "firewalld", argv, None, str(log))
     dbus_line = core._read_line(child, 10.0)
     if dbus_line.isdigit():
         dbus = int(dbus_line)
-        lab._record(Process(dbus, proc_starttime(dbus), node, "dbus-daemon", ["dbus-daemon", "--system"]))
+        lab.record_process(dbus, node, "dbus-daemon", ["dbus-daemon", "--system"])
     deadline = time.monotonic() + timeout
     while True:
         if child.poll() is not None:

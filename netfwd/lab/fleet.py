@@ -25,7 +25,7 @@ from typing import Any, Sequence
 from netfwd.errors import EnvironmentProblem, InputError
 from netfwd.lab import netns
 from netfwd.lab.core import Lab, _claim
-from netfwd.lab.state import LAB_NAME_RE, Process, ns_name, proc_starttime
+from netfwd.lab.state import LAB_NAME_RE, ns_name
 from netfwd.lab.topology import FleetAddresses, choose_block, fleet_plan
 
 SSH_PORT = 22
@@ -174,8 +174,7 @@ class FleetLab(Lab):
         with open(log, "ab") as err:
             child = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
                                      start_new_session=True)
-        self._children[child.pid] = child  # `ip netns exec` and nsenter exec: the PID is sshd's
-        self._record(Process(child.pid, proc_starttime(child.pid), node, "sshd", argv, SSH_PORT, str(log)))
+        self.adopt(child, node, "sshd", argv, SSH_PORT, str(log))  # `ip netns exec` and nsenter exec: the PID is sshd's
         deadline = time.monotonic() + SSHD_START_TIMEOUT
         while "Server listening on" not in log.read_text(errors="replace"):
             if child.poll() is not None or time.monotonic() > deadline:

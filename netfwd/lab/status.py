@@ -63,7 +63,7 @@ def collect(lab: "Lab", rules: bool = True) -> dict:
     processes = [{"pid": p.pid, "node": p.node, "kind": p.kind, "port": p.port, "alive": p.alive()}
                  for p in lab.processes()]
     relay_present = nodes.get("relay", {}).get("exists", False)  # a fleet lab has relay1..N instead
-    owner = lab._state.owner_pid
-    return {"name": lab.name, "complete": lab._state.complete, "created": lab._state.created,
-            "builder": {"pid": owner, "alive": lab._state.owner_alive()}, "addrs": lab.addrs.as_dict(),
+    owner, alive = lab.builder()
+    return {"name": lab.name, "complete": lab.complete, "created": lab.created,
+            "builder": {"pid": owner, "alive": alive}, "addrs": lab.addrs.as_dict(),
             "nodes": nodes, "processes": processes, "applied": applied(lab) if relay_present and rules else {}}

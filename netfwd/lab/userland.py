@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from netfwd.errors import EnvironmentProblem, InputError
-from netfwd.lab.state import Process, proc_starttime
 
 if TYPE_CHECKING:
     from netfwd.lab.core import Lab
@@ -85,8 +84,7 @@ def start(lab: "Lab") -> int:
     argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", HOLDER.format(mounts="\n".join(mounts))]
     child = subprocess.Popen(core.netns.exec_argv(lab.ns("relay"), argv), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True)
-    lab._children[child.pid] = child
-    lab._record(Process(child.pid, proc_starttime(child.pid), "relay", "userland", argv, None, None))
+    lab.adopt(child, "relay", "userland", argv)
     line = core._read_line(child, 10.0)
     if line != "ready":
         error = child.stderr.read().decode(errors="replace").strip() if child.poll() is not None and child.stderr else ""
