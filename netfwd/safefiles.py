@@ -1,39 +1,28 @@
-"""Crash-safe files: atomic replace (temp + fsync + rename + directory fsync) and the state lock.
+"""Crash-safe files: atomic replace (temp + fsync + rename + directory fsync), in trusted directories.
 
 A reader (or the next netfwd after a crash) sees either the old file or the new one, never a torn
-one. The lock is an flock(2) on ``STATE_DIR/lock``: it belongs to the open file, so a child handed
-the descriptor (the iptables-restore that commits) keeps it held until the child exits, even when
-netfwd itself was killed - the next netfwd waits for that transaction instead of racing it.
+one. Shared by the engine (state, snapshots), the backends (saved rules) and the lab (records), so
+it sits beside :mod:`netfwd.trust` rather than inside any of them.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
 import re
 import secrets
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from netfwd.engine import trust
-from netfwd.errors import EnvironmentProblem, NetfwdError, EXIT_ENVIRONMENT
-
-
-class LockBusy(NetfwdError):
-    """Another netfwd holds the state lock (exit 3): one apply at a time."""
-
-    exit_code = EXIT_ENVIRONMENT
+from netfwd import trust
+from netfwd.errors import EnvironmentProblem
 
 
 def write_atomic(path: Path, data: str | bytes, mode: int = 0o644, dir_mode: int = 0o755) -> None:
     """Replace `path` atomically; a full disk (or any OS error) leaves the old file and no temp file
     behind and is reported as the environment problem it is (exit 3), naming the file.
 
-    The directory (and every one on the way) must be trusted (netfwd.engine.trust; missing ones are
+    The directory (and every one on the way) must be trusted (netfwd.trust; missing ones are
     made with `dir_mode`); the temp file is created there with O_EXCL|O_NOFOLLOW under a name nobody
     can predict, and a symlink or non-regular file at `path` is refused rather than replaced."""
     raw = data.encode() if isinstance(data, str) else data
@@ -164,62 +153,3 @@ def read_json(path: Path) -> Any:
         return None
     except (ValueError, OSError) as problem:
         raise EnvironmentProblem(f"{path} is unreadable ({problem}); move it aside to start afresh") from None
-
-
-class StateLock:
-    """flock on STATE_DIR/lock. ``exclusive`` for anything that changes the firewall."""
-
-    def __init__(self, directory: Path, exclusive: bool = True, wait: float = 60.0, what: str = "netfwd") -> None:
-        self.path = directory / "lock"
-        self.exclusive, self.wait, self.what = exclusive, wait, what
-        self.fd: int | None = None
-
-    def __enter__(self) -> "StateLock":
-        directory = trust.open_dir(self.path.parent, create=0o700)
-        try:
-            self.fd = trust.open_file(self.path.name, os.O_RDWR | os.O_CREAT, 0o600, dir_fd=directory,
-                                      shown=self.path)
-        except OSError as problem:
-            raise EnvironmentProblem(f"cannot open {self.path}: {problem.strerror or problem}") from None
-        finally:
-            os.close(directory)
-        kind = fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH
-        deadline = time.monotonic() + self.wait
-        told = False
-        while True:
-            try:
-                fcntl.flock(self.fd, kind | fcntl.LOCK_NB)
-                break
-            except OSError as problem:
-                if problem.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise
-            holder = self.holder()
-            if time.monotonic() >= deadline:
-                os.close(self.fd)
-                self.fd = None
-                raise LockBusy(f"another netfwd is changing this relay ({holder or 'holder unknown'}); "
-                               f"gave up after {self.wait:g} s - try again when it has finished "
-                               f"(lock: {self.path})")
-            if not told:
-                print(f"netfwd: waiting for the lock: {holder or 'another netfwd'} holds {self.path}",
-                      file=sys.stderr)
-                told = True
-            time.sleep(0.05)
-        if self.exclusive:
-            try:  # who holds it, for whoever waits: a full disk must not stop the change itself
-                os.ftruncate(self.fd, 0)
-                os.pwrite(self.fd, f"pid {os.getpid()}: {self.what}\n".encode(), 0)
-            except OSError:
-                pass
-        return self
-
-    def holder(self) -> str:
-        try:
-            return trust.read_text(self.path).strip()
-        except (OSError, NetfwdError):
-            return ""
-
-    def __exit__(self, *exc: object) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None

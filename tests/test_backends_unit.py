@@ -21,7 +21,8 @@ from netfwd.backends.libiptc import render
 from netfwd.dialects import get_dialect
 from netfwd.dialects import nft as nft_dialect
 from netfwd.firewall.iptables_save import words
-from netfwd.engine.files import LockBusy, StateLock, read_json, write_atomic
+from netfwd.engine.lock import LockBusy, StateLock
+from netfwd.safefiles import read_json, write_atomic
 from netfwd.spec import parse_spec
 from tests.linux_specs import linux_specs
 

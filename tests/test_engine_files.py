@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from netfwd.engine.files import sweep_temp_files, write_atomic
+from netfwd.safefiles import sweep_temp_files, write_atomic
 
 
 def dead_pid() -> int:

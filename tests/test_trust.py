@@ -1,4 +1,4 @@
-"""Trusted directories and files (netfwd.engine.trust), with a real unprivileged user making the plants.
+"""Trusted directories and files (netfwd.trust), with a real unprivileged user making the plants.
 
 Every test here builds its directories under a fresh root-owned 0711 directory in /tmp (a real
 sticky, world-writable parent), and `nobody` creates what an attacker would: directories of their
@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from netfwd.engine import trust
-from netfwd.engine.files import StateLock, publish, remove_file, write_atomic
+from netfwd import trust
+from netfwd.engine.lock import StateLock
+from netfwd.safefiles import publish, remove_file, write_atomic
 from netfwd.errors import EXIT_ENVIRONMENT
 from tests.attacker import as_nobody, nobody
 

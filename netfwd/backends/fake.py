@@ -18,7 +18,7 @@ from pathlib import Path
 
 from netfwd.backends import Context
 from netfwd.backends.base import Live, TransactionError
-from netfwd.engine.files import write_atomic
+from netfwd.safefiles import write_atomic
 from netfwd.errors import EnvironmentProblem
 from netfwd.model import Essence, Spec
 

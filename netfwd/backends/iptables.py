@@ -202,7 +202,7 @@ class IptablesBackend:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    from netfwd.engine.files import write_atomic
+    from netfwd.safefiles import write_atomic
 
     write_atomic(path, text, mode=0o600)
 

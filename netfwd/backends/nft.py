@@ -20,7 +20,7 @@ from netaddr import IPAddress, IPNetwork
 from netfwd.backends import Context
 from netfwd.backends.base import Live, run
 from netfwd.dialects import nft as dialect
-from netfwd.engine.files import remove_file, write_atomic
+from netfwd.safefiles import remove_file, write_atomic
 from netfwd.errors import EnvironmentProblem
 from netfwd.model import Essence, Spec
 

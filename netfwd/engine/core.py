@@ -25,13 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from netfwd import __version__, host, listeners
+from netfwd import __version__, host, listeners, trust
 from netfwd.backends import Context, get_backend
 from netfwd.backends.base import Change, Plan, diff
-from netfwd.engine import sysctl, timer, trust
-from netfwd.engine.files import StateLock, publish, sweep_temp_files, write_json
+from netfwd.engine import sysctl, timer
+from netfwd.engine.lock import StateLock
 from netfwd.engine.state import DIR_MODE, FILE_MODE, SnapshotTampered, State, digest, new_id
 from netfwd.errors import EnvironmentProblem, InputError, NetfwdError
+from netfwd.safefiles import publish, sweep_temp_files, write_json
 
 Log = Callable[[str], None]
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from netfwd.engine import trust
-from netfwd.engine.files import read_json, write_atomic, write_json
+from netfwd import trust
+from netfwd.safefiles import read_json, write_atomic, write_json
 from netfwd.errors import EnvironmentProblem
 
 FORMAT = 1

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from netfwd.engine import trust
-from netfwd.engine.files import remove_file, write_atomic
+from netfwd import trust
+from netfwd.safefiles import remove_file, write_atomic
 from netfwd.errors import EnvironmentProblem
 
 if TYPE_CHECKING:

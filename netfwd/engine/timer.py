@@ -32,7 +32,7 @@ def spawn(state_dir: Path, change_id: str, deadline: float) -> tuple[int, int | 
     """Start the timer; returns (pid, start time) for the state record."""
     env = child_env()
     env.pop("NETFWD_CRASH_AT", None)  # a test's crash point is meant for the CLI, not its timer
-    from netfwd.engine.files import open_log
+    from netfwd.safefiles import open_log
 
     log = open_log(state_dir / "timer.log")
     try:

@@ -13,8 +13,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from netfwd.engine import trust
-from netfwd.engine.files import write_atomic
+from netfwd import trust
+from netfwd.safefiles import write_atomic
 from netfwd.host import proc_start
 
 LAB_NAME_RE = re.compile(r"^[a-z0-9]{1,12}$")

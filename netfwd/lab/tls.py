@@ -11,8 +11,8 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-from netfwd.engine import trust
-from netfwd.engine.files import write_atomic
+from netfwd import trust
+from netfwd.safefiles import write_atomic
 
 
 @dataclass(frozen=True)

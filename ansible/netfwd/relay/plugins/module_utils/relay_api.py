@@ -83,7 +83,7 @@ def spec_path(module, spec, keep):
         module.fail_json(msg="spec: give the spec as a dict, or a path on the managed node")
     text = spec_text(spec)
     if keep:
-        from netfwd.engine.files import write_atomic
+        from netfwd.safefiles import write_atomic
 
         directory = state_dir_of(module.params)
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
