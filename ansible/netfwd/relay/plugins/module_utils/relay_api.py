@@ -18,8 +18,9 @@ from contextlib import contextmanager
 from ansible.module_utils.basic import missing_required_lib
 
 try:
-    import netfwd  # noqa: F401
+    from netfwd import __version__ as NETFWD_VERSION
 except ImportError:
+    NETFWD_VERSION = None
     NETFWD_IMPORT_ERROR = traceback.format_exc()
 else:
     NETFWD_IMPORT_ERROR = None
