@@ -276,12 +276,43 @@ def test_ssh_connection_killed_mid_apply_rolls_back_by_timer(make_fleet, collect
     assert owns_nothing(lab, "relay1") and not forwarded(lab, "relay1")
 
 
-def test_relay_down_is_reported_unreachable_and_nothing_else_harmed(make_fleet, collections):
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """netfwd's wheel, built from a copy of the sources (the build writes nothing into the checkout)."""
+    base = tmp_path_factory.mktemp("wheel")
+    source = base / "src"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".venv", ".git", "out", "*.pyc", "__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", "wheel", "--no-deps",
+                    "--no-build-isolation", "--no-index", "-w", str(base / "dist"), str(source)],
+                   check=True, capture_output=True, cwd=base)
+    (found,) = (base / "dist").glob("netfwd-*.whl")
+    return found
+
+
+def _venv_with_our_dependencies(venv: Path) -> None:
+    """A virtualenv (with pip, for the role's pip task) whose dependencies come from this venv
+    through a .pth line, so installing the wheel with --no-deps needs no package index."""
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
+    purelib = "import sysconfig; print(sysconfig.get_path('purelib'))"
+    site = subprocess.run([str(venv / "bin" / "python"), "-c", purelib], check=True, capture_output=True,
+                          text=True).stdout.strip()
+    ours = subprocess.run([sys.executable, "-c", purelib], check=True, capture_output=True, text=True).stdout.strip()
+    (Path(site) / "netfwd-test-deps.pth").write_text(ours + "\n")
+
+
+def test_relay_down_is_reported_unreachable_and_nothing_else_harmed(make_fleet, collections, wheel, tmp_path):
+    """Also the role's install path: relay1 gets netfwd from the wheel the controller ships, into a
+    virtualenv, and runs the modules with that virtualenv's Python."""
     lab = make_fleet(3)
     backends = {"relay1": "iptables", "relay2": "nft", "relay3": "nft"}
+    venv = lab.host_dir("relay1") / "venv"
+    _venv_with_our_dependencies(venv)
     lab.stop_sshd("relay3")  # the last batch's relay is down
     before = ruleset(lab, "relay3")
-    done, hosts = playbook(lab, collections, write_inventory(lab, backends))
+    inventory = write_inventory(lab, backends, relay1={
+        "netfwd_install": True, "netfwd_install_wheel": str(wheel), "netfwd_install_venv": str(venv),
+        "netfwd_install_pip_options": "--no-deps --no-index", "ansible_python_interpreter": "/usr/bin/python3"})
+    done, hosts = playbook(lab, collections, inventory)
     assert done.returncode != 0
     assert hosts["relay3"]["unreachable"] == 1, hosts
     for node in ("relay1", "relay2"):
@@ -289,33 +320,8 @@ def test_relay_down_is_reported_unreachable_and_nothing_else_harmed(make_fleet, 
         assert state_of(lab, node).pending is None and forwarded(lab, node)
     assert ruleset(lab, "relay3") == before
     assert not (lab.host_dir("relay3") / "state").exists()
-
-
-def test_the_role_installs_netfwd_from_a_wheel_the_controller_ships(make_fleet, collections, tmp_path):
-    """netfwd_install: the role ships the wheel, installs it into a virtualenv on the relay and runs
-    the modules with that virtualenv's Python (its dependencies come from this venv through a .pth
-    line, so the test needs no package index)."""
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    source = tmp_path / "src"
-    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".venv", ".git", "out", "*.pyc", "__pycache__"))
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(tmp_path / "dist"),
-                    str(source)], check=True, capture_output=True, cwd=tmp_path)
-    (wheel,) = (tmp_path / "dist").glob("netfwd-*.whl")
-    lab = make_fleet(1)
-    venv = lab.host_dir("relay1") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
-    site = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                          check=True, capture_output=True, text=True).stdout.strip()
-    ours = subprocess.run([sys.executable, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                          check=True, capture_output=True, text=True).stdout.strip()
-    (Path(site) / "netfwd-test-deps.pth").write_text(ours + "\n")
-    inventory = write_inventory(lab, {"relay1": "nft"}, relay1={
-        "netfwd_install": True, "netfwd_install_wheel": str(wheel), "netfwd_install_venv": str(venv),
-        "netfwd_install_pip_options": "--no-deps --no-index", "ansible_python_interpreter": "/usr/bin/python3"})
-    done, hosts = playbook(lab, collections, inventory)
-    assert done.returncode == 0, done.stdout[-3000:]
-    assert hosts["relay1"]["changed"] >= 3 and forwarded(lab, "relay1")  # wheel copied, installed, applied
+    # relay1: wheel shipped, installed, applied, confirmed - with the wheel's netfwd, not this checkout's
+    assert hosts["relay1"]["changed"] >= 4
     where = subprocess.run([str(venv / "bin" / "python"), "-c", "import netfwd; print(netfwd.__file__)"],
                            check=True, capture_output=True, text=True, cwd=tmp_path).stdout.strip()
-    assert Path(where).is_relative_to(venv)  # the wheel's netfwd, not this checkout's
-    assert state_of(lab, "relay1").pending is None
+    assert Path(where).is_relative_to(venv)
