@@ -124,7 +124,7 @@ class SharedRelay:
                 pass
             child.wait(timeout=10)
 
-    def start_sshd(self) -> None:
+    def start_sshd(self, reachable: tuple[int, ...] = (22, 2222)) -> None:
         key, pid = self.tmp / "ssh_host_ed25519_key", self.tmp / "sshd.pid"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
         config = self.tmp / "sshd_config"
@@ -134,7 +134,7 @@ class SharedRelay:
                              'mount -t tmpfs tmpfs /run && mkdir -m 755 /run/sshd && exec "$0" -D -e -f "$1"',
                              "/usr/sbin/sshd", str(config)])
         for _ in range(50):
-            if self.ssh_banner(22) and self.ssh_banner(2222):
+            if all(self.ssh_banner(port) for port in reachable):
                 return
             time.sleep(0.1)
         raise AssertionError("sshd did not start in the relay namespace")
@@ -173,7 +173,12 @@ class SharedRelay:
         env = {"NETFWD_ROOT": str(self.root), "NETFWD_STATE_DIR": str(self.state)}
         argv = ["env", *(f"{k}={v}" for k, v in env.items()), sys.executable, "-m", "netfwd", *args]
         if args[0] in ("plan", "apply", "remove"):
-            argv += ["--backend", self.name, "--netns", self.lab.ns("relay")]
+            argv += ["--backend", self.name]
+            if self.name == "firewalld":  # firewalld's D-Bus lives in the relay's own mount namespace
+                pid = next(p.pid for p in self.lab.processes() if p.kind == "firewalld")
+                argv = ["nsenter", "-t", str(pid), "-m", "-n", f"--wd={REPO}", "--", *argv]
+            else:
+                argv += ["--netns", self.lab.ns("relay")]
         return subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=REPO)
 
     def script(self, spec: Path, remove: bool) -> None:
@@ -183,7 +188,10 @@ class SharedRelay:
         loaded = load_spec(spec)
         text = dialect.render_remove(loaded) if remove else dialect.render(loaded)
         env = ["env", f"NETFWD_ROOT={self.root}", f"NETFWD_IPTABLES={self.iptables}"]
-        self.lab.run("relay", [*env, "bash", "-c", text])
+        if self.name == "firewalld":
+            self.lab.relay_exec_fw([*env, "bash", "-s"], input=text, timeout=300)
+        else:
+            self.lab.run("relay", [*env, "bash", "-c", text])
 
     def apply(self, spec: Path) -> None:
         if self.how == "script":
@@ -301,3 +309,27 @@ def test_ipv6_forwarding_keeps_accepting_router_advertisements(make_lab, tmp_pat
     assert not any(a.relay_inside_if in line for line in persisted)
     relay.remove(spec)
     assert not (relay.root / "etc/sysctl.d/90-netfwd.conf").exists()
+
+
+@pytest.mark.parametrize("engine", ["apply:firewalld", "script:firewalld"])
+def test_firewalld_relay_keeps_sshd_reachable_and_refuses_its_port(make_lab, tmp_path, engine):
+    """firewalld owns the firewall (no Docker-like chains here): sshd stays reachable through apply
+    and remove, and a forward of a port sshd serves is refused before anything changes."""
+    lab = make_lab(firewalld=True)
+    relay = SharedRelay(lab, engine, tmp_path)
+    a = lab.addrs
+    try:
+        relay.start_sshd(reachable=(22,))  # firewalld's public zone admits ssh (22) only
+        lab.start_server("onprem", B)
+        spec = tmp_path / "shared.yaml"
+        spec.write_text(spec_text(lab, A))
+        relay.apply(spec)
+        assert lab.whoami("client", a.relay_outside, A) == a.relay_inside
+        assert relay.ssh_banner(22)
+        relay.remove(spec)
+        assert relay.ssh_banner(22) and not lab.connect("client", a.relay_outside, A)
+        spec.write_text(spec_text(lab, 2222))
+        done = relay.netfwd("plan", str(spec))
+        assert done.returncode == 2 and "2222/tcp is already served on this relay by sshd" in done.stderr
+    finally:
+        relay.stop()
