@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from netfwd import backends, dialects
-from netfwd.backends.base import Backend, Live
+from netfwd.backends.base import Backend, BaseBackend, Live
 from netfwd.dialects.base import BaseDialect, Dialect, rule_comment
 from netfwd.errors import UnsupportedByDialect
 from netfwd.model import Essence, Spec
@@ -85,11 +85,11 @@ def test_recipe_dialect(monkeypatch):
 
 # -- a backend: a module with make(context) + one entry in netfwd/backends/__init__.py MODULES --------
 
-class ToyBackend:
-    """Owned state kept in a dict: one canonical line per forward."""
+class ToyBackend(BaseBackend):
+    """Owned state kept in a dict: one canonical line per forward; no dry run, no generation
+    counter, nothing to persist (BaseBackend's defaults)."""
 
     name = "toy"
-    desired_depends_on_live = False
     firewall: dict[str, str] = {}
 
     def __init__(self, context: backends.Context) -> None:
@@ -107,18 +107,9 @@ class ToyBackend:
     def forwards(self, text: str) -> list[Essence]:
         return ToyDialect().parse(text)
 
-    def validate(self, target: str, live: Live) -> None:
-        self.forwards(target)
-
     def write(self, target: str, live: Live) -> int:
         self.firewall["owned"] = target
         return 1
-
-    def fingerprint(self) -> str | None:
-        return None
-
-    def persist(self, target: str) -> list[str]:
-        return []
 
 
 def test_recipe_backend(monkeypatch, tmp_path):

@@ -1,7 +1,7 @@
 """Live backends: apply a spec to a running relay's firewall, one module per firewall.
 
 Every module exposes ``make(context)`` returning an object that satisfies
-:class:`netfwd.backends.base.Backend`. Modules load on first use (python-iptables, for one, needs
+:class:`netfwd.backends.base.Backend` (most derive from its defaults, ``BaseBackend``). Modules load on first use (python-iptables, for one, needs
 the iptables shared libraries at import time).
 """
 
@@ -10,11 +10,15 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from netfwd.errors import InputError
 
+if TYPE_CHECKING:
+    from netfwd.backends.base import Backend
+
 # name -> (module, keyword arguments for its make())
-MODULES: dict[str, tuple[str, dict]] = {
+MODULES: dict[str, tuple[str, dict[str, Any]]] = {
     "iptables": ("netfwd.backends.iptables", {"flavour": "nft"}),
     "iptables-nft": ("netfwd.backends.iptables", {"flavour": "nft"}),
     "iptables-legacy": ("netfwd.backends.iptables", {"flavour": "legacy"}),
@@ -36,9 +40,10 @@ class Context:
     lock_fd: int | None = None
 
 
-def get_backend(name: str, context: Context):
+def get_backend(name: str, context: Context) -> Backend:
     """The backend called `name` ("auto" is resolved by netfwd.backends.auto first)."""
     if name not in MODULES:
         raise InputError(f"unknown backend {name!r}; choose one of: {', '.join(NAMES)}", field="--backend")
     module, options = MODULES[name]
-    return importlib.import_module(module).make(context, **options)
+    backend: Backend = importlib.import_module(module).make(context, **options)
+    return backend

@@ -15,6 +15,7 @@ from __future__ import annotations
 import subprocess
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, runtime_checkable
 
 from netfwd.errors import EnvironmentProblem, NetfwdError
@@ -102,7 +103,10 @@ class Plan:
 
 @runtime_checkable
 class Backend(Protocol):
+    """Everything the engine (netfwd.engine.core) and :func:`diff` use of a backend."""
+
     name: str
+    desired_depends_on_live: bool  # True: `desired` reads the live state (cannot be cached by spec)
 
     def check(self, spec: Spec) -> None:
         """Raise UnsupportedByDialect when the spec asks for what this backend cannot do."""
@@ -113,17 +117,57 @@ class Backend(Protocol):
     def desired(self, spec: Spec, live: Live) -> str:
         """The owned state `spec` asks for, in the same canonical form :meth:`read` returns."""
 
-    def write(self, target: str, live: Live) -> None:
-        """Make the owned state `target` in one transaction (`target` "" = own nothing)."""
-
     def forwards(self, text: str) -> list[Essence]:
         """The forwards an owned-state text holds (for plans that speak in forwards, not lines)."""
+
+    def validate(self, target: str, live: Live) -> None:
+        """The firewall's own dry run of the transaction from `live` to `target` (what `plan` checks)."""
+
+    def write(self, target: str, live: Live) -> int | None:
+        """Make the owned state `target` in one transaction (`target` "" = own nothing). Returns how
+        many commits it made (None: unknown), which the engine compares with :meth:`fingerprint`."""
+
+    def tags(self, line: str) -> str | None:
+        """The forward (its rule comment) an owned-state line belongs to; None: not one forward's."""
+
+    def focus(self, text: str, tags: set[str]) -> str:
+        """Only the lines of the forwards `tags` names (so a plan parses just what differs)."""
 
     def fingerprint(self) -> str | None:
         """A cheap token that changes whenever the firewall may have changed (None: no such thing)."""
 
+    def persisted_files(self) -> list[Path]:
+        """Every file :meth:`persist` may write (the engine checks their directories first)."""
+
     def persist(self, target: str) -> list[str]:
         """Save the ruleset where the host reloads it at boot; returns what was done, for the log."""
+
+
+class BaseBackend:
+    """The defaults of :class:`Backend`: a backend derives from this and implements ``check``,
+    ``read``, ``desired``, ``forwards`` and ``write``; the rest it overrides only when its firewall
+    has the thing (a dry run, a generation counter, boot persistence, per-forward lines)."""
+
+    name: str
+    desired_depends_on_live: bool = False
+
+    def validate(self, target: str, live: Live) -> None:
+        """No dry run: the write itself is the first check."""
+
+    def tags(self, line: str) -> str | None:
+        return None  # lines not grouped by forward: a plan explains the whole text
+
+    def focus(self, text: str, tags: set[str]) -> str:
+        return text
+
+    def fingerprint(self) -> str | None:
+        return None
+
+    def persisted_files(self) -> list[Path]:
+        return []
+
+    def persist(self, target: str) -> list[str]:
+        return []
 
 
 # -- diffing -------------------------------------------------------------------------------------
@@ -150,15 +194,13 @@ def diff(backend: Backend, current: str, desired: str) -> Plan:
     have, want = Counter(_lines(current)), Counter(_lines(desired))
     added, removed = want - have, have - want
     changed = list(added) + list(removed)
-    tagger = getattr(backend, "tags", None)
-    tags = list(dict.fromkeys(t for t in map(tagger, changed) if t)) if tagger else []
+    tags = list(dict.fromkeys(t for t in map(backend.tags, changed) if t))
 
     def explain(limit: int | None) -> list[Change]:
         before, after = current, desired
-        focus = getattr(backend, "focus", None)
-        if focus is not None and tags:  # parse only the forwards the differing lines belong to
+        if tags:  # parse only the forwards the differing lines belong to
             wanted = set(tags if limit is None else tags[:limit])
-            before, after = focus(current, wanted), focus(desired, wanted)
+            before, after = backend.focus(current, wanted), backend.focus(desired, wanted)
         return _explain(backend, before, after, added, removed)
 
     return Plan(backend.name, current, desired, sum(added.values()), sum(removed.values()),

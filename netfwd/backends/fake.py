@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from netfwd.backends import Context
-from netfwd.backends.base import Live, TransactionError
+from netfwd.backends.base import BaseBackend, Live, TransactionError
 from netfwd.safefiles import write_atomic
 from netfwd.errors import EnvironmentProblem
 from netfwd.model import Essence, Spec
@@ -44,7 +44,7 @@ def parse_line(line: str) -> Essence:
                    local == "local", None if sources == "any" else tuple(sources.split(",")))
 
 
-class FakeBackend:
+class FakeBackend(BaseBackend):
     name = "fake"
     desired_depends_on_live = False
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from netfwd.backends import Context
-from netfwd.backends.base import Live, TransactionError, run
+from netfwd.backends.base import BaseBackend, Live, TransactionError, run
 from netfwd.dialects import firewalld as dialect
 from netfwd.errors import EnvironmentProblem
 from netfwd.model import Essence, Spec
@@ -81,7 +81,7 @@ def parse(text: str) -> dict[str, Any]:
     return state
 
 
-class FirewalldBackend:
+class FirewalldBackend(BaseBackend):
     name = "firewalld"
     desired_depends_on_live = True  # zones come from the live firewall, not from the spec
 

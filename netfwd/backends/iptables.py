@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from netfwd.backends import Context
-from netfwd.backends.base import Live, TransactionError, failure, run
+from netfwd.backends.base import BaseBackend, Live, TransactionError, failure, run
 from netfwd.errors import EnvironmentProblem
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ def _xstate():
     return xstate
 
 
-class IptablesBackend:
+class IptablesBackend(BaseBackend):
     def __init__(self, context: Context, flavour: str) -> None:
         self.context = context
         self.flavour = flavour

@@ -21,7 +21,7 @@ from typing import Any
 
 from netfwd import xtables
 from netfwd.backends import Context, xstate
-from netfwd.backends.base import Live, TransactionError, run
+from netfwd.backends.base import BaseBackend, Live, TransactionError, run
 from netfwd.dialects.iptables_restore import DIALECT
 from netfwd.errors import EnvironmentProblem
 from netfwd.model import Essence, Spec
@@ -122,7 +122,7 @@ def build(iptc, args: list[str]):
     return rule
 
 
-class LibiptcBackend:
+class LibiptcBackend(BaseBackend):
     name = "libiptc"
 
     def __init__(self, context: Context) -> None:

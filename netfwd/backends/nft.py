@@ -18,7 +18,7 @@ from pathlib import Path
 from netaddr import IPAddress, IPNetwork
 
 from netfwd.backends import Context
-from netfwd.backends.base import Live, run
+from netfwd.backends.base import BaseBackend, Live, run
 from netfwd.dialects import nft as dialect
 from netfwd.safefiles import remove_file, write_atomic
 from netfwd.errors import EnvironmentProblem
@@ -67,7 +67,7 @@ def _order(item: str) -> tuple[int, int, str]:
     return (address.version, int(address), item)
 
 
-class NftBackend:
+class NftBackend(BaseBackend):
     name = "nft"
 
     def __init__(self, context: Context) -> None:

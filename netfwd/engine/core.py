@@ -110,7 +110,7 @@ class Engine:
     def _check_targets(self, backend) -> None:
         """Before the firewall changes: the directories of every file the change may persist are
         trusted too, so a refusal never comes half-way through a change."""
-        files = [self.root / sysctl.SYSCTL_FILE, *getattr(backend, "persisted_files", list)()]
+        files = [self.root / sysctl.SYSCTL_FILE, *backend.persisted_files()]
         for directory in dict.fromkeys(path.parent for path in files):
             trust.check_dir(directory)
         for path in files:
@@ -128,7 +128,7 @@ class Engine:
                                       _spec_key(spec_path, catalog, backend.name))
         _refuse_served_ports(spec_path, catalog, meta)
         plan = diff(backend, live.text, desired)
-        if not plan.in_sync and hasattr(backend, "validate"):
+        if not plan.in_sync:
             backend.validate(plan.desired, live)  # the firewall's own dry run: errors show before apply
         changes = sysctl.pending(meta["sysctl_text"], self.root)
         plan = _with_sysctl(plan, changes)
@@ -161,7 +161,7 @@ class Engine:
             generation = backend.fingerprint()
             with self._phase("read live"):
                 live = backend.read()
-            if (not getattr(backend, "desired_depends_on_live", False) and state.applied
+            if (not backend.desired_depends_on_live and state.applied
                     and state.applied.get("spec_key") == key and live.text == state.applied_text()
                     and state.backend == backend.name and self._sysctl_ok(state)):
                 self._remember(state, backend, generation, live.text)
@@ -412,7 +412,7 @@ class Engine:
         (spec bytes, catalog, netfwd version, backend): apply after plan, re-applies, and repairs of
         drift with the same spec skip it. Zones make firewalld's desired state depend on the live
         firewall, so it is never cached."""
-        cacheable = not getattr(backend, "desired_depends_on_live", False)
+        cacheable = not backend.desired_depends_on_live
         folder = self.state_dir / "cache"
         if cacheable:
             try:
