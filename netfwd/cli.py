@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("netfwd.commands.apply:status", "What netfwd owns live: counters, pending confirm, drift."),
     "probe": ("netfwd.commands.probe:probe", "Probe the API server through the relay: where and why it fails."),
     "completion": ("netfwd.commands.completion:completion", "Print the shell completion script (bash, zsh, fish)."),
+    "explain": ("netfwd.commands.explain:explain", "Trace a packet through the relay's firewall, NAT and routing."),
 }
 
 

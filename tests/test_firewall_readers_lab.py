@@ -72,6 +72,9 @@ NFT = """table inet t {
     chain t_fwd { type filter hook forward priority filter - 5; policy drop;
         ct state vmap { established : accept, related : accept, new : jump t_user }
         ip daddr 10.98.0.7 tcp dport 80 ct status dnat accept
+        ct state established,related accept
+        tcp dport 22 reject with tcp reset
+        udp dport 53 reject with icmp type host-unreachable
     }
     chain t_post { type nat hook postrouting priority srcnat; oifname "int0" masquerade; }
 }
@@ -101,7 +104,11 @@ def test_nft_text_and_json_readers_read_what_nft_prints_alike(lab):
     dnat = chains["t_pre"].rules[0]
     assert dnat.sources[0].addresses == IPSet(["10.99.1.0/24", "10.99.3.1/32"])
     assert (dnat.verdict.to_addr, dnat.verdict.to_port) == (IPAddress("10.98.0.7"), 80)
-    assert [r.verdict.kind for r in chains["t_fwd"].rules] == ["accept", "accept", "jump", "accept"]  # vmap split
+    fwd = chains["t_fwd"].rules
+    assert [r.verdict.kind for r in fwd[:4]] == ["accept", "accept", "jump", "accept"]  # vmap split
+    assert [(r.verdict.action, r.verdict.detail) for r in fwd[5:]] == [("reject", "tcp-reset"),
+                                                                      ("reject", "icmp-host-unreachable")]
+    assert not [c for r in fwd for c in r.conds if isinstance(c, Unknown)]
     assert not [c for r in chains["t_pre"].rules for c in r.conds if isinstance(c, Unknown)]
 
 

@@ -15,8 +15,11 @@ from netaddr import IPAddress, IPSet
 
 from netfwd.errors import InputError
 from netfwd.firewall.addresses import digits, parse_token, to_cidrs
-from netfwd.firewall.model import (PRIORITY, Always, Chain, CtState, DAddr, DPort, DstLocal, Iface, Proto,
-                                   Origin, Rule, Ruleset, Source, Unknown, Verdict)
+from dataclasses import replace
+
+from netfwd.firewall.model import (PRIORITY, TCP_FLAGS, SOURCE_NAT_HOOKS, Always, Chain, CtState, DAddr, DPort, DstLocal,
+                                   Iface, OrigDst, Origin, Proto, Rule, Ruleset, Source, SPort, TcpFlags, Unknown,
+                                   Verdict)
 
 HOOKS = {"PREROUTING": "prerouting", "INPUT": "input", "FORWARD": "forward", "OUTPUT": "output",
          "POSTROUTING": "postrouting"}
@@ -129,6 +132,8 @@ class _Reader:
             self.ruleset.chains[(tid, name)] = chain
         if policy != "-" and name in HOOKS:
             chain.hook, chain.priority = HOOKS[name], PRIORITY[table]
+            if table == "nat" and chain.hook in SOURCE_NAT_HOOKS:
+                chain.priority = 100
             chain.kind = "nat" if table == "nat" else "filter"
             chain.policy = "accept" if policy == "ACCEPT" else "drop"
             chain.origin = Origin(self.file, number, f":{name} {policy}")
@@ -180,7 +185,7 @@ class _Reader:
                 if verdict.kind == "unknown" and self.ruleset.chain(tid, verdict.target) is not None:
                     verdict = Verdict("jump", verdict.target)
                 elif verdict.kind == "unknown" and verdict.target in NON_TERMINAL:
-                    verdict = Verdict("continue", verdict.target)
+                    verdict = replace(verdict, kind="continue")
                 sources = tuple(Source(self.sets.get(s.name), s.negated, s.name) if s.name else s
                                 for s in rule.sources)
                 conds = tuple(DAddr(self.sets.get(c.name), c.negated, c.name)
@@ -200,6 +205,7 @@ class _RuleParser:
         self.to_addr: IPAddress | None = None
         self.to_port: int | None = None
         self.module = ""
+        self.detail = ""  # --reject-with, or the NAT target as written
 
     def error(self, field: str, message: str) -> InputError:
         return self.reader.error(self.number, field, message)
@@ -250,9 +256,12 @@ class _RuleParser:
         elif not self.target:
             verdict = Verdict("continue")
         elif self.target in TERMINAL:
-            verdict = Verdict(TERMINAL[self.target], "", self.to_addr, self.to_port)
+            kind = TERMINAL[self.target]
+            action = "reject" if self.target == "REJECT" else ""
+            detail = self.detail or ("icmp-port-unreachable" if action else "")
+            verdict = Verdict(kind, "", self.to_addr, self.to_port, action, detail)
         else:  # a user chain or another target: decided in _Reader._resolve
-            verdict = Verdict("unknown", self.target)
+            verdict = Verdict("unknown", self.target, self.to_addr, self.to_port, self.target.lower(), self.detail)
         text = " ".join(self.source_text) or "any source"
         return Rule(origin, tuple(self.sources), tuple(self.conds), verdict, text)
 
@@ -273,7 +282,13 @@ class _RuleParser:
             self.module = value
         elif word in ("--dport", "--destination-port", "--dports", "--destination-ports"):
             self.conds.append(DPort(self.ports(word, value).ranges, negate))
-        elif word in ("--ctstate", "--state"):
+        elif word in ("--sport", "--source-port", "--sports", "--source-ports"):
+            self.conds.append(SPort(self.ports(word, value).ranges, negate))
+        elif word == "--ctorigdst":
+            self.conds.append(OrigDst(self.addresses(word, value), (), negate))
+        elif word == "--ctorigdstport":
+            self.conds.append(OrigDst(None, self.ports(word, value).ranges, negate))
+        elif word in ("--ctstate", "--state", "--ctstatus"):
             self.conds.append(CtState(frozenset(s.lower() for s in value.split(",")), negate))
         elif word == "--dst-type":
             self.conds.append(DstLocal(negate) if value == "LOCAL" else Unknown(f"--dst-type {value}", negate))
@@ -286,16 +301,24 @@ class _RuleParser:
             self.match_set(value, args[1] if len(args) > 1 else "", negate)
         elif word == "--comment":
             pass
-        elif word == "--syn":  # the first packet of a connection is a SYN
-            self.conds.append(Always(negate))
+        elif word == "--syn":  # --tcp-flags FIN,SYN,RST,ACK SYN
+            self.conds.append(TcpFlags(frozenset({"fin", "syn", "rst", "ack"}), frozenset({"syn"}), negate))
+        elif word == "--tcp-flags" and len(args) == 2:
+            names = [frozenset() if a == "NONE" else TCP_FLAGS if a == "ALL" else frozenset(a.lower().split(","))
+                     for a in args]
+            self.conds.append(TcpFlags(names[0], names[1], negate))
         elif word in ("-f", "--fragment"):  # never the first packet of a connection
             self.conds.append(Always(not negate))
         elif word in ("-j", "--jump", "-g", "--goto"):
             self.target, self.goto = value, word in ("-g", "--goto")
-        elif word == "--to-destination":
+        elif word in ("--to-destination", "--to-source"):
             self.to_addr, self.to_port = self.destination(value)
+            self.detail = value
         elif word == "--to-ports":
             self.to_port = self.port(word, value.split("-")[0])
+            self.detail = value
+        elif word == "--reject-with":
+            self.detail = value
         elif self.target:
             return  # an option of the target (--log-prefix, --reject-with, --set-xmark, ...)
         elif word.startswith("-"):
@@ -327,7 +350,7 @@ class _RuleParser:
             port = self.port("--to-destination", rest[1:].split("-")[0]) if rest.startswith(":") else None
         elif value.count(":") == 1:
             host, _, raw = value.partition(":")
-            port = self.port("--to-destination", raw.split("-")[0])
+            port = self.port("--to-destination", raw.split("-")[0]) if raw else None
         host = host.split("-")[0]
         if not host:
             return None, port

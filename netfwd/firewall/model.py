@@ -34,8 +34,10 @@ UNIVERSE = {4: IPSet(["0.0.0.0/0"]), 6: IPSet(["::/0"])}
 NOT_REMOTE = IPSet(["127.0.0.0/8", "::1/128", "224.0.0.0/4", "ff00::/8"])
 # Interfaces a client on the network never arrives on.
 INTERNAL_PREFIXES = ("lo", "docker", "br-", "veth", "virbr", "cni", "flannel", "cali", "kube-", "podman", "lxc")
-# Priorities of iptables' tables at each hook, as nftables numbers them.
+# Priorities of iptables' tables at each hook, as nftables numbers them (nat is -100 where it
+# rewrites the destination, PREROUTING and OUTPUT, and 100 where it rewrites the source).
 PRIORITY = {"raw": -300, "mangle": -150, "nat": -100, "filter": 0, "security": 50}
+SOURCE_NAT_HOOKS = ("postrouting", "input")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,30 @@ class DPort(Cond):
 
 
 @dataclass(frozen=True)
+class SPort(Cond):
+    """A source-port match: whitelists evaluate every source port at once, so it is undecided there."""
+
+    ranges: tuple[tuple[int, int], ...]
+    negated: bool = False
+
+    def test(self, packet: Packet) -> bool | None:
+        return None
+
+
+@dataclass(frozen=True)
+class OrigDst(Cond):
+    """Conntrack's original destination (`--ctorigdst`, `ct original ip daddr`) and/or port
+    (`--ctorigdstport`, `ct original proto-dst`): what the client dialled before any DNAT."""
+
+    addresses: IPSet | None = None
+    ports: tuple[tuple[int, int], ...] = ()
+    negated: bool = False
+
+    def test(self, packet: Packet) -> bool | None:
+        return None
+
+
+@dataclass(frozen=True)
 class DAddr(Cond):
     addresses: IPSet | None  # None: a named set we could not read
     negated: bool = False
@@ -139,12 +165,39 @@ class Iface(Cond):
 
 @dataclass(frozen=True)
 class CtState(Cond):
+    """Conntrack state or status names; any of them matches (`--ctstate`, `--ctstatus`, nft's
+    `ct state new`), or with `exact` the whole status must equal them (nft's `ct status == dnat`)."""
+
     states: frozenset[str]
     negated: bool = False
+    exact: bool = False
 
     def test(self, packet: Packet) -> bool | None:
         mine = {"new", "dnat"} if packet.dnat else {"new"}
         return bool(self.states & mine)
+
+
+TCP_FLAGS = frozenset({"fin", "syn", "rst", "psh", "ack", "urg", "ecn", "cwr"})
+FIRST_FLAGS = frozenset({"syn"})  # the first packet of a TCP connection carries exactly SYN
+
+
+@dataclass(frozen=True)
+class TcpFlags(Cond):
+    """`--tcp-flags MASK COMP` / `--syn` / `tcp flags == syn`: (flags & mask) == compare; with
+    compare None (`tcp flags syn`), any flag of mask is set."""
+
+    mask: frozenset[str] = TCP_FLAGS
+    compare: frozenset[str] | None = FIRST_FLAGS
+    negated: bool = False
+
+    def first(self) -> bool:
+        """Does the first packet of a connection match?"""
+        if self.compare is None:
+            return bool(FIRST_FLAGS & self.mask)
+        return (FIRST_FLAGS & self.mask) == self.compare
+
+    def test(self, packet: Packet) -> bool | None:
+        return self.first()
 
 
 @dataclass(frozen=True)
@@ -191,6 +244,10 @@ def describe(cond: Cond) -> str:
         return f"{bang}destination type LOCAL: pass --relay-address"
     if isinstance(cond, Unknown):
         return f"{bang}{cond.what}".strip()
+    if isinstance(cond, SPort):
+        return f"{bang}source port {','.join(f'{a}-{b}' if a != b else str(a) for a, b in cond.ranges)}"
+    if isinstance(cond, OrigDst):
+        return f"{bang}conntrack original destination"
     return type(cond).__name__
 
 
@@ -206,9 +263,13 @@ class Source:
 @dataclass(frozen=True, slots=True)
 class Verdict:
     kind: str  # accept | drop | dnat | redirect | jump | goto | return | continue | unknown
-    target: str = ""  # chain, for jump/goto
-    to_addr: IPAddress | None = None  # dnat
-    to_port: int | None = None  # dnat / redirect (None: unchanged)
+    target: str = ""  # chain, for jump/goto; the target's name for continue/unknown (LOG, MASQUERADE)
+    to_addr: IPAddress | None = None  # dnat, snat
+    to_port: int | None = None  # dnat / redirect / snat / masquerade (None: unchanged)
+    # The exact action where `kind` simplifies it for admission checks: reject (kind drop), snat and
+    # masquerade (kind continue), notrack, ct, log, mark, ... ; '' when `kind` says it all.
+    action: str = ""
+    detail: str = ""  # reject's type (`tcp-reset`, `icmp-port-unreachable`); NAT's target as written
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,14 +15,16 @@ from netaddr import AddrFormatError, IPAddress, IPSet
 
 from netfwd.errors import InputError
 from netfwd.firewall.addresses import digits, parse_token, to_cidrs
-from netfwd.firewall.model import (Always, Chain, CtState, DAddr, DPort, DstLocal, Family, Iface, Origin, Proto,
-                                   Rule, Ruleset, Source, Unknown, Verdict)
+from dataclasses import replace
+
+from netfwd.firewall.model import (TCP_FLAGS, Always, Chain, CtState, DAddr, DPort, DstLocal, Family, Iface, OrigDst, Origin,
+                                   Proto, Rule, Ruleset, Source, SPort, TcpFlags, Unknown, Verdict)
 
 VERSIONS = {"ip": frozenset({4}), "ip6": frozenset({6}), "inet": frozenset({4, 6})}
 ADDRESS_FIELDS = {("ip", "saddr"), ("ip", "daddr"), ("ip6", "saddr"), ("ip6", "daddr")}
 L4 = ("tcp", "udp", "sctp", "dccp", "udplite", "th")
 PROTOCOL_NUMBERS = {6: "tcp", 17: "udp", 132: "sctp"}
-IGNORED = ("counter", "log", "mangle", "notrack", "meter", "set", "xt", "synproxy", "ct helper", "flow")
+IGNORED = ("counter", "log", "mangle", "meter", "set", "xt", "synproxy", "ct helper", "flow")
 VERDICTS = ("accept", "drop", "reject", "return", "continue", "jump", "goto", "queue", "dnat", "redirect",
             "masquerade", "snat")
 
@@ -109,6 +111,7 @@ class _RuleBuilder:
         self.source_text: list[str] = []
         self.conds: list = []
         self.verdict = Verdict("continue")
+        self.notrack = False
 
     def build(self, exprs: list[dict], origin: Origin) -> list[Rule]:
         """Usually one rule; a verdict map (`ct state vmap { ... }`) becomes one rule per element,
@@ -127,6 +130,8 @@ class _RuleBuilder:
                 self.set_verdict(key, body)
             elif key == "unknown":  # from the text reader: a statement it could not read
                 self.conds.append(Unknown(str(body)))
+            elif key == "notrack":  # no verdict; the connection is not tracked (so never NATed)
+                self.notrack = True
             elif key not in IGNORED:
                 self.conds.append(Unknown(key))  # limit, quota, ...: may stop the rule from matching
         if vmap is not None:
@@ -134,7 +139,8 @@ class _RuleBuilder:
         return [self._rule(origin)]
 
     def _rule(self, origin: Origin) -> Rule:
-        return Rule(origin, tuple(self.sources), tuple(self.conds), self.verdict,
+        verdict = replace(self.verdict, action="notrack") if self.notrack else self.verdict
+        return Rule(origin, tuple(self.sources), tuple(self.conds), verdict,
                     " ".join(self.source_text) or "any source")
 
     def _split(self, vmap: dict, origin: Origin) -> list[Rule]:
@@ -178,10 +184,17 @@ class _RuleBuilder:
                     self.source_text.append(f"{proto} saddr {'!= ' if negated else ''}{_text(right)}")
                 else:
                     self.conds.append(DAddr(found, negated, right[1:] if found is None else ""))
-            elif proto in L4 and field == "dport":
+            elif proto == "tcp" and field == "flags":
+                self.conds.append(Proto(frozenset({"tcp"})))
+                names = _names(right)
+                self.conds.append(TcpFlags(names, None, negated) if op == "in" else
+                                  TcpFlags(TCP_FLAGS, names, negated))
+            elif proto in L4 and field in ("dport", "sport"):
                 if proto != "th":
                     self.conds.append(Proto(frozenset({proto})))
-                self.conds.append(DPort(ports(right), negated))
+                else:
+                    self.conds.append(Proto(frozenset({"tcp", "udp", "sctp", "dccp", "udplite"})))
+                self.conds.append((DPort if field == "dport" else SPort)(ports(right), negated))
             elif (proto, field) in (("ip", "protocol"), ("ip6", "nexthdr")):
                 self.conds.append(Proto(_names(right), negated))
             else:
@@ -200,8 +213,12 @@ class _RuleBuilder:
                 self.conds.append(Unknown(f"meta {key}", negated))
         elif isinstance(left, dict) and "ct" in left:
             key = left["ct"].get("key")
-            if key in ("state", "status"):
-                self.conds.append(CtState(_names(right), negated))
+            if key in ("state", "status"):  # `ct status != dnat` compares the whole status, `ct status dnat` a bit
+                self.conds.append(CtState(_names(right), negated, key == "status" and op in ("==", "!=")))
+            elif left["ct"].get("dir") == "original" and key == "daddr":
+                self.conds.append(OrigDst(addresses(right, self.sets), (), negated))
+            elif left["ct"].get("dir") == "original" and key == "proto-dst":
+                self.conds.append(OrigDst(None, ports(right), negated))
             else:
                 self.conds.append(Unknown(f"ct {key}", negated))
         elif isinstance(left, dict) and "fib" in left and left["fib"].get("result") == "type" \
@@ -227,14 +244,34 @@ class _RuleBuilder:
         elif key == "redirect":
             port = body.get("port") if isinstance(body, dict) else None
             self.verdict = Verdict("redirect", "", None, int(port) if isinstance(port, int) else None)
-        elif key in ("masquerade", "snat", "continue"):
+        elif key in ("masquerade", "snat"):
+            body = body if isinstance(body, dict) else {}
+            addr, port = body.get("addr"), body.get("port")
+            try:
+                to_addr = IPAddress(addr) if isinstance(addr, str) else None
+            except (ValueError, TypeError, AddrFormatError):
+                to_addr = None
+            exact = (addr is None or to_addr is not None) and (port is None or isinstance(port, int))
+            self.verdict = Verdict("continue", key.upper(), to_addr, port if isinstance(port, int) else None,
+                                   key if exact else "unknown", _text(body) if body else "")
+        elif key == "continue":
             self.verdict = Verdict("continue")
         elif key == "reject":
-            self.verdict = Verdict("drop")
+            self.verdict = Verdict("drop", "", None, None, "reject", _reject_detail(body))
         elif key == "queue":
             self.verdict = Verdict("unknown", "queue")
         else:
             self.verdict = Verdict(key)
+
+
+def _reject_detail(body: Any) -> str:
+    """nft's reject body in iptables' words: tcp-reset, icmp-port-unreachable, icmpx-admin-prohibited..."""
+    if not isinstance(body, dict) or not body.get("type"):
+        return "icmp-port-unreachable"  # nft's default (icmpx in inet tables: the same on the wire)
+    kind = str(body["type"])
+    if kind == "tcp reset":
+        return "tcp-reset"
+    return f"{kind}-{body.get('expr', 'port-unreachable')}"
 
 
 def build(objects: list[dict], file: str, lines: dict[tuple, int] | None = None) -> Ruleset:

@@ -19,7 +19,7 @@ _TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|!=|==|[{},;]|[^\s{},;]+')
 PRIORITIES = {"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0, "security": 50, "srcnat": 100,
               "out": 100, "in": -150}  # `out`/`in`: bridge-family names, harmless here
 PAYLOAD = {"ip": ("saddr", "daddr", "protocol"), "ip6": ("saddr", "daddr", "nexthdr"),
-           "tcp": ("dport", "sport"), "udp": ("dport", "sport"), "sctp": ("dport", "sport"),
+           "tcp": ("dport", "sport", "flags"), "udp": ("dport", "sport"), "sctp": ("dport", "sport"),
            "dccp": ("dport", "sport"), "udplite": ("dport", "sport"), "th": ("dport", "sport")}
 META = ("l4proto", "nfproto", "iifname", "oifname", "iif", "oif", "mark", "skuid", "skgid", "pkttype")
 STOP = {"counter", "log", "limit", "comment", "accept", "drop", "reject", "return", "continue", "jump", "goto",
@@ -101,11 +101,14 @@ class _Rule:
         return items
 
     def values(self):
-        """A comma list without braces (`ct state established,related`)."""
-        word = self.take()
-        if "," in word:
-            return [_scalar(part) for part in word.split(",")]
-        return _scalar(word) if not self.peek() == "{" else self.value()
+        """A comma list without braces (`ct state established,related`: the tokenizer splits the commas)."""
+        if self.peek() == "{":
+            return self.value()
+        items = [_scalar(self.take())]
+        while self.peek() == "," and self.peek(1) not in (None, "{", "}"):
+            self.take()
+            items.append(_scalar(self.take()))
+        return items if len(items) > 1 else items[0]
 
     def match(self, left: dict, *, multi: bool = False) -> None:
         if self.peek() == "vmap":  # KEY vmap { k : verdict, ... }
@@ -142,6 +145,10 @@ class _Rule:
                 self.match({"meta": {"key": word}})
             elif word == "ct" and nxt in ("state", "status"):
                 self.match({"ct": {"key": self.take()}}, multi=True)
+            elif word == "ct" and nxt == "original":  # ct original [ip|ip6] daddr / proto-dst
+                self.take()
+                family = self.take() if self.peek() in ("ip", "ip6") else None
+                self.match({"ct": {"key": self.take(), "dir": "original", **({"family": family} if family else {})}})
             elif word == "fib":
                 flags = []
                 while self.peek() not in (None, "type", "oif", "oifname"):
@@ -163,9 +170,19 @@ class _Rule:
             elif word in ("accept", "drop", "return", "continue"):
                 self.expr.append({word: None})
             elif word == "reject":
-                while self.peek() is not None and self.peek() not in STOP:
-                    self.take()
-                self.expr.append({"reject": None})
+                how = []
+                if self.peek() == "with":  # with tcp reset | with icmp[x|v6] [type|code] NAME
+                    how.append(self.take())
+                    kind = self.take()
+                    how.append(kind)
+                    if kind == "tcp" and self.peek() == "reset":
+                        how.append(self.take())
+                    elif self.peek() is not None:
+                        if self.peek() in ("type", "code"):
+                            self.take()
+                        if self.peek() is not None and self.peek() not in STOP:
+                            how.append(self.take())
+                self.expr.append({"reject": _reject(how)})
             elif word in ("jump", "goto"):
                 self.expr.append({word: {"target": self.take()}})
             elif word in ("dnat", "snat"):
@@ -184,7 +201,12 @@ class _Rule:
                     body = {"port": int(target.lstrip(":"))} if digits(target.lstrip(":")) else {"port": target}
                 self.expr.append({"redirect": body or None})
             elif word == "masquerade":
-                self.expr.append({"masquerade": None})
+                body = {}
+                if self.peek() == "to":
+                    self.take()
+                    target = self.take().lstrip(":")
+                    body = {"port": int(target) if digits(target) else target}
+                self.expr.append({"masquerade": body or None})
             elif word == "notrack":
                 self.expr.append({"notrack": None})
             else:  # limit, quota, meta mark set, maps...: record what could not be read, keep the verdict
@@ -192,6 +214,16 @@ class _Rule:
                 while self.peek() is not None and self.peek() not in STOP:
                     what.append(self.take())
                 self.expr.append({"unknown": " ".join(what)[:60]})
+
+
+def _reject(words: list[str]) -> dict | None:
+    """`with tcp reset` / `with icmp type host-unreachable` / `with icmpx admin-prohibited` -> nft -j's body."""
+    words = [w for w in words if w not in ("with", "type", "code")]
+    if not words:
+        return None
+    if words[0] == "tcp":
+        return {"type": "tcp reset"}
+    return {"type": words[0], **({"expr": words[1]} if len(words) > 1 else {})}
 
 
 def _nat_target(text: str) -> dict:

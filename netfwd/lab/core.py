@@ -289,7 +289,8 @@ class Lab:
     def start_server(self, node: str, port: int, kind: str = "whoami", **options: Any) -> int:
         """Start a server in `node` listening on `port`; returns its PID once it listens.
 
-        kind="whoami": answers each TCP connection with "<peer ip>\\n"; ``udp=True`` also on UDP.
+        kind="whoami": answers each TCP connection with "<peer ip>\\n"; ``udp=True`` also on UDP;
+        ``where=True`` adds the local address and port ("<peer ip> <local ip> <local port>\\n").
         kind="apiserver": TLS Kubernetes API-server stand-in; options ``sans`` (list of IPs/names,
         default: on-prem IP, localhost and the kubernetes service names - *not* the relay),
         ``extra_sans``, ``git_version`` ("v1.28.3"), ``anonymous`` (True; False = 401 for everything),
@@ -302,6 +303,8 @@ class Lab:
         if kind == "whoami":
             if options.pop("udp", False):
                 args.append("--udp")
+            if options.pop("where", False):
+                args.append("--where")
         elif kind == "apiserver":
             from netfwd.lab.tls import make_tls
 

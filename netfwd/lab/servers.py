@@ -3,9 +3,11 @@
 Standard library only, so a process starts in well under a second. Servers print ``ready`` on
 stdout once listening (the lab waits for it) and then detach stdout.
 
-  whoami PORT [--udp]          answer each TCP connection (and UDP datagram) with "<peer ip>\\n"
+  whoami PORT [--udp] [--where]  answer each TCP connection (and UDP datagram) with "<peer ip>\\n"
+                                 (--where: "<peer ip> <local ip> <local port>\\n")
   apiserver PORT --cert --key  a Kubernetes API server stand-in over TLS
   connect HOST PORT            one TCP/UDP exchange; prints a JSON result (ok, reason, data)
+  connect-many                 many at once: JSON list of {id, src, dst, proto, dport, sport} on stdin
   get HOST PORT PATH           one HTTPS GET; prints a JSON result (ok, status, body, reason)
 """
 
@@ -42,30 +44,56 @@ def _log(path: str | None, line: str) -> None:
 
 def whoami(args: argparse.Namespace) -> None:
     log = args.log
+    port = args.port
+
+    def answer(peer: str, local: str) -> bytes:
+        return (f"{peer} {local} {port}\n" if args.where else f"{peer}\n").encode()
 
     class Tcp(socketserver.BaseRequestHandler):
         def handle(self) -> None:
             peer = self.client_address[0]
             _log(log, f"tcp {peer}")
-            self.request.sendall(f"{peer}\n".encode())
+            self.request.sendall(answer(peer, self.request.getsockname()[0]))
 
     class Udp(socketserver.BaseRequestHandler):
         def handle(self) -> None:
             data, sock = self.request
             peer = self.client_address[0]
             _log(log, f"udp {peer}")
-            sock.sendto(f"{peer}\n".encode(), self.client_address)
+            sock.sendto(answer(peer, self.server.server_address[0]), self.client_address)
 
     socketserver.ThreadingTCPServer.allow_reuse_address = True
     socketserver.ThreadingTCPServer.daemon_threads = True
+    socketserver.ThreadingTCPServer.request_queue_size = 256  # many clients at once (explain's diff tests)
     tcp = socketserver.ThreadingTCPServer((args.bind, args.port), Tcp)
     servers = [tcp]
-    if args.udp:
+    if args.udp and args.where:
+        threading.Thread(target=_udp_where, args=(args.bind, args.port, answer, log), daemon=True).start()
+    elif args.udp:
         servers.append(socketserver.ThreadingUDPServer((args.bind, args.port), Udp))
     for server in servers[1:]:
         threading.Thread(target=server.serve_forever, daemon=True).start()
     _ready()
     tcp.serve_forever()
+
+
+IP_PKTINFO, IP_RECVERR = 8, 11  # <linux/in.h>; Python's socket module exports neither
+
+
+def _udp_where(bind: str, port: int, answer, log: str | None) -> None:
+    """UDP on a wildcard address that knows where each datagram was sent (IP_PKTINFO) and answers
+    from that address, as a TCP server would."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+    sock.bind((bind, port))
+    while True:
+        _data, ancillary, _flags, peer = sock.recvmsg(2048, 256)
+        info = next((c for level, kind, c in ancillary if level == socket.IPPROTO_IP
+                     and kind == IP_PKTINFO), None)
+        local = socket.inet_ntoa(info[8:12]) if info else bind
+        _log(log, f"udp {peer[0]}")
+        reply = [(socket.IPPROTO_IP, IP_PKTINFO, bytes(4) + socket.inet_aton(local) + bytes(4))]
+        sock.sendmsg([answer(peer[0], local)], reply, 0, peer)
 
 
 # -- API server stand-in --------------------------------------------------------------------------
@@ -194,6 +222,36 @@ def connect(args: argparse.Namespace) -> dict:
             "elapsed": round(time.monotonic() - started, 4)}
 
 
+def _one(item: dict, timeout: float) -> dict:
+    """One exchange for connect-many: TCP connect (or a UDP datagram, with IP_RECVERR so every ICMP
+    error is reported) from (src, sport) to (dst, dport); the server's answer is `data`."""
+    udp = item.get("proto") == "udp"
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if udp:
+        sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+    sock.settimeout(timeout)
+    try:
+        sock.bind((item["src"], int(item.get("sport") or 0)))
+        sock.connect((item["dst"], int(item["dport"])))
+        if udp:
+            sock.send(b"?\n")
+        data = sock.recv(256).decode(errors="replace").strip()
+        return {"id": item["id"], "ok": True, "reason": "udp-reply" if udp else "syn-ack", "data": data}
+    except OSError as problem:
+        return {"id": item["id"], "ok": False, "reason": _reason(problem), "data": None}
+    finally:
+        sock.close()
+
+
+def connect_many(args: argparse.Namespace) -> list[dict]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    items = json.load(sys.stdin)
+    with ThreadPoolExecutor(max_workers=args.workers) as pool:
+        return list(pool.map(lambda item: _one(item, args.timeout), items))
+
+
 def get(args: argparse.Namespace) -> dict:
     context = ssl.create_default_context(cafile=args.ca) if args.ca else ssl.create_default_context()
     if args.insecure:
@@ -244,8 +302,12 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("whoami")
     p.add_argument("port", type=int)
     p.add_argument("--udp", action="store_true")
+    p.add_argument("--where", action="store_true", help="also answer the local address and port")
     p.add_argument("--bind", default="0.0.0.0")
     p.add_argument("--log")
+    p = sub.add_parser("connect-many")
+    p.add_argument("--timeout", type=float, default=1.0)
+    p.add_argument("--workers", type=int, default=64)
     p = sub.add_parser("apiserver")
     p.add_argument("port", type=int)
     p.add_argument("--cert", required=True)
@@ -276,6 +338,8 @@ def main(argv: list[str] | None = None) -> None:
         whoami(args)
     elif args.command == "apiserver":
         apiserver(args)
+    elif args.command == "connect-many":
+        print(json.dumps(connect_many(args)))
     else:
         print(json.dumps(connect(args) if args.command == "connect" else get(args)))
 
