@@ -98,6 +98,20 @@ def playbook(lab, collections, inventory: Path, *args: str, book: Path = ROLLOUT
     return done, recap(done.stdout)
 
 
+def adhoc(lab, collections, inventory: Path, module: str, args: str, *extra: str) -> dict[str, dict]:
+    """`ansible relays -m MODULE -a ARGS` from the controller; host -> its JSON result."""
+    done = subprocess.run(lab.ansible_argv("ansible", ["-i", str(inventory), "relays", "-m", module, "-a", args,
+                                                       "-o", *extra]),
+                          env=lab.ansible_env(collections), capture_output=True, text=True, timeout=240,
+                          stdin=subprocess.DEVNULL)
+    results = {}
+    for line in done.stdout.splitlines():
+        host, _, rest = line.partition(" | ")
+        if " => " in rest:
+            results[host] = json.loads(rest.split(" => ", 1)[1])
+    return results
+
+
 def recap(output: str) -> dict[str, dict[str, int]]:
     return {m[0]: {"ok": int(m[1]), "changed": int(m[2]), "unreachable": int(m[3]), "failed": int(m[4])}
             for m in RECAP.findall(output)}
@@ -114,8 +128,10 @@ def ruleset(lab, node: str) -> str:
 def owned(lab, node: str) -> dict:
     """`netfwd status` in the relay: what netfwd owns live there, and drift from its last record."""
     base = lab.host_dir(node)
-    done = lab.run(node, [sys.executable, "-m", "netfwd", "status", "--root", str(base / "root"),
-                          "--state-dir", str(base / "state"), "-o", "json"], check=False)
+    argv = [sys.executable, "-m", "netfwd", "status", "--root", str(base / "root"), "--state-dir", str(base / "state"),
+            "-o", "json"]
+    firewalld = any(p.kind == "firewalld" and p.node == node and p.alive() for p in lab.processes())
+    done = lab.relay_exec_fw(argv, check=False, node=node) if firewalld else lab.run(node, argv, check=False)
     return json.loads(done.stdout)
 
 
@@ -171,6 +187,21 @@ def test_rollout_to_five_relays_rerun_and_check_diff(make_fleet, collections):
         assert ruleset(lab, node) == applied[node], node
         assert (lab.host_dir(node) / "state" / "state.json").read_text() == records[node]
         assert forwarded(lab, node)
+
+    where = "state_dir={{ netfwd_state_dir }} root={{ netfwd_root }}"
+    facts = adhoc(lab, collections, inventory, "netfwd.relay.facts", where)
+    for node, backend in backends.items():
+        status = facts[node]["ansible_facts"]["netfwd"]["status"]
+        assert status["backend"] == backend and status["drift"] is None and len(status["forwards"]) == 1, node
+        assert facts[node]["ansible_facts"]["netfwd"]["doctor"]["checks"], node
+
+    planned = adhoc(lab, collections, inventory, "netfwd.relay.forward", f"state=absent {where}", "--check")
+    assert all(planned[node]["changed"] for node in backends), planned
+    assert all(ruleset(lab, node) == applied[node] for node in backends)
+    removed = adhoc(lab, collections, inventory, "netfwd.relay.forward", f"state=absent {where}")
+    for node in backends:
+        assert removed[node]["changed"] and removed[node]["forwards"] == 0, removed[node]
+        assert owns_nothing(lab, node) and not forwarded(lab, node)
 
 
 def test_unreachable_target_rolls_back_and_stops_the_rollout(make_fleet, collections):

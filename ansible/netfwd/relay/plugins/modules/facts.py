@@ -88,7 +88,7 @@ ansible_facts:
       type: dict
       sample:
         status: {backend: nft, drift: null, pending: null, forwards: [{listen_port: 16443, to_address: 192.168.10.5}]}
-        doctor: {exit_code: 0, counts: {ok: 12, warning: 1, error: 0, skipped: 3}, results: []}
+        doctor: {verdict: pass, exit_code: 0, counts: {ok: 12, warning: 1, error: 0, skipped: 3}, checks: []}
 """
 
 from ansible.module_utils.basic import AnsibleModule
