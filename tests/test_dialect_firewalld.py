@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from netfwd.dialects import get_dialect
 from netfwd.dialects.firewalld import forward_rule, ipset_name, masquerade_rule
+from netfwd.dialects.shell import SYSCTL_FILE
 from netfwd.errors import UnsupportedByDialect
 from netfwd.model import Spec
 from netfwd.spec import load_spec, parse_spec
@@ -311,3 +312,17 @@ def test_changed_target_on_firewalld_063(make_lab, centos7_userland, tmp_path):
         text = live(lab, permanent=permanent)
         assert unordered(FW.parse(text)) == unordered(FW.expected(spec)) and f'to-port="{old}"' not in text
     assert lab.whoami("client", a.relay_outside, A, source=a.client_allowed) == a.relay_inside
+
+
+@pytest.mark.netns
+def test_a_refused_change_leaves_the_sysctls_and_says_how_far_it_got(lab_fw, tmp_path):
+    """firewalld refuses an entry midway (an ipset of netfwd's name but the wrong type): exit non-zero,
+    no sysctl file written, and the script says how many firewalld changes it made."""
+    lab = lab_fw
+    spec = lab_spec(lab)
+    lab.firewall_cmd("--permanent", f"--new-ipset={ipset_name(spec.forwards[0])}", "--type=hash:mac")
+    done = run_script(lab, FW.render(spec), tmp_path, check=False)
+    assert done.returncode != 0
+    assert "failed (exit" in done.stderr and "firewalld change(s), sysctls untouched" in done.stderr
+    assert "applied" not in done.stderr
+    assert not (tmp_path / SYSCTL_FILE).exists()

@@ -275,6 +275,16 @@ old_dnat() {
 """.strip("\n").splitlines()
 
 
+def _say_partial() -> list[str]:
+    """firewalld has no multi-object transaction: if converging fails midway, say how far it got."""
+    return ["partial() {",
+            '  local rc=$?',
+            '  [ "$rc" -eq 0 ] || say "failed (exit $rc) after $CHANGES firewalld change(s), sysctls untouched: '
+            'run this script again to finish, or the remove script to take netfwd\'s part away"',
+            "}",
+            "trap partial EXIT"]
+
+
 def _ingress(spec: Spec) -> list[str]:
     """The zone the forwarded traffic arrives in: DNAT (forward-port) rules act there."""
     if spec.relay.interface is not None:
@@ -318,9 +328,11 @@ class FirewalldDialect(BaseDialect):
     def render(self, spec: Spec) -> str:
         self.check(spec)
         lines = shell.prologue(self.header(spec, "apply")) + _preflight() + _ingress(spec)
-        lines += shell.enable_forwarding(spec)
         lines += _wanted(spec)
-        lines += ["before=$(old_dnat)", "converge", *shell.forget_stale([shell.mapping_key(f) for f in spec.forwards]),
+        lines += [*_say_partial(), "before=$(old_dnat)", "converge", "trap - EXIT",
+                  "# Forwarding only once firewalld took the rules: a refused change leaves the sysctls as they were.",
+                  *shell.enable_forwarding(spec),
+                  *shell.forget_stale([shell.mapping_key(f) for f in spec.forwards]),
                   f'say "applied {len(spec.forwards)} forward(s) in zone $ZONE ($CHANGES change(s))"', ""]
         return "\n".join(lines)
 

@@ -195,12 +195,6 @@ route_dev() {
 zone_of eth0  # relay.interface (in no zone: the default zone)
 ZONE=$ZONE_IS
 
-# Kernel forwarding: on now, and after a reboot (sysctl.d).
-sysctl -q -w net.ipv4.ip_forward=1
-mkdir -p "$ROOT/etc/sysctl.d"
-printf '%s\n' '# written by netfwd for cluster lab-multi' 'net.ipv4.ip_forward = 1' > "$ROOT/etc/sysctl.d/90-netfwd.conf.tmp"
-mv -f "$ROOT/etc/sysctl.d/90-netfwd.conf.tmp" "$ROOT/etc/sysctl.d/90-netfwd.conf"
-
 # Wanted state: per forward one ipset (its sources), the DNAT rich rule, the masquerade rule.
 # apiserver: port 16443/tcp -> 192.168.10.5 port 6443
 want_set netfwd-aec32ea1beef 'inet 47.96.166.214/32 47.100.0.176/32 47.100.18.171/32 47.101.178.223/32 47.101.220.176/32 100.104.12.64/26 100.104.43.0/26 101.132.70.106/32 101.132.156.228/32 101.132.180.26/32 106.15.36.12/32 139.196.168.125/32 139.224.8.64/32 139.224.15.48/32'
@@ -218,8 +212,21 @@ zone_of "$(route_dev 192.168.10.53)"; want_rule "$ZONE_IS" 'rule family="ipv4" s
 want_set netfwd-2a49205099f8 'inet 0.0.0.0/1 128.0.0.0/1'
 want_rule "$ZONE" 'rule family="ipv4" source ipset="netfwd-2a49205099f8" forward-port port="19100" protocol="tcp" to-port="9100" to-addr="192.168.10.7"'
 
+partial() {
+  local rc=$?
+  [ "$rc" -eq 0 ] || say "failed (exit $rc) after $CHANGES firewalld change(s), sysctls untouched: run this script again to finish, or the remove script to take netfwd's part away"
+}
+trap partial EXIT
 before=$(old_dnat)
 converge
+trap - EXIT
+# Forwarding only once firewalld took the rules: a refused change leaves the sysctls as they were.
+# Kernel forwarding: on now, and after a reboot (sysctl.d).
+sysctl -q -w net.ipv4.ip_forward=1
+mkdir -p "$ROOT/etc/sysctl.d"
+printf '%s\n' '# written by netfwd for cluster lab-multi' 'net.ipv4.ip_forward = 1' > "$ROOT/etc/sysctl.d/90-netfwd.conf.tmp"
+mv -f "$ROOT/etc/sysctl.d/90-netfwd.conf.tmp" "$ROOT/etc/sysctl.d/90-netfwd.conf"
+
 # Existing connections keep their old NAT mapping: forget those whose target changed or went away.
 declare -A keep=()
 keep['* tcp 16443 192.168.10.5:6443']=1

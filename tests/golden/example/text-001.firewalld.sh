@@ -195,20 +195,27 @@ route_dev() {
 zone_of eth0  # relay.interface (in no zone: the default zone)
 ZONE=$ZONE_IS
 
-# Kernel forwarding: on now, and after a reboot (sysctl.d).
-sysctl -q -w net.ipv4.ip_forward=1
-mkdir -p "$ROOT/etc/sysctl.d"
-printf '%s\n' '# written by netfwd for cluster text-001' 'net.ipv4.ip_forward = 1' > "$ROOT/etc/sysctl.d/90-netfwd.conf.tmp"
-mv -f "$ROOT/etc/sysctl.d/90-netfwd.conf.tmp" "$ROOT/etc/sysctl.d/90-netfwd.conf"
-
 # Wanted state: per forward one ipset (its sources), the DNAT rich rule, the masquerade rule.
 # apiserver: port 16443/tcp -> 192.168.10.5 port 6443
 want_set netfwd-aec32ea1beef 'inet 47.96.166.214/32 100.104.12.64/26 203.0.113.0/24'
 want_rule "$ZONE" 'rule family="ipv4" source ipset="netfwd-aec32ea1beef" forward-port port="16443" protocol="tcp" to-port="6443" to-addr="192.168.10.5"'
 zone_of "$(route_dev 192.168.10.5)"; want_rule "$ZONE_IS" 'rule family="ipv4" source ipset="netfwd-aec32ea1beef" destination address="192.168.10.5" masquerade'
 
+partial() {
+  local rc=$?
+  [ "$rc" -eq 0 ] || say "failed (exit $rc) after $CHANGES firewalld change(s), sysctls untouched: run this script again to finish, or the remove script to take netfwd's part away"
+}
+trap partial EXIT
 before=$(old_dnat)
 converge
+trap - EXIT
+# Forwarding only once firewalld took the rules: a refused change leaves the sysctls as they were.
+# Kernel forwarding: on now, and after a reboot (sysctl.d).
+sysctl -q -w net.ipv4.ip_forward=1
+mkdir -p "$ROOT/etc/sysctl.d"
+printf '%s\n' '# written by netfwd for cluster text-001' 'net.ipv4.ip_forward = 1' > "$ROOT/etc/sysctl.d/90-netfwd.conf.tmp"
+mv -f "$ROOT/etc/sysctl.d/90-netfwd.conf.tmp" "$ROOT/etc/sysctl.d/90-netfwd.conf"
+
 # Existing connections keep their old NAT mapping: forget those whose target changed or went away.
 declare -A keep=()
 keep['* tcp 16443 192.168.10.5:6443']=1
