@@ -65,8 +65,19 @@ def test_cli_lab_up_userland_centos7_and_down(centos7_userland):
         run = subprocess.run([sys.executable, "-m", "netfwd", "lab", "exec", "--name", name, "relay", "--",
                               "iptables", "-V"], capture_output=True, text=True, timeout=60)
         assert run.stdout.strip() == "iptables v1.4.21"
-        assert json.loads(up.stdout)
+        assert json.loads(up.stdout)["userland"] == "centos7"
     finally:
         subprocess.run([sys.executable, "-m", "netfwd", "lab", "down", "--name", name], capture_output=True, timeout=60)
     assert not any(line.startswith(f"nf-{name}-") for line in
                    subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.splitlines())
+
+
+def test_status_shows_the_userland_and_the_rules_applied(c7, tmp_path):
+    from netfwd.dialects import get_dialect
+    from netfwd.spec import load_spec
+
+    script = get_dialect("iptables-restore").render(load_spec("rules/example.yaml"))
+    c7.run("relay", ["env", f"NETFWD_ROOT={tmp_path}", "bash", "-s"], input=script)
+    status = c7.status()
+    assert status["userland"] == "centos7"
+    assert any("NETFWD-PRE" in line for line in status["applied"]["iptables-legacy"])

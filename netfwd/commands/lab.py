@@ -215,7 +215,8 @@ def _show(report: dict, output: str) -> None:
 
     age = int(time.time() - report["created"])
     builder = report["builder"]
-    table = Table(title=f"lab {report['name']}" + ("" if report["complete"] else " (incomplete: run lab down)"),
+    userland = "" if report.get("userland", "modern") == "modern" else f" (relay userland: {report['userland']})"
+    table = Table(title=f"lab {report['name']}{userland}" + ("" if report["complete"] else " (incomplete: run lab down)"),
                   caption=f"built {age} s ago by PID {builder['pid']} "
                           f"({'still running' if builder['alive'] else 'gone'})")
     for column in ("node", "netns", "interfaces", "processes"):

@@ -156,8 +156,8 @@ class IptablesVersion(RelayCheck):
                                 "later, or use the iptables-restore or nft dialect (no -C)")], summary)
         if numbers < (1, 6, 2):
             return found([warning(f"{summary}: iptables-restore has no -w (xtables lock) before 1.6.2, so a "
-                                  "concurrent firewall change can fail the apply", "upgrade iptables, or use the "
-                                  "nft dialect")], summary)
+                                  "concurrent firewall change can fail the apply (netfwd then runs it without "
+                                  "the wait, docs/compat.md)", "retry a failed apply; or upgrade iptables")], summary)
         return passed(summary)
 
 

@@ -30,7 +30,10 @@ def addresses(name: str) -> dict[str, list[str]]:
 def applied(lab: "Lab") -> dict[str, list[str]]:
     """Lines of the relay's rule sets that belong to netfwd (by their NETFWD/netfwd marker)."""
     result: dict[str, list[str]] = {}
-    for label, argv in (("iptables-nft", ["iptables-nft-save"]), ("iptables-legacy", ["iptables-legacy-save"])):
+    saves = [("iptables-nft", ["iptables-nft-save"]), ("iptables-legacy", ["iptables-legacy-save"])]
+    if getattr(lab, "userland", "modern") != "modern":  # an old relay has one iptables, legacy
+        saves = [("iptables-legacy", ["iptables-save"])]
+    for label, argv in saves:
         lines = [line.strip() for line in _output(lab, argv).splitlines() if any(m in line for m in MARKERS)]
         if lines:
             result[label] = lines
@@ -64,6 +67,7 @@ def collect(lab: "Lab", rules: bool = True) -> dict:
                  for p in lab.processes()]
     relay_present = nodes.get("relay", {}).get("exists", False)  # a fleet lab has relay1..N instead
     owner, alive = lab.builder()
-    return {"name": lab.name, "complete": lab.complete, "created": lab.created,
+    return {"name": lab.name, "userland": getattr(lab, "userland", "modern"), "complete": lab.complete,
+            "created": lab.created,
             "builder": {"pid": owner, "alive": alive}, "addrs": lab.addrs.as_dict(),
             "nodes": nodes, "processes": processes, "applied": applied(lab) if relay_present and rules else {}}
