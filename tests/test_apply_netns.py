@@ -394,3 +394,32 @@ def test_a_netfwd_killed_at_each_stage_is_finished_or_undone_by_the_next(lab, tm
     assert status["drift"] is None and status["interrupted"] is None and status["pending"] is None
     relay.netfwd("rollback")
     assert relay.owned() == old
+
+
+def test_firewalld_many_new_ipsets_in_one_step(relay_for, tmp_path):
+    """From fwdbus.FILES_FROM new ipsets on, they reach firewalld as configuration files and one
+    reload: runtime and permanent in step, traffic flows, other admins' objects untouched, and
+    netfwd's next read finds exactly what it wrote."""
+    relay = relay_for("firewalld")
+    lab, a = relay.lab, relay.lab.addrs
+    lab.start_server("onprem", B)
+    relay.foreign("before")
+    foreign = relay.foreign_part(relay.dump())
+    spec = tmp_path / "many.yaml"
+    forwards = "".join(f"""  - name: f{i}
+    listen: {{port: {A + i}}}
+    to: {{address: {a.onprem}, port: {B}}}
+    allow: {{cidrs: [{a.allowed_cidr}]}}
+""" for i in range(25))
+    spec.write_text(f"version: 1\ncluster: lab-many\nrelay: {{os: linux, interface: {a.relay_outside_if}}}\n"
+                    f"forwards:\n{forwards}")
+    applied = relay.netfwd("apply", str(spec), "--yes", env={"NETFWD_TIMING": "1"})
+    assert "ipset files at" in applied.stderr  # the helper's phase log: they went in as files
+    relay.netfwd("plan", str(spec))  # exit 0: runtime and permanent both hold exactly the spec
+    assert len(json.loads(relay.netfwd("status", "--output", "json").stdout)["forwards"]) == 25
+    assert lab.whoami("client", a.relay_outside, A + 24, source=a.client_allowed) == a.relay_inside
+    assert not lab.connect("client", a.relay_outside, A + 24, source=a.client_denied, timeout=1).ok
+    assert relay.foreign_part(relay.dump()) == foreign
+    relay.netfwd("remove")
+    assert "netfwd-" not in relay.relay(["firewall-cmd", "--permanent", "--get-ipsets"])
+    assert relay.foreign_part(relay.dump()) == foreign

@@ -12,7 +12,9 @@ Every measurement runs in a fresh scratch network namespace (never the host's fi
             measured in full at 1,000; at 5,000/10,000 extrapolated from 200 calls timed on a
             half-full table (each call costs more as the table grows, so the midpoint is the mean)
 
-Then firewalld (lab relay with firewalld) at 100 and 1,000 forwards. Prints a markdown table for
+Then firewalld (lab relay with firewalld) at 100 and 1,000 forwards, each with firewalld's own
+load of the same permanent configuration (its D-Bus `reload`, what `firewall-cmd --reload` calls,
+with netfwd's objects in it) as the yardstick. Prints a markdown table for
 docs/performance.md and draws docs/apply-bench.svg. Needs root.
 
 Usage: .venv/bin/python scripts/bench.d/apply.py [--sizes 1000,5000,10000] [--runs 3] [--no-firewalld]
@@ -173,8 +175,15 @@ def measure_firewalld(count: int, work: Path) -> dict[str, float]:
         pid = lab.start_firewalld()
         wrap = ["nsenter", "-t", str(pid), "-m", "-n", f"--wd={REPO}", "--"]
         netfwd = Netfwd(None, "firewalld", work / f"firewalld-{count}", wrap=wrap)
-        return {"cold": netfwd("apply", str(spec), "--yes"), "no-change": netfwd("apply", str(spec), "--yes"),
-                "change": netfwd("apply", str(changed), "--yes")}
+        result = {"cold": netfwd("apply", str(spec), "--yes"), "no-change": netfwd("apply", str(spec), "--yes"),
+                  "change": netfwd("apply", str(changed), "--yes")}
+        # the yardstick: firewalld's own load of the same permanent configuration (netfwd's objects in it)
+        # (the reload method firewall-cmd --reload calls, with a reply timeout that fits 1,000 ipsets:
+        # firewall-cmd's own D-Bus timeout of 25 s is shorter than such a reload)
+        result["reload"] = timed([*wrap, "dbus-send", "--system", "--print-reply", "--reply-timeout=900000",
+                                  "--dest=org.fedoraproject.FirewallD1", "/org/fedoraproject/FirewallD1",
+                                  "org.fedoraproject.FirewallD1.reload"])
+        return result
 
 
 # -- the picture -----------------------------------------------------------------------------------
@@ -253,18 +262,24 @@ def main() -> int:
             for count in [int(s) for s in args.firewalld_sizes.split(",")]:
                 results[("firewalld", count)] = r = measure_firewalld(count, work)
                 print(f"{'firewalld':<16} {count:>6}: cold {r['cold']:.3f}  no-change {r['no-change']:.3f}  "
-                      f"change {r['change']:.3f}", flush=True)
+                      f"change {r['change']:.3f}  firewall-cmd --reload {r['reload']:.3f} "
+                      f"(cold {r['cold'] / r['reload']:.1f}x of it)", flush=True)
+            sizes_fw = sorted(n for b, n in results if b == "firewalld")
+            if len(sizes_fw) > 1:
+                small, big = results[("firewalld", sizes_fw[0])], results[("firewalld", sizes_fw[-1])]
+                print(f"firewalld cold apply: {sizes_fw[-1]} forwards take {big['cold'] / small['cold']:.1f}x "
+                      f"{sizes_fw[0]} (target for 10x the forwards: <= 12x)", flush=True)
     print()
     print("| backend | forwards | bare restore | netfwd apply (cold) | apply after plan | ratio cold / warm to bare "
           "| no-change re-apply | one forward changed | per-rule `iptables -A` | netfwd cold / warm speed-up vs per-rule |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for (backend, count), r in results.items():
-        bare = r.get("bare")
-        ratio = f"{r['cold'] / bare:.1f}x / {r['warm'] / bare:.1f}x" if bare else "-"
+        bare = r.get("bare") or r.get("reload")  # firewalld: its own `firewall-cmd --reload`
+        ratio = (f"{r['cold'] / bare:.1f}x / " + (f"{r['warm'] / bare:.1f}x" if "warm" in r else "-")) if bare else "-"
         per = (f"{r['per-rule']:.1f} s" + (" (extrapolated)" if r.get("per-rule-extrapolated") else "")
                if "per-rule" in r else "-")
         speed = f"{r['per-rule'] / r['cold']:.0f}x / {r['per-rule'] / r['warm']:.0f}x" if "per-rule" in r else "-"
-        bare_text = f"{bare:.2f} s" if bare else "-"
+        bare_text = (f"{bare:.2f} s" + (" (reload)" if "reload" in r else "")) if bare else "-"
         warm_text = f"{r['warm']:.2f} s" if "warm" in r else "-"
         print(f"| {backend} | {count:,} | {bare_text} | {r['cold']:.2f} s | {warm_text} | {ratio} | "
               f"{r['no-change']:.2f} s | {r['change']:.2f} s | {per} | {speed} |")

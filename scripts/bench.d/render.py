@@ -69,10 +69,16 @@ def main() -> None:
         tracemalloc.stop()
 
         out_dir = Path(tmp) / "out"
-        start = time.perf_counter()
-        subprocess.run([str(REPO / ".venv/bin/netfwd"), "render", str(spec_file), "--dialect", "all",
-                        "--out", str(out_dir)], check=True, capture_output=True)
-        cli_total = time.perf_counter() - start
+        walls, cpus = [], []
+        for _ in range(5):  # whole CLI: wall (what the target is about) and CPU (what the load does not stretch)
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            start = time.perf_counter()
+            subprocess.run([str(REPO / ".venv/bin/netfwd"), "render", str(spec_file), "--dialect", "all",
+                            "--out", str(out_dir)], check=True, capture_output=True)
+            walls.append(time.perf_counter() - start)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+        cli_total, cli_cpu = statistics.median(walls), statistics.median(cpus)
         peak_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
     print("| dialect | render + remove, 10,000 forwards | output |")
@@ -91,7 +97,9 @@ def main() -> None:
     print()
     print(f"- load + validate the 10,000-forward spec: {load * 1000:.0f} ms")
     print(f"- Python heap peak while rendering all dialects (tracemalloc): {peak_render / 1e6:.0f} MB")
-    print(f"- whole CLI `netfwd render --dialect all --out DIR`: {cli_total:.2f} s, peak RSS {peak_rss_mb:.0f} MB")
+    print(f"- whole CLI `netfwd render --dialect all --out DIR` (median of 5): {cli_total:.2f} s wall, "
+          f"{cli_cpu:.2f} s CPU, peak RSS {peak_rss_mb:.0f} MB (target < 1 s; load average "
+          f"{__import__('os').getloadavg()[0]:.1f})")
 
     click = median_seconds([sys.executable, "-c", "import click"])
     help_ = median_seconds([str(REPO / ".venv/bin/netfwd"), "--help"])
