@@ -109,11 +109,12 @@ def in_namespace(netns: str | None, function: Callable[[], T], timeout: float = 
         raise EnvironmentProblem(f"work inside network namespace {netns} took over {timeout:.0f} s")
     if "error" in box:
         raise box["error"]
-    return box["value"]
+    value: T = box["value"]
+    return value
 
 
 def run(argv: list[str], netns: str | None = None, timeout: float = TIMEOUT,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess | None:
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str] | None:
     """Run a read-only tool (inside `netns`); None when the tool is not installed."""
     import shutil
 
@@ -185,7 +186,7 @@ class Socket:
 
     @property
     def wildcard(self) -> bool:
-        return self.address.value == 0
+        return bool(self.address.value == 0)
 
 
 def listening_sockets(read: Callable[[str], str | None] | None = None) -> list[Socket]:

@@ -48,7 +48,7 @@ def _set_ipv4(target: IPAddress | IPNetwork, text: str) -> bool:
     return True
 
 
-class Address(IPAddress):
+class Address(IPAddress):  # type: ignore[misc]  # netaddr has no type hints
     """An IPAddress that remembers its text: dialects format the same addresses thousands of times."""
 
     __slots__ = ("_text",)
@@ -67,7 +67,7 @@ class Address(IPAddress):
         return format(self._text, spec)
 
 
-class Network(IPNetwork):
+class Network(IPNetwork):  # type: ignore[misc]
     """An IPNetwork that remembers its text (see :class:`Address`)."""
 
     __slots__ = ("_text",)
@@ -76,7 +76,7 @@ class Network(IPNetwork):
         if type(addr) is str and _V4_CIDR.match(addr):
             address, _, prefix = addr.partition("/")
             if int(prefix) <= 32 and _set_ipv4(self, address):
-                self._prefixlen = int(prefix)
+                self._prefixlen = int(prefix)  # type: ignore[misc]  # a slot of netaddr's IPNetwork
                 self._text = addr
                 return
         super().__init__(addr)
@@ -175,7 +175,7 @@ class Forward:
     @property
     def family(self) -> int:
         """The IP version of the target (and, on Linux, of everything else in the forward)."""
-        return 4 if self.to.address._module is _ipv4 else 6  # netaddr's `version`, without its property call
+        return 4 if self.to.address._module is _ipv4 else 6  # type: ignore[union-attr]  # set: __post_init__; netaddr's `version`, without its property call
 
     @property
     def sources(self) -> tuple[IPNetwork, ...] | None:
@@ -191,7 +191,7 @@ class Forward:
 
 def _is_loopback(address: IPAddress) -> bool:
     """netaddr's is_loopback (127.0.0.0/8, ::1), with IPv4 as integer arithmetic (it runs per forward)."""
-    return address._value >> 24 == 127 if address._module is _ipv4 else address.is_loopback()
+    return bool(address._value >> 24 == 127) if address._module is _ipv4 else bool(address.is_loopback())
 
 
 def _check_unicast(address: IPAddress, field_name: str) -> None:
@@ -257,7 +257,7 @@ class Spec:
                                                       "a Windows relay cannot forward udp")
 
     @staticmethod
-    def _check_identity(forward: Forward, index: int, taken: dict) -> None:
+    def _check_identity(forward: Forward, index: int, taken: dict[tuple[int, str], dict[str, int]]) -> None:
         """`taken` maps (port, protocol) -> {listen address or "*": forward index}."""
         address, port, proto = forward.identity
         on_port = taken.setdefault((port, proto), {})

@@ -26,7 +26,7 @@ LISTEN_KEYS = ("port", "address", "takeover")
 TO_KEYS = ("address", "port")
 ALLOW_KEYS = ("regions", "cidrs")
 MAX_FORWARDS = 20_000
-_KNOWN = {keys: frozenset(keys) for keys in (TOP_KEYS, RELAY_KEYS, FORWARD_KEYS, LISTEN_KEYS, TO_KEYS, ALLOW_KEYS)}
+_KNOWN: dict[tuple[str, ...], frozenset[str]] = {keys: frozenset(keys) for keys in (TOP_KEYS, RELAY_KEYS, FORWARD_KEYS, LISTEN_KEYS, TO_KEYS, ALLOW_KEYS)}
 
 
 def load_spec(path: str | Path, catalog: Catalog | None = None) -> Spec:
@@ -150,7 +150,7 @@ class _Builder:
         data = self.mapping(raw, "relay", RELAY_KEYS)
         with at("relay"):
             return Relay(
-                os=self.string(data.get("os", "linux"), "os"),
+                os=self.string(data.get("os", "linux"), "os"),  # type: ignore[arg-type]  # Relay checks it
                 interface=None if data.get("interface") is None else self.string(data["interface"], "interface"),
                 address=None if data.get("address") is None else self.address(data["address"], "address"),
                 management_ports=self.ports(data.get("management_ports", []), "management_ports"),
@@ -199,13 +199,13 @@ class _Builder:
         nets = tuple(self.network(c, f"allow.cidrs[{i}]") for i, c in enumerate(cidrs))
         if not region_ids and not nets:
             raise ModelError("allow", "is empty: it would admit no source at all (omit `allow` to admit any)")
-        key = (region_ids, nets)
-        if key not in self._resolved:  # large specs repeat the same whitelist many times
+        resolved_key = (region_ids, nets)
+        if resolved_key not in self._resolved:  # large specs repeat the same whitelist many times
             resolved = [n for region in region_ids for n in self.catalog.region(region).networks] + list(nets)
-            self._resolved[key] = Allow(region_ids, nets, tuple(Network(n) for n in cidr_merge(resolved)))
+            self._resolved[resolved_key] = Allow(region_ids, nets, tuple(Network(n) for n in cidr_merge(resolved)))
         if text_key is not None:
-            self._allow_texts[text_key] = self._resolved[key]
-        return self._resolved[key]
+            self._allow_texts[text_key] = self._resolved[resolved_key]
+        return self._resolved[resolved_key]
 
 
 
@@ -228,7 +228,7 @@ def catalog_warnings(loaded: LoadedSpec, catalog: Catalog | None = None) -> list
     """One line per whitelisted region whose catalog entry is private address space (RFC 1918):
     the rules would admit any host there, on-prem ones included. Warned, not refused: the vendor's
     table says so (docs/spec.md, the region catalog)."""
-    private = {}
+    private: dict[str, list[str]] = {}
     for anomaly in (catalog or load_catalog()).anomalies():
         if anomaly.code == "private-range":
             for region in anomaly.regions:

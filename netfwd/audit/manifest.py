@@ -214,7 +214,8 @@ def _read_flags(m: Manifest) -> None:
             word = scalar(node) or ""
             if not word.startswith("--"):
                 continue
-            name, eq, value = word.partition("=")
+            name, eq, given = word.partition("=")
+            value: str | None = given
             if not eq:  # `--flag value` as two items
                 following = scalar(items[index + 1]) if index + 1 < len(items) else None
                 value = following if following is not None and not following.startswith("-") else None
@@ -252,7 +253,7 @@ def _read_volumes(m: Manifest) -> None:
                                    "type": scalar(get(host, "type")) or ""}
             else:
                 kinds = [scalar(k) for k, _ in item.value if scalar(k) != "name"]
-                m.volumes[name] = {"kind": kinds[0] if kinds else "?", "path": "", "type": ""}
+                m.volumes[name] = {"kind": (kinds[0] if kinds else None) or "?", "path": "", "type": ""}
 
 
 # -- checking -----------------------------------------------------------------------------------

@@ -207,7 +207,7 @@ def diff(backend: Backend, current: str, desired: str) -> Plan:
                 len(tags) if tags else 0, explain)
 
 
-def _explain(backend: Backend, current: str, desired: str, added: Counter, removed: Counter) -> list[Change]:
+def _explain(backend: Backend, current: str, desired: str, added: Counter[str], removed: Counter[str]) -> list[Change]:
     old = {_identity(e): e for e in backend.forwards(current)}
     new = {_identity(e): e for e in backend.forwards(desired)}
     changes: list[Change] = []
@@ -236,7 +236,7 @@ def _lines(text: str) -> list[str]:
 
 def run(argv: Sequence[str], *, input: str | None = None, check: bool = True,  # noqa: A002
         timeout: float = 600.0, pass_fds: Sequence[int] = (), stdin_file: str | None = None,
-        what: str | None = None) -> subprocess.CompletedProcess:
+        what: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run a firewall tool; a missing tool is an EnvironmentProblem, a refusal a TransactionError.
 
     `pass_fds` lets the engine hand its lock to the child, so the lock is held until the child
@@ -244,10 +244,10 @@ def run(argv: Sequence[str], *, input: str | None = None, check: bool = True,  #
     try:
         if stdin_file is not None:
             with open(stdin_file, "rb") as source:
-                done = subprocess.run(list(argv), stdin=source, capture_output=True, timeout=timeout,
-                                      pass_fds=tuple(pass_fds))
-            done = subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(errors="replace"),
-                                               done.stderr.decode(errors="replace"))
+                raw = subprocess.run(list(argv), stdin=source, capture_output=True, timeout=timeout,
+                                     pass_fds=tuple(pass_fds))
+            done = subprocess.CompletedProcess(raw.args, raw.returncode, raw.stdout.decode(errors="replace"),
+                                               raw.stderr.decode(errors="replace"))
         else:
             done = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=timeout,
                                   pass_fds=tuple(pass_fds), stdin=None if input is not None else subprocess.DEVNULL)
@@ -260,7 +260,7 @@ def run(argv: Sequence[str], *, input: str | None = None, check: bool = True,  #
     return done
 
 
-def failure(done: subprocess.CompletedProcess, what: str) -> TransactionError:
+def failure(done: subprocess.CompletedProcess[str], what: str) -> TransactionError:
     """A tool's refusal as one line: its last words (stderr, else stdout) without usage hints."""
     detail = (done.stderr or done.stdout).strip().splitlines()
     detail = [line for line in detail if not line.startswith("Try `")][-3:]

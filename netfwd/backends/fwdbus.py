@@ -26,7 +26,8 @@ import sys
 import time
 
 STARTED = time.monotonic()
-MARKS = []
+MARKS = []  # type: list[list[object]]
+# (a type comment above, not an annotation: this file may run under an old system Python)
 
 
 def mark(what):

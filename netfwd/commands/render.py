@@ -122,8 +122,8 @@ def render(spec_file: str, dialect_name: str, out_dir: str | None, remove: bool,
     for name, text in rendered.items():
         _write_atomically(target / name, text)
         click.echo(str(target / name))
-    for problem in refused:
-        click.echo(f"netfwd: error: {visible(problem.render())}", err=True)
+    for refusal in refused:
+        click.echo(f"netfwd: error: {visible(refusal.render())}", err=True)
     if refused:
         raise click.exceptions.Exit(EXIT_BAD_INPUT)
 

@@ -180,7 +180,7 @@ class _Lexer:
 
     def skip_blank(self) -> None:
         """Token delimiters before a command: whitespace, and the '@' that hides its echo."""
-        self.i = _DELIMITERS.match(self.s, self.i).end()
+        self.i = _DELIMITERS.match(self.s, self.i).end()  # type: ignore[union-attr]  # the pattern matches the empty string too
 
     def at_line_end(self) -> bool:
         s, i = self.s, self.i
@@ -286,6 +286,7 @@ class _Lexer:
                 break
             if char == '"':  # quoted: literal up to the closing quote (or the end of the line)
                 quoted = _QUOTED.match(s, self.i)
+                assert quoted is not None  # s[self.i] is a quote, which the pattern starts with
                 raw += quoted.group(0)
                 self.i = quoted.end()
             elif char == "^":
@@ -316,6 +317,7 @@ class _Lexer:
     def word(self) -> str:
         """One whitespace-separated word (quotes group, a caret escapes), as cmd reads an IF condition."""
         match = _IF_WORD.match(self.s, self.i)
+        assert match is not None  # the pattern matches the empty string too
         self.i = match.end()
         return match.group(1)
 

@@ -54,14 +54,14 @@ def ipset_entries(forward: Forward) -> tuple[str, ...]:
 def forward_rule(forward: Forward, ipset: str | None = None, to: str | None = None) -> str:
     """The DNAT rich rule, spelled exactly as `firewall-cmd --list-rich-rules` prints it."""
     destination = "" if forward.listen.address is None else f' destination address="{forward.listen.address}"'
-    return (f'rule family="ipv{forward.to.address.version}" source ipset="{ipset or ipset_name(forward)}"'
+    return (f'rule family="ipv{forward.family}" source ipset="{ipset or ipset_name(forward)}"'
             f'{destination} forward-port port="{forward.listen.port}" protocol="{forward.protocol}" '
             f'to-port="{forward.to.port}" to-addr="{to or forward.to.address}"')
 
 
 def masquerade_rule(forward: Forward, ipset: str | None = None, to: str | None = None) -> str:
     """Masquerade only what comes from the forward's sources and goes to its target."""
-    return (f'rule family="ipv{forward.to.address.version}" source ipset="{ipset or ipset_name(forward)}" '
+    return (f'rule family="ipv{forward.family}" source ipset="{ipset or ipset_name(forward)}" '
             f'destination address="{to or forward.to.address}" masquerade')
 
 
@@ -298,7 +298,7 @@ def _wanted(spec: Spec) -> list[str]:
     lines = ["# Wanted state: per forward one ipset (its sources), the DNAT rich rule, the masquerade rule."]
     for forward in spec.forwards:
         name, to = ipset_name(forward), str(forward.to.address)
-        family = "inet" if forward.to.address.version == 4 else "inet6"
+        family = "inet" if forward.family == 4 else "inet6"
         lines += [f"# {forward.name}: port {forward.listen.port}/{forward.protocol} -> {to} port {forward.to.port}",
                   f"want_set {name} {_single_quoted(' '.join((family, *ipset_entries(forward))))}",
                   f'want_rule "$ZONE" {_single_quoted(forward_rule(forward, name, to))}']

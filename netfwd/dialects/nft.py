@@ -68,7 +68,7 @@ class _Parts(NamedTuple):
 
 
 def _parts(spec: Spec, forward: Forward) -> _Parts:
-    version = forward.to.address.version
+    version = forward.family
     ip, to = ("ip", str(forward.to.address)) if version == 4 else ("ip6", str(forward.to.address))
     target = f"{to}:{forward.to.port}" if version == 4 else f"[{to}]:{forward.to.port}"
     return _Parts(ip, None if forward.listen.address is None else str(forward.listen.address), to, target,
@@ -114,7 +114,7 @@ def ruleset(spec: Spec, parts: list[_Parts] | None = None) -> str:
             sets += [f"\t# sources of {forward.name}", f"\tset {p.source_set} {{",
                      "\t\ttype ipv4_addr" if p.ip == "ip" else "\t\ttype ipv6_addr",
                      "\t\tflags interval", "\t\telements = {",
-                     *(f"\t\t\t{net}," for net in forward.allow.sources), "\t\t}", "\t}", ""]
+                     *(f"\t\t\t{net}," for net in forward.sources or ()), "\t\t}", "\t}", ""]
         prerouting.append(prerouting_rule(spec, forward, p))
         if forward.local:
             output.append(output_rule(spec, forward, p))

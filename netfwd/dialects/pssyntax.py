@@ -114,7 +114,7 @@ def tokenize(text: str) -> list[Token]:
     while i < n:
         char = text[i]
         if char in " \t\ufeff":
-            i = _BLANKS.match(text, i).end()
+            i = _BLANKS.match(text, i).end()  # type: ignore[union-attr]  # the pattern matches the empty string too
         elif char == "`" and text[i + 1:i + 2] in ("\n", "\r"):
             i += 3 if text[i + 1:i + 3] == "\r\n" else 2
             line += 1
@@ -129,7 +129,7 @@ def tokenize(text: str) -> list[Token]:
             line += text.count("\n", i, end)
             i = end + 2
         elif char == "#":
-            i = _TO_EOL.match(text, i).end()
+            i = _TO_EOL.match(text, i).end()  # type: ignore[union-attr]  # the pattern matches the empty string too
         elif char in SINGLE_QUOTES:
             simple = _SIMPLE_SINGLE.match(text, i)  # the common case: no quote or newline inside
             if simple:
@@ -284,7 +284,8 @@ class PsCommand:
         return bound
 
     def positional(self) -> list[Arg]:
-        out, skip = [], False
+        out: list[Arg] = []
+        skip = False
         for index, item in enumerate(self.args):
             if skip:
                 skip = False
@@ -345,7 +346,7 @@ def _command(tokens: list[Token], i: int, depth: int, call_operator: bool = Fals
             break
         value, i = _argument(tokens, i)
         if i < len(tokens) and tokens[i] == ("op", ",", tokens[i].line, False) and not isinstance(value, Param):
-            items = [value]
+            items: list[Arg] = [value]
             while i < len(tokens) and tokens[i].kind == "op" and tokens[i].value == ",":
                 item, i = _argument(tokens, i + 1)
                 items.append(item)

@@ -97,7 +97,7 @@ FORGET_MAPPING = [
 def mapping_key(forward: Forward) -> str:
     """'<listen|*> <proto> <port> <target>', as old_dnat prints a forward's DNAT rule."""
     to = forward.to.address
-    target = f"{to}:{forward.to.port}" if to.version == 4 else f"[{to}]:{forward.to.port}"
+    target = f"{to}:{forward.to.port}" if forward.family == 4 else f"[{to}]:{forward.to.port}"
     listen = "*" if forward.listen.address is None else str(forward.listen.address)
     return f"{listen} {forward.protocol} {forward.listen.port} {target}"
 

@@ -87,13 +87,13 @@ def _plan_forward(spec: Spec, forward: Forward) -> WinForward:
     family = 4 if listen_ip is None else listen_ip.version
     listen = WILDCARD if listen_ip is None else _text(listen_ip)
     target = _text(target_ip)
-    target_text = f"[{target}]:{forward.to.port}" if target_ip.version == 6 else f"{target}:{forward.to.port}"
+    target_text = f"[{target}]:{forward.to.port}" if forward.family == 6 else f"{target}:{forward.to.port}"
     sources = forward.sources
     return WinForward(
         name=forward.name,
         rule_name=f"netfwd {spec.cluster} {forward.name}",
         description=f"{rule_comment(spec, forward.name)} to {target_text}",
-        table=f"v{family}tov{target_ip.version}",
+        table=f"v{family}tov{forward.family}",
         listen_address=listen, listen_port=forward.listen.port,
         connect_address=target, connect_port=forward.to.port,
         local_ip=None if listen_ip is None else listen,
@@ -387,7 +387,7 @@ class WindowsState:
                 pattern = wildcard_regex(value)
                 doomed |= {key for key, rule in self._rules.items()
                            if (rule.display_name if index == "display" else rule.rule_id) is not None
-                           and pattern.match(rule.display_name if index == "display" else rule.rule_id)}
+                           and pattern.match(rule.display_name if index == "display" else rule.rule_id)}  # type: ignore[arg-type]
             elif index == "display":
                 doomed |= self._by_display.get(literal.lower(), set())
             elif literal.lower() in self._by_id:

@@ -73,13 +73,13 @@ class _ChainIndex:
             ports, hosts = _rule_ports(rule), _rule_hosts(rule)
             if ports is None and hosts is None:
                 self.any.append(position)
-            elif hosts is None:
+            elif hosts is None and ports is not None:
                 for port in ports:
                     self.by_port.setdefault(port, []).append(position)
-            elif ports is None:
+            elif ports is None and hosts is not None:
                 for host in hosts:
                     self.by_host.setdefault(host, []).append(position)
-            else:
+            elif ports is not None and hosts is not None:
                 for port in ports:
                     for host in hosts:
                         self.by_both.setdefault((port, host), []).append(position)
@@ -166,7 +166,8 @@ class View(Ruleset):
         return self.chains[key]
 
     def base_chains(self, hook: str, version: int) -> list[tuple[str, Chain]]:
-        return [(table, self.chain(table, chain.name)) for table, chain in self.fw.ruleset.base_chains(hook, version)]
+        return [(table, self.chain(table, chain.name))  # type: ignore[misc]  # a base chain is in the ruleset
+                for table, chain in self.fw.ruleset.base_chains(hook, version)]
 
 
 def read_firewall(relay) -> Firewall:
@@ -188,7 +189,7 @@ def read_firewall(relay) -> Firewall:
         native = [_marked(o) for o in objects if _table_of(o) is not None and _table_of(o) not in compat]
         part = build(native, "nft ruleset")
         fw.ruleset.chains.update(part.chains)
-        fw.read += sorted({f"nft table {f} {t}" for f, t in (_table_of(o) for o in native) if t})
+        fw.read += sorted({f"nft table {f} {t}" for f, t in (_table_of(o) for o in native) if t})  # type: ignore[misc]
     return fw
 
 

@@ -212,7 +212,7 @@ class LinuxRelay:
         except Exception as problem:  # noqa: BLE001 - NetlinkError carries errno in .code
             code = getattr(problem, "code", None)
             reason = {101: "network is unreachable", 113: "no route to host", 13: "prohibit route",
-                      22: "blackhole route"}.get(code, str(problem))
+                      22: "blackhole route"}.get(code or 0, str(problem))
             return Route(key, problem=f"no route ({reason})")
         kind = answer.get("type", 1)
         if kind not in (1, 2):  # unicast, local

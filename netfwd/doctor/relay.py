@@ -38,7 +38,7 @@ def _forwards(ctx: DoctorContext) -> tuple[Forward, ...]:
 
 def _forwarding_keys(ctx: DoctorContext) -> list[tuple[str, tuple[str, ...]]]:
     """(label, sysctl aliases) for each forwarding setting the spec needs."""
-    keys = [("net.ipv4.ip_forward", ("net.ipv4.ip_forward", "net.ipv4.conf.all.forwarding"))]
+    keys: list[tuple[str, tuple[str, ...]]] = [("net.ipv4.ip_forward", ("net.ipv4.ip_forward", "net.ipv4.conf.all.forwarding"))]
     if ctx.spec is not None and any(f.family == 6 for f in ctx.spec.forwards):
         keys.append(("net.ipv6.conf.all.forwarding", ("net.ipv6.conf.all.forwarding",)))
     return keys

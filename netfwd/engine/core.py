@@ -297,9 +297,9 @@ class Engine:
             self._abandon(state, backend, live, journal, prior_pending)
             raise
         crash_point("after-write")
-        if deadline is not None:  # the confirm window starts when the change is live (the timer rereads it)
-            deadline = time.time() + confirm_timeout
-            state.pending = {**state.pending, "deadline": deadline}
+        if confirm_timeout is not None and state.pending is not None:  # set together with the deadline above
+            deadline = time.time() + confirm_timeout  # the confirm window starts when the change is live
+            state.pending = {**state.pending, "deadline": deadline}  # (the timer rereads it)
             state.save()
         with self._phase("records"):
             notes = self._finish(state, backend, journal, generation=generation, commits=commits,
@@ -371,7 +371,7 @@ class Engine:
             if before is None:
                 raise EnvironmentProblem(f"{state.journal_file} refers to a snapshot that is gone; move the "
                                          "journal aside and run `netfwd status` to see what is live")
-            if live.text == after:
+            if after is not None and live.text == after:
                 self.log(f"change {journal['id']} was interrupted after its transaction: recording it")
                 self._finish(state, backend, journal, generation=None, commits=None,
                              persist=not (state.pending and state.pending.get("id") == journal["id"]),

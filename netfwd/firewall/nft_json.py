@@ -278,7 +278,7 @@ def build(objects: list[dict], file: str, lines: dict[tuple, int] | None = None)
     """JSON objects (`{"set": ...}`, `{"chain": ...}`, `{"rule": ...}`) -> IR. `lines` maps an
     object's (kind, family, table, chain/name, index) to its line in a text source."""
     ruleset = Ruleset()
-    sets: dict[tuple[str, str], dict[str, IPSet | None]] = {}
+    sets: dict[str, dict[str, IPSet | None]] = {}
     for obj in objects:
         if "set" in obj:
             spec = obj["set"]
@@ -311,9 +311,10 @@ def build(objects: list[dict], file: str, lines: dict[tuple, int] | None = None)
             if spec.get("family") not in VERSIONS:
                 continue
             table = f"{spec['family']} {spec['table']}"
-            chain = ruleset.chain(table, spec["chain"])
-            if chain is None:
-                chain = ruleset.chains[(table, spec["chain"])] = Chain(spec["chain"], VERSIONS[spec["family"]])
+            found = ruleset.chain(table, spec["chain"])
+            if found is None:
+                found = ruleset.chains[(table, spec["chain"])] = Chain(spec["chain"], VERSIONS[spec["family"]])
+            chain = found
             index = counters[(table, spec["chain"])] = counters.get((table, spec["chain"]), -1) + 1
             line = (lines or {}).get(("rule", spec["family"], spec["table"], spec["chain"], index))
             text = spec.get("_text") or f"{table} chain {spec['chain']} handle {spec.get('handle', '?')}"

@@ -194,7 +194,7 @@ class _Rule:
                     body["family"] = family
                 self.expr.append({word: body})
             elif word == "redirect":
-                body: dict = {}
+                body = {}
                 if self.peek() == "to":
                     self.take()
                     target = self.take()
@@ -252,7 +252,8 @@ def _priority(words: list[str]) -> int:
 
 def _logical_lines(text: str):
     """(first line number, text) with multi-line element lists joined into one."""
-    buffer, start, depth = [], 0, 0
+    buffer: list[str] = []
+    start, depth = 0, 0
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0] if not raw.lstrip().startswith("comment") else raw
         if not buffer:

@@ -154,8 +154,8 @@ class Lab:
         client, relay, onprem = self.ns("client"), self.ns("relay"), self.ns("onprem")
         if state.router:
             router = self.ns("router")
-            netns.veth(client, a.client_if, router, a.router_client_if)
-            netns.veth(router, a.router_relay_if, relay, a.relay_outside_if)
+            netns.veth(client, a.client_if, router, a.router_client_if)  # type: ignore[arg-type]  # set with a router
+            netns.veth(router, a.router_relay_if, relay, a.relay_outside_if)  # type: ignore[arg-type]
         else:
             netns.veth(client, a.client_if, relay, a.relay_outside_if)
         netns.veth(relay, a.relay_inside_if, onprem, a.onprem_if)
@@ -172,8 +172,8 @@ class Lab:
         netns.configure(onprem, {a.onprem_if: [f"{a.onprem}/{inside_len}"]},
                         gateway=a.relay_inside if state.onprem_route_back else None)
         if state.router:
-            netns.configure(self.ns("router"), {a.router_client_if: [f"{a.router_client}/{client_len}"],
-                                                a.router_relay_if: [f"{a.router_relay}/{outside_len}"]})
+            netns.configure(self.ns("router"), {a.router_client_if: [f"{a.router_client}/{client_len}"],  # type: ignore[dict-item]
+                                                a.router_relay_if: [f"{a.router_relay}/{outside_len}"]})  # type: ignore[dict-item]
             netns.sysctl(self.ns("router"), "net.ipv4.ip_forward", "1")
         crash_point("configured")
         state.complete = True

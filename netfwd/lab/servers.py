@@ -23,6 +23,7 @@ import ssl
 import sys
 import threading
 import time
+from typing import Any
 
 
 def _ready() -> None:
@@ -66,7 +67,7 @@ def whoami(args: argparse.Namespace) -> None:
     socketserver.ThreadingTCPServer.daemon_threads = True
     socketserver.ThreadingTCPServer.request_queue_size = 256  # many clients at once (explain's diff tests)
     tcp = socketserver.ThreadingTCPServer((args.bind, args.port), Tcp)
-    servers = [tcp]
+    servers: list[socketserver.BaseServer] = [tcp]
     if args.udp and args.where:
         threading.Thread(target=_udp_where, args=(args.bind, args.port, answer, log), daemon=True).start()
     elif args.udp:
@@ -160,7 +161,7 @@ def apiserver(args: argparse.Namespace) -> None:
     server.get_request = get_request  # type: ignore[method-assign]
     handle_error = server.handle_error
 
-    def quiet_errors(request: object, client_address: object) -> None:
+    def quiet_errors(request: Any, client_address: Any) -> None:
         kind = sys.exc_info()[0]
         if kind is not None and issubclass(kind, (ssl.SSLError, OSError)):
             _log(args.log, f"tls-error {client_address[0]} {sys.exc_info()[1]}")  # type: ignore[index]

@@ -70,7 +70,7 @@ def make_tls(directory: Path, sans: list[str], common_name: str = "kube-apiserve
             .add_extension(x509.SubjectAlternativeName([_san(s) for s in sans]), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+            .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]  # the lab CA key is an EC key it made
     cert_path, key_path = directory / f"{prefix}.pem", directory / f"{prefix}-key.pem"
     write_atomic(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                              serialization.NoEncryption()), mode=0o600)

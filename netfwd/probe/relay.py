@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from netfwd.probe.model import Stage
+from netfwd.probe.model import Stage, Status
 from netfwd.probe.tcp import connect_once, state_of
 
 _TUPLE = re.compile(r"(src|dst|sport|dport)=(\S+)")
@@ -111,6 +111,6 @@ def relay_stage(listen_port: int, target: tuple[str, int] | None, timeout: float
                                "not_forwarded": len(local),
                                "sample": [f.as_dict() for f in flows[:5]]}
     direct_ok = detail.get("direct", {}).get("reason") == "syn-ack"
-    status = "ok" if direct_ok or target is None else "fail"
+    status: Status = "ok" if direct_ok or target is None else "fail"
     reason = detail.get("direct", {}).get("reason", "no-target")
     return Stage("relay", status, reason, (time.perf_counter() - started) * 1000, detail)

@@ -26,7 +26,7 @@ def all_ok(results: Sequence[ProbeResult], options: Options) -> bool:
 
 
 def document(results: Sequence[ProbeResult], options: Options, elapsed_s: float) -> dict[str, Any]:
-    verdicts = Counter(r.verdict for r in results)
+    verdicts: Counter[str] = Counter(r.verdict for r in results)
     doc: dict[str, Any] = {
         "tool": "netfwd probe", "version": __version__,
         "verdict": overall(results),

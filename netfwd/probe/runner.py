@@ -37,7 +37,7 @@ def resolve_stage(host: str, port: int) -> tuple[Stage, str | None]:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as problem:
         return Stage("resolve", "fail", "no-address", _ms(started), {"error": str(problem)}), None
-    addresses = list(dict.fromkeys(info[4][0] for info in infos))
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     detail = {"address": addresses[0], "all": addresses}
     if len(addresses) > 1:
         detail["note"] = "only the first address is probed"

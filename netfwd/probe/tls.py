@@ -61,7 +61,7 @@ def tls_stage(host: str, port: int, timeout: float, server_name: str | None, ca:
         raw.close()
         reason, message = _handshake_failure(problem)
         return TlsOutcome(Stage("tls", "fail", reason, _ms(started), {"error": message}), None)
-    detail = {"version": conn.version(), "cipher": (conn.cipher() or ("?",))[0], "sni": sni}
+    detail: dict[str, Any] = {"version": conn.version(), "cipher": (conn.cipher() or ("?",))[0], "sni": sni}
     der = conn.getpeercert(binary_form=True)
     if der:
         detail.update(describe(der))

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Iterable
 
-from netfwd.probe.model import Stage
+from netfwd.probe.model import Stage, Status
 from netfwd.probe.tcp import Attempt
 
 FULL_TTL = 64
@@ -255,7 +255,7 @@ def trace_stage(host: str, port: int, relay: set[str], timeout: float, max_hops:
         from netfwd.probe.route import route_to
 
         detail["route"] = route_to(host)
-    status = "ok" if path.at_relay != "silent" else "fail"
+    status: Status = "ok" if path.at_relay != "silent" else "fail"
     return Stage("trace", status, path.at_relay, (time.perf_counter() - started) * 1000, detail)
 
 

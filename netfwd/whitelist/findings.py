@@ -62,7 +62,8 @@ def too_broad(entries: list[Entry], masks: list[int], requirement: Requirement) 
 
 def unused(entries: list[Entry], masks: list[int]) -> list[Finding]:
     """One finding per group listing entries that admit no address any requested region needs."""
-    idle, size, elsewhere = [], 0, 0
+    idle: list[Entry] = []
+    size, elsewhere = 0, 0
     add = idle.append
     for entry, mask in zip(entries, masks):  # hot on big lists: flat, no generator per entry
         if mask & REQUIRED:

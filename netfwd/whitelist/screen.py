@@ -45,7 +45,7 @@ class Screen:
         Segments are disjoint and sorted, so those overlapping [first, last] are the contiguous
         run from bisect_left(ends, first) to bisect_right(starts, last) - 1: two C bisects and,
         almost always, no Python loop."""
-        out = []
+        out: list[int] = []
         add = out.append
         segments = self._segments
         for entry in entries:

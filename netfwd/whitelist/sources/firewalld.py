@@ -21,7 +21,8 @@ from netfwd.whitelist.sources.zone import RichRule, Zone, zone_groups
 
 class _Node:
     def __init__(self, tag: str, attrs: dict[str, str], line: int) -> None:
-        self.tag, self.attrs, self.line, self.children, self.text = tag, attrs, line, [], ""
+        self.tag, self.attrs, self.line, self.text = tag, attrs, line, ""
+        self.children: list[_Node] = []
 
     def find(self, tag: str) -> "_Node | None":
         return next((c for c in self.children if c.tag == tag), None)

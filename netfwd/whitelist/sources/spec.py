@@ -24,7 +24,7 @@ def parse(text: str, file: str, context) -> Parsed:
         origin = Origin(file, doc.line_of(where), f"forward {forward.name}")
         if forward.sources is None:
             version = forward.family
-            entries = (Entry.single(version, 0, (1 << BITS[version]) - 1, "any source (no allow list)", origin),)
+            entries: tuple[Entry, ...] = (Entry.single(version, 0, (1 << BITS[version]) - 1, "any source (no allow list)", origin),)
         else:
             entries = tuple(Entry.single(net.version, net.first, net.last, str(net), origin)
                             for net in forward.sources)
