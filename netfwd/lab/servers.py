@@ -61,7 +61,7 @@ def whoami(args: argparse.Namespace) -> None:
             data, sock = self.request
             peer = self.client_address[0]
             _log(log, f"udp {peer}")
-            sock.sendto(answer(peer, self.server.server_address[0]), self.client_address)
+            sock.sendto(answer(peer, self.server.server_address[0]), self.client_address)  # type: ignore[index]  # an IP server
 
     socketserver.ThreadingTCPServer.allow_reuse_address = True
     socketserver.ThreadingTCPServer.daemon_threads = True
