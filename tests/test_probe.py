@@ -493,10 +493,10 @@ def test_cli_json_on_stdout_logs_on_stderr_and_exit_codes(stand_ins, tmp_path):
 
 
 def test_only_the_asked_addresses_are_dialled(monkeypatch):
-    from netfwd.probe import engine
+    from netfwd.probe import connscan
 
     dialled: list[tuple[str, int]] = []
-    real = engine.make_socket
+    real = connscan.make_socket
 
     class Recording:
         def __init__(self, sock):
@@ -509,7 +509,7 @@ def test_only_the_asked_addresses_are_dialled(monkeypatch):
         def __getattr__(self, name):
             return getattr(self._sock, name)
 
-    monkeypatch.setattr(engine, "make_socket", lambda host, ttl=None: Recording(real(host, ttl)))
+    monkeypatch.setattr(connscan, "make_socket", lambda host, ttl=None: Recording(real(host, ttl)))
     ports = [free_port() for _ in range(5)]
     asked = collect(None, None, tuple(f"{LO}:{p}" for p in ports + ports[:2]), None, (), False, lambda _: None)
     seen: list[ProbeResult] = []

@@ -72,9 +72,9 @@ def _single_quoted(text: str) -> str:
     return f"'{text}'"
 
 
-# The engine: converge runtime and permanent configuration to WANT_SET / WANT_RULE. Values reach it
+# The converger: bring runtime and permanent configuration to WANT_SET / WANT_RULE. Values reach it
 # only as quoted arguments of want_set / want_rule; it never evaluates them.
-ENGINE = r"""
+CONVERGE = r"""
 declare -A WANT_SET=() WANT_RULE=() FRESH=()
 SET_ORDER=() RULE_ORDER=()
 TAB=$'\t'
@@ -252,7 +252,7 @@ def _preflight() -> list[str]:
         '  die 3 "firewalld is not running (${state:-no answer}): start it (systemctl start firewalld),'
         ' or use the nft or iptables dialect"',
         "fi",
-        *ENGINE,
+        *CONVERGE,
         *OLD_DNAT,
         *shell.FORGET_MAPPING,
         "",

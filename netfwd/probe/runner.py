@@ -1,7 +1,7 @@
 """Run the stages for many endpoints at once, with a bound, and diagnose each.
 
 Endpoints are resolved, then every TCP handshake runs in one selector loop (at most
-`concurrency` in flight, see :mod:`netfwd.probe.engine`); the moment an endpoint's handshakes
+`concurrency` in flight, see :mod:`netfwd.probe.connscan`); the moment an endpoint's handshakes
 are done, its remaining stages (trace, TLS, HTTP) go to a pool of at most
 min(`concurrency`, MAX_THREADS) threads while the loop carries on. So N endpoints take about as long as the slowest one, not
 the sum, and only the endpoints given are ever dialled.
@@ -177,7 +177,7 @@ def _resolved(run: _Run) -> list[int]:
 
 def _tcp_all(run: _Run, more: Callable[[int], None]) -> None:
     """Every handshake in one selector loop; endpoints that need more stages go to `more` at once."""
-    from netfwd.probe.engine import Handshake, scan
+    from netfwd.probe.connscan import Handshake, scan
     from netfwd.probe.tcp import tcp_stage
 
     options, indexes = run.options, _resolved(run)

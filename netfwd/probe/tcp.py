@@ -3,7 +3,7 @@
 The socket has IP_RECVERR set, so when an ICMP error ends the handshake the kernel also queues
 the ICMP type, code and sender on the socket's error queue: that turns a bare EHOSTUNREACH into
 `admin-prohibited from 10.0.0.1` or `time-exceeded from the relay`. The same call with a small
-TTL is the unprivileged way to find out where a SYN dies (see :mod:`netfwd.probe.trace`); :mod:`netfwd.probe.engine` runs many at once.
+TTL is the unprivileged way to find out where a SYN dies (see :mod:`netfwd.probe.trace`); :mod:`netfwd.probe.connscan` runs many at once.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def classify(problem: OSError, icmp: Icmp | None) -> str:
 
 def connect_once(host: str, port: int, timeout: float, ttl: int | None = None) -> Attempt:
     """One TCP handshake attempt; never raises for network outcomes."""
-    from netfwd.probe.engine import Handshake, scan
+    from netfwd.probe.connscan import Handshake, scan
 
     return scan([Handshake(host, port, ttl)], timeout=timeout, concurrency=1)[0][0]
 

@@ -104,7 +104,7 @@ def analyse(hops: Iterable[Hop], relay: set[str], known_hop: int | None = None) 
 
 def connect_hops(host: str, port: int, ttls: list[int], timeout: float, relay: set[str]) -> list[Hop]:
     """One non-blocking connect per TTL, all at once; stops as soon as the relay's hop is known."""
-    from netfwd.probe.engine import Handshake, scan
+    from netfwd.probe.connscan import Handshake, scan
 
     def hops_of(results: list[list[Attempt]]) -> dict[int, Hop]:
         return {ttl: hop_of(ttl, r[0], host) for ttl, r in zip(ttls, results) if r}
