@@ -270,3 +270,85 @@ def test_recipe_lab_node():
     finally:
         lab.down()
     assert not netns.exists(monitor)
+
+
+# -- the import graph: no cycle between netfwd's packages; the model imports only errors -------------
+
+def _package_graph() -> dict[str, set[str]]:
+    """netfwd.X -> the netfwd.Y it imports (X, Y: a top-level module or subpackage), every import
+    statement counted, lazy ones inside functions and TYPE_CHECKING blocks included."""
+    import ast
+
+    root = Path(__file__).resolve().parent.parent / "netfwd"
+    units = {p.stem for p in root.glob("*.py")} | {p.name for p in root.iterdir() if (p / "__init__.py").exists()}
+
+    def unit(module: str) -> str | None:
+        parts = module.split(".")
+        return f"netfwd.{parts[1]}" if parts[0] == "netfwd" and len(parts) > 1 and parts[1] in units else None
+
+    graph: dict[str, set[str]] = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        package = ".".join(parts[:-1])
+        source = unit(module) or module
+        for node in ast.walk(ast.parse(path.read_text())):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: resolved against this module's package
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*anchor, *([base] if base else [])])
+                names = [base] + [f"{base}.{alias.name}" for alias in node.names]
+            for name in names:
+                target = unit(name)
+                if target is not None and target != source:
+                    graph.setdefault(source, set()).add(target)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one member (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in graph.get(node, ()):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_cycle_between_packages():
+    assert _cycles(_package_graph()) == []
+
+
+def test_the_model_imports_nothing_of_netfwd_but_errors():
+    assert _package_graph().get("netfwd.model", set()) <= {"netfwd.errors"}
+
+
+def test_the_cycle_check_can_fail():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []

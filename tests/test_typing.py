@@ -47,3 +47,18 @@ def test_mypy_would_catch_a_broken_protocol(tmp_path):
                    "backend: Backend = Bad()\n")
     done = mypy("--follow-imports=silent", str(bad))
     assert done.returncode == 1 and "write" in done.stdout, done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_every_registered_dialect_and_backend_satisfies_its_protocol_statically(tmp_path):
+    from netfwd import backends, dialects
+
+    lines = ["from netfwd.backends.base import Backend", "from netfwd.dialects.base import Dialect", "import importlib"]
+    for index, (module, _) in enumerate(dialects.MODULES.values()):
+        lines += [f"import {module}", f"d{index}: Dialect = {module}.DIALECT"]
+    for index, module in enumerate(sorted({module for module, _ in backends.MODULES.values()})):
+        lines += [f"import {module}", f"b{index}: Backend = {module}.make(None)  # type: ignore[arg-type]"]
+    check = tmp_path / "protocols.py"
+    check.write_text("\n".join(lines) + "\n")
+    done = mypy("--follow-imports=silent", str(check))
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -16,9 +16,19 @@ from netfwd.model import Essence, Spec
 
 @runtime_checkable
 class Dialect(Protocol):
-    name: str
-    extension: str  # file extension of rendered scripts, e.g. "sh"
-    relay_os: str  # "linux" or "windows"
+    """Everything the callers (render, whitelist's script source, the lab demo, tests) use of a
+    dialect. The names are read-only properties so that BaseDialect's class attributes satisfy it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def extension(self) -> str:
+        """File extension of rendered scripts, e.g. "sh"."""
+
+    @property
+    def relay_os(self) -> str:
+        """"linux" or "windows"."""
 
     def check(self, spec: Spec) -> None:
         """Raise UnsupportedByDialect (field path + reason) if the spec asks for what we cannot do."""
