@@ -270,7 +270,7 @@ class ForwardResult:
 
 def forward_packet(forward: Forward, relay_addresses: IPSet | None, ingress: str | None) -> Packet:
     return Packet(forward.family, forward.protocol, forward.to.port, "forward", forward.to.address, True,
-                  relay_addresses, ingress)
+                  relay_addresses, ingress, (forward.listen.address, forward.listen.port))
 
 
 def forward_hook(fw: Firewall, forward: Forward, relay_addresses: IPSet | None, ingress: str | None,
@@ -315,7 +315,7 @@ def masquerade(fw: Firewall, forward: Forward, relay_addresses: IPSet | None, in
                egress: str | None) -> SnatResult:
     ruleset = fw.view(forward.to.port, forward.to.address, egress)
     packet = Packet(forward.family, forward.protocol, forward.to.port, "postrouting", forward.to.address, True,
-                    relay_addresses, ingress)
+                    relay_addresses, ingress, (forward.listen.address, forward.listen.port))
     total = sources_of(forward)
     covered, unsure, alive = IPSet(), IPSet(), total
     for table, chain in ruleset.base_chains("postrouting", forward.family):

@@ -288,6 +288,12 @@ class _RuleParser:
             self.conds.append(OrigDst(self.addresses(word, value), (), negate))
         elif word == "--ctorigdstport":
             self.conds.append(OrigDst(None, self.ports(word, value).ranges, negate))
+        elif word == "--ctreplsrc":  # REPLY_SOURCE: where a first packet is headed now, DNAT applied
+            self.conds.append(DAddr(self.addresses(word, value), negate))
+        elif word == "--ctreplsrcport":
+            self.conds.append(DPort(self.ports(word, value).ranges, negate))
+        elif word == "--ctproto":
+            self.conds.append(Proto(frozenset({PROTOCOL_NUMBERS.get(value, value.lower())}), negate))
         elif word in ("--ctstate", "--state", "--ctstatus"):
             self.conds.append(CtState(frozenset(s.lower() for s in value.split(",")), negate))
         elif word == "--dst-type":

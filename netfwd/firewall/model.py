@@ -9,7 +9,7 @@ admitting anything and reports them as `unevaluated`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from netaddr import IPAddress, IPSet
@@ -52,6 +52,9 @@ class Packet:
     dnat: bool = False  # already destination-NATed (conntrack state DNAT)
     relay: IPSet | None = None  # the relay's addresses, when known
     interface: str | None = None  # the ingress interface, when known
+    # What the client dialled, once DNATed: (address or None = one of the relay's own, port). None:
+    # not known. Before any DNAT it is (daddr, port) itself.
+    orig: tuple[IPAddress | None, int] | None = None
 
 
 def iface_matches(pattern: str, name: str) -> bool:
@@ -102,6 +105,10 @@ class SPort(Cond):
         return None
 
 
+# REPLY_SOURCE: a connection's reply source (`--ctreplsrc`/`--ctreplsrcport`, `ct reply ip saddr` /
+# `proto-src`) needs no condition of its own. For the first packet it is where the packet is headed
+# now: the original destination before DNAT, the DNAT target after it (SNAT changes only the reply's
+# destination). The readers turn it into DAddr/DPort.
 @dataclass(frozen=True)
 class OrigDst(Cond):
     """Conntrack's original destination (`--ctorigdst`, `ct original ip daddr`) and/or port
@@ -112,7 +119,19 @@ class OrigDst(Cond):
     negated: bool = False
 
     def test(self, packet: Packet) -> bool | None:
-        return None
+        if not packet.dnat:
+            address, port = packet.daddr, packet.port
+        elif packet.orig is not None:
+            address, port = packet.orig
+        else:
+            return None
+        if self.ports and not any(low <= port <= high for low, high in self.ports):
+            return False
+        if self.addresses is None and not self.ports:
+            return None  # a named set we could not read
+        if self.addresses is not None:
+            return DAddr(self.addresses).test(replace(packet, daddr=address))
+        return True
 
 
 @dataclass(frozen=True)

@@ -219,6 +219,10 @@ class _RuleBuilder:
                 self.conds.append(OrigDst(addresses(right, self.sets), (), negated))
             elif left["ct"].get("dir") == "original" and key == "proto-dst":
                 self.conds.append(OrigDst(None, ports(right), negated))
+            elif left["ct"].get("dir") == "reply" and key == "saddr":  # REPLY_SOURCE (netfwd/firewall/model.py)
+                self.conds.append(DAddr(addresses(right, self.sets), negated))
+            elif left["ct"].get("dir") == "reply" and key == "proto-src":
+                self.conds.append(DPort(ports(right), negated))
             else:
                 self.conds.append(Unknown(f"ct {key}", negated))
         elif isinstance(left, dict) and "fib" in left and left["fib"].get("result") == "type" \

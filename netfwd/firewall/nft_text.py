@@ -145,10 +145,10 @@ class _Rule:
                 self.match({"meta": {"key": word}})
             elif word == "ct" and nxt in ("state", "status"):
                 self.match({"ct": {"key": self.take()}}, multi=True)
-            elif word == "ct" and nxt == "original":  # ct original [ip|ip6] daddr / proto-dst
-                self.take()
+            elif word == "ct" and nxt in ("original", "reply"):  # ct original|reply [ip|ip6] KEY
+                direction = self.take()
                 family = self.take() if self.peek() in ("ip", "ip6") else None
-                self.match({"ct": {"key": self.take(), "dir": "original", **({"family": family} if family else {})}})
+                self.match({"ct": {"key": self.take(), "dir": direction, **({"family": family} if family else {})}})
             elif word == "fib":
                 flags = []
                 while self.peek() not in (None, "type", "oif", "oifname"):

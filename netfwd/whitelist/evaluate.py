@@ -202,10 +202,10 @@ def admitted(ruleset: Ruleset, version: int, protocol: str, port: int, relay: IP
     for piece, (to_addr, to_port) in dnat:
         new_port = to_port or port
         if to_addr is None:  # REDIRECT: to the relay itself
-            packet = Packet(version, protocol, new_port, "input", None, True, relay, interface)
+            packet = Packet(version, protocol, new_port, "input", None, True, relay, interface, (None, port))
             hook, target = "input", f"local:{new_port}"
         else:
-            packet = Packet(version, protocol, new_port, "forward", to_addr, True, relay, interface)
+            packet = Packet(version, protocol, new_port, "forward", to_addr, True, relay, interface, (None, port))
             hook, target = "forward", (f"[{to_addr}]:{new_port}" if version == 6 else f"{to_addr}:{new_port}")
         if target not in targets:
             targets.append(target)
