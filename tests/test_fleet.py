@@ -331,6 +331,36 @@ def _venv_with_our_dependencies(venv: Path) -> None:
     (Path(site) / "netfwd-test-deps.pth").write_text(ours + "\n")
 
 
+MODULES_PLAY = """
+- name: The probe from a vantage host and from a namespace; a bad spec
+  hosts: relay2
+  gather_facts: false
+  tasks:
+    - name: Probe VIA and TARGET from the vantage host
+      netfwd.relay.probe: {{via: "{{{{ ansible_host }}}}:16443", target: "{onprem}:6443", until: tcp}}
+      delegate_to: vantage
+      register: from_vantage
+    - name: Probe from the client's namespace, run on the relay
+      netfwd.relay.probe: {{via: "{{{{ ansible_host }}}}:16443", target: "{onprem}:6443", until: tcp, netns: {client_ns}}}
+      register: from_netns
+    - name: A port out of range
+      netfwd.relay.forward:
+        spec: {{version: 1, cluster: bad, relay: {{os: linux}},
+               forwards: [{{name: a, listen: {{port: 99999}}, to: {{address: "{onprem}", port: 6443}}}}]}}
+        state_dir: "{{{{ netfwd_state_dir }}}}"
+        root: "{{{{ netfwd_root }}}}"
+      register: bad
+      ignore_errors: true
+    - name: Check
+      ansible.builtin.assert:
+        that:
+          - from_vantage.reachable and from_vantage.verdict == "reachable"
+          - from_netns.reachable
+          - bad is failed and "forwards[0].listen.port" in bad.msg and bad.error_type == "InputError"
+          - bad.msg.splitlines() | length == 1
+"""
+
+
 def test_relay_down_is_reported_unreachable_and_nothing_else_harmed(make_fleet, collections, wheel, tmp_path):
     """Also the role's install path: relay1 gets netfwd from the wheel the controller ships, into a
     virtualenv, and runs the modules with that virtualenv's Python."""
@@ -351,6 +381,13 @@ def test_relay_down_is_reported_unreachable_and_nothing_else_harmed(make_fleet, 
         assert state_of(lab, node).pending is None and forwarded(lab, node)
     assert ruleset(lab, "relay3") == before
     assert not (lab.host_dir("relay3") / "state").exists()
+    # the probe's two other forms, and bad input: one line naming the field, nothing applied
+    book = lab.workdir / "modules.yml"
+    book.write_text(MODULES_PLAY.format(onprem=lab.addrs.relay("relay2").onprem, client_ns=lab.ns("client")))
+    records = (lab.host_dir("relay2") / "state" / "state.json").read_text()
+    checked, checked_hosts = playbook(lab, collections, inventory, book=book)
+    assert checked.returncode == 0 and checked_hosts["relay2"]["failed"] == 0, checked.stdout[-3000:]
+    assert (lab.host_dir("relay2") / "state" / "state.json").read_text() == records
     # relay1: wheel shipped, installed, applied, confirmed - with the wheel's netfwd, not this checkout's
     assert hosts["relay1"]["changed"] >= 4
     where = subprocess.run([str(venv / "bin" / "python"), "-c", "import netfwd; print(netfwd.__file__)"],

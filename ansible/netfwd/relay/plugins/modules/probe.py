@@ -174,9 +174,9 @@ def main():
     messages = []
     try:
         if params["netns"]:
-            from netfwd.backends import netns
+            from netfwd import host
 
-            netns.enter(params["netns"])  # before any thread starts: the probe's threads inherit it
+            host.enter(params["netns"])  # before any thread starts: the probe's threads inherit it
         from netfwd.probe import Options, probe_all
         from netfwd.probe.report import overall
 
