@@ -395,3 +395,26 @@ def test_relay_down_is_reported_unreachable_and_nothing_else_harmed(make_fleet, 
     where = subprocess.run([str(venv / "bin" / "python"), "-c", "import netfwd; print(netfwd.__file__)"],
                            check=True, capture_output=True, text=True, cwd=tmp_path).stdout.strip()
     assert Path(where).is_relative_to(venv)
+
+
+def test_fleet_lab_shows_in_lab_status_and_goes_with_lab_down():
+    """`netfwd lab status` and `lab down` know a fleet lab from its record alone (sshd included)."""
+    from netfwd.lab import Lab
+    from netfwd.lab.fleet import FleetLab
+
+    lab = FleetLab.up(relays=2)
+    try:
+        sshd = lab.start_sshd("relay2")
+        assert isinstance(Lab.attach(lab.name), FleetLab)
+        cli = [sys.executable, "-m", "netfwd", "lab"]
+        text = subprocess.run([*cli, "status", "--name", lab.name], capture_output=True, text=True, timeout=60)
+        assert text.returncode == 0 and "relay2 " + lab.address("relay2") in text.stdout, text.stderr
+        report = json.loads(subprocess.run([*cli, "status", "--name", lab.name, "-o", "json"], capture_output=True,
+                                           text=True, timeout=60, check=True).stdout)
+        assert set(report["nodes"]) == set(lab.nodes)
+        assert [p["kind"] for p in report["processes"] if p["alive"]] == ["sshd"]
+        subprocess.run([*cli, "down", "--name", lab.name], check=True, capture_output=True, timeout=60)
+        assert not any(Path("/run/netns", lab.ns(node)).exists() for node in lab.nodes)
+        assert not Path(f"/proc/{sshd}").exists() or "sshd" not in Path(f"/proc/{sshd}/cmdline").read_text()
+    finally:
+        lab.down()

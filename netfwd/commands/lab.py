@@ -234,5 +234,11 @@ def _show(report: dict, output: str) -> None:
                    f"netfwd rules: {sum(len(v) for v in applied.values()) or 'none'}"
                    + "".join(f"\n  [{k}] {line}" for k, lines in applied.items() for line in lines))
     a = report["addrs"]
+    if "relays" in a:  # a fleet lab (netfwd.lab.fleet)
+        click.echo(f"{len(a['relays'])} relays: " + ", ".join(f"{r['node']} {r['outside']} -> {r['onprem']}"
+                                                             for r in a["relays"])
+                   + f"; controller {a['controller']}; allowed source {a['client_allowed']} ({a['allowed_cidr']}), "
+                     f"denied source {a['client_denied']}")
+        return
     click.echo(f"clients dial {a['relay_outside']}; allowed source {a['client_allowed']} "
                f"({a['allowed_cidr']}), denied source {a['client_denied']}; on-prem {a['onprem']}")
