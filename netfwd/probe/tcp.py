@@ -13,6 +13,7 @@ import socket
 import math
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from netfwd.probe.model import Stage
 
@@ -31,6 +32,22 @@ ICMP4_UNREACH = {0: "net-unreach", 1: "host-unreach", 2: "proto-unreach", 3: "po
                  11: "net-unreach", 12: "host-unreach", 13: "admin-prohibited"}
 ICMP6_UNREACH = {0: "net-unreach", 1: "admin-prohibited", 3: "host-unreach", 4: "port-unreach",
                  5: "admin-prohibited", 6: "admin-prohibited"}
+
+
+class _IcmpKind(NamedTuple):
+    """How ICMP (IPv4) and ICMPv6 errors differ: where the sender's address sits in the offending
+    packet's header, and the type numbers of time-exceeded and destination-unreachable."""
+
+    family: int
+    sender: tuple[int, int]  # slice of the offending header holding the sender's address
+    exceeded: int
+    unreachable: int
+    unreach_codes: dict[int, str]
+    prefix: str
+
+
+_ICMP_KINDS = {SO_EE_ORIGIN_ICMP: _IcmpKind(socket.AF_INET, (4, 8), 11, 3, ICMP4_UNREACH, "icmp"),
+               SO_EE_ORIGIN_ICMP6: _IcmpKind(socket.AF_INET6, (8, 24), 3, 1, ICMP6_UNREACH, "icmp6")}
 
 
 @dataclass(frozen=True)
@@ -101,20 +118,15 @@ def read_icmp(sock: socket.socket) -> Icmp | None:
             continue
         _err, origin, icmp_type, code, _pad, _info, _data = _EE.unpack_from(data)
         offender = data[_EE.size:]
-        if origin == SO_EE_ORIGIN_ICMP and len(offender) >= 8:
-            sender = socket.inet_ntop(socket.AF_INET, offender[4:8])
-            if icmp_type == 11:
-                return Icmp("time-exceeded", sender, icmp_type, code)
-            if icmp_type == 3:
-                return Icmp(ICMP4_UNREACH.get(code, f"unreach-{code}"), sender, icmp_type, code)
-            return Icmp(f"icmp-{icmp_type}-{code}", sender, icmp_type, code)
-        if origin == SO_EE_ORIGIN_ICMP6 and len(offender) >= 24:
-            sender = socket.inet_ntop(socket.AF_INET6, offender[8:24])
-            if icmp_type == 3:
-                return Icmp("time-exceeded", sender, icmp_type, code)
-            if icmp_type == 1:
-                return Icmp(ICMP6_UNREACH.get(code, f"unreach-{code}"), sender, icmp_type, code)
-            return Icmp(f"icmp6-{icmp_type}-{code}", sender, icmp_type, code)
+        kind = _ICMP_KINDS.get(origin)
+        if kind is None or len(offender) < kind.sender[1]:
+            continue
+        sender = socket.inet_ntop(kind.family, offender[kind.sender[0]:kind.sender[1]])
+        if icmp_type == kind.exceeded:
+            return Icmp("time-exceeded", sender, icmp_type, code)
+        if icmp_type == kind.unreachable:
+            return Icmp(kind.unreach_codes.get(code, f"unreach-{code}"), sender, icmp_type, code)
+        return Icmp(f"{kind.prefix}-{icmp_type}-{code}", sender, icmp_type, code)
     return None
 
 
