@@ -111,12 +111,7 @@ class NetshDialect(WindowsDialect):
         self.check(spec)
         forwards = plan(spec)
         out = self._prologue(spec, "remove")
-        out += ["rem Removes only what the apply script made; the IP Helper service is left running",
-                "rem (other port proxies may need it).", ""]
-        spelled = self.spelled(spec, _spell)
-        out += [_REMOVE.format_map(words) for _, words in spelled]
-        out += ["rem Check that nothing is left.", *_LISTING]
-        out += [_REMOVE_CHECK.format_map(words) for _, words in spelled]
+        out += self.removal(self.spelled(spec, _spell), _REMOVE, _REMOVE_CHECK, list(_LISTING))
         out.append('del "%NETFWD_SHOWN%"')
         out += ["echo netfwd: " + cmd.echo_text(f"removed {len(forwards)} forward(s) of cluster {spec.cluster}"),
                 "exit /b 0", ""]

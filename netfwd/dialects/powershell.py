@@ -129,12 +129,8 @@ class PowerShellDialect(WindowsDialect):
         self.check(spec)
         forwards = plan(spec)
         out = self._prologue(spec, "remove")
-        out += ["# Removes only what the apply script made; the IP Helper service is left running",
-                "# (other port proxies may need it).", ""]
-        spelled = self.spelled(spec, _spell)
-        out += [_REMOVE.format_map(words) for _, words in spelled]
-        out += ["# Check that nothing is left.", "$netfwdShown = Get-NetfwdPortProxies"]
-        out += [_REMOVE_CHECK.format_map(words) for _, words in spelled]
+        out += self.removal(self.spelled(spec, _spell), _REMOVE, _REMOVE_CHECK,
+                            ["$netfwdShown = Get-NetfwdPortProxies"])
         out.append("Write-Output " + q(f"netfwd: removed {len(forwards)} forward(s) of cluster {spec.cluster}"))
         return finish(out)
 

@@ -123,6 +123,17 @@ class WindowsDialect(BaseDialect):
         self._spelled = (spec, result)
         return result
 
+    def removal(self, spelled: list[tuple[WinForward, dict[str, str]]], remove: str, check: str,
+                listing: list[str]) -> list[str]:
+        """The body of both Windows remove scripts: each forward's `remove` template, then the
+        `listing` of what is left and each forward's `check` template against it."""
+        lead = self.comment_leader
+        return [f"{lead} Removes only what the apply script made; the IP Helper service is left running",
+                f"{lead} (other port proxies may need it).", "",
+                *(remove.format_map(words) for _, words in spelled),
+                f"{lead} Check that nothing is left.", *listing,
+                *(check.format_map(words) for _, words in spelled)]
+
 
 _COMMENT_SAFE = re.compile(r"[A-Za-z0-9._/+=:@,-]*\Z")  # what base.safe_comment() leaves unchanged
 
