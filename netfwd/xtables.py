@@ -111,8 +111,16 @@ def ruleset(spec: Spec) -> list[Rule]:
     return rules
 
 
+_last_payload: tuple[Spec | None, str] = (None, "")
+
+
 def restore_payload(spec: Spec) -> str:
-    """One `iptables-restore --noflush` transaction: declaring each owned chain flushes and refills it."""
+    """One `iptables-restore --noflush` transaction: declaring each owned chain flushes and refills it.
+
+    The last payload is kept like the ruleset: both iptables dialects embed it, one of them twice."""
+    global _last_payload
+    if _last_payload[0] is spec:
+        return _last_payload[1]
     rules = ruleset(spec)
     out: list[str] = []
     for table, chains in CHAINS.items():
@@ -120,7 +128,9 @@ def restore_payload(spec: Spec) -> str:
         out.extend(f":{chain} - [0:0]" for chain in chains)
         out.extend(rule.save_line() for rule in rules if rule.table == table)
         out.append("COMMIT")
-    return "\n".join(out) + "\n"
+    text = "\n".join(out) + "\n"
+    _last_payload = (spec, text)
+    return text
 
 
 def parse_save(text: str) -> list[Essence]:
