@@ -42,7 +42,7 @@ def serves(sock: Socket, address: IPAddress | None, family: int, local: bool) ->
 
 def clashes(table: list[Row], found: list[Socket]) -> list[tuple[int, Socket]]:
     """(forward index, socket) for each forward (without takeover) whose port a local service serves."""
-    by_port: dict[tuple[int, str], list] = {}
+    by_port: dict[tuple[int, str], list[Socket]] = {}
     for sock in found:
         by_port.setdefault((sock.port, sock.protocol), []).append(sock)
     out = []

@@ -37,7 +37,7 @@ def trusted_uids() -> set[int]:
     return {0, os.getuid(), os.geteuid()}
 
 
-def open_dir(path: str | os.PathLike, create: int | None = None) -> int:
+def open_dir(path: str | os.PathLike[str], create: int | None = None) -> int:
     """A descriptor of directory `path`, every directory on the way checked; a missing `path` is
     made with mode `create`, missing parents 0755 (None: a missing one is FileNotFoundError)."""
     fd, missing = _walk(Path(path), create)
@@ -46,7 +46,7 @@ def open_dir(path: str | os.PathLike, create: int | None = None) -> int:
     return fd
 
 
-def check_dir(path: str | os.PathLike) -> None:
+def check_dir(path: str | os.PathLike[str]) -> None:
     """Refuse `path` unless it, and every directory on the way, is trusted. A missing tail is fine
     (nothing can be read from it; whoever writes there later makes it with open_dir)."""
     fd, _ = _walk(Path(path), None)
@@ -138,7 +138,7 @@ def _problem(path: str, problem: OSError) -> EnvironmentProblem:
     return EnvironmentProblem(f"cannot open {path}: {problem.strerror or problem}")
 
 
-def refuse_foreign(dir_fd: int, name: str, shown: str | os.PathLike) -> bool:
+def refuse_foreign(dir_fd: int, name: str, shown: str | os.PathLike[str]) -> bool:
     """Is `name` in the directory there (False: it is not)? Refuse it unless a regular file:
     a symlink or a device where netfwd's own file belongs was planted, not written by netfwd."""
     try:
@@ -149,7 +149,7 @@ def refuse_foreign(dir_fd: int, name: str, shown: str | os.PathLike) -> bool:
     return True
 
 
-def _refuse_unless_regular(info: os.stat_result, shown: str | os.PathLike) -> None:
+def _refuse_unless_regular(info: os.stat_result, shown: str | os.PathLike[str]) -> None:
     if not stat.S_ISREG(info.st_mode):
         kind = "a symlink" if stat.S_ISLNK(info.st_mode) else "not a regular file"
         raise Untrusted(f"refusing {shown}: {kind} where netfwd keeps its own file; fix: look at who made "
@@ -165,8 +165,8 @@ def refuse_planted(path: Path) -> None:
     _refuse_unless_regular(info, path)
 
 
-def open_file(path: str | os.PathLike, flags: int, mode: int = 0o600, *, dir_fd: int | None = None,
-              shown: str | os.PathLike | None = None) -> int:
+def open_file(path: str | os.PathLike[str], flags: int, mode: int = 0o600, *, dir_fd: int | None = None,
+              shown: str | os.PathLike[str] | None = None) -> int:
     """os.open with O_NOFOLLOW; a symlink or a non-regular file there is refused (Untrusted)."""
     shown = shown or path
     try:
@@ -182,7 +182,7 @@ def open_file(path: str | os.PathLike, flags: int, mode: int = 0o600, *, dir_fd:
     return fd
 
 
-def read_text(path: str | os.PathLike) -> str:
+def read_text(path: str | os.PathLike[str]) -> str:
     """The text of netfwd's own file `path`, never through a symlink (FileNotFoundError if none)."""
     fd = open_file(path, os.O_RDONLY | os.O_NONBLOCK)
     with os.fdopen(fd, "rb") as handle:

@@ -12,6 +12,7 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from netfwd import trust
 from netfwd.safefiles import write_atomic
@@ -66,7 +67,7 @@ class LabState:
     userland: str = "modern"  # or "centos7" (netfwd.lab.userland)
     namespaces: list[str] = field(default_factory=list)
     processes: list[Process] = field(default_factory=list)
-    addrs: dict = field(default_factory=dict)
+    addrs: dict[str, Any] = field(default_factory=dict)
     workdir: str = ""
     created: float = field(default_factory=time.time)
     complete: bool = False

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from ipaddress import IPv4Network, ip_network
-from typing import Iterable
+from typing import Any, Iterable
 
 # /16 blocks reserved for the lab, tried in order; the first one the host does not route is used.
 CANDIDATES: tuple[str, ...] = tuple(f"10.{n}.0.0/16" for n in range(200, 240)) + tuple(
@@ -49,7 +49,8 @@ class Addresses:
     def __getitem__(self, key: str) -> str | None:
         if key not in self.__dataclass_fields__:
             raise KeyError(key)
-        return getattr(self, key)
+        value: str | None = getattr(self, key)
+        return value
 
     def get(self, key: str, default: str | None = None) -> str | None:
         return getattr(self, key, default)
@@ -58,7 +59,7 @@ class Addresses:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Addresses":
+    def from_dict(cls, data: dict[str, Any]) -> "Addresses":
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
@@ -134,11 +135,11 @@ class FleetAddresses:
                 return relay
         raise KeyError(node)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "FleetAddresses":
+    def from_dict(cls, data: dict[str, Any]) -> "FleetAddresses":
         relays = tuple(FleetRelay(**r) for r in data["relays"])
         return cls(**{**{k: v for k, v in data.items() if k in cls.__dataclass_fields__}, "relays": relays})
 

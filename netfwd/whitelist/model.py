@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from netaddr import IPSet
+from netaddr import IPNetwork, IPSet
 
 from netfwd.firewall.addresses import BITS, to_cidrs
 from netfwd.firewall.model import Origin
@@ -32,7 +32,7 @@ class Entry(NamedTuple):
     def is_any(self) -> bool:
         return self.ranges == ((0, (1 << BITS[self.version]) - 1),)
 
-    def cidrs(self) -> list:
+    def cidrs(self) -> list[IPNetwork]:
         return [net for first, last in self.ranges for net in to_cidrs(self.version, first, last)]
 
     def ipset(self) -> IPSet:
