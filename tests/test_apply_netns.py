@@ -277,9 +277,9 @@ def test_lifecycle(relay_for, tmp_path, backend, userland):
     assert relay.owned() == first_owned and relay.foreign_part(relay.dump()) == foreign
 
     # commit-confirm, not confirmed: the old state is back after the deadline
-    relay.netfwd("apply", second, "--yes", "--confirm-timeout", "1")
+    relay.netfwd("apply", second, "--yes", "--confirm-timeout", "3")  # long enough to look before it ends
     assert relay.owned() != first_owned
-    wait_for(lambda: relay.owned() == first_owned, 15, "the commit-confirm rollback")
+    wait_for(lambda: relay.owned() == first_owned, 20, "the commit-confirm rollback")
     # ... also when the applying netfwd is SIGKILLed right after its transaction
     relay.netfwd("apply", second, "--yes", "--confirm-timeout", "1", expect=-signal.SIGKILL,
                  env={"NETFWD_CRASH_AT": "after-write"})
@@ -288,10 +288,15 @@ def test_lifecycle(relay_for, tmp_path, backend, userland):
     relay.wait_idle()
     assert json.loads(relay.netfwd("status", "--output", "json").stdout)["drift"] is None
     # ... and with confirm it stays
-    window = 1 if userland == "modern" else 4  # firewalld 0.6.3 needs more than 1 s to start a CLI and answer
-    relay.netfwd("apply", second, "--yes", "--confirm-timeout", str(window))
+    # (a window a loaded machine cannot overrun before `confirm` starts; that the timer is then gone,
+    # not a wait past the deadline, shows the change stays)
+    relay.netfwd("apply", second, "--yes", "--confirm-timeout", "60")
+    timer_pid = json.loads(relay.netfwd("status", "--output", "json").stdout)["pending"]["timer_pid"]
     relay.netfwd("confirm")
-    time.sleep(window + 0.5)
+    wait_for(lambda: not Path(f"/proc/{timer_pid}").exists() or
+             Path(f"/proc/{timer_pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z", 10,
+             "the confirmed change's timer to stop")
+    assert json.loads(relay.netfwd("status", "--output", "json").stdout)["pending"] is None
     second_owned = relay.owned()
     assert second_owned != first_owned
     relay.netfwd("confirm", expect=1)  # nothing pending any more
