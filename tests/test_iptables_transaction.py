@@ -36,16 +36,21 @@ print(xstate.canonical(xstate.parse(backend.read().text)[0]), end="")
 """
 
 
-def target(filter_rule: str) -> str:
-    from netfwd import xtables
+def target(broken: bool = False) -> str:
+    """netfwd's owned state for one forward (nat: chains, jumps, DNAT, masquerade; filter: the
+    accept); `broken` gives the filter table's rule a match iptables does not know."""
+    from netfwd.backends import xstate
+    from netfwd.spec import parse_spec
 
-    nat = [f":{c} - [0:0]" for c in sorted(xtables.CHAINS["nat"])]
-    nat += [f"-A {b} -j {c}" for t, b, c in xtables.JUMPS if t == "nat"]
-    nat.append(f'-A {xtables.PRE} -p tcp -m tcp --dport 16443 -m comment --comment "netfwd:t/a" '
-               "-j DNAT --to-destination 10.0.0.5:6443")
-    fwd = xtables.CHAINS["filter"][0]
-    filt = [f":{fwd} - [0:0]", f"-A FORWARD -j {fwd}", f"-A {fwd} {filter_rule}"]
-    return "\n".join(["*nat", *nat, "COMMIT", "*filter", *filt, "COMMIT"]) + "\n"
+    spec = parse_spec("version: 1\ncluster: t\nforwards:\n  - name: a\n    listen: {port: 16443}\n"
+                      "    to: {address: 10.0.0.5, port: 6443}\n", "t.yaml")
+    text = xstate.canonical(xstate.desired(spec))
+    if broken:
+        head, _, tail = text.partition("*filter\n")
+        tail = tail.replace(" -j ACCEPT", " -m no-such-match -j ACCEPT")
+        assert "no-such-match" in tail
+        text = f"{head}*filter\n{tail}"
+    return text
 
 
 def write_in_fresh_namespace(flavour: str, text: str) -> str:
@@ -64,12 +69,12 @@ def write_in_fresh_namespace(flavour: str, text: str) -> str:
 def test_both_tables_or_neither(flavour):
     if shutil.which(f"iptables-{flavour}-restore") is None:
         pytest.skip(f"iptables-{flavour} not installed")
-    good = target("-m conntrack --ctstate DNAT -j ACCEPT")
+    good = target()
     out = write_in_fresh_namespace(flavour, good)
     assert out.splitlines()[0] == "parts 2"
     assert out.split("\n", 1)[1] == good  # both tables committed, exactly as asked
 
-    bad = target("-m no-such-match -j ACCEPT")  # the later (smaller) table fails its test
+    bad = target(broken=True)  # the later (smaller) table fails its test
     out = write_in_fresh_namespace(flavour, bad)
     first, rest = out.split("\n", 1)
     assert first.startswith(f"refused iptables-{flavour}-restore --test failed (exit ")
