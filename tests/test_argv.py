@@ -38,7 +38,7 @@ STUB = REPO / "tests" / "hostile" / "stubtool.sh"
 STUBBED = ["iptables", "iptables-save", "iptables-restore", "nft", "firewall-cmd", "sysctl", "ip", "conntrack",
            "systemctl", "id"]
 REAL = ["bash", "cat", "mv", "rm", "mkdir", "chmod", "dirname", "mktemp", "grep", "awk", "sort", "tr", "sed",
-        "head", "tail", "cut", "env", "uname"]
+        "head", "tail", "cut", "env", "uname", "stat", "readlink"]
 UNSHARE = shutil.which("unshare") or "unshare"
 LINUX_DIALECTS = ["iptables", "iptables-restore", "nft", "firewalld"]
 SPECS = {  # what each dialect can express (the others refuse: tested in their own modules)
@@ -107,7 +107,7 @@ def check_common(spec, run: Run, allowed: set[str]) -> None:
     assert writes == [["-q", "-w", f"{key}=1"] for key in sysctl_keys(spec)]
     persisted = (run.root / SYSCTL_FILE).read_text().splitlines()
     assert persisted[1:] == [f"{key} = 1" for key in sysctl_keys(spec)]
-    assert not list((run.root / "etc" / "sysctl.d").glob("*.tmp"))
+    assert [p.name for p in (run.root / "etc" / "sysctl.d").iterdir()] == [SYSCTL_FILE.rsplit("/", 1)[1]]
 
 
 def check_iptables(spec, run: Run) -> None:

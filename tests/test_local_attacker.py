@@ -24,9 +24,10 @@ from pathlib import Path
 import pytest
 
 from netfwd.dialects.shell import SYSCTL_FILE
-from netfwd.dialects.nft import NFT_FILE, TABLE
+from netfwd.dialects.nft import NFT_CONFS, NFT_FILE, TABLE
 from netfwd.lab.state import NS_PREFIX
 from tests.attacker import as_nobody, nobody
+from tests.test_argv import run_script, stub_bin  # noqa: F401 - stub_bin is a fixture
 
 pytestmark = [pytest.mark.netns,
               pytest.mark.skipif(os.geteuid() != 0 or shutil.which("nft") is None, reason="needs root and nft")]
@@ -239,3 +240,78 @@ def test_tampered_snapshot_is_refused_by_the_timer_and_by_rollback(scene):
     assert "6443" in scene.owned() and "6444" not in scene.owned()
     scene.netfwd("remove", state=state, root=root)
     assert scene.owned() == ""
+
+
+# -- the rendered scripts ---------------------------------------------------------------------------
+
+SCRIPT_FILES = {  # what the scripts write under $ROOT, and the fixed temp names they once used
+    "sysctl": [SYSCTL_FILE, f"{SYSCTL_FILE}.tmp"],
+    "iptables": ["etc/iptables/rules.v4", "etc/iptables/rules.v4.tmp", "etc/sysconfig/iptables",
+                 "etc/sysconfig/iptables.tmp"],
+    "nft": [NFT_FILE, *NFT_CONFS, *(f"{conf}.netfwd" for conf in NFT_CONFS)],
+}
+WRITES = {"iptables": ["sysctl", "iptables"], "iptables-restore": ["sysctl", "iptables"],
+          "nft": ["sysctl", "nft"], "firewalld": ["sysctl"]}
+
+
+@pytest.fixture(scope="module")
+def example_spec():
+    from netfwd.spec import open_spec
+
+    return open_spec(str(REPO / "rules" / "example.yaml")).spec
+
+
+@pytest.mark.parametrize("dialect_name", ["iptables", "iptables-restore", "nft", "firewalld"])
+def test_rendered_scripts_refuse_directories_others_can_write(dialect_name, example_spec, scene, stub_bin, tmp_path):
+    """Each apply and remove script, run by bash (firewall tools stubbed, in an empty network
+    namespace) with NETFWD_ROOT where nobody planted links at every file it writes: exit 3 before
+    any command runs, nothing written through the links; then the same with the links alone."""
+    from netfwd.dialects import get_dialect
+
+    dialect = get_dialect(dialect_name)
+    scripts = {"apply": dialect.render(example_spec), "remove": dialect.render_remove(example_spec)}
+    files = [path for kind in WRITES[dialect_name] for path in SCRIPT_FILES[kind]]
+    shared = scene.writable("shared-root")  # a whole ROOT anyone can write
+    scene.plant(shared, ["etc"])
+    root = scene.writable("root", 0o755)  # a trusted ROOT whose target directories anyone can write
+    folders = sorted({str(Path(path).parent) for path in files})
+    for folder in folders:
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        os.chmod(root / folder, 0o777 if folder != "etc" else 0o755)
+    for folder in folders:
+        names = [Path(path).name for path in files if str(Path(path).parent) == folder]
+        if folder == "etc":  # a trusted directory: only root could have planted these, earlier
+            for name in names:
+                os.symlink(scene.victim, root / folder / name)
+        else:
+            scene.plant(root / folder, names)
+    for what, text in scripts.items():
+        for case, where in (("shared root", shared), ("shared target directories", root)):
+            run = run_script(text, stub_bin, tmp_path / what, firewalld=dialect_name == "firewalld",
+                             NETFWD_ROOT=str(where))
+            assert run.status == 3, (what, case, run.stderr)
+            assert "netfwd: refusing" in run.stderr and "fix:" in run.stderr, (what, case, run.stderr)
+            assert run.calls == [], f"{what} ({case}) ran {run.calls[0]['argv']} before refusing"
+            scene.untouched()
+    for folder in folders:
+        os.chmod(root / folder, 0o755)  # fixed as told: the links themselves are refused next
+    for what, text in scripts.items():
+        run = run_script(text, stub_bin, tmp_path / what, firewalld=dialect_name == "firewalld",
+                         NETFWD_ROOT=str(root))
+        assert run.status == 3 and "a symlink or not a regular file" in run.stderr, (what, run.stderr)
+        assert run.calls == []
+        scene.untouched()
+    for path in files:  # links gone: the same scripts run
+        (root / path).unlink()
+    for what, text in scripts.items():
+        run = run_script(text, stub_bin, tmp_path / what, firewalld=dialect_name == "firewalld",
+                         NETFWD_ROOT=str(root))
+        assert run.status == 0, (what, run.stderr)
+    scene.untouched()
+
+
+def test_scripts_and_engine_persist_the_same_iptables_files():
+    from netfwd.backends.iptables import PERSIST_TARGETS
+    from netfwd.dialects.iptables import PERSIST_FILES
+
+    assert PERSIST_FILES == PERSIST_TARGETS

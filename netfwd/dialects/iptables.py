@@ -34,7 +34,7 @@ HELPERS = [
     " rules last until reboot' >&2",
     "    return 0",
     "  fi",
-    '  { "$IPTABLES-save" > "$target.tmp" && mv -f "$target.tmp" "$target"; } || die 1 "saving the ruleset to $target failed"',
+    '  write_file_safely "$target" 600 "$IPTABLES-save" || die 1 "saving the ruleset to $target failed"',
     '  echo "netfwd: saved the ruleset to $target" >&2',
     "}",
     "",
@@ -58,6 +58,10 @@ def old_dnat() -> list[str]:
         *shell.FORGET_MAPPING,
         "",
     ]
+
+
+PERSIST_FILES = ("etc/iptables/rules.v4", "etc/sysconfig/iptables")  # what persist() may write
+# (= netfwd.backends.iptables.PERSIST_TARGETS; tests/test_local_attacker.py holds them equal)
 
 
 def tool_check() -> list[str]:
@@ -85,7 +89,7 @@ class IptablesDialect(BaseDialect):
 
     def render(self, spec: Spec) -> str:
         self.check(spec)
-        lines = shell.prologue(self.header(spec, "apply"))
+        lines = shell.prologue(self.header(spec, "apply"), PERSIST_FILES)
         lines += tool_check() + shell.refuse_under_firewalld() + HELPERS + old_dnat()
         lines += xtguard.probe() + xtguard.payload_test(xtables.restore_payload(spec)) + xtguard.snapshot_and_undo()
         lines += ['DONE+=("ip_forward and the sysctl file")', *shell.enable_forwarding(spec)]
@@ -111,7 +115,7 @@ class IptablesDialect(BaseDialect):
 
     def render_remove(self, spec: Spec) -> str:
         self.check(spec)
-        lines = shell.prologue(self.header(spec, "remove")) + tool_check() + HELPERS + old_dnat() + remove_body(spec)
+        lines = shell.prologue(self.header(spec, "remove"), PERSIST_FILES) + tool_check() + HELPERS + old_dnat() + remove_body(spec)
         return "\n".join(lines) + "\n"
 
     def parse(self, text: str) -> list[Essence]:

@@ -171,6 +171,9 @@ PREAMBLE = [
     f'inet-family NAT needs Linux >= {".".join(map(str, KERNEL_MIN))}; use the iptables dialect"',
 ]
 HELPERS = [
+    "# conf_with / conf_without LINE FILE: FILE's lines plus / minus LINE (for write_file_safely)",
+    'conf_with() { cat -- "$2"; printf \'%s\\n\' "$1"; }',
+    'conf_without() { grep -vxF -- "$1" "$2" || true; }',
     "# old_dnat: '<listen> <proto> <port> <target>' for every DNAT rule in the live table (if any)",
     "old_dnat() {",
     "  { nft list chain inet netfwd prerouting 2>/dev/null || true; } | awk '",
@@ -211,7 +214,7 @@ class NftDialect(BaseDialect):
     def render(self, spec: Spec) -> str:
         self.check(spec)
         parts = [_parts(spec, forward) for forward in spec.forwards]
-        lines = shell.prologue(self.header(spec, "apply"))
+        lines = shell.prologue(self.header(spec, "apply"), (NFT_FILE, *NFT_CONFS))
         lines += [
             *PREAMBLE,
             *shell.refuse_under_firewalld(),
@@ -223,8 +226,7 @@ class NftDialect(BaseDialect):
             *shell.enable_forwarding(spec),
             "# The ruleset, written to its persistent place first (atomically), then loaded from there.",
             f'NFT_FILE="$ROOT/{NFT_FILE}"',
-            'mkdir -p "$(dirname "$NFT_FILE")"',
-            'tmp=$(mktemp "$NFT_FILE.XXXXXX")',
+            'tmp=$(safe_temp "$NFT_FILE")',
             "trap 'rm -f \"$tmp\"' EXIT",
             f"cat >\"$tmp\" <<'{DELIMITER}'",
             "#!/usr/sbin/nft -f",
@@ -234,14 +236,15 @@ class NftDialect(BaseDialect):
             "# One transaction: nothing is changed unless the whole ruleset is valid.",
             'nft -f "$tmp"',
             'chmod 644 "$tmp"',
-            'mv -f "$tmp" "$NFT_FILE"',
+            'mv -fT -- "$tmp" "$NFT_FILE"',
             "",
             *shell.forget_stale(_keep_lines(spec, parts)),
             "# Load it at boot: include it from the distro's nftables.conf (once).",
             "included=no",
             f"for conf in {CONF_WORDS}; do",
             '  [ -f "$conf" ] || continue',
-            f"  grep -qxF {shlex.quote(INCLUDE)} \"$conf\" || printf '%s\\n' {shlex.quote(INCLUDE)} >>\"$conf\"",
+            f"  grep -qxF {shlex.quote(INCLUDE)} \"$conf\" ||",
+            f'    write_file_safely "$conf" "$(stat -c %a -- "$conf")" conf_with {shlex.quote(INCLUDE)} "$conf"',
             "  included=yes",
             "done",
             'if [ "$included" = no ]; then',
@@ -257,7 +260,7 @@ class NftDialect(BaseDialect):
 
     def render_remove(self, spec: Spec) -> str:
         self.check(spec)
-        lines = shell.prologue(self.header(spec, "remove"))
+        lines = shell.prologue(self.header(spec, "remove"), (NFT_FILE, *NFT_CONFS))
         lines += [
             *PREAMBLE,
             "",
@@ -270,12 +273,11 @@ class NftDialect(BaseDialect):
             DELIMITER,
             *shell.forget_all(),
             "# Stop loading it at boot.",
-            f'rm -f "$ROOT/{NFT_FILE}"',
+            f'remove_file_safely "$ROOT/{NFT_FILE}"',
             f"for conf in {CONF_WORDS}; do",
             '  [ -f "$conf" ] || continue',
             f"  if grep -qxF {shlex.quote(INCLUDE)} \"$conf\"; then",
-            f"    grep -vxF {shlex.quote(INCLUDE)} \"$conf\" >\"$conf.netfwd\" || true",
-            '    cat "$conf.netfwd" >"$conf" && rm -f "$conf.netfwd"',
+            f'    write_file_safely "$conf" "$(stat -c %a -- "$conf")" conf_without {shlex.quote(INCLUDE)} "$conf"',
             "  fi",
             "done",
             "",

@@ -13,9 +13,12 @@ from netfwd.model import Forward, Spec
 SYSCTL_FILE = "etc/sysctl.d/90-netfwd.conf"
 
 
-def prologue(header: list[str]) -> list[str]:
+def prologue(header: list[str], files: tuple[str, ...] = ()) -> list[str]:
+    """Strict mode, $ROOT, and the safe-file helpers; then, before anything changes, the check of
+    every file the script may write or remove (sysctl.d's, and `files` under $ROOT)."""
+    targets = " ".join(f'"$ROOT/{path}"' for path in (SYSCTL_FILE, *files))
     return ["#!/usr/bin/env bash", *header, "set -euo pipefail", "umask 022",
-            'ROOT="${NETFWD_ROOT:-}"', ""]
+            'ROOT="${NETFWD_ROOT:-}"', *SAFE_FILES, f"check_targets {targets}", ""]
 
 
 # IPv6 forwarding makes the kernel ignore router advertisements where accept_ra is 1, and a default
@@ -41,7 +44,7 @@ def sysctl_keys(spec: Spec) -> list[str]:
 
 
 def enable_forwarding(spec: Spec) -> list[str]:
-    """Turn forwarding on now and persist it in sysctl.d (atomically: write a temp file, then rename)."""
+    """Turn forwarding on now and persist it in sysctl.d (atomically: a temp file, then rename)."""
     keys = sysctl_keys(spec)
     lines = ["# Kernel forwarding: on now, and after a reboot (sysctl.d)."]
     ra = ""
@@ -51,10 +54,8 @@ def enable_forwarding(spec: Spec) -> list[str]:
     lines += [f"sysctl -q -w {shlex.quote(key + '=1')}" for key in keys]
     body = " ".join(shlex.quote(f"{key} = 1") for key in keys)
     lines += [
-        'mkdir -p "$ROOT/etc/sysctl.d"',
-        f"printf '%s\\n' {shlex.quote(f'# written by netfwd for cluster {spec.cluster}')}{ra} {body} "
-        f'> "$ROOT/{SYSCTL_FILE}.tmp"',
-        f'mv -f "$ROOT/{SYSCTL_FILE}.tmp" "$ROOT/{SYSCTL_FILE}"',
+        f'write_file_safely "$ROOT/{SYSCTL_FILE}" 644 '
+        f"printf '%s\\n' {shlex.quote(f'# written by netfwd for cluster {spec.cluster}')}{ra} {body}",
         "",
     ]
     return lines
@@ -62,7 +63,7 @@ def enable_forwarding(spec: Spec) -> list[str]:
 
 def forget_forwarding() -> list[str]:
     return ["# Forget the persisted sysctl; forwarding stays on until reboot (other services may rely on it).",
-            f'rm -f "$ROOT/{SYSCTL_FILE}"', ""]
+            f'remove_file_safely "$ROOT/{SYSCTL_FILE}"', ""]
 
 
 def refuse_under_firewalld(use_instead: str = "firewalld") -> list[str]:
@@ -132,3 +133,70 @@ def forget_all() -> list[str]:
         "fi",
         "",
     ]
+
+
+# Files the scripts write as root: only in directories nobody else can change (each one above them
+# too; a sticky parent like /tmp is fine), never through a symlink, through a temp file that
+# mktemp makes (O_EXCL, unpredictable name) next to the target and renames over it. The same rule
+# as netfwd's own writes (netfwd/trust.py; docs/security.md, "Local users").
+SAFE_FILES = [
+    "# Files written as root only where nobody else can plant or swap them (see docs/security.md).",
+    "netfwd_refuse() { echo \"netfwd: refusing $1\" >&2; exit 3; }",
+    "trusted_dir() {  # DIR: exit 3 unless DIR and every directory above are root's and not group/other-writable",
+    '  local want="$1" path="" part real uid mode',
+    "  local -a parts",
+    '  case "$want" in /*) ;; *) want="$PWD/$want" ;; esac',
+    '  IFS=/ read -r -a parts <<<"$want"',
+    '  for part in ${parts[@]+"${parts[@]}"}; do  # a symlink on the way: only its owner could repoint it',
+    '    [ -n "$part" ] || continue',
+    '    path="$path/$part"',
+    '    [ -L "$path" ] || continue',
+    '    uid=$(stat -c %u -- "$path")',
+    '    [ "$uid" = 0 ] || [ "$uid" = "$EUID" ] || netfwd_refuse "$path: a symlink owned by uid $uid; fix: use the directory it names"',
+    "  done",
+    '  real=$(readlink -m -- "$want")',
+    '  IFS=/ read -r -a parts <<<"$real"',
+    '  path=""',
+    '  for part in "" ${parts[@]+"${parts[@]}"}; do',
+    '    [ -n "$part" ] || [ -z "$path" ] || continue',
+    '    path="${path%/}/$part"',
+    '    [ -e "$path" ] || break  # made later by mkdir -p (umask 022) in a directory checked here',
+    '    read -r uid mode <<<"$(stat -c \'%u %a\' -- "$path")"',
+    '    [ "$uid" = 0 ] || [ "$uid" = "$EUID" ] ||',
+    '      netfwd_refuse "$path: owned by uid $uid, who could plant files written here as root; fix: chown root $path"',
+    '    if (( 8#$mode & 8#022 )) && { [ "$path" = "$real" ] || (( (8#$mode & 8#1000) == 0 )); }; then',
+    '      netfwd_refuse "$path: writable by group or others (mode $mode); fix: chmod go-w $path"',
+    "    fi",
+    "  done",
+    "}",
+    "refuse_planted() {  # FILE: a symlink or a non-regular file where netfwd keeps its own file",
+    '  if [ -L "$1" ] || { [ -e "$1" ] && [ ! -f "$1" ]; }; then',
+    '    netfwd_refuse "$1: a symlink or not a regular file where netfwd keeps its own file; fix: see who made it, then remove it"',
+    "  fi",
+    "}",
+    "check_targets() {  # FILE...: before any change, every file this script may write or remove",
+    '  local file',
+    '  for file in "$@"; do trusted_dir "$(dirname -- "$file")"; refuse_planted "$file"; done',
+    "}",
+    "safe_temp() {  # TARGET: a new temp file next to TARGET (mktemp: O_EXCL, unpredictable name)",
+    '  local dir',
+    '  dir=$(dirname -- "$1")',
+    '  trusted_dir "$dir"',
+    '  refuse_planted "$1"',
+    '  mkdir -p -- "$dir"',
+    '  mktemp -- "$dir/.${1##*/}.XXXXXXXXXX"',
+    "}",
+    "write_file_safely() {  # TARGET MODE COMMAND...: the output of COMMAND becomes TARGET, atomically",
+    '  local target="$1" mode="$2" tmp',
+    "  shift 2",
+    '  tmp=$(safe_temp "$target") || exit "$?"',
+    '  if "$@" >"$tmp" && chmod "$mode" -- "$tmp" && mv -fT -- "$tmp" "$target"; then return 0; fi',
+    '  rm -f -- "$tmp"',
+    "  return 1",
+    "}",
+    "remove_file_safely() {  # TARGET: delete netfwd's own file, never a planted one",
+    '  trusted_dir "$(dirname -- "$1")"',
+    '  refuse_planted "$1"',
+    '  rm -f -- "$1"',
+    "}",
+]

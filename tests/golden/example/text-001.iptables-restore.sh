@@ -6,6 +6,66 @@
 set -euo pipefail
 umask 022
 ROOT="${NETFWD_ROOT:-}"
+# Files written as root only where nobody else can plant or swap them (see docs/security.md).
+netfwd_refuse() { echo "netfwd: refusing $1" >&2; exit 3; }
+trusted_dir() {  # DIR: exit 3 unless DIR and every directory above are root's and not group/other-writable
+  local want="$1" path="" part real uid mode
+  local -a parts
+  case "$want" in /*) ;; *) want="$PWD/$want" ;; esac
+  IFS=/ read -r -a parts <<<"$want"
+  for part in ${parts[@]+"${parts[@]}"}; do  # a symlink on the way: only its owner could repoint it
+    [ -n "$part" ] || continue
+    path="$path/$part"
+    [ -L "$path" ] || continue
+    uid=$(stat -c %u -- "$path")
+    [ "$uid" = 0 ] || [ "$uid" = "$EUID" ] || netfwd_refuse "$path: a symlink owned by uid $uid; fix: use the directory it names"
+  done
+  real=$(readlink -m -- "$want")
+  IFS=/ read -r -a parts <<<"$real"
+  path=""
+  for part in "" ${parts[@]+"${parts[@]}"}; do
+    [ -n "$part" ] || [ -z "$path" ] || continue
+    path="${path%/}/$part"
+    [ -e "$path" ] || break  # made later by mkdir -p (umask 022) in a directory checked here
+    read -r uid mode <<<"$(stat -c '%u %a' -- "$path")"
+    [ "$uid" = 0 ] || [ "$uid" = "$EUID" ] ||
+      netfwd_refuse "$path: owned by uid $uid, who could plant files written here as root; fix: chown root $path"
+    if (( 8#$mode & 8#022 )) && { [ "$path" = "$real" ] || (( (8#$mode & 8#1000) == 0 )); }; then
+      netfwd_refuse "$path: writable by group or others (mode $mode); fix: chmod go-w $path"
+    fi
+  done
+}
+refuse_planted() {  # FILE: a symlink or a non-regular file where netfwd keeps its own file
+  if [ -L "$1" ] || { [ -e "$1" ] && [ ! -f "$1" ]; }; then
+    netfwd_refuse "$1: a symlink or not a regular file where netfwd keeps its own file; fix: see who made it, then remove it"
+  fi
+}
+check_targets() {  # FILE...: before any change, every file this script may write or remove
+  local file
+  for file in "$@"; do trusted_dir "$(dirname -- "$file")"; refuse_planted "$file"; done
+}
+safe_temp() {  # TARGET: a new temp file next to TARGET (mktemp: O_EXCL, unpredictable name)
+  local dir
+  dir=$(dirname -- "$1")
+  trusted_dir "$dir"
+  refuse_planted "$1"
+  mkdir -p -- "$dir"
+  mktemp -- "$dir/.${1##*/}.XXXXXXXXXX"
+}
+write_file_safely() {  # TARGET MODE COMMAND...: the output of COMMAND becomes TARGET, atomically
+  local target="$1" mode="$2" tmp
+  shift 2
+  tmp=$(safe_temp "$target") || exit "$?"
+  if "$@" >"$tmp" && chmod "$mode" -- "$tmp" && mv -fT -- "$tmp" "$target"; then return 0; fi
+  rm -f -- "$tmp"
+  return 1
+}
+remove_file_safely() {  # TARGET: delete netfwd's own file, never a planted one
+  trusted_dir "$(dirname -- "$1")"
+  refuse_planted "$1"
+  rm -f -- "$1"
+}
+check_targets "$ROOT/etc/sysctl.d/90-netfwd.conf" "$ROOT/etc/iptables/rules.v4" "$ROOT/etc/sysconfig/iptables"
 
 IPTABLES="${NETFWD_IPTABLES:-iptables}"  # or iptables-legacy / iptables-nft
 command -v "$IPTABLES" >/dev/null 2>&1 || { echo "netfwd: $IPTABLES not found" >&2; exit 3; }
@@ -33,7 +93,7 @@ persist() {  # save the whole ruleset where the distro's boot service restores i
     echo 'netfwd: no iptables persistence found (iptables-persistent or iptables-services); rules last until reboot' >&2
     return 0
   fi
-  { "$IPTABLES-save" > "$target.tmp" && mv -f "$target.tmp" "$target"; } || die 1 "saving the ruleset to $target failed"
+  write_file_safely "$target" 600 "$IPTABLES-save" || die 1 "saving the ruleset to $target failed"
   echo "netfwd: saved the ruleset to $target" >&2
 }
 
@@ -129,9 +189,7 @@ trap undo EXIT
 DONE+=("ip_forward and the sysctl file")
 # Kernel forwarding: on now, and after a reboot (sysctl.d).
 sysctl -q -w net.ipv4.ip_forward=1
-mkdir -p "$ROOT/etc/sysctl.d"
-printf '%s\n' '# written by netfwd for cluster text-001' 'net.ipv4.ip_forward = 1' > "$ROOT/etc/sysctl.d/90-netfwd.conf.tmp"
-mv -f "$ROOT/etc/sysctl.d/90-netfwd.conf.tmp" "$ROOT/etc/sysctl.d/90-netfwd.conf"
+write_file_safely "$ROOT/etc/sysctl.d/90-netfwd.conf" 644 printf '%s\n' '# written by netfwd for cluster text-001' 'net.ipv4.ip_forward = 1'
 
 before=$(old_dnat)
 DONE+=("the owned chains")
