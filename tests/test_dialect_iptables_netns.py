@@ -126,8 +126,15 @@ def test_a_failure_after_the_first_write_is_undone_and_said(relay_lab, tmp_path,
     run_script(lab, dialect.render(first), tmp_path, iptables)
     before = saved(lab, iptables)
     sysctl_before = (tmp_path / SYSCTL_FILE).read_text()
-    (tmp_path / "etc/iptables/rules.v4.tmp").mkdir(parents=True)  # persistence present, its temp file unwritable
-    done = lab.run("relay", ["env", f"NETFWD_ROOT={tmp_path}", f"NETFWD_IPTABLES={iptables}", "bash", "-s"],
+    (tmp_path / "etc/iptables").mkdir(parents=True)  # persistence present, but saving the ruleset fails:
+    tools = tmp_path / "bin"  # the real tools, but saving the whole ruleset (no -t TABLE) fails
+    tools.mkdir()
+    fail = "[ $# -gt 0 ] || { echo 'iptables-save: failing on purpose' >&2; exit 1; }; "
+    for name, body in (("iptables", f'exec {iptables} "$@"'), ("iptables-restore", f'exec {iptables}-restore "$@"'),
+                       ("iptables-save", fail + f'exec {iptables}-save "$@"')):
+        (tools / name).write_text(f"#!/bin/sh\n{body}\n")
+        (tools / name).chmod(0o755)
+    done = lab.run("relay", ["env", f"NETFWD_ROOT={tmp_path}", f"NETFWD_IPTABLES={tools / 'iptables'}", "bash", "-s"],
                    input=dialect.render(spec_for(lab, target="10.99.0.1")), check=False)
     assert done.returncode != 0
     assert "failed" in done.stderr and "the owned chains" in done.stderr and "undone" in done.stderr
