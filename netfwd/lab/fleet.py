@@ -22,11 +22,13 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from netfwd import trust
 from netfwd.errors import EnvironmentProblem, InputError
 from netfwd.lab import netns
 from netfwd.lab.core import Lab, _claim
 from netfwd.lab.state import LAB_NAME_RE, ns_name
 from netfwd.lab.topology import FleetAddresses, choose_block, fleet_plan
+from netfwd.safefiles import write_atomic
 
 SSH_PORT = 22
 SSHD_START_TIMEOUT = 10.0
@@ -162,18 +164,20 @@ class FleetLab(Lab):
         if not host_key.exists():
             _keygen(host_key, node)
         config = home / "sshd_config"
-        config.write_text(SSHD_CONFIG.format(address=self.address(node), port=SSH_PORT, host_key=host_key,
-                                             pid_file=home / "sshd.pid", authorized=key.parent / "authorized_keys"))
+        write_atomic(config, SSHD_CONFIG.format(address=self.address(node), port=SSH_PORT, host_key=host_key,
+                                                pid_file=home / "sshd.pid", authorized=key.parent / "authorized_keys"))
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's compiled-in privilege separation dir
         log = home / "sshd.log"
-        log.write_text("")
         argv = [sshd, "-D", "-e", "-f", str(config)]
         firewalld = [p.pid for p in self.processes() if p.kind == "firewalld" and p.node == node and p.alive()]
         full = (["nsenter", "-t", str(firewalld[0]), "-m", "-n", "--", *argv] if firewalld
                 else netns.exec_argv(self.ns(node), argv))
-        with open(log, "ab") as err:
+        err = trust.open_file(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)  # as root: never via a link
+        try:
             child = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
                                      start_new_session=True)
+        finally:
+            os.close(err)
         self.adopt(child, node, "sshd", argv, SSH_PORT, str(log))  # `ip netns exec` and nsenter exec: the PID is sshd's
         deadline = time.monotonic() + SSHD_START_TIMEOUT
         while "Server listening on" not in log.read_text(errors="replace"):
@@ -223,7 +227,7 @@ class FleetLab(Lab):
         home = self.workdir / "ansible"
         (home / "tmp").mkdir(parents=True, exist_ok=True)
         empty = home / "ansible.cfg"
-        empty.write_text("[defaults]\n")
+        write_atomic(empty, "[defaults]\n")
         env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
         env.update(ANSIBLE_CONFIG=str(empty), ANSIBLE_HOME=str(home), ANSIBLE_LOCAL_TEMP=str(home / "tmp"),
                    ANSIBLE_COLLECTIONS_PATH=str(collections), ANSIBLE_PIPELINING="True",
