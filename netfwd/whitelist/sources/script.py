@@ -34,8 +34,13 @@ def parse(text: str, file: str, context) -> Parsed:
         raise InputError("is a remove script: it admits nothing (pass the apply script)", file=file, line=1,
                          field="header")
     line = text[:header.start()].count("\n") + 1
+    try:  # the dialects' parsers read back what they wrote; an edited script is not that
+        essences = get_dialect(name).parse(text)
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        raise InputError(f"the {name} dialect cannot read this script back: it is not as netfwd rendered "
+                         "it (edited or cut?); render it again", file=file, line=line, field="body") from None
     groups = []
-    for essence in get_dialect(name).parse(text):
+    for essence in essences:
         if context.port is not None and essence.listen_port != context.port:
             continue
         label = f"{essence.protocol}/{essence.listen_port} -> {essence.to_address}:{essence.to_port}"
