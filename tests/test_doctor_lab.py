@@ -7,9 +7,9 @@ directory, so sysctl.d lands there); on-prem has no route back, so masquerade re
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -110,7 +110,8 @@ def relay(shared_lab, tmp_path):
     return r
 
 
-def test_healthy_relay_passes_every_check_in_under_two_seconds(relay, tmp_path):
+def test_healthy_relay_passes_every_check(relay, tmp_path):
+    """(How fast: scripts/bench.d/doctor.py and docs/performance.md — a benchmark, not a timed test.)"""
     report = relay.doctor()
     assert report.exit_code == 0, [(r.name, r.findings) for r in report.results if r.findings]
     assert {r.status for r in report.results} <= {"ok", "skipped"}
@@ -119,13 +120,9 @@ def test_healthy_relay_passes_every_check_in_under_two_seconds(relay, tmp_path):
     spec_file.write_text(spec_text(relay.lab))
     argv = [sys.executable, "-m", "netfwd", "doctor", str(spec_file), "--netns", relay.lab.ns("relay"),
             "--root", str(tmp_path), "--output", "json"]
-    timings = []
-    for _ in range(2):  # the better of two: a machine busy with other tests should not decide it
-        started = time.perf_counter()
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
-        timings.append(time.perf_counter() - started)
-        assert done.returncode == 0, done.stdout + done.stderr
-    assert min(timings) < 2.0, timings
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert {c["status"] for c in json.loads(done.stdout)["checks"]} <= {"ok", "skipped"}
 
 
 def test_ip_forward_off(relay):
