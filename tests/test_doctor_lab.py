@@ -16,6 +16,7 @@ import pytest
 
 from netfwd.dialects import get_dialect
 from netfwd.doctor import doctor
+from netfwd.doctor.linux import LinuxRelay
 from netfwd.spec import parse_spec
 
 pytestmark = pytest.mark.netns
@@ -145,6 +146,33 @@ def test_ip_forward_not_persisted(relay):
     (relay.root / "etc/sysctl.conf").unlink()
     assert relay.errors() == set()
     conf.write_text(saved)
+
+
+def test_accept_ra_with_ipv6_forwarding(relay):
+    """An RA-learned default route (simulated: `proto ra`) on an interface with accept_ra 1 is lost once
+    IPv6 forwarding is on: error; accept_ra 2 fixes it now; at boot it must be persisted too."""
+    ext = relay.lab.addrs.relay_outside_if
+    conf = f"net.ipv6.conf.{ext}"
+    try:
+        relay.sh(f"sysctl -qw {conf}.disable_ipv6=0 {conf}.accept_ra=1 net.ipv6.conf.all.forwarding=0 && "
+                 f"ip -6 route replace default via fe80::1 dev {ext} proto ra")
+        assert relay.doctor().result("accept-ra").status == "ok"  # not forwarding: RAs are taken
+        assert LinuxRelay(relay.lab.ns("relay"), force_pyroute2=True).ra_default_interfaces == [ext]
+        relay.sh("sysctl -qw net.ipv6.conf.all.forwarding=1")
+        result = relay.doctor().result("accept-ra")
+        assert result.status == "error" and relay.errors() == {"accept-ra"}
+        assert f"{conf}.accept_ra=2" in result.findings[0].fix
+        relay.sh(f"sysctl -qw {conf}.accept_ra=2")
+        assert relay.errors() == set()
+        (relay.root / "etc/sysctl.d/91-v6.conf").write_text("net.ipv6.conf.all.forwarding = 1\n")
+        assert relay.warnings() == {"accept-ra"}  # forwarding comes back at boot, accept_ra 2 does not
+        (relay.root / "etc/sysctl.d/60-accept-ra.conf").write_text(f"{conf}.accept_ra = 2\n")
+        assert relay.doctor().result("accept-ra").status == "ok"
+        relay.sh(f"ip -6 route del default dev {ext} proto ra && sysctl -qw {conf}.accept_ra=1")
+        assert relay.doctor().result("accept-ra").status == "ok"  # no RA-learned route: nothing to lose
+    finally:
+        relay.sh(f"ip -6 route del default dev {ext} proto ra 2>/dev/null; "
+                 f"sysctl -qw net.ipv6.conf.all.forwarding=0 {conf}.accept_ra=1", check=False)
 
 
 VENDOR_RULES = (f"iptables -t nat -A PREROUTING -p tcp --dport {A} -j DNAT --to-destination {{onprem}}:{B} && "

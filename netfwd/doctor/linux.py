@@ -30,6 +30,8 @@ PROC_FILES = ("/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forw
               "/proc/net/tcp", "/proc/net/tcp6", "/proc/net/udp", "/proc/net/udp6",
               "/proc/net/ip_tables_names", "/proc/net/ip6_tables_names")
 RP_GLOB = "/proc/sys/net/ipv4/conf/*/rp_filter"
+CONF_GLOBS = (RP_GLOB, "/proc/sys/net/ipv6/conf/*/accept_ra", "/proc/sys/net/ipv6/conf/*/forwarding")
+RTPROT_RA = 9  # the route protocol of routes the kernel learned from router advertisements ("proto ra")
 IPTABLES_TABLES = ("filter", "nat", "mangle", "raw", "security")
 
 
@@ -77,10 +79,10 @@ class LinuxRelay:
     @cached_property
     def proc(self) -> dict[str, str | None]:
         """Namespace-scoped /proc files (sysctls, sockets), read in one process: path -> text or None."""
-        script = (f'for f in "$@" {RP_GLOB}; do printf "%s %s\\n" {_SEP} "$f"; '
+        script = (f'for f in "$@" {" ".join(CONF_GLOBS)}; do printf "%s %s\\n" {_SEP} "$f"; '
                   f'cat "$f" 2>/dev/null || printf "%s missing\\n" {_SEP}; done')
         if self.netns is None:
-            files = list(PROC_FILES) + sorted(str(p) for p in Path("/proc/sys/net/ipv4/conf").glob("*/rp_filter"))
+            files = list(PROC_FILES) + sorted(str(p) for pattern in CONF_GLOBS for p in Path("/").glob(pattern[1:]))
             return {f: _read_or_none(f) for f in files}
         done = self.run(["sh", "-c", script, "sh", *PROC_FILES])
         if done is None or done.returncode != 0:
@@ -115,6 +117,17 @@ class LinuxRelay:
         for path, text in self.proc.items():
             if path.endswith("/rp_filter") and text is not None and text.strip().isdigit():
                 values[path.split("/")[-2]] = int(text.strip())
+        return values
+
+    @cached_property
+    def ipv6_conf(self) -> dict[str, dict[str, str]]:
+        """net.ipv6.conf.NAME.{accept_ra,forwarding} per interface name (and 'all', 'default');
+        read from the paths, as interface names may hold dots."""
+        values: dict[str, dict[str, str]] = {}
+        for path, text in self.proc.items():
+            parts = path.split("/")
+            if path.startswith("/proc/sys/net/ipv6/conf/") and len(parts) == 8 and text is not None:
+                values.setdefault(parts[-2], {})[parts[-1]] = text.strip()
         return values
 
     # -- addresses and routes ------------------------------------------------------------------
@@ -236,6 +249,25 @@ class LinuxRelay:
             if route.get("dev"):
                 return route["dev"]
         return None
+
+    @cached_property
+    def ra_default_interfaces(self) -> list[str]:
+        """Interfaces an IPv6 default route learned from router advertisements (proto ra) leaves by."""
+        if self.use_pyroute2:
+            ipr = self._netlink()
+            names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+            found = set()
+            for route in ipr.get_routes(family=10, table=254):
+                if route["dst_len"] != 0 or route["proto"] != RTPROT_RA:
+                    continue
+                found.add(names.get(route.get_attr("RTA_OIF")))
+                found |= {names.get(hop["oif"]) for hop in route.get_attr("RTA_MULTIPATH") or []}
+            return sorted(name for name in found if name)
+        data, _problem = self._ip(["-6", "route", "show", "default", "proto", "ra"])
+        found = set()
+        for route in data or []:
+            found |= {hop.get("dev") for hop in [route, *route.get("nexthops", [])]}
+        return sorted(name for name in found if name)
 
     # -- sockets --------------------------------------------------------------------------------
     @cached_property

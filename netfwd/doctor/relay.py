@@ -18,6 +18,7 @@ from netfwd.doctor.framework import Finding, Outcome, Skip, error, found, passed
 from netfwd.model import Forward
 
 RP_NAMES = {0: "off", 1: "strict", 2: "loose"}
+RA_FILE = "etc/sysctl.d/60-accept-ra.conf"  # a file of its own: netfwd rewrites its sysctl.d file
 SAMPLE_SOURCES = 8  # route lookups per forward for rp_filter (one per whitelisted CIDR, at most)
 
 
@@ -82,6 +83,45 @@ class IpForwardPersisted(RelayCheck):
                                       f"set {label} = 1 in {setting.file} (or remove that line)"))
             else:
                 seen.append(f"{label} = 1 in {setting.file}:{setting.line}")
+        return found(problems, "; ".join(seen))
+
+
+class AcceptRa(RelayCheck):
+    name = "accept-ra"
+    doc = "with IPv6 forwarding on, an interface whose default route came from router advertisements keeps it"
+
+    def run(self, ctx: DoctorContext) -> Outcome:
+        from netfwd.doctor.sysctlconf import persisted
+
+        relay = ctx.need_relay()
+        conf = relay.ipv6_conf
+        if not conf:
+            raise Skip(f"IPv6 is off in {relay.where} (no net.ipv6.conf)")
+        interfaces = relay.ra_default_interfaces
+        if not interfaces:
+            return passed("no IPv6 default route learned from router advertisements (proto ra)")
+        problems, seen = [], []
+        forwarding_at_boot = persisted(relay.root, ("net.ipv6.conf.all.forwarding",))
+        for name in interfaces:
+            values = conf.get(name, {})
+            accept_ra = values.get("accept_ra")
+            forwarding = [key for key, value in (("net.ipv6.conf.all.forwarding", conf.get("all", {}).get("forwarding")),
+                                                 (f"net.ipv6.conf.{name}.forwarding", values.get("forwarding")))
+                          if value == "1"]
+            seen.append(f"{name}: accept_ra = {accept_ra}, forwarding = {values.get('forwarding')}")
+            key = f"net/ipv6/conf/{name}/accept_ra" if "." in name else f"net.ipv6.conf.{name}.accept_ra"
+            fix = f"sysctl -w {key}=2, and persist it: echo '{key} = 2' > /{RA_FILE}"
+            if accept_ra == "1" and forwarding:
+                problems.append(error(f"{name} has an IPv6 default route learned from router advertisements, "
+                                      f"accept_ra = 1 and {forwarding[0]} = 1: a forwarding interface ignores "
+                                      "RAs unless accept_ra is 2, so the route is lost when it expires", fix))
+            elif accept_ra == "2" and forwarding_at_boot is not None and forwarding_at_boot.value == "1":
+                kept = persisted(relay.root, (key, "net.ipv6.conf.default.accept_ra"))
+                if kept is None or kept.value != "2":
+                    problems.append(warning(f"{name}: accept_ra = 2 now, but no sysctl.d file under {relay.root} "
+                                            f"keeps it while {forwarding_at_boot.file}:{forwarding_at_boot.line} "
+                                            "turns IPv6 forwarding on at boot: after a reboot the RA-learned "
+                                            "default route is lost when it expires", fix))
         return found(problems, "; ".join(seen))
 
 
@@ -479,6 +519,6 @@ class Drift(RelayCheck):
         return integrations.drift(ctx)
 
 
-CHECKS = (IpForward(), IpForwardPersisted(), RpFilter(), IptablesVersion(), IptablesBackends(), Firewalld(),
+CHECKS = (IpForward(), IpForwardPersisted(), AcceptRa(), RpFilter(), IptablesVersion(), IptablesBackends(), Firewalld(),
           Docker(), RelayInterface(), ListenAddress(), ListenPort(), TargetRoute(), Dnat(), ForwardChain(),
           Masquerade(), ConntrackUnreplied(), Drift())
