@@ -134,6 +134,43 @@ def test_up_flow_down_leaves_the_host_as_before(lab_dir, name):
     assert_restored(before, name, lab_dir, inodes)
 
 
+def test_fleet_up_status_down_through_the_cli(lab_dir, name):
+    """`lab up --fleet 2`: real sshd in each relay and the client, reached from the controller with the
+    inventory's key; `lab status` sees it; `lab down` leaves no sshd, namespace or link behind."""
+    from netfwd.lab.fleet import SSH_ARGS
+
+    before = baseline(name, lab_dir)
+    up = json.loads(cli("lab", "up", "--fleet", "2", "--name", name, "-o", "json").stdout)
+    sshd = {p["node"]: p["pid"] for p in up["processes"] if p["kind"] == "sshd"}
+    assert up["complete"] and set(sshd) == {"relay1", "relay2", "client"}
+    assert sorted(p["node"] for p in up["processes"] if p["kind"] == "apiserver") == ["onprem1", "onprem2"]
+    inodes = ns_inodes(name)
+    assert len(inodes) == 2 * 2 + 3 and root_links() == before["links"]
+    inventory = json.loads(Path(up["inventory"]).read_text())
+    relays = inventory["all"]["children"]["relays"]["hosts"]
+    key = inventory["all"]["vars"]["ansible_ssh_private_key_file"]
+    lab = Lab.attach(name)
+    shown = lab.run("controller", ["ssh", "-i", key, *SSH_ARGS.split(), f"root@{relays['relay2']['ansible_host']}",
+                                   "ip -o -4 addr show"]).stdout
+    assert up["addrs"]["relays"][1]["inside"] in shown  # the session runs in relay2's namespace
+    status = json.loads(cli("lab", "status", "--name", name, "-o", "json").stdout)
+    assert {n for n in status["nodes"]} >= {"relay1", "relay2", "onprem1", "onprem2", "controller"}
+    assert all(p["alive"] for p in status["processes"]) and len(status["processes"]) == 5
+    shown = cli("lab", "exec", "--name", name, "relay1", "--", "ip", "-o", "-4", "addr", "show").stdout
+    assert up["addrs"]["relays"][0]["inside"] in shown
+    assert cli("lab", "exec", "--name", name, "relay", "--", "true", check=False).returncode == 2  # no such node
+    cli("lab", "down", "--name", name)
+    assert_restored(before, name, lab_dir, inodes)
+    assert [pid for pid in sshd.values() if b"sshd" in _cmdline(pid)] == []
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 STAGES = ["claimed", "namespaces", "links", "configured", "servers"]
 
 

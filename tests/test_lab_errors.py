@@ -42,6 +42,9 @@ def test_cli_bad_name_and_unknown_lab_exit_2(capsys, tmp_path, monkeypatch):
     assert code == 2 and "no lab is up" in err
     code, err = run_cli(capsys, "lab", "demo", "--spec", str(tmp_path / "missing.yaml"))
     assert code == 2 and "missing.yaml: no such file" in err
+    code, err = run_cli(capsys, "lab", "up", "--fleet", "2", "--router", "--userland", "centos7")
+    assert code == 2 and "--router, --userland: only for a one-relay lab" in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []  # refused before anything was claimed
 
 
 @pytest.mark.netns

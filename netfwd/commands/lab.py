@@ -16,6 +16,7 @@ import click
 
 from netfwd.commands.params import SpecPath
 from netfwd.errors import EXIT_FINDINGS, EnvironmentProblem, InputError
+from netfwd.lab.topology import MAX_FLEET
 
 BUNDLED_EXAMPLE = Path(str(resources.files("netfwd") / "data" / "examples" / "example.yaml"))  # package data
 NAME_OPTION = click.option("--name", "-n", help="The lab's name (default: the only lab there is).")
@@ -46,6 +47,7 @@ def lab() -> None:
     Example:
       sudo netfwd lab demo
       sudo netfwd lab up --name ab12
+      sudo netfwd lab up --fleet 3 --name fl01
       sudo netfwd lab exec --name ab12 client -- ip route
       sudo netfwd lab down --name ab12
     """
@@ -61,6 +63,9 @@ def lab() -> None:
 @click.option("--userland", type=click.Choice(["modern", "centos7"]), default="modern", show_default=True,
               help="The relay's firewall programs: this machine's, or CentOS 7's (iptables 1.4.21, firewalld "
                    "0.6.3, no nft; built from vendor/ on first use, see docs/compat.md).")
+@click.option("--fleet", type=click.IntRange(1, MAX_FLEET), metavar="N",
+              help="Build a fleet lab instead: N relays (relay1..N, each with onpremN behind it), a client and "
+                   "an Ansible controller, with a real sshd in every relay and the client (docs/fleet.md).")
 @click.option("--no-apiserver", is_flag=True, help="Start no API-server stand-in.")
 @click.option("--san", "sans", multiple=True, help="A SAN for the stand-in's certificate (repeatable; "
                                                    "default: on-prem IP and kubernetes names, not the relay).")
@@ -69,10 +74,21 @@ def lab() -> None:
               help="--no-anonymous: the stand-in answers 401 to everything, like --anonymous-auth=false.")
 @OUTPUT_OPTION
 def up(name: str | None, spec_file: str | None, router: bool, route_back: bool, firewalld: bool, userland: str,
-       no_apiserver: bool, sans: tuple[str, ...], git_version: str, anonymous: bool, output: str) -> None:
+       fleet: int | None, no_apiserver: bool, sans: tuple[str, ...], git_version: str, anonymous: bool,
+       output: str) -> None:
     """Build a lab and leave it running; print its name and addresses."""
     from netfwd.lab import Lab
     from netfwd.lab.core import crash_point
+
+    if fleet is not None:
+        single = {"--spec": spec_file, "--router": router, "--route-back": route_back, "--firewalld": firewalld,
+                  "--userland": userland != "modern", "--san": sans, "--git-version": git_version != "v1.28.3",
+                  "--no-anonymous": not anonymous}
+        if any(single.values()):
+            raise InputError(f"{', '.join(k for k, v in single.items() if v)}: only for a one-relay lab, "
+                             "not with --fleet", field="--fleet")
+        _show(_fleet_up(fleet, name, apiservers=not no_apiserver), output)
+        return
 
     ports: list[tuple[int, str]] = [(6443, "tcp")]
     interface = "ext0"
@@ -99,6 +115,27 @@ def up(name: str | None, spec_file: str | None, router: bool, route_back: bool, 
         built.down()
         raise
     _show(built.status(rules=False), output)  # a fresh relay has no rules: skip reading them
+
+
+def _fleet_up(relays: int, name: str | None, apiservers: bool) -> dict:
+    """A fleet lab with sshd in every relay and the client, and an Ansible inventory for it; its status."""
+    from netfwd.lab.core import crash_point
+    from netfwd.lab.fleet import FleetLab
+    from netfwd.safefiles import write_atomic
+
+    built = FleetLab.up(relays=relays, name=name)
+    try:
+        for node in (*built.relays, "client"):
+            built.start_sshd(node)
+        if apiservers:
+            built.start_apiservers()
+        crash_point("servers")
+        inventory = built.workdir / "inventory.json"  # JSON is YAML: ansible-playbook -i reads it
+        write_atomic(inventory, json.dumps(built.inventory(), indent=2) + "\n")
+    except BaseException:
+        built.down()
+        raise
+    return {**built.status(), "inventory": str(inventory)}
 
 
 @lab.command()
@@ -131,10 +168,13 @@ def status(name: str | None, output: str) -> None:
 
 @lab.command(name="exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @NAME_OPTION
-@click.argument("node", type=click.Choice(["client", "relay", "onprem", "router"]))
+@click.argument("node", shell_complete=lambda _ctx, _param, incomplete: [
+    n for n in ("client", "relay", "onprem", "router", "controller", "relay1", "onprem1") if n.startswith(incomplete)])
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def exec_(name: str | None, node: str, command: tuple[str, ...]) -> None:
-    """Run COMMAND inside NODE's namespace (`netfwd lab exec relay -- iptables-save`); exits with its code."""
+    """Run COMMAND inside NODE's namespace (`netfwd lab exec relay -- iptables-save`); exits with its code.
+
+    NODE: client, relay, onprem, router; in a fleet lab controller, client, relayN, onpremN."""
     chosen = _pick(name)
     try:
         chosen.ns(node)
@@ -239,6 +279,8 @@ def _show(report: dict, output: str) -> None:
                                                              for r in a["relays"])
                    + f"; controller {a['controller']}; allowed source {a['client_allowed']} ({a['allowed_cidr']}), "
                      f"denied source {a['client_denied']}")
+        if "inventory" in report:
+            click.echo(f"Ansible inventory (SSH as root with the lab's key): {report['inventory']}")
         return
     click.echo(f"clients dial {a['relay_outside']}; allowed source {a['client_allowed']} "
                f"({a['allowed_cidr']}), denied source {a['client_denied']}; on-prem {a['onprem']}")
