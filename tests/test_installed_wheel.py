@@ -126,6 +126,8 @@ def test_root_commands_in_a_lab(installed, tmp_path):
     (tmp_path / "root").mkdir()
     demo = installed.run("lab", "demo", "-o", "json", env=env, timeout=300)  # the bundled example
     assert json.loads(demo.stdout)["ok"]
+    no_sources = installed.run("lab", "up", "--userland", "centos7", env=env, expect=3)  # a wheel has no vendor/
+    assert "needs a netfwd source checkout" in no_sources.stderr and no_sources.stderr.count("\n") == 1
     up = json.loads(installed.run("lab", "up", "-o", "json", env=env).stdout)
     name = up["name"]
     try:

@@ -86,3 +86,15 @@ def test_a_torn_record_is_reported_and_down_still_clears_it(capsys, tmp_path, mo
     assert code == 0 and "lab torn1" in err
     code, _ = run_cli(capsys, "lab", "down", "--name", "torn1")
     assert code == 0 and list(tmp_path.iterdir()) == []
+
+
+def test_centos7_userland_without_a_checkout_is_one_line(capsys, tmp_path, monkeypatch):
+    """Installed from a wheel, netfwd has no build script or vendor/ tarballs: exit 3, naming where it looked,
+    before any lab exists (tests/test_installed_wheel.py runs the real installed case)."""
+    monkeypatch.setenv("NETFWD_LAB_DIR", str(tmp_path / "labs"))
+    monkeypatch.setattr("netfwd.lab.userland.REPO", tmp_path / "site-packages")
+    code, err = run_cli(capsys, "lab", "up", "--userland", "centos7")
+    assert code == 3 and err.count("\n") == 1 and "Traceback" not in err
+    assert "needs a netfwd source checkout" in err and f"looked in {tmp_path / 'site-packages'}" in err
+    assert "scripts/build-centos7-userland" in err and "vendor/iptables-1.4.21.tar.gz" in err
+    assert not (tmp_path / "labs").exists() or list((tmp_path / "labs").iterdir()) == []

@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     from netfwd.lab.core import Lab
 
 USERLANDS = ("modern", "centos7")
-REPO = Path(__file__).resolve().parents[2]
-BUILD_SCRIPT = REPO / "scripts" / "build-centos7-userland"
+REPO = Path(__file__).resolve().parents[2]  # the checkout, when netfwd runs from one (a wheel has no scripts/)
+SOURCES = ("scripts/build-centos7-userland", "vendor/iptables-1.4.21.tar.gz", "vendor/firewalld-0.6.3.tar.gz")
 OVERLAID = ("/usr/sbin", "/usr/bin")
 XTABLES_NAMES = ("iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save", "ip6tables-restore")
 HIDDEN_PREFIXES = ("nft", "iptables", "ip6tables", "xtables", "ebtables", "arptables", "firewall")
@@ -36,15 +36,26 @@ exec sleep infinity
 
 
 def check(userland: str) -> None:
+    """Refuse an unknown userland, and centos7 without its sources, before the lab creates anything."""
     if userland not in USERLANDS:
         raise InputError(f"unknown userland {userland!r} (one of: {', '.join(USERLANDS)})", field="--userland")
+    if userland == "centos7":
+        build_script()
+
+
+def build_script() -> Path:
+    """The checkout's build script; its vendored tarballs beside it. An installed wheel ships neither."""
+    missing = [name for name in SOURCES if not (REPO / name).is_file()]
+    if missing:
+        raise EnvironmentProblem(f"--userland centos7 needs a netfwd source checkout (it builds iptables 1.4.21 and "
+                                 f"firewalld 0.6.3 from its vendor/ sources); looked in {REPO}: no "
+                                 f"{', '.join(missing)}")
+    return REPO / SOURCES[0]
 
 
 def build() -> Path:
     """The built CentOS 7 userland (built now on first use, ~15-30 s; cached afterwards)."""
-    if not BUILD_SCRIPT.exists():
-        raise EnvironmentProblem(f"{BUILD_SCRIPT} is missing: the centos7 userland needs a netfwd checkout")
-    done = subprocess.run([str(BUILD_SCRIPT)], capture_output=True, text=True, timeout=900)
+    done = subprocess.run([str(build_script())], capture_output=True, text=True, timeout=900)
     if done.returncode != 0:
         raise EnvironmentProblem(f"building the centos7 userland failed: {done.stderr.strip()[-1500:]}")
     return Path(done.stdout.strip().splitlines()[-1])
