@@ -37,7 +37,9 @@ REJECTS = ("tcp-reset", "icmp-port-unreachable", "icmp-host-unreachable", "icmp-
 OBSERVED_REJECT = {"tcp-reset": "conn-refused", "icmp-port-unreachable": "conn-refused",
                    "icmp-host-unreachable": "host-unreach", "icmp-net-unreachable": "net-unreach",
                    "icmp-admin-prohibited": "host-unreach", "icmp-host-prohibited": "host-unreach",
-                   "icmp-net-prohibited": "net-unreach"}
+                   "icmp-net-prohibited": "net-unreach", "icmpx-port-unreachable": "conn-refused",
+                   "icmpx-admin-prohibited": "host-unreach", "icmpx-host-unreachable": "host-unreach",
+                   "icmpx-no-route": "net-unreach"}
 NFT_REJECT = {"tcp-reset": "with tcp reset", "icmp-port-unreachable": "with icmp type port-unreachable",
               "icmp-host-unreachable": "with icmp type host-unreachable",
               "icmp-net-unreachable": "with icmp type net-unreachable",

@@ -197,7 +197,11 @@ class _RuleBuilder:
                 self.conds.append((DPort if field == "dport" else SPort)(ports(right), negated))
             elif (proto, field) in (("ip", "protocol"), ("ip6", "nexthdr")):
                 self.conds.append(Proto(_names(right), negated))
-            else:
+            else:  # a field not modelled: only packets of its protocol can reach the question
+                if proto in L4 and proto != "th":
+                    self.conds.append(Proto(frozenset({proto})))
+                elif proto in ("icmp", "icmpv6"):
+                    self.conds.append(Proto(frozenset({"icmp"} if proto == "icmp" else {"ipv6-icmp", "icmpv6"})))
                 self.conds.append(Unknown(f"{proto} {field}"))
         elif isinstance(left, dict) and "meta" in left:
             key = left["meta"].get("key")
@@ -212,7 +216,8 @@ class _RuleBuilder:
             else:
                 self.conds.append(Unknown(f"meta {key}", negated))
         elif isinstance(left, dict) and "ct" in left:
-            key = left["ct"].get("key")
+            key = str(left["ct"].get("key"))
+            key = key.split(" ", 1)[1] if key.startswith(("ip ", "ip6 ")) else key  # nft -j: "ip saddr"
             if key in ("state", "status"):  # `ct status != dnat` compares the whole status, `ct status dnat` a bit
                 self.conds.append(CtState(_names(right), negated, key == "status" and op in ("==", "!=")))
             elif left["ct"].get("dir") == "original" and key == "daddr":
