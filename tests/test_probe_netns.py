@@ -149,7 +149,9 @@ def test_every_failure_in_the_lab_gets_its_code(broken_lab):
     sample = next(s for s in on_relay["nomasq"]["stages"] if s["name"] == "relay")["detail"]["conntrack"]
     assert sample["unreplied_unmasqueraded"] >= 1
     assert codes(on_relay["down"]) == ["target-refused"]
-    assert codes(on_relay["fwdrop"]) == ["no-tracked-forward"]
+    assert codes(on_relay["fwdrop"]) == ["dropped-by-rule", "no-tracked-forward"]
+    named = next(f for f in on_relay["fwdrop"]["findings"] if f["code"] == "dropped-by-rule")
+    assert "FORWARD" in named["message"] and "DROP" in named["message"]  # the rule that drops, by explain
     assert codes(on_relay["good"]) == ["forward-seen-working"] and on_relay["good"]["verdict"] == "reachable"
 
 

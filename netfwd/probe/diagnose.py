@@ -62,6 +62,8 @@ CODES: dict[str, tuple[Severity, str]] = {
     "no-tracked-forward": ("warning", "probe from a client and rerun; if it persists, the relay's FORWARD chain "
                                       "drops tcp/{tport} to {target} (iptables -S FORWARD / nft list ruleset)"),
     "forward-seen-working": ("info", "nothing to fix"),
+    "dropped-by-rule": ("error", "change that rule (or the chain's policy) so the forward's clients pass; "
+                                 "`netfwd explain --src {src} --dst {dst} --dport {port}` shows the whole path"),
 }
 
 
@@ -209,6 +211,14 @@ def _relay(result: ProbeResult, ep: Endpoint) -> list[Finding]:
         out.append(make("target-unreachable", f"a direct connect from the relay to {direct['target']} got "
                                               f"{direct['reason']}", ep))
         return out
+    explained = d.get("explain") or {}
+    if explained.get("verdict") in ("drop", "reject"):
+        rule = explained.get("rule") or {}
+        where = (f"{rule.get('table')} {rule.get('chain')} " + (f"rule {rule['rule']}" if rule.get("rule")
+                 else "policy") + f": {rule.get('text')}") if rule else "the routing decision"
+        out.append(make("dropped-by-rule", f"a new connection from {explained['src']} to {explained['dst']}:"
+                                           f"{explained['port']} is {explained['verdict']}ed by {where}", ep,
+                        src=explained["src"], dst=explained["dst"]))
     track = d.get("conntrack")
     if track is None:
         return out

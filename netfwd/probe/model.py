@@ -38,6 +38,7 @@ class Endpoint:
     target: tuple[str, int] | None = None
     relay_addresses: tuple[str, ...] = ()
     relay_os: str = "linux"
+    client: str | None = None  # a source the forward admits (for explain on the relay)
 
     @property
     def label(self) -> str:

@@ -114,3 +114,33 @@ def relay_stage(listen_port: int, target: tuple[str, int] | None, timeout: float
     status: Status = "ok" if direct_ok or target is None else "fail"
     reason = detail.get("direct", {}).get("reason", "no-target")
     return Stage("relay", status, reason, (time.perf_counter() - started) * 1000, detail)
+
+
+EXAMPLE_CLIENT = "203.0.113.10"  # documentation space (RFC 5737): a client when the spec admits anyone
+
+
+def explain_forward(endpoint, netns: str | None) -> dict | None:
+    """What the relay's firewall does to a new connection from a client the forward admits to its
+    listen port (netfwd explain, read live): the verdict and the rule that decided it."""
+    from netfwd.errors import NetfwdError
+    from netfwd.explain import live, make_probe
+    from netfwd.firewall.trace import Tracer
+
+    try:
+        ruleset, host, _ = live(netns)
+    except NetfwdError as problem:
+        return {"error": str(problem)}
+    candidates = [a for a in (*endpoint.relay_addresses, endpoint.host) if a and a != "*"]
+    dst = next((a for a in candidates if ":" not in a), None)
+    if dst is None:  # on the relay itself: its first address on an interface that is not loopback
+        dst = next((str(a) for a, dev in host.local.items() if a.version == 4 and dev and dev != "lo"), None)
+    if dst is None:
+        return None
+    probe = make_probe(endpoint.client or EXAMPLE_CLIENT, dst, "tcp", endpoint.port,
+                       in_interface=host.local.get(make_probe(dst, dst, "tcp", 1).dst))
+    answer = Tracer(ruleset, host).explain(probe)
+    decided = next((s for s in reversed(answer.path) if s.action == answer.verdict or
+                    (answer.verdict == "reject" and s.action == "reject")), None)
+    return {"src": str(probe.src), "dst": dst, "port": endpoint.port, "verdict": answer.verdict,
+            "reason": answer.reason, "to": answer.as_dict()["to"],
+            "rule": None if decided is None else decided.as_dict()}

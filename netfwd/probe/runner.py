@@ -219,7 +219,12 @@ def _relay(run: _Run, index: int) -> None:
 
     endpoint = run.endpoints[index]
     run.started[index] = time.perf_counter()
-    run.results[index].stages.append(relay_stage(endpoint.port, endpoint.target, run.options.timeout))
+    stage = relay_stage(endpoint.port, endpoint.target, run.options.timeout)
+    if endpoint.target is not None:
+        from netfwd.probe.relay import explain_forward
+
+        stage.detail["explain"] = explain_forward(endpoint, None)  # probe runs inside --netns itself
+    run.results[index].stages.append(stage)
     run.finish(index)
 
 

@@ -120,9 +120,10 @@ def from_spec(spec, via: str | None, names: Sequence[str], log: Callable[[str], 
                               "reachable address), or set relay.address / listen.address in the spec")
             raise doc.error(field, message) if doc else InputError(message, file=spec.origin, field=field)
         others = tuple(a for a in (relay_private, listen) if a and a != host)
+        client = None if not forward.sources else str(forward.sources[0][min(1, forward.sources[0].size - 1)])
         endpoints.append(Endpoint(host, forward.listen.port, name=forward.name,
                                   target=(str(forward.to.address), forward.to.port),
-                                  relay_addresses=others, relay_os=spec.relay.os))
+                                  relay_addresses=others, relay_os=spec.relay.os, client=client))
     return endpoints
 
 
