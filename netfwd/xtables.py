@@ -1,6 +1,7 @@
 """The iptables ruleset netfwd owns, as data: shared by the iptables dialects and the live backends.
 
-netfwd owns four chains and one jump into each from a built-in chain (kube-proxy style). Rules are
+netfwd owns four chains per cluster and one jump into each from a built-in chain (kube-proxy style);
+their names come from netfwd.owned (`chains(cluster)`, `jumps(cluster)`). Rules are
 spelled exactly as `iptables-save` prints them, so live state can be compared line by line.
 Whitelists are `-s` rules (one DNAT rule per minimal source CIDR) rather than ipsets, so the whole
 owned state is a single `iptables-restore --noflush` transaction.
@@ -12,17 +13,33 @@ import re
 import shlex
 from dataclasses import dataclass
 
+from netfwd import owned
 from netfwd.dialects.base import rule_comment
 from netfwd.model import Essence, Forward, Spec
 
-PRE, OUT, POST, FWD = "NETFWD-PRE", "NETFWD-OUT", "NETFWD-POST", "NETFWD-FWD"
-CHAINS: dict[str, tuple[str, ...]] = {"nat": (PRE, OUT, POST), "filter": (FWD,)}
-# (table, built-in chain, owned chain): one jump each, inserted at position 1 when missing
-JUMPS: tuple[tuple[str, str, str], ...] = (
-    ("nat", "PREROUTING", PRE), ("nat", "OUTPUT", OUT), ("nat", "POSTROUTING", POST), ("filter", "FORWARD", FWD),
-)
+TABLE_OF = {"PRE": "nat", "OUT": "nat", "POST": "nat", "FWD": "filter"}
+BUILTIN_OF = {"PRE": "PREROUTING", "OUT": "OUTPUT", "POST": "POSTROUTING", "FWD": "FORWARD"}
 REPLIES_COMMENT = "netfwd: replies"  # the unscoped replies rule of older versions: read, never written
 PROTO_NUMBERS = {"tcp": "6", "udp": "17"}  # `--ctproto` as iptables-save prints it
+
+
+def chains(cluster: str) -> dict[str, tuple[str, ...]]:
+    """{table: owned chains} of a cluster: {"nat": (PRE, OUT, POST), "filter": (FWD,)}."""
+    return {"nat": tuple(owned.chain(cluster, k) for k in ("PRE", "OUT", "POST")),
+            "filter": (owned.chain(cluster, "FWD"),)}
+
+
+def jumps(cluster: str) -> tuple[tuple[str, str, str], ...]:
+    """(table, built-in chain, owned chain): one jump each, inserted at position 1 when missing."""
+    return tuple((TABLE_OF[k], BUILTIN_OF[k], owned.chain(cluster, k)) for k in ("PRE", "OUT", "POST", "FWD"))
+
+
+def kind(chain_name: str) -> str | None:
+    """PRE / OUT / POST / FWD of an owned chain (per-cluster or legacy), None for any other chain."""
+    if not chain_name.startswith(owned.CHAIN_PREFIX):
+        return None
+    last = chain_name.rsplit("-", 1)[1]
+    return last if last in TABLE_OF else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,16 +87,17 @@ def forward_rules(spec: Spec, forward: Forward) -> list[Rule]:
     iface = () if spec.relay.interface is None else ("-i", spec.relay.interface)
     port = _port_match(forward.protocol, forward.listen.port)
     rules = []
+    pre, out, post, fwd = (owned.chain(spec.cluster, k) for k in ("PRE", "OUT", "POST", "FWD"))
     for source in forward.sources if forward.sources is not None else (None,):
         src = () if source is None else ("-s", str(source))
-        rules.append(Rule("nat", PRE, (*src, *listen, *iface, *port, *local_only, *tag, *target)))
+        rules.append(Rule("nat", pre, (*src, *listen, *iface, *port, *local_only, *tag, *target)))
     if forward.local:
-        rules.append(Rule("nat", OUT, (*listen, *port, *local_only, *tag, *target)))
+        rules.append(Rule("nat", out, (*listen, *port, *local_only, *tag, *target)))
     to = ("-d", f"{forward.to.address}/32", *_port_match(forward.protocol, forward.to.port),
           "-m", "conntrack", "--ctstate", "DNAT", *tag)
     if forward.masquerade:
-        rules.append(Rule("nat", POST, (*to, "-j", "MASQUERADE")))
-    rules.append(Rule("filter", FWD, own_flows(forward) + (*tag, "-j", "ACCEPT")))
+        rules.append(Rule("nat", post, (*to, "-j", "MASQUERADE")))
+    rules.append(Rule("filter", fwd, own_flows(forward) + (*tag, "-j", "ACCEPT")))
     return rules
 
 
@@ -123,9 +141,9 @@ def restore_payload(spec: Spec) -> str:
         return _last_payload[1]
     rules = ruleset(spec)
     out: list[str] = []
-    for table, chains in CHAINS.items():
+    for table, names in chains(spec.cluster).items():
         out.append(f"*{table}")
-        out.extend(f":{chain} - [0:0]" for chain in chains)
+        out.extend(f":{chain} - [0:0]" for chain in names)
         out.extend(rule.save_line() for rule in rules if rule.table == table)
         out.append("COMMIT")
     text = "\n".join(out) + "\n"
@@ -136,9 +154,10 @@ def restore_payload(spec: Spec) -> str:
 def parse_save(text: str) -> list[Essence]:
     """Read netfwd's forwards back from `iptables-save` output, a restore payload or canonical state.
 
-    Only rules in NETFWD-* chains that carry a `netfwd:` comment count; everything else is someone
-    else's and ignored. Lines are split by the iptables-save reader's one-pass `words` (no shlex per
-    line: doctor and the backends read 35,000-line dumps).
+    Only rules in NETFWD-* chains (any cluster's, or the global ones of earlier versions) that carry
+    a `netfwd:` comment count; everything else is someone else's and ignored. Lines are split by
+    the iptables-save reader's one-pass `words` (no shlex per line: doctor and the backends read
+    35,000-line dumps).
     """
     from netfwd.firewall.iptables_save import options, words
 
@@ -147,14 +166,14 @@ def parse_save(text: str) -> list[Essence]:
         if not line.startswith("-A NETFWD-"):
             continue
         split = words(line)
-        chain, opts = split[1], options(split[2:])
+        chain, opts = kind(split[1]), options(split[2:])
         name = opts.get("--comment", "")
         if not name.startswith("netfwd:") or name == REPLIES_COMMENT:
             continue
         entry = found.get(name)
         if entry is None:
             entry = found[name] = {"sources": [], "masquerade": False, "local": False}
-        if chain == PRE:
+        if chain == "PRE":
             host, _, port = opts["--to-destination"].rpartition(":")
             entry.update(listen_address=_host(opts.get("-d")), listen_port=int(opts["--dport"]),
                          protocol=opts["-p"], to_address=host, to_port=int(port))
@@ -162,9 +181,9 @@ def parse_save(text: str) -> list[Essence]:
                 entry["sources"].append(opts["-s"])
             else:
                 entry["any"] = True
-        elif chain == OUT:
+        elif chain == "OUT":
             entry["local"] = True
-        elif chain == POST and opts.get("-j") == "MASQUERADE":
+        elif chain == "POST" and opts.get("-j") == "MASQUERADE":
             entry["masquerade"] = True
     return [Essence(e["listen_address"], e["listen_port"], e["protocol"], e["to_address"], e["to_port"],
                     e["masquerade"], e["local"], None if e.get("any") else tuple(e["sources"]))

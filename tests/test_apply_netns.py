@@ -22,6 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from netfwd import owned
+from netfwd.engine.state import cluster_dir
+
 pytestmark = pytest.mark.netns
 
 REPO = Path(__file__).resolve().parent.parent
@@ -139,8 +142,9 @@ class Relay:
 
     def wait_idle(self) -> None:
         """Block until no netfwd (nor a transaction it started) holds the state lock."""
-        self.state.mkdir(parents=True, exist_ok=True)
-        with open(self.state / "lock", "a") as lock:
+        folder = cluster_dir(self.state, "lab-apply")
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
 
     # -- the firewall ------------------------------------------------------------------------
@@ -183,7 +187,7 @@ class Relay:
                                    if isinstance(v, dict) else v)
                                for k, v in data.items() if "ipset netfwd-" not in k}, sort_keys=True)
         if self.backend == "nft":
-            return re.sub(r"table inet netfwd \{.*?\n\}\n", "", dump, flags=re.S)
+            return re.sub(r"table inet netfwd(-\S+)? \{.*?\n\}\n", "", dump, flags=re.S)
         return "\n".join(line for line in dump.splitlines() if "NETFWD" not in line)
 
     def owned(self) -> str:
@@ -194,7 +198,7 @@ class Relay:
                                if isinstance(v, dict) else v
                                for k, v in data.items() if "zone" in k or "netfwd-" in k}, sort_keys=True)
         if self.backend == "nft":
-            match = re.search(r"table inet netfwd \{.*?\n\}\n", dump, flags=re.S)
+            match = re.search(r"table inet netfwd(-\S+)? \{.*?\n\}\n", dump, flags=re.S)
             return match[0] if match else ""
         return "\n".join(line for line in dump.splitlines() if "NETFWD" in line)
 
@@ -306,7 +310,7 @@ def test_lifecycle(relay_for, tmp_path, backend, userland):
     relay.netfwd("remove")
     assert relay.owned() in ("", "{}") or "netfwd" not in relay.owned()
     assert relay.foreign_part(relay.dump()) == foreign
-    assert not (relay.root / "etc/sysctl.d/90-netfwd.conf").exists()
+    assert not (relay.root / owned.sysctl_file("lab-apply")).exists()
     assert "no changes" in relay.netfwd("remove").stdout
     assert not lab.connect("client", a.relay_outside, A, source=a.client_allowed, timeout=1).ok
     del old_server
@@ -350,7 +354,7 @@ def test_sigkill_and_concurrent_applies(relay_for, tmp_path, backend):
     status = json.loads(relay.netfwd("status", "--output", "json").stdout)
     assert status["drift"] is None and relay.owned() in states
     # a caller that will not wait is told clearly who holds the lock
-    with open(relay.state / "lock", "a") as lock:
+    with open(cluster_dir(relay.state, "lab-apply") / "lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         busy = relay.netfwd("apply", specs[0], "--yes", "--lock-timeout", "0.2", expect=3)
     assert "another netfwd is changing this relay" in busy.stderr
@@ -371,7 +375,7 @@ def test_auto_detection_libiptc_refusal_and_drift(lab, tmp_path):
     assert "backend iptables: iptables-nft (nf_tables) holds rules" in chosen.stderr
     assert json.loads(relay.netfwd("status", "--output", "json").stdout)["backend"] == "iptables"
 
-    relay.relay(["iptables-nft", "-t", "nat", "-F", "NETFWD-PRE"])  # e.g. a careless flush
+    relay.relay(["iptables-nft", "-t", "nat", "-F", owned.chain("lab-apply", "PRE")])  # e.g. a careless flush
     drift = relay.netfwd("status", expect=1)
     assert "DRIFT" in drift.stdout and "*:16443/tcp" in drift.stdout
     relay.netfwd("apply", spec, "--yes")

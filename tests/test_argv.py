@@ -25,11 +25,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from netfwd import xtables
+from netfwd import owned, xtables
 from netfwd.dialects import cmdsyntax, get_dialect, pssyntax
 from netfwd.dialects.firewalld import parse_rich_rules
 from netfwd.dialects.nft import parse_ruleset
-from netfwd.dialects.shell import SYSCTL_FILE, sysctl_keys
+from netfwd.dialects.shell import sysctl_keys
 from tests.linux_specs import linux_specs
 from tests.windows_helpers import HOSTILE, windows_specs
 
@@ -105,7 +105,7 @@ def check_common(spec, run: Run, allowed: set[str]) -> None:
     assert used <= allowed, f"unexpected programs: {used - allowed}"
     writes = [argv for argv in run.argv("sysctl") if argv[:1] != ["-n"]]  # reading the old value is no write
     assert writes == [["-q", "-w", f"{key}=1"] for key in sysctl_keys(spec)]
-    persisted = (run.root / SYSCTL_FILE).read_text().splitlines()
+    persisted = (run.root / owned.sysctl_file(spec.cluster)).read_text().splitlines()
     assert persisted[1:] == [f"{key} = 1" for key in sysctl_keys(spec)]
     assert [p.name for p in (run.root / "etc" / "sysctl.d").iterdir()] == [SYSCTL_FILE.rsplit("/", 1)[1]]
 
@@ -128,9 +128,9 @@ def check_iptables(spec, run: Run) -> None:
         assert len(dnat) == len(forward.sources or [None]) + (1 if forward.local else 0)
         assert all(a[a.index("--to-destination") + 1] == f"{forward.to.address}:{forward.to.port}" for a in dnat)
     created = [a[2:] for a in calls if "-N" in a]
-    assert sorted(created) == sorted(["-t", t, "-N", c] for t, cs in xtables.CHAINS.items() for c in cs)
+    assert sorted(created) == sorted(["-t", t, "-N", c] for t, cs in xtables.chains(spec.cluster).items() for c in cs)
     jumps = [a[2:] for a in calls if "-I" in a]
-    assert jumps == [["-t", t, "-I", b, "1", "-j", o] for t, b, o in xtables.JUMPS]
+    assert jumps == [["-t", t, "-I", b, "1", "-j", o] for t, b, o in xtables.jumps(spec.cluster)]
 
 
 def check_probe_and_test(spec, run: Run) -> list[dict]:
@@ -174,7 +174,7 @@ def check_nft(spec, run: Run) -> None:
     assert len(loads) == 1
     ruleset = loads[0]["input"]
     assert parse_ruleset(ruleset) == get_dialect("nft").expected(spec)
-    assert (run.root / "etc" / "nftables.d" / "netfwd.nft").read_text() == ruleset
+    assert (run.root / owned.nft_file(spec.cluster)).read_text() == ruleset
     others = [argv for argv in run.argv("nft") if argv[0] != "-f"]
     assert others[0] == ["-v"]  # its version, probed before anything else
     assert all(argv[0] == "list" for argv in others[1:]), others  # the rest only reads

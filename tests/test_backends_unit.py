@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 from hypothesis import given, settings
 
-from netfwd import xtables
+from netfwd import owned, xtables
 from netfwd.backends import firewalld as fwb
 from netfwd.backends import nft as nftb
 from netfwd.backends import xstate
@@ -40,6 +40,7 @@ forwards:
     to: {address: 10.2.2.3, port: 6443}
     local: true
 """
+PRE, OUT, POST, FWD = (owned.chain("c", kind) for kind in owned.KINDS)  # the spec's cluster is "c"
 
 
 def spec(text: str = SPEC, **replace: str):
@@ -65,7 +66,7 @@ def test_canonical_text_round_trips_and_matches_the_restore_payload_rules():
     assert xstate.canonical(xstate.parse(text)[0]) == text
     rules = [r.save_line() for r in xtables.ruleset(spec())]
     assert Counter(line for line in text.splitlines() if line.startswith("-A NETFWD-")) == Counter(rules)
-    assert text.count("-A PREROUTING -j NETFWD-PRE") == 1
+    assert text.count(f"-A PREROUTING -j {PRE}") == 1
 
 
 def test_parse_ignores_foreign_rules_and_reads_counters():
@@ -93,8 +94,8 @@ def test_transaction_from_nothing_creates_chains_jumps_and_rules_largest_table_f
     parts = xstate.transaction({}, xstate.desired(spec()))
     assert [table for table, _ in parts] == ["nat", "filter"]
     nat = parts[0][1]
-    assert nat[:3] == [":NETFWD-OUT - [0:0]", ":NETFWD-POST - [0:0]", ":NETFWD-PRE - [0:0]"]
-    assert "-I PREROUTING 1 -j NETFWD-PRE" in nat and not any(line.startswith(("-D", "-X")) for line in nat)
+    assert nat[:3] == [f":{OUT} - [0:0]", f":{POST} - [0:0]", f":{PRE} - [0:0]"]
+    assert f"-I PREROUTING 1 -j {PRE}" in nat and not any(line.startswith(("-D", "-X")) for line in nat)
     payload = xstate.payload(parts)
     assert payload.count("COMMIT") == 2 and ":PREROUTING" not in payload  # built-ins are never declared
 
@@ -104,16 +105,16 @@ def test_transaction_touches_only_what_differs():
     assert xstate.transaction(old, old) == []
     parts = dict(xstate.transaction(old, new))
     assert not any(line.startswith(("-I", "-D", "-X")) for lines in parts.values() for line in lines)
-    assert ":NETFWD-PRE - [0:0]" in parts["nat"] and all("10.2.2.2" in l or "10.2.2.4" in l
-                                                        for l in parts["nat"] if l.startswith("-A NETFWD-OUT"))
+    assert f":{PRE} - [0:0]" in parts["nat"] and all("10.2.2.2" in l or "10.2.2.4" in l
+                                                        for l in parts["nat"] if l.startswith(f"-A {OUT}"))
 
 
 def test_transaction_to_nothing_deletes_every_jump_copy_then_the_chains():
     live = xstate.desired(spec())
-    live["nat"].jumps.append("-A PREROUTING -j NETFWD-PRE")  # a duplicate someone made
+    live["nat"].jumps.append(f"-A PREROUTING -j {PRE}")  # a duplicate someone made
     nat = dict(xstate.transaction(live, {}))["nat"]
-    assert nat.count("-D PREROUTING -j NETFWD-PRE") == 2
-    assert nat.index("-D PREROUTING -j NETFWD-PRE") < nat.index(":NETFWD-PRE - [0:0]") < nat.index("-X NETFWD-PRE")
+    assert nat.count(f"-D PREROUTING -j {PRE}") == 2
+    assert nat.index(f"-D PREROUTING -j {PRE}") < nat.index(f":{PRE} - [0:0]") < nat.index(f"-X {PRE}")
 
 
 @settings(max_examples=60, deadline=None)
@@ -132,13 +133,13 @@ def test_libiptc_rendering_matches_iptables_save_spelling():
                "counters": (0, 0)}
     assert render("NETFWD-PRE", decoded) == ('-A NETFWD-PRE -s 10.1.1.8/29 -i ext0 -p tcp -m tcp --dport 16443 '
                                              '-m comment --comment "netfwd:c/a" -j DNAT --to-destination 10.2.2.2:6443')
-    assert render("PREROUTING", {"target": "NETFWD-PRE", "counters": (0, 0)}) == "-A PREROUTING -j NETFWD-PRE"
+    assert render("PREROUTING", {"target": f"{PRE}", "counters": (0, 0)}) == f"-A PREROUTING -j {PRE}"
     wanted = {r.save_line() for r in xtables.ruleset(spec())}
     # as python-iptables decodes netfwd's scoped FORWARD accept (read back from a real legacy table)
     fwd = {"conntrack": {"ctstate": "DNAT", "ctproto": "6", "ctorigdst": "10.1.1.1", "ctreplsrc": "10.2.2.3",
                          "ctorigdstport": "16444", "ctreplsrcport": "6443"},
            "comment": {"comment": "netfwd:c/b"}, "target": "ACCEPT", "counters": (0, 0)}
-    assert render("NETFWD-FWD", fwd) in wanted
+    assert render(FWD, fwd) in wanted
 
 
 # -- plans ---------------------------------------------------------------------------------------
@@ -157,9 +158,9 @@ def test_plan_explains_by_forward_and_a_new_target_replaces():
 
 def test_plan_names_a_missing_jump_that_the_forwards_do_not_show():
     want = xstate.canonical(xstate.desired(spec()))
-    live = want.replace("-A OUTPUT -j NETFWD-OUT\n", "")
+    live = want.replace(f"-A OUTPUT -j {OUT}\n", "")
     (change,) = diff(Xt(), live, want).changes()
-    assert change.kind == "object" and "-A OUTPUT -j NETFWD-OUT" in change.new
+    assert change.kind == "object" and f"-A OUTPUT -j {OUT}" in change.new
 
 
 def test_plan_explains_only_the_shown_forwards_of_a_big_change():
@@ -172,7 +173,7 @@ def test_plan_explains_only_the_shown_forwards_of_a_big_change():
 
 # -- nft and firewalld canonical forms -----------------------------------------------------------
 
-LISTING = """table inet netfwd {
+LISTING = """table inet netfwd-c {
 	set allow_ca978112ca1b {
 		type ipv4_addr
 		flags interval
@@ -207,7 +208,7 @@ LISTING = """table inet netfwd {
 
 
 def test_nft_listing_and_rendered_ruleset_have_one_canonical_form():
-    """What `nft list table inet netfwd` printed after loading the dialect's ruleset (nft 1.0.6)."""
+    """What `nft list table inet netfwd-c` printed after loading the dialect's ruleset (nft 1.0.6)."""
     backend = nftb.NftBackend(None)  # type: ignore[arg-type]
     desired = backend.desired(spec(), None)  # type: ignore[arg-type]
     assert nftb.canonical(LISTING) == desired
@@ -251,10 +252,13 @@ def test_a_busy_lock_names_its_holder(tmp_path):
 
 
 def test_the_sysctl_file_is_the_dialects_file():
-    from netfwd.dialects.shell import SYSCTL_FILE
+    from pathlib import Path
+
+    from netfwd.dialects.shell import sysctl_header
     from netfwd.engine import sysctl
 
-    assert sysctl.SYSCTL_FILE == SYSCTL_FILE
+    assert sysctl.path(Path("/r"), "c") == Path("/r") / owned.sysctl_file("c")
+    assert sysctl.file_text(spec()).splitlines()[0] == sysctl_header("c")
     assert sysctl.keys_of(sysctl.file_text(spec())) == ["net.ipv4.ip_forward"]
 
 
@@ -297,3 +301,36 @@ def test_cli_bad_input_is_one_line_and_exit_2(argv, code, message):
     done = subprocess.run([sys.executable, "-m", "netfwd", *argv], capture_output=True, text=True)
     assert done.returncode == code and message in done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+# -- per-cluster names ---------------------------------------------------------------------------
+
+def test_owned_names_fit_their_limits_and_differ_per_cluster():
+    from netfwd.model import NAME_RE
+
+    assert owned.CLUSTER_RE.pattern == NAME_RE.pattern
+    longest = "c" * 63
+    assert all(len(owned.chain(longest, kind)) <= owned.CHAIN_MAX for kind in owned.KINDS)
+    assert owned.chain("a", "PRE") != owned.chain("b", "PRE") and owned.nft_table("a") != owned.nft_table("b")
+    assert owned.cluster_of_comment("netfwd:blue/api") == "blue" and owned.cluster_of_comment("netfwd: replies") is None
+    assert xtables.kind(owned.chain("a", "POST")) == "POST" and xtables.kind("NETFWD-FWD") == "FWD"
+
+
+@pytest.mark.parametrize("text, cluster", [
+    ("version: 1\ncluster: blue\nforwards: []\n", "blue"),
+    ("version: 1\ncluster: 'blue.2'  # note\nforwards: []\n", "blue.2"),
+    ('{version: 1, cluster: "green", forwards: []}\n', "green"),  # not a plain line: the spec loader reads it
+])
+def test_the_cluster_of_a_spec_file(tmp_path, text, cluster):
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    assert owned.cluster_of_spec(str(path)) == cluster
+
+
+def test_two_clusters_in_one_save_are_split_and_the_other_is_a_claim():
+    blue, green = spec(), spec(SPEC.replace("cluster: c", "cluster: g").replace("16443", "17443"))
+    save = xstate.canonical(xstate.desired(blue)) + xstate.canonical(xstate.desired(green))
+    every, _ = xstate.parse(save)
+    mine, claims = xstate.split(every, "c")
+    assert xstate.canonical(mine) == xstate.canonical(xstate.desired(blue))
+    assert {(c.cluster, c.port) for c in claims} >= {("g", 17443)} and all(c.cluster == "g" for c in claims)

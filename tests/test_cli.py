@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from netfwd import owned
 from netfwd.cli import COMMANDS, cli, main
 
 
@@ -30,7 +31,7 @@ def test_render_one_dialect_to_stdout_is_the_script(capsys):
     assert code == 0 and out.startswith("#!/usr/bin/env bash")
     assert "--to-destination 192.168.10.5:6443" in out
     code, removal, _ = run(["render", "rules/example.yaml", "--dialect", "iptables-restore", "--remove"], capsys)
-    assert code == 0 and "ipt -t nat -D PREROUTING -j NETFWD-PRE" in removal and "-j DNAT" not in removal
+    assert code == 0 and f"ipt -t nat -D PREROUTING -j {owned.chain('text-001', 'PRE')}" in removal and "-j DNAT" not in removal
 
 
 def test_render_all_writes_apply_and_remove_files_per_linux_dialect(tmp_path, capsys):

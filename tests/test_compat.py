@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from netfwd import owned
 from netfwd.dialects import get_dialect
 from netfwd.dialects.nft import requirements_problem
-from netfwd.dialects.shell import SYSCTL_FILE
 from netfwd.spec import load_spec
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,7 +37,7 @@ def test_nft_script_refuses_before_any_change_on_centos7(make_lab, centos7_userl
     script = get_dialect("nft").render(load_spec(REPO / "rules/example.yaml"))
     done = lab.run("relay", ["env", f"NETFWD_ROOT={tmp_path}", "bash", "-s"], input=script, check=False)
     assert done.returncode == 3 and "nft not found: install nftables >= 0.9.1" in done.stderr
-    assert not (tmp_path / SYSCTL_FILE).exists()
+    assert not (tmp_path / owned.sysctl_file("text-001")).exists()  # rules/example.yaml's cluster
     # an nft that is there but too old (CentOS 7's package is 0.8; none to run here: a stand-in that says so)
     fake = tmp_path / "bin"
     fake.mkdir()
@@ -47,7 +47,7 @@ def test_nft_script_refuses_before_any_change_on_centos7(make_lab, centos7_userl
                    input=script, check=False)
     assert done.returncode == 3, done.stderr
     assert "nft 0.8.3 is too old: the nft dialect needs nftables >= 0.9.1" in done.stderr
-    assert not (tmp_path / SYSCTL_FILE).exists()
+    assert not (tmp_path / owned.sysctl_file("text-001")).exists()  # rules/example.yaml's cluster
 
 
 @pytest.mark.netns
@@ -60,7 +60,7 @@ def test_nft_backend_refuses_on_centos7(make_lab, centos7_userland, tmp_path):
         capture_output=True, text=True, timeout=120)
     assert done.returncode == 3, done.stderr
     assert "nft not found: install nftables >= 0.9.1" in done.stderr
-    assert not (tmp_path / "root" / SYSCTL_FILE).exists()
+    assert not (tmp_path / "root" / owned.sysctl_file("text-001")).exists()  # rules/example.yaml's cluster
 
 
 def test_matrix_of_a_centos7_relay():

@@ -165,7 +165,7 @@ class SharedRelay:
     def foreign(self) -> str:
         """Every rule and chain that is not netfwd's, as iptables-save prints it (counters dropped)."""
         text = self.lab.run("relay", [f"{self.iptables}-save"]).stdout
-        owned = {*(c for chains in xtables.CHAINS.values() for c in chains)}
+        owned = {*(c for chains in xtables.chains("lab-shared").values() for c in chains)}
         return "\n".join(re.sub(r" \[\d+:\d+\]$", "", line) for line in text.splitlines()
                          if not line.startswith("#") and not any(chain in line for chain in owned))
 

@@ -27,6 +27,9 @@ from pathlib import Path
 
 import pytest
 
+from netfwd import owned
+from netfwd.engine.state import cluster_dir
+
 pytestmark = [pytest.mark.netns,
               pytest.mark.skipif(shutil.which("strace") is None or shutil.which("nft") is None,
                                  reason="needs strace and nft")]
@@ -88,7 +91,7 @@ class Relay:
         return self.enter([*(trace or []), *command])
 
     def owned(self) -> str:
-        done = subprocess.run(["ip", "netns", "exec", self.ns, "nft", "list", "table", "inet", "netfwd"],
+        done = subprocess.run(["ip", "netns", "exec", self.ns, "nft", "list", "table", *owned.nft_table("crash").split()],
                               capture_output=True, text=True, timeout=30)
         return done.stdout if done.returncode == 0 else ""
 
@@ -98,7 +101,7 @@ class Relay:
 
     def journal(self) -> bool:
         """A change is under way (or was cut short): its journal exists."""
-        return str(self.state / "journal.json") in self.files()
+        return str(cluster_dir(self.state, "crash") / "journal.json") in self.files()
 
     def fill(self, pages: int) -> None:
         """Leave `pages` pages free in the state directory."""

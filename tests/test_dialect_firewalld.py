@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from netfwd import owned
 from netfwd.dialects import get_dialect
 from netfwd.dialects.firewalld import forward_rule, ipset_name, masquerade_rule
 from netfwd.dialects.shell import SYSCTL_FILE
@@ -106,25 +107,29 @@ def test_every_rule_names_the_forwards_own_ipset_so_no_rule_bypasses_the_whiteli
     script = FW.render(spec)
     assert "--add-forward-port" not in script
     for forward in spec.forwards:
-        assert f'source ipset="{ipset_name(forward)}" ' in forward_rule(forward)
-        assert (masquerade_rule(forward) in script) == forward.masquerade
-    assert len({ipset_name(f) for f in spec.forwards}) == len(spec.forwards)
+        name = ipset_name(spec.cluster, forward)
+        assert f'source ipset="{name}" ' in forward_rule(forward, name) and name in script
+        assert (masquerade_rule(forward, name) in script) == forward.masquerade
+    assert len({ipset_name(spec.cluster, f) for f in spec.forwards}) == len(spec.forwards)
+    assert all(len(ipset_name(spec.cluster, f)) <= 31 for f in spec.forwards)  # ipset's name limit
 
 
 def test_parses_firewall_cmd_output():
     """`--list-all-zones` lines plus `--info-ipset` blocks, as firewalld 1.3 prints them."""
     spec = load_spec(REPO / "tests/fixtures/specs/firewalld-ipv6.yaml")
-    rules = [forward_rule(f) for f in spec.forwards] + [masquerade_rule(f) for f in spec.forwards if f.masquerade]
+    name = {f.name: ipset_name(spec.cluster, f) for f in spec.forwards}
+    rules = [forward_rule(f, name[f.name]) for f in spec.forwards]
+    rules += [masquerade_rule(f, name[f.name]) for f in spec.forwards if f.masquerade]
     rules.append(FOREIGN_RULE)
     listing = "public (active)\n  target: default\n  rich rules: \n" + "".join(f"\t{r}\n" for r in reversed(rules))
     from netfwd.dialects.firewalld import ipset_entries
     for forward in spec.forwards:
         family = "inet" if forward.family == 4 else "inet6"
-        listing += (f"{ipset_name(forward)}\n  type: hash:net\n  options: family={family}\n"
+        listing += (f"{name[forward.name]}\n  type: hash:net\n  options: family={family}\n"
                     f"  entries: {' '.join(ipset_entries(forward))}\n")
     assert unordered(FW.parse(listing)) == unordered(FW.expected(spec))
     without_ipsets = FW.parse("\n".join(rules) + '\nrule family="ipv4" source ipset="netfwd-x masquerade\n')
-    assert {e.sources for e in without_ipsets} == {(f"@{ipset_name(f)}",) for f in spec.forwards}
+    assert {e.sources for e in without_ipsets} == {(f"@{name[f.name]}",) for f in spec.forwards}
 
 
 # -- a real firewalld in the lab relay ------------------------------------------------------------------
@@ -210,7 +215,7 @@ def test_apply_reapply_remove_with_real_traffic(fw_lab, tmp_path):
     assert lab.whoami("client", a.relay_outside, A + 1, source=a.client_denied) == a.relay_inside  # open forward
     for permanent in (False, True):
         assert unordered(FW.parse(live(lab, permanent=permanent))) == unordered(FW.expected(spec))
-    assert (tmp_path / "etc/sysctl.d/90-netfwd.conf").read_text().count("net.ipv4.ip_forward = 1") == 1
+    assert (tmp_path / owned.sysctl_file(spec.cluster)).read_text().count("net.ipv4.ip_forward = 1") == 1
     applied = state(lab)
 
     done = run_script(lab, FW.render(spec), tmp_path)  # idempotent: no change, no reload
@@ -221,7 +226,7 @@ def test_apply_reapply_remove_with_real_traffic(fw_lab, tmp_path):
     assert state(lab) == before  # the foreign rich rule intact, every netfwd rule and ipset gone
     assert netfwd_objects(lab) == []
     assert not [line for line in kernel_state(lab) if "netfwd" in line]  # no kernel ipset left (0.6.3 kept them)
-    assert not (tmp_path / "etc/sysctl.d/90-netfwd.conf").exists()
+    assert not (tmp_path / owned.sysctl_file(spec.cluster)).exists()
     assert not lab.connect("client", a.relay_outside, A, source=a.client_allowed, timeout=1).ok
     done = run_script(lab, FW.render_remove(spec), tmp_path)  # removing twice is fine
     assert "(0 change(s))" in done.stderr
@@ -284,15 +289,23 @@ def test_refuses_without_a_running_firewalld(lab, tmp_path):
 @pytest.mark.slow
 def test_bundled_and_fixture_specs_apply_to_a_real_firewalld(lab_fw, tmp_path):
     """firewalld accepts every rule form netfwd writes (IPv6, UDP, listen addresses, whole-space ipsets),
-    and each spec cleanly replaces the previous one: the zone then holds exactly the new spec."""
+    and two clusters' specs live side by side: each apply leaves the other cluster's forwards, each
+    remove script takes away only its own cluster's."""
     lab = lab_fw
-    paths = [REPO / "rules/example-multi.yaml", REPO / "tests/fixtures/specs/firewalld-ipv6.yaml"]
-    for path in paths:
-        spec = load_spec(path)
+    specs = [load_spec(REPO / "rules/example-multi.yaml"), load_spec(REPO / "tests/fixtures/specs/firewalld-ipv6.yaml")]
+    assert specs[0].cluster != specs[1].cluster
+    both = unordered(FW.expected(specs[0]) + FW.expected(specs[1]))
+    for index, spec in enumerate(specs):
         run_script(lab, FW.render(spec), tmp_path)
+        wanted = both if index else unordered(FW.expected(spec))
         for permanent in (False, True):
-            assert unordered(FW.parse(live(lab, permanent=permanent))) == unordered(FW.expected(spec)), path.name
-    run_script(lab, FW.render_remove(spec), tmp_path)
+            assert unordered(FW.parse(live(lab, permanent=permanent))) == wanted, spec.cluster
+    run_script(lab, FW.render(specs[0]), tmp_path)  # re-applying one cluster keeps the other
+    assert unordered(FW.parse(live(lab))) == both
+    run_script(lab, FW.render_remove(specs[0]), tmp_path)
+    for permanent in (False, True):
+        assert unordered(FW.parse(live(lab, permanent=permanent))) == unordered(FW.expected(specs[1]))
+    run_script(lab, FW.render_remove(specs[1]), tmp_path)
     assert netfwd_objects(lab) == []
 
 

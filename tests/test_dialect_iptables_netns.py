@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from netfwd import xtables
+from netfwd import owned
 from netfwd.dialects import get_dialect
-from netfwd.dialects.shell import SYSCTL_FILE
 from netfwd.spec import parse_spec
 
 pytestmark = pytest.mark.netns
@@ -125,7 +124,7 @@ def test_a_failure_after_the_first_write_is_undone_and_said(relay_lab, tmp_path,
     first = spec_for(lab)
     run_script(lab, dialect.render(first), tmp_path, iptables)
     before = saved(lab, iptables)
-    sysctl_before = (tmp_path / SYSCTL_FILE).read_text()
+    sysctl_before = (tmp_path / owned.sysctl_file(first.cluster)).read_text()
     (tmp_path / "etc/iptables").mkdir(parents=True)  # persistence present, but saving the ruleset fails:
     tools = tmp_path / "bin"  # the real tools, but saving the whole ruleset (no -t TABLE) fails
     tools.mkdir()
@@ -140,7 +139,7 @@ def test_a_failure_after_the_first_write_is_undone_and_said(relay_lab, tmp_path,
     assert "failed" in done.stderr and "the owned chains" in done.stderr and "undone" in done.stderr
     assert "applied" not in done.stderr
     assert saved(lab, iptables) == before  # the first spec's rules, exactly
-    assert (tmp_path / SYSCTL_FILE).read_text() == sysctl_before
+    assert (tmp_path / owned.sysctl_file(first.cluster)).read_text() == sysctl_before
 
 
 @pytest.mark.parametrize(("userland_name", "iptables"), [USERLANDS[0], USERLANDS[2]])
@@ -150,11 +149,11 @@ def test_remove_reports_an_error_as_an_error(relay_lab, tmp_path, iptables, user
     spec = spec_for(lab)
     run_script(lab, dialect.render(spec), tmp_path, iptables)
     lab.run("relay", [iptables, "-t", "filter", "-N", "FOREIGN"])
-    lab.run("relay", [iptables, "-t", "filter", "-A", "FOREIGN", "-j", xtables.FWD])
+    lab.run("relay", [iptables, "-t", "filter", "-A", "FOREIGN", "-j", owned.chain(spec.cluster, "FWD")])
     done = lab.run("relay", ["env", f"NETFWD_ROOT={tmp_path}", f"NETFWD_IPTABLES={iptables}", "bash", "-s"],
                    input=dialect.render_remove(spec), check=False)
     assert done.returncode == 1, done.stderr
-    assert f"removing chain filter/{xtables.FWD} failed" in done.stderr and "already removed: jump" in done.stderr
+    assert f"removing chain filter/{owned.chain(spec.cluster, 'FWD')} failed" in done.stderr and "already removed: jump" in done.stderr
     assert "netfwd: removed" not in done.stderr
     lab.run("relay", [iptables, "-t", "filter", "-F", "FOREIGN"])
     again = run_script(lab, dialect.render_remove(spec), tmp_path, iptables)

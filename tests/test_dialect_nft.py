@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from netfwd import owned
 from netfwd.dialects import get_dialect
 from netfwd.dialects.nft import COMMENT_MAX, comment, ruleset
 from netfwd.errors import UnsupportedByDialect
@@ -160,11 +161,11 @@ def test_nft_check_accepts_the_ruleset(scratch_ns, path):
 def test_property_kernel_reads_back_what_was_rendered(scratch_ns, spec):
     """Load the ruleset, let the kernel print it, parse that: the same forwards. Loading twice changes nothing."""
     nft_in(scratch_ns, "-f", "-", text=ruleset(spec))
-    live = nft_in(scratch_ns, "list", "table", "inet", "netfwd").stdout
+    live = nft_in(scratch_ns, "list", "table", *owned.nft_table(spec.cluster).split()).stdout
     assert NFT.parse(live) == NFT.expected(spec)
     nft_in(scratch_ns, "-f", "-", text=ruleset(spec))
     assert nft_in(scratch_ns, "list", "ruleset").stdout == nft_in(scratch_ns, "list", "ruleset").stdout
-    assert nft_in(scratch_ns, "list", "table", "inet", "netfwd").stdout == live
+    assert nft_in(scratch_ns, "list", "table", *owned.nft_table(spec.cluster).split()).stdout == live
 
 
 # -- real traffic through the lab -----------------------------------------------------------------------
@@ -213,22 +214,22 @@ def test_apply_carries_traffic_only_from_allowed_sources_then_remove_cleans_up(l
     live = live_ruleset(lab)
     assert NFT.parse(live) == NFT.expected(spec)
     assert "table ip other" in live
-    assert (tmp_path / "etc/sysctl.d/90-netfwd.conf").read_text().count("net.ipv4.ip_forward = 1") == 1
-    saved = (tmp_path / "etc/nftables.d/netfwd.nft").read_text()
+    assert (tmp_path / owned.sysctl_file(spec.cluster)).read_text().count("net.ipv4.ip_forward = 1") == 1
+    saved = (tmp_path / owned.nft_file(spec.cluster)).read_text()
     assert NFT.parse(saved) == NFT.expected(spec)
-    assert (tmp_path / "etc/nftables.conf").read_text().splitlines()[-1] == 'include "/etc/nftables.d/netfwd.nft"'
-    lab.run("relay", ["nft", "-c", "-f", str(tmp_path / "etc/nftables.d/netfwd.nft")])  # boot file is loadable
+    assert (tmp_path / "etc/nftables.conf").read_text().splitlines()[-1] == f'include "/{owned.nft_file(spec.cluster)}"'
+    lab.run("relay", ["nft", "-c", "-f", str(tmp_path / owned.nft_file(spec.cluster))])  # boot file is loadable
 
     run_script(lab, NFT.render(spec), tmp_path)  # idempotent: same ruleset, one include line
     assert live_ruleset(lab) == live
-    assert (tmp_path / "etc/nftables.conf").read_text().count("netfwd.nft") == 1
+    assert (tmp_path / "etc/nftables.conf").read_text().count(owned.nft_file(spec.cluster)) == 1
 
     run_script(lab, NFT.render_remove(spec), tmp_path)
     assert live_ruleset(lab) == before  # the foreign table intact, nothing of netfwd's
     assert "netfwd" not in live_ruleset(lab)
     assert (tmp_path / "etc/nftables.conf").read_text() == "#!/usr/sbin/nft -f\nflush ruleset\n"
-    assert not (tmp_path / "etc/sysctl.d/90-netfwd.conf").exists()
-    assert not (tmp_path / "etc/nftables.d/netfwd.nft").exists()
+    assert not (tmp_path / owned.sysctl_file(spec.cluster)).exists()
+    assert not (tmp_path / owned.nft_file(spec.cluster)).exists()
     run_script(lab, NFT.render_remove(spec), tmp_path)  # removing twice is fine
     assert lab.connect("client", a.relay_outside, A, source=a.client_allowed, timeout=1).reason == "conn-refused"
 
@@ -325,7 +326,7 @@ forwards:
     allow: {{cidrs: ["{net}:1::10/128"]}}
 """, "lab-nft6.yaml")
         run_script(lab, NFT.render(spec), tmp_path)
-        assert "net.ipv6.conf.all.forwarding = 1" in (tmp_path / "etc/sysctl.d/90-netfwd.conf").read_text()
+        assert "net.ipv6.conf.all.forwarding = 1" in (tmp_path / owned.sysctl_file(spec.cluster)).read_text()
         assert lab.whoami("client", f"{net}:1::1", A, source=f"{net}:1::10") == f"{net}:2::1"  # masqueraded
         assert not lab.connect("client", f"{net}:1::1", A, source=f"{net}:1::200", timeout=1).ok
         assert NFT.parse(live_ruleset(lab)) == NFT.expected(spec)

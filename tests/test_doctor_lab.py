@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from netfwd import owned
 from netfwd.dialects import get_dialect
 from netfwd.doctor import doctor
 from netfwd.doctor.linux import LinuxRelay
@@ -136,7 +137,7 @@ def test_ip_forward_off(relay):
 
 
 def test_ip_forward_not_persisted(relay):
-    conf = relay.root / "etc/sysctl.d/90-netfwd.conf"
+    conf = relay.root / owned.sysctl_file("lab-doctor")
     saved = conf.read_text()
     conf.unlink()
     assert relay.errors() == {"ip-forward-persisted"}
@@ -294,7 +295,7 @@ def test_drift_from_the_engines_last_apply(relay, tmp_path):
     spec = load_spec(spec_file)
     report = relay.doctor(spec)
     assert report.result("drift").status == "ok" and report.exit_code == 0
-    relay.sh("iptables -t nat -F NETFWD-PRE")  # a firewall reload that flushed netfwd's chain
+    relay.sh(f"iptables -t nat -F {owned.chain(spec.cluster, 'PRE')}")  # a firewall reload that flushed netfwd's chain
     assert relay.errors(spec) == {"dnat", "drift"}
     assert not relay.reaches()
 
@@ -329,7 +330,7 @@ def test_firewalld_dialect_passes_and_raw_rules_under_firewalld_do_not(lab_fw, t
     report = r.doctor()
     assert report.exit_code == 0 and r.reaches(), [(x.name, x.findings) for x in report.results if x.findings]
     assert "firewalld is running" in report.result("firewalld").summary
-    r.sh("iptables -t nat -N NETFWD-PRE")  # raw netfwd rules its reload would drop
+    r.sh(f"iptables -t nat -N {owned.chain(r.spec.cluster, 'PRE')}")  # raw netfwd rules its reload would drop
     assert r.errors() == {"firewalld"}
 
 
@@ -339,7 +340,7 @@ def test_nft_dialect_passes(relay):
     relay.lab.run("relay", ["env", f"NETFWD_ROOT={relay.root}", "NETFWD_PERSIST=no", "bash", "-s"], input=script)
     assert relay.errors() == set() and relay.warnings() == set()
     assert relay.reaches()
-    relay.sh("nft flush chain inet netfwd postrouting")  # netfwd's own masquerade, gone
+    relay.sh(f"nft flush chain {owned.nft_table(relay.spec.cluster)} postrouting")  # netfwd's own masquerade, gone
     assert relay.errors() == {"masquerade"}
 
 

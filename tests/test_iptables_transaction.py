@@ -26,7 +26,7 @@ from netfwd.backends import Context
 from netfwd.backends.base import TransactionError
 from netfwd.backends.iptables import IptablesBackend
 from netfwd.backends import xstate
-backend = IptablesBackend(Context(Path(tempfile.mkdtemp()), Path(tempfile.mkdtemp())), sys.argv[1])
+backend = IptablesBackend(Context(Path(tempfile.mkdtemp()), Path(tempfile.mkdtemp()), cluster="t"), sys.argv[1])
 live = backend.read()
 try:
     print("parts", backend.write(sys.stdin.read(), live))

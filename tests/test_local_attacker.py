@@ -23,11 +23,15 @@ from pathlib import Path
 
 import pytest
 
-from netfwd.dialects.shell import SYSCTL_FILE
-from netfwd.dialects.nft import NFT_CONFS, NFT_FILE, TABLE
+from netfwd import owned
+from netfwd.dialects.nft import NFT_CONFS
+from netfwd.engine.state import cluster_dir
 from netfwd.lab.state import NS_PREFIX
 from tests.attacker import as_nobody, nobody
 from tests.test_argv import run_script, stub_bin  # noqa: F401 - stub_bin is a fixture
+
+CLUSTER = "lsec"
+SYSCTL_FILE, NFT_FILE, TABLE = owned.sysctl_file(CLUSTER), owned.nft_file(CLUSTER), owned.nft_table(CLUSTER)
 
 pytestmark = [pytest.mark.netns,
               pytest.mark.skipif(os.geteuid() != 0 or shutil.which("nft") is None, reason="needs root and nft")]
@@ -162,7 +166,7 @@ def test_root_targets_others_can_write_are_refused_before_the_firewall_changes(s
     os.chmod(sysctl_dir, 0o755)  # fixed as the message says: the planted link itself is refused next
     done = scene.netfwd("apply", scene.specs[0], "--yes", state=state, root=root, expect=3)
     assert "a symlink where netfwd keeps its own file" in done.stderr, done.stderr
-    done = scene.netfwd("remove", state=state, root=root, expect=3)
+    done = scene.netfwd("remove", "--cluster", CLUSTER, state=state, root=root, expect=3)
     assert "a symlink where netfwd keeps its own file" in done.stderr, done.stderr
     scene.untouched()
     assert scene.owned() == ""
@@ -204,13 +208,15 @@ def test_tampered_snapshot_is_refused_by_the_timer_and_by_rollback(scene):
     finally:
         os.umask(old)
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
-    assert stat.S_IMODE((state / "state.json").stat().st_mode) == 0o600
+    records = cluster_dir(state, CLUSTER)  # the cluster's own records
+    assert stat.S_IMODE(records.stat().st_mode) == 0o700
+    assert stat.S_IMODE((records / "state.json").stat().st_mode) == 0o600
     assert stat.S_IMODE((root / "etc").stat().st_mode) == 0o755
     assert (root / NFT_FILE).exists()
     scene.netfwd("apply", second, "--yes", "--confirm-timeout", "2", state=state, root=root)
     assert "6444" in scene.owned()
-    record = json.loads((state / "state.json").read_text())
-    snapshot = state / record["rollback"]["snapshot"]
+    record = json.loads((records / "state.json").read_text())
+    snapshot = records / record["rollback"]["snapshot"]
     honest = snapshot.read_text()
     assert "10.77.0.2" in honest and "6443" in honest
     snapshot.write_text(honest.replace("203.0.113.0/24", "0.0.0.0/0"))  # open the whitelist to everyone
@@ -220,7 +226,7 @@ def test_tampered_snapshot_is_refused_by_the_timer_and_by_rollback(scene):
     text = scene.netfwd("status", state=state, root=root).stdout
     assert "NOT RESTORABLE" in text, text
 
-    log = state / "timer.log"
+    log = records / "timer.log"
     deadline = time.monotonic() + 30
     while "FAILED" not in (log.read_text() if log.exists() else ""):
         assert time.monotonic() < deadline, "the timer did not act"

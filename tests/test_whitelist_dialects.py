@@ -35,15 +35,16 @@ def coverage(text: str, fmt: str, spec, protocol: str) -> dict[int, list]:
     return {g.port: [(r.region, r.status, r.missing) for r in g.regions] for g in report.groups}
 
 
-def as_saved(payload: str) -> str:
+def as_saved(payload: str, cluster: str) -> str:
     """The restore payload as `iptables-save` shows it once applied: built-in chains and the jumps."""
     out = []
     for line in payload.splitlines():
         out.append(line)
         if line.startswith("*"):
             table = line[1:]
-            out += [f":{chain} ACCEPT [0:0]" for t, chain, _ in xtables.JUMPS if t == table]
-            out += [f"-A {chain} -j {owned}" for t, chain, owned in xtables.JUMPS if t == table]
+            jumps = xtables.jumps(cluster)
+            out += [f":{chain} ACCEPT [0:0]" for t, chain, _ in jumps if t == table]
+            out += [f"-A {chain} -j {owned}" for t, chain, owned in jumps if t == table]
     return "\n".join(out) + "\n"
 
 
@@ -54,7 +55,7 @@ def test_rendered_rulesets_admit_what_the_spec_allows(path, protocol):
     expected = {port: rows for port, rows in coverage(path.read_text(), "spec", spec, protocol).items()
                 if any(f.listen.port == port and f.protocol == protocol for f in spec.forwards)}
     assert expected or protocol == "udp"
-    assert coverage(as_saved(xtables.restore_payload(spec)), "iptables", spec, protocol) == expected
+    assert coverage(as_saved(xtables.restore_payload(spec), spec.cluster), "iptables", spec, protocol) == expected
     assert coverage(nft.ruleset(spec), "nft", spec, protocol) == expected
 
 

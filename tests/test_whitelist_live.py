@@ -80,7 +80,7 @@ def test_live_iptables_with_a_foreign_drop(relay_ns, capsys):
 
     spec = parse_spec(SPEC, "live.yaml")
     sh("ip", "netns", "exec", relay_ns, "iptables-restore", "-w", "5", "--noflush", stdin=xtables.restore_payload(spec))
-    for table, builtin, owned in xtables.JUMPS:
+    for table, builtin, owned in xtables.jumps(spec.cluster):
         sh("ip", "netns", "exec", relay_ns, "iptables", "-w", "5", "-t", table, "-I", builtin, "1", "-j", owned)
     code, doc = verify_live(relay_ns, capsys)
     assert code == 0 and doc["format"] == "live-iptables"

@@ -33,11 +33,15 @@ NAMES = (*(name for name in MODULES if name != "fake"), "auto")  # what --backen
 @dataclass(frozen=True)
 class Context:
     """What a backend may need from the engine: where persisted files go (`root`), a private work
-    directory (`workdir`, for transaction files), and the lock to hand to the child that commits."""
+    directory (`workdir`, for transaction files), the lock to hand to the child that commits, and
+    the cluster whose objects it reads and writes (netfwd.owned names them; `legacy` names objects
+    of earlier versions this cluster owns where the objects themselves cannot say so)."""
 
     root: Path
     workdir: Path
     lock_fd: int | None = None
+    cluster: str = ""
+    legacy: tuple[str, ...] = ()
 
 
 def get_backend(name: str, context: Context) -> Backend:

@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from netfwd import owned
 from netfwd.backends import Context
 from netfwd.backends.base import BaseBackend, Live, TransactionError, run
 from netfwd.dialects import firewalld as dialect
@@ -114,12 +115,16 @@ class FirewalldBackend(BaseBackend):
             raise TransactionError(f"firewalld refused the change: {answer['error']}")
         return answer
 
+    def _owned(self) -> dict[str, Any]:
+        """Which ipsets (and rich rules naming them) are this cluster's, for the helper."""
+        return {"prefix": owned.ipset_prefix(self.context.cluster), "legacy": list(self.context.legacy)}
+
     def check(self, spec: Spec) -> None:
         dialect.DIALECT.check(spec)
 
     def read(self) -> Live:
         interfaces = [name for _, name in socket.if_nameindex()]
-        answer = self._helper("read", {"interfaces": interfaces})
+        answer = self._helper("read", {"interfaces": interfaces, **self._owned()})
         return Live(canonical(answer), None, {"zones_of": answer["zones_of"], "default_zone": answer["default_zone"]})
 
     def desired(self, spec: Spec, live: Live) -> str:
@@ -130,12 +135,12 @@ class FirewalldBackend(BaseBackend):
         part: dict[str, Any] = {"ipsets": {}, "rules": {}}
         for forward in spec.forwards:
             family = "inet" if forward.family == 4 else "inet6"
-            part["ipsets"][dialect.ipset_name(forward)] = {"family": family,
-                                                           "entries": sorted(dialect.ipset_entries(forward))}
-            part["rules"].setdefault(zone_in, []).append(dialect.forward_rule(forward))
+            name = dialect.ipset_name(spec.cluster, forward)
+            part["ipsets"][name] = {"family": family, "entries": sorted(dialect.ipset_entries(forward))}
+            part["rules"].setdefault(zone_in, []).append(dialect.forward_rule(forward, name))
             if forward.masquerade:
                 zone_out = zones_of.get(routes.get(str(forward.to.address)) or "", default)
-                part["rules"].setdefault(zone_out, []).append(dialect.masquerade_rule(forward))
+                part["rules"].setdefault(zone_out, []).append(dialect.masquerade_rule(forward, name))
         return canonical({config: part for config in CONFIGS})
 
     def forwards(self, text: str) -> list[Essence]:
@@ -147,7 +152,7 @@ class FirewalldBackend(BaseBackend):
         return dialect.parse_rich_rules("\n".join(lines))
 
     def write(self, target: str, live: Live) -> int | None:
-        answer = self._helper("write", {"current": parse(live.text), "target": parse(target)})
+        answer = self._helper("write", {"current": parse(live.text), "target": parse(target), **self._owned()})
         return answer.get("commits")
 
     def fingerprint(self) -> str | None:

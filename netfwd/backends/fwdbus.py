@@ -34,7 +34,8 @@ def mark(what):
     """Phase timings, returned with the answer (netfwd logs them under NETFWD_TIMING)."""
     MARKS.append([what, round(time.monotonic() - STARTED, 3)])
 
-PREFIX = "netfwd-"
+PREFIX = "netfwd-"  # replaced by the request's "prefix": the cluster's ipsets (netfwd.owned)
+LEGACY = set()  # the request's "legacy": exact ipset names of earlier versions this cluster owns
 NAME = "org.fedoraproject.FirewallD1"
 PATH = "/org/fedoraproject/FirewallD1"
 TIMEOUT = 900.0  # seconds per D-Bus call
@@ -112,7 +113,12 @@ class Firewalld:
 
 
 def _ours(rule):
-    return f'source ipset="{PREFIX}' in rule
+    at = rule.find('source ipset="')
+    return at >= 0 and _owned(rule[at + 14:rule.find('"', at + 14)])
+
+
+def _owned(name):
+    return str(name).startswith(PREFIX) or str(name) in LEGACY
 
 
 def _rules(settings):
@@ -126,7 +132,7 @@ def read(fw, request):
         zones_of[iface] = str(fw.call(fw.fw, ".zone", "getZoneOfInterface", iface) or "") or default
     state = {"runtime": {"ipsets": {}, "rules": {}}, "permanent": {"ipsets": {}, "rules": {}}}
     for name in fw.call(fw.fw, ".ipset", "getIPSets"):
-        if str(name).startswith(PREFIX):
+        if _owned(name):
             settings = fw.call(fw.fw, ".ipset", "getIPSetSettings", name)
             state["runtime"]["ipsets"][str(name)] = {"family": str(settings[4].get("family", "inet")),
                                                      "entries": sorted(str(e) for e in settings[5])}
@@ -135,7 +141,7 @@ def read(fw, request):
         if rules:
             state["runtime"]["rules"][str(zone)] = rules
     for name in fw.call(fw.cfg, ".config", "getIPSetNames"):
-        if str(name).startswith(PREFIX):
+        if _owned(name):
             settings = fw.call(fw.config_object("IPSet", name), ".config.ipset", "getSettings")
             state["permanent"]["ipsets"][str(name)] = {"family": str(settings[4].get("family", "inet")),
                                                        "entries": sorted(str(e) for e in settings[5])}
@@ -284,7 +290,9 @@ def drop_orphan_ipsets(fw):
 
 
 def main():
+    global PREFIX, LEGACY
     request = json.loads(sys.stdin.read() or "{}")
+    PREFIX, LEGACY = request.get("prefix", PREFIX), set(request.get("legacy", ()))
     try:
         fw = Firewalld()
         fw.call(fw.fw, "", "getDefaultZone")

@@ -70,6 +70,12 @@ def restore_wait(restore: str) -> tuple[str, ...]:
     return ()
 
 
+def _owned_names():
+    from netfwd import owned
+
+    return owned
+
+
 def _xstate():
     """The rule model loads the spec model (netaddr): only when rules are read or written, not on
     the no-change path, which needs nothing but the nf_tables generation."""
@@ -97,8 +103,11 @@ class IptablesBackend(BaseBackend):
 
     def read(self) -> Live:
         out = run([self._save, "-c"], what=self._save).stdout
-        owned, counters = _xstate().parse(out)
-        return Live(_xstate().canonical(owned), counters, {"owned": owned})
+        every, counters = _xstate().parse(out)
+        owned, claims = _xstate().split(every, self.context.cluster)
+        prefix = _owned_names().comment_prefix(self.context.cluster)
+        counters = {tag: value for tag, value in counters.items() if tag.startswith(prefix)}
+        return Live(_xstate().canonical(owned), counters, {"owned": owned, "claims": claims})
 
     def desired(self, spec: Spec, live: Live) -> str:
         owned = _xstate().desired(spec)

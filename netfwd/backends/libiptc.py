@@ -22,6 +22,7 @@ from typing import Any
 from netfwd import xtables
 from netfwd.backends import Context, xstate
 from netfwd.backends.base import BaseBackend, Live, TransactionError, run
+from netfwd.owned import comment_prefix
 from netfwd.dialects.iptables_restore import DIALECT
 from netfwd.errors import EnvironmentProblem
 from netfwd.model import Essence, Spec
@@ -179,12 +180,15 @@ class LibiptcBackend(BaseBackend):
                     if owned_chain:
                         part.rules[chain.name].append(line)
                         tag = (decoded.get("comment") or {}).get("comment")
-                        if tag and chain.name == "NETFWD-PRE":
+                        if tag and chain.name.endswith("-PRE"):
                             old, (packets, octets) = counters.get(tag, (0, 0)), decoded.get("counters", (0, 0))
                             counters[tag] = (old[0] + packets, old[1] + octets)
                     elif xstate._JUMP_RE.match(line):
                         part.jumps.append(line)
-        return Live(xstate.canonical(owned), counters, {"owned": owned})
+        owned, claims = xstate.split(owned, self.context.cluster)
+        prefix = comment_prefix(self.context.cluster)
+        counters = {tag: value for tag, value in counters.items() if tag.startswith(prefix)}
+        return Live(xstate.canonical(owned), counters, {"owned": owned, "claims": claims})
 
     def desired(self, spec: Spec, live: Live) -> str:
         return xstate.canonical(xstate.desired(spec))

@@ -1,7 +1,9 @@
-"""`nft` backend: netfwd's private table `inet netfwd`, replaced in ONE `nft -f` transaction.
+"""`nft` backend: the cluster's private table `inet netfwd-<cluster>`, replaced in ONE `nft -f` transaction.
 
 The ruleset is the nft dialect's (netfwd.dialects.nft.ruleset) - one renderer for scripts and for
-live applies. Read: ONE `nft list table inet netfwd`. The canonical form drops comments and prints
+live applies. Read: ONE `nft list tables`, then the tables netfwd owns (the cluster's; the global
+`inet netfwd` of earlier versions while no other cluster's rule is in it, so the next transaction
+deletes it; other clusters' tables only to find listen-port clashes). The canonical form drops comments and prints
 set elements on one line, sorted, hosts without /32 - the only ways the dialect's text and nft's
 listing differ - and it is itself loadable by `nft -f`, so a snapshot is written back as is.
 `nft -f` is all-or-nothing, so apply needs no separate `nft -c` run (plan does one).
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from netaddr import IPAddress, IPNetwork
 
+from netfwd import owned
 from netfwd.backends import Context
 from netfwd.backends.base import BaseBackend, Live, run
 from netfwd.dialects import nft as dialect
@@ -24,7 +27,14 @@ from netfwd.safefiles import remove_file, write_atomic
 from netfwd.errors import EnvironmentProblem
 from netfwd.model import Essence, Spec
 
-RESET = f"table {dialect.TABLE} {{}}\ndelete table {dialect.TABLE}\n"
+_TABLE_LINE = re.compile(r"^table (\S+ \S+) \{", re.M)
+
+
+def reset(*texts: str, table: str = "") -> str:
+    """Create-if-missing then delete every table named in `texts` (and `table`): the start of a
+    transaction that replaces them, valid whether or not they exist."""
+    tables = dict.fromkeys([*([table] if table else []), *(m for t in texts for m in _TABLE_LINE.findall(t))])
+    return "".join(f"table {t} {{}}\ndelete table {t}\n" for t in tables)
 
 
 def canonical(text: str) -> str:
@@ -82,23 +92,39 @@ class NftBackend(BaseBackend):
     def check(self, spec: Spec) -> None:
         dialect.DIALECT.check(spec)
 
+    @property
+    def table(self) -> str:
+        return owned.nft_table(self.context.cluster)
+
     def read(self) -> Live:
-        done = run(["nft", "list", "table", *dialect.TABLE.split()], check=False)
-        if done.returncode != 0:
-            if "No such file or directory" in done.stderr or "does not exist" in done.stderr:
-                return Live("")
-            run(["nft", "list", "table", *dialect.TABLE.split()])  # raise with nft's message
-        return Live(canonical(done.stdout))
+        tables = [line[6:].strip() for line in run(["nft", "list", "tables"], what="nft list tables").stdout.splitlines()
+                  if line.startswith("table ")]
+        netfwd = [t for t in tables if t == owned.LEGACY_NFT_TABLE or t.startswith(f"inet {owned.NFT_TABLE_PREFIX}")]
+        if not netfwd:
+            return Live("", None, {"claims": []})
+        listing = run(["nft", "list", "ruleset"], what="nft list ruleset").stdout if len(netfwd) > 1 else \
+            run(["nft", "list", "table", *netfwd[0].split()], what="nft list table").stdout
+        blocks = _tables(listing)
+        mine, claims = [], []
+        prefix = owned.comment_prefix(self.context.cluster)
+        for name in netfwd:
+            text = blocks.get(name, "")
+            clusters = {owned.cluster_of_comment(c) for c in _COMMENT.findall(text)} - {None}
+            if name == self.table or (name == owned.LEGACY_NFT_TABLE and clusters <= {self.context.cluster}):
+                mine.append(text)
+            else:
+                claims += _claims(text, prefix)
+        return Live("".join(canonical(text) for text in mine), None, {"claims": claims})
 
     def desired(self, spec: Spec, live: Live) -> str:
         text = dialect.ruleset(spec)
-        return canonical(text.split(f"delete table {dialect.TABLE}\n", 1)[1])
+        return canonical(text.split(f"delete table {owned.nft_table(spec.cluster)}\n", 1)[1])
 
     def forwards(self, text: str) -> list[Essence]:
         return dialect.parse_ruleset(text)
 
     def validate(self, target: str, live: Live) -> None:
-        run(["nft", "-c", "-f", "-"], input=RESET + target, what="nft -c")
+        run(["nft", "-c", "-f", "-"], input=reset(live.text, target, table=self.table) + target, what="nft -c")
 
     def write(self, target: str, live: Live) -> int:
         """One `nft -f FILE`: from a file, so once started it completes even if netfwd is killed,
@@ -106,7 +132,7 @@ class NftBackend(BaseBackend):
         fd, path = tempfile.mkstemp(prefix="ruleset.", suffix=".nft", dir=self.context.workdir)
         try:
             with os.fdopen(fd, "w") as out:
-                out.write(RESET + target)
+                out.write(reset(live.text, target, table=self.table) + target)
             lock = () if self.context.lock_fd is None else (self.context.lock_fd,)
             run(["nft", "-f", path], pass_fds=lock, what="nft -f")
         finally:
@@ -122,29 +148,87 @@ class NftBackend(BaseBackend):
     def persisted_files(self) -> list[Path]:
         """What persist may write (the engine checks their directories before changing anything)."""
         root = self.context.root
-        return [root / dialect.NFT_FILE, *(root / conf for conf in dialect.NFT_CONFS)]
+        return [root / owned.nft_file(self.context.cluster), *(root / conf for conf in dialect.NFT_CONFS)]
 
     def persist(self, target: str) -> list[str]:
-        """ROOT/etc/nftables.d/netfwd.nft, included once from the distro's nftables.conf."""
+        """ROOT/etc/nftables.d/netfwd-<cluster>.nft, included once from the distro's nftables.conf."""
         root = self.context.root
-        path = root / dialect.NFT_FILE
+        path = root / owned.nft_file(self.context.cluster)
+        include = dialect.include_line(owned.nft_file(self.context.cluster))
         if not target:
             remove_file(path)
         else:
-            write_atomic(path, "#!/usr/sbin/nft -f\n# written by netfwd apply\n" + RESET + target)
+            write_atomic(path, "#!/usr/sbin/nft -f\n# written by netfwd apply\n" + reset(target, table=self.table) + target)
+        if f"table {owned.LEGACY_NFT_TABLE} {{" not in target:  # earlier versions' boot file, migrated
+            self._forget_legacy(root)
         confs = [root / conf for conf in dialect.NFT_CONFS if (root / conf).is_file()]
         for conf in confs:
             lines = conf.read_text().splitlines()
-            has = dialect.INCLUDE in lines
+            has = include in lines
             if target and not has:
-                write_atomic(conf, "\n".join([*lines, dialect.INCLUDE]) + "\n")
+                write_atomic(conf, "\n".join([*lines, include]) + "\n")
             elif not target and has:
-                write_atomic(conf, "\n".join(l for l in lines if l != dialect.INCLUDE) + "\n")
+                write_atomic(conf, "\n".join(l for l in lines if l != include) + "\n")
         if not target:
             return [f"removed {path}"]
         if not confs:
             return [f"saved {path}; no nftables.conf found under {root}: load it at boot yourself (nft -f)"]
         return [f"saved {path}, included from {', '.join(str(c) for c in confs)}"]
+
+    def _forget_legacy(self, root) -> None:
+        """The global boot file of earlier versions goes when its table was this cluster's (or nobody's)."""
+        legacy = root / owned.LEGACY_NFT_FILE
+        try:
+            text = legacy.read_text()
+        except OSError:
+            return
+        if {owned.cluster_of_comment(c) for c in _COMMENT.findall(text)} - {None} <= {self.context.cluster}:
+            remove_file(legacy)
+            for conf in (root / c for c in dialect.NFT_CONFS):
+                if conf.is_file() and owned.LEGACY_NFT_INCLUDE in conf.read_text().splitlines():
+                    lines = conf.read_text().splitlines()
+                    write_atomic(conf, "\n".join(l for l in lines if l != owned.LEGACY_NFT_INCLUDE) + "\n")
+
+
+_COMMENT = re.compile(r'comment "([^"]*)"')
+
+
+def _tables(listing: str) -> dict[str, str]:
+    """`nft list ruleset` -> {"inet netfwd-x": "table inet netfwd-x {...}\n"} (tables start and end at column 0)."""
+    found: dict[str, str] = {}
+    name, lines = None, []
+    for line in listing.splitlines():
+        if name is None:
+            match = _TABLE_LINE.match(line)
+            if match:
+                name, lines = match[1], [line]
+            continue
+        lines.append(line)
+        if line == "}":
+            found[name] = "\n".join(lines) + "\n"
+            name = None
+    return found
+
+
+def _claims(text: str, mine: str) -> list:
+    """Listen sockets another cluster's DNAT rules take (netfwd.backends.xstate.Claim)."""
+    from netfwd.backends.xstate import Claim
+
+    found = []
+    for line in text.splitlines():
+        tag = _COMMENT.search(line)
+        if tag is None or " dnat " not in line or "dport" not in line or tag[1].startswith(mine):
+            continue
+        cluster = owned.cluster_of_comment(tag[1])
+        words = line.split()
+        if cluster is None or "dport" not in words:
+            continue
+        at = words.index("dport")
+        listen = next((words[i + 1] for i in range(len(words) - 1)
+                       if words[i] == "daddr" and words[i - 1] in ("ip", "ip6")), None)
+        if words[at + 1].isdigit():
+            found.append(Claim(cluster, tag[1].split("/", 1)[1], listen, int(words[at + 1]), words[at - 1]))
+    return found
 
 
 def make(context: Context) -> NftBackend:

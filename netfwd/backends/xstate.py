@@ -1,7 +1,10 @@
 """netfwd's owned iptables state as data, shared by the `iptables` (restore) and `libiptc` backends.
 
-Owned = every chain named ``NETFWD-*`` in the nat and filter tables, its rules, and the plain jumps
-(``-A <built-in> -j NETFWD-*``) into them; nothing else. The canonical text is restore-payload
+Owned = the cluster's chains (``NETFWD-<tag>-*``, netfwd.owned) in the nat and filter tables, their
+rules, and the plain jumps (``-A <built-in> -j NETFWD-<tag>-*``) into them; nothing else. The global
+chains of earlier versions (``NETFWD-PRE`` ...) count as the cluster's while no other cluster's
+rule is in them, so the next transaction of that cluster removes them. Other clusters' chains are
+read only to find listen-port clashes (:func:`split`). The canonical text is restore-payload
 shaped and spelled as `iptables-save` prints it (netfwd.xtables guarantees the spelling), so the
 desired state, the live state and a snapshot compare line by line:
 
@@ -21,15 +24,28 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
+from netfwd import owned as names
 from netfwd import xtables
 from netfwd.model import Essence, Spec
 
 TABLES = ("nat", "filter")
-PREFIX = "NETFWD-"
+PREFIX = names.CHAIN_PREFIX  # every cluster's chains (and the global ones of earlier versions)
 _JUMP_RE = re.compile(r"^-A ([A-Z]+) -j (NETFWD-[A-Za-z0-9_-]+)$")
 _COUNTED_RE = re.compile(r"^\[(\d+):(\d+)\] (.*)$")
-JUMP_ORDER = {(t, b): i for i, (t, b, _) in enumerate(xtables.JUMPS)}
+JUMP_ORDER = {(xtables.TABLE_OF[k], xtables.BUILTIN_OF[k]): i for i, k in enumerate(xtables.TABLE_OF)}
+LEGACY = frozenset(names.LEGACY_CHAINS.values())
+
+
+class Claim(NamedTuple):
+    """A listen socket another cluster's DNAT rule takes (for clash checks)."""
+
+    cluster: str
+    forward: str
+    listen_address: str | None
+    port: int
+    protocol: str
 
 
 @dataclass
@@ -67,8 +83,9 @@ def canonical(owned: Owned) -> str:
     return "\n".join(out) + "\n" if out else ""
 
 
-def parse(text: str) -> tuple[Owned, dict[str, tuple[int, int]]]:
-    """Owned state (and per-tag DNAT counters) from `iptables-save [-c]` output or canonical text."""
+def parse(text: str, cluster: str | None = None) -> tuple[Owned, dict[str, tuple[int, int]]]:
+    """The cluster's owned state (and its per-tag DNAT counters) from `iptables-save [-c]` output or
+    canonical text; `cluster` None = every NETFWD-* chain (what :func:`split` divides)."""
     owned: Owned = {}
     counters: dict[str, tuple[int, int]] = {}
     table: Table | None = None
@@ -98,9 +115,9 @@ def parse(text: str) -> tuple[Owned, dict[str, tuple[int, int]]]:
         chain = line[3:].split(" ", 1)[0]
         if chain.startswith(PREFIX):
             table.rules.setdefault(chain, []).append(line)
-            if packets or octets or chain == xtables.PRE:
+            if chain.endswith("-PRE"):
                 tag = _comment(line)
-                if tag and chain == xtables.PRE:
+                if tag:
                     old = counters.get(tag, (0, 0))
                     counters[tag] = (old[0] + packets, old[1] + octets)
         elif _JUMP_RE.match(line):
@@ -109,7 +126,56 @@ def parse(text: str) -> tuple[Owned, dict[str, tuple[int, int]]]:
         for chain in list(part.rules):
             if chain not in part.chains:
                 del part.rules[chain]
-    return owned, counters
+    if cluster is None:
+        return owned, counters
+    mine, _ = split(owned, cluster)
+    prefix = names.comment_prefix(cluster)
+    return mine, {tag: value for tag, value in counters.items() if tag.startswith(prefix)}
+
+
+def split(every: Owned, cluster: str) -> tuple[Owned, list[Claim]]:
+    """Every NETFWD-* chain -> (the cluster's owned state, the listen sockets of other clusters).
+
+    The global chains of earlier versions are the cluster's unless another cluster's rule is in
+    them (then they are that cluster's, and only read)."""
+    prefix = names.chain_prefix(cluster)
+    comments = names.comment_prefix(cluster)
+    legacy_foreign = any(
+        (tag := _comment(line)) and names.cluster_of_comment(tag) not in (None, cluster)
+        for part in every.values() for chain in part.chains if chain in LEGACY for line in part.rules.get(chain, ()))
+    mine: Owned = {}
+    claims: list[Claim] = []
+
+    def ours(chain: str) -> bool:
+        return chain.startswith(prefix) or (chain in LEGACY and not legacy_foreign)
+
+    for table, part in every.items():
+        kept = mine.setdefault(table, Table())
+        for chain in part.chains:
+            if ours(chain):
+                kept.chains.append(chain)
+                kept.rules[chain] = part.rules.get(chain, [])
+            elif xtables.kind(chain) == "PRE":
+                claims += _claims(part.rules.get(chain, ()), comments)
+        kept.jumps = [line for line in part.jumps if ours(line.rsplit(" ", 1)[1])]
+    return mine, claims
+
+
+def _claims(lines, mine: str) -> list[Claim]:
+    found = []
+    for line in lines:
+        tag = _comment(line)
+        cluster = names.cluster_of_comment(tag or "")
+        if cluster is None or tag.startswith(mine):  # type: ignore[union-attr]
+            continue
+        from netfwd.firewall.iptables_save import options, words
+
+        opts = options(words(line)[2:])
+        if "--dport" in opts and "-p" in opts:
+            listen = opts.get("-d")
+            found.append(Claim(cluster, tag.split("/", 1)[1], None if listen is None else listen.removesuffix("/32"),  # type: ignore[union-attr]
+                               int(opts["--dport"]), opts["-p"]))
+    return found
 
 
 def _comment(line: str) -> str | None:
@@ -122,8 +188,8 @@ def _comment(line: str) -> str | None:
 
 def desired(spec: Spec) -> Owned:
     owned: Owned = {table: Table(chains=list(chains), rules={c: [] for c in chains})
-                    for table, chains in xtables.CHAINS.items()}
-    for table, builtin, chain in xtables.JUMPS:
+                    for table, chains in xtables.chains(spec.cluster).items()}
+    for table, builtin, chain in xtables.jumps(spec.cluster):
         owned[table].jumps.append(f"-A {builtin} -j {chain}")
     for rule in xtables.ruleset(spec):
         owned[rule.table].rules[rule.chain].append(rule.save_line())

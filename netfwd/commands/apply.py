@@ -32,6 +32,8 @@ def _options(function: Callable) -> Callable:
                      help="State directory [default: ROOT/var/lib/netfwd]; env NETFWD_STATE_DIR."),
         click.option("--lock-timeout", type=click.FloatRange(0, 3600), default=60.0, show_default=True,
                      help="Seconds to wait for another netfwd to finish before giving up."),
+        click.option("--cluster", metavar="NAME",
+                     help="The cluster to act on (default: the spec's, else the only one recorded here)."),
     ]
     for option in reversed(options):
         function = option(function)
@@ -45,9 +47,21 @@ CATALOG = click.option("--catalog", "catalog_file", type=click.Path(dir_okay=Fal
 SPEC = click.argument("spec_file", metavar="SPEC", type=SpecPath())
 
 
-def _engine(backend: str, netns: str | None, root: str, state_dir: str | None, lock_timeout: float):
-    from netfwd.backends import NAMES
+def _engine(backend: str, netns: str | None, root: str, state_dir: str | None, lock_timeout: float,
+            cluster: str | None, spec_file: str | None = None):
+    """The engine of one cluster: the spec's, else --cluster, else the only one with records."""
     from netfwd.engine.core import Engine
+    from netfwd.engine.state import cluster_dir, migrate_legacy
+
+    base, root_path = _base(backend, netns, root, state_dir)
+    name = _cluster(base, cluster, spec_file)
+    migrate_legacy(base, name)
+    return Engine(cluster_dir(base, name), root_path, backend, lock_wait=lock_timeout, cluster=name)
+
+
+def _base(backend: str, netns: str | None, root: str, state_dir: str | None) -> tuple[Path, Path]:
+    """Checked options, the namespace entered: (the state directory of every cluster, the root)."""
+    from netfwd.backends import NAMES
     from netfwd.engine.state import default_dir
 
     if backend not in NAMES:
@@ -63,8 +77,18 @@ def _engine(backend: str, netns: str | None, root: str, state_dir: str | None, l
     root_path = Path(root)
     if not root_path.is_dir():
         raise InputError(f"{root} is not a directory", field="--root")
-    directory = Path(state_dir) if state_dir else default_dir(root_path, netns)
-    return Engine(directory, root_path, backend, lock_wait=lock_timeout)
+    from netfwd.engine import trust
+
+    base = Path(state_dir) if state_dir else default_dir(root_path, netns)
+    trust.check_dir(base)  # read to find the clusters: trusted first, as every directory netfwd uses
+    trust.check_dir(root_path / "etc/sysctl.d")
+    return base, root_path
+
+
+def _cluster(base: Path, option: str | None, spec_file: str | None) -> str:
+    from netfwd.engine.state import resolve_cluster
+
+    return resolve_cluster(base, option, spec_file)
 
 
 def _print_plan(plan, header: str) -> None:
@@ -93,7 +117,7 @@ def plan(ctx: click.Context, spec_file: str, catalog_file: str | None, output: s
     Example:
       netfwd plan rules/example.yaml --backend iptables
     """
-    outcome = _engine(**common).plan(spec_file, catalog_file)
+    outcome = _engine(**common, spec_file=spec_file).plan(spec_file, catalog_file)
     if output == "json":
         click.echo(json.dumps(outcome.as_dict(), indent=2))
     elif outcome.plan.in_sync:
@@ -122,7 +146,7 @@ def apply(spec_file: str, catalog_file: str | None, confirm_timeout: float | Non
       netfwd apply rules/example.yaml --confirm-timeout 120 --yes
       netfwd confirm
     """
-    engine = _engine(**common)
+    engine = _engine(**common, spec_file=spec_file)
     outcome = engine.apply(spec_file, catalog=catalog_file, confirm_timeout=confirm_timeout,
                            approve=None if yes else _ask)
     _report(outcome, output, "applied")
@@ -155,9 +179,10 @@ def _report(outcome, output: str, verb: str) -> None:
 @click.argument("spec_file", metavar="[SPEC]", required=False, type=SpecPath())
 @OUTPUT
 def remove(spec_file: str | None, confirm_timeout: float | None, output: str, **common: Any) -> None:
-    """Remove every netfwd-owned object (chains, jumps, table, rich rules, ipsets), nothing else.
+    """Remove every object the cluster owns (chains, jumps, table, rich rules, ipsets), nothing else.
 
-    SPEC is optional; when given it must be valid (a typo should not go unnoticed).
+    The cluster is SPEC's (then SPEC must be valid: a typo should not go unnoticed), else --cluster,
+    else the only cluster recorded on this relay. Other clusters' forwards stay live.
 
     \b
     Example:
@@ -167,7 +192,7 @@ def remove(spec_file: str | None, confirm_timeout: float | None, output: str, **
         from netfwd.spec import open_spec
 
         open_spec(spec_file)
-    outcome = _engine(**common).remove(confirm_timeout=confirm_timeout)
+    outcome = _engine(**common, spec_file=spec_file).remove(confirm_timeout=confirm_timeout)
     _report(outcome, output, "removed, as")
 
 
@@ -202,25 +227,44 @@ def rollback(output: str, **common: Any) -> None:
 @OUTPUT
 @click.pass_context
 def status(ctx: click.Context, output: str, **common: Any) -> None:
-    """What netfwd owns live, its counters, a pending confirm, and drift since the last change.
+    """What netfwd owns live, cluster by cluster: counters, a pending confirm, drift since the last change.
 
-    Exit 1 when the live owned state differs from what netfwd last applied.
+    Every cluster recorded here (or only --cluster). Exit 1 when any cluster's live owned state
+    differs from what netfwd last applied.
 
     \b
     Example:
       netfwd status --output json
     """
-    report = _engine(**common).status()
+    from netfwd.engine.core import Engine
+    from netfwd.engine.state import cluster_dir, clusters, migrate_legacy
+
+    base, root = _base(common["backend"], common["netns"], common["root"], common["state_dir"])
+    reports = []
+    for name in [common["cluster"]] if common.get("cluster") else clusters(base):
+        migrate_legacy(base, name)
+        engine = Engine(cluster_dir(base, name), root, common["backend"], lock_wait=common["lock_timeout"],
+                        cluster=name)
+        reports.append(engine.status())
+    if not reports:
+        reports.append({"cluster": None, "state_dir": str(base / "clusters"), "backend": None,
+                        "applied": None, "forwards": []})
+    # one cluster: its report at the top level too (as before clusters existed), every cluster under "clusters"
+    report = {**(reports[0] if len(reports) == 1 else {}), "clusters": reports}
     if output == "json":
         click.echo(json.dumps(report, indent=2, default=str))
     else:
-        _print_status(report)
-    if report.get("drift"):
+        for index, each in enumerate(reports):
+            if index:
+                click.echo("")
+            _print_status(each)
+    if any(each.get("drift") for each in reports):
         ctx.exit(EXIT_FINDINGS)
 
 
 def _print_status(report: dict) -> None:
     applied = report.get("applied")
+    click.echo(f"cluster:  {report.get('cluster') or 'none recorded'}")
     click.echo(f"state:    {report['state_dir']}")
     click.echo(f"backend:  {report.get('backend') or 'none recorded'}")
     if applied:

@@ -7,7 +7,9 @@ Why it looks the way it does (see docs/dialects.md and docs/facts.md#firewalld):
   can never restrict it (firewalld/firewalld#1466, in docs/facts.md#firewalld).
 - Every forward gets its own `hash:net` ipset, even one open to any source (it then holds the two
   halves of the address space, since an ipset cannot hold a /0). So every rich rule netfwd owns
-  names a `netfwd-` ipset: that is how the script finds its own stale rules, and only those.
+  names a `netfwd-<cluster tag>-` ipset (netfwd.owned): that is how the script finds its own
+  cluster's stale rules, and only those. Earlier versions named them `netfwd-<hash>` for every
+  cluster; the exact names this spec's forwards had then are owned too, so they are migrated.
 - Masquerade is a rich rule too, narrowed to the forward's sources and target address.
 - Runtime and permanent configuration get the same changes. firewalld creates ipsets in the
   permanent configuration only; a new (or deleted) netfwd ipset reaches the runtime only through
@@ -27,19 +29,26 @@ import shlex
 
 from netaddr import AddrFormatError, IPNetwork, cidr_merge
 
+from netfwd import owned
 from netfwd.dialects import shell
 from netfwd.dialects.base import BaseDialect
 from netfwd.firewall import rich
 from netfwd.model import Essence, Forward, Spec
 
-IPSET_PREFIX = "netfwd-"
+IPSET_PREFIX = owned.IPSET_PREFIX  # every cluster's (and earlier versions') ipsets start with it
 # hash:net cannot hold /0: "any source" is the two halves of the address space
 EVERYWHERE = {4: ("0.0.0.0/1", "128.0.0.0/1"), 6: ("::/1", "8000::/1")}
 ANY = {4: "0.0.0.0/0", 6: "::/0"}
 
 
-def ipset_name(forward: Forward) -> str:
-    """netfwd-<hash of name and family>: fixed for a forward's life, a new one when its family changes."""
+def ipset_name(cluster: str, forward: Forward) -> str:
+    """netfwd-<cluster tag>-<hash of name and family> (at most 26 of ipset's 31 characters): fixed for
+    a forward's life, a new one when its family changes."""
+    return owned.ipset_prefix(cluster) + hashlib.sha256(f"{forward.name}/{forward.family}".encode()).hexdigest()[:10]
+
+
+def legacy_ipset_name(forward: Forward) -> str:
+    """The name earlier versions gave the forward's ipset (no cluster in it)."""
     return IPSET_PREFIX + hashlib.sha256(f"{forward.name}/{forward.family}".encode()).hexdigest()[:12]
 
 
@@ -51,17 +60,17 @@ def ipset_entries(forward: Forward) -> tuple[str, ...]:
     return EVERYWHERE[forward.family] if entries == (ANY[forward.family],) else entries
 
 
-def forward_rule(forward: Forward, ipset: str | None = None, to: str | None = None) -> str:
+def forward_rule(forward: Forward, ipset: str, to: str | None = None) -> str:
     """The DNAT rich rule, spelled exactly as `firewall-cmd --list-rich-rules` prints it."""
     destination = "" if forward.listen.address is None else f' destination address="{forward.listen.address}"'
-    return (f'rule family="ipv{forward.family}" source ipset="{ipset or ipset_name(forward)}"'
+    return (f'rule family="ipv{forward.family}" source ipset="{ipset}"'
             f'{destination} forward-port port="{forward.listen.port}" protocol="{forward.protocol}" '
             f'to-port="{forward.to.port}" to-addr="{to or forward.to.address}"')
 
 
-def masquerade_rule(forward: Forward, ipset: str | None = None, to: str | None = None) -> str:
+def masquerade_rule(forward: Forward, ipset: str, to: str | None = None) -> str:
     """Masquerade only what comes from the forward's sources and goes to its target."""
-    return (f'rule family="ipv{forward.family}" source ipset="{ipset or ipset_name(forward)}" '
+    return (f'rule family="ipv{forward.family}" source ipset="{ipset}" '
             f'destination address="{to or forward.to.address}" masquerade')
 
 
@@ -85,11 +94,16 @@ want_rule() { WANT_RULE[$1$TAB$2]=1; RULE_ORDER+=("$1$TAB$2"); }  # want_rule ZO
 fw() { firewall-cmd -q "$@"; }
 conf_opt() { if [ "$1" = permanent ]; then echo --permanent; fi; }
 
-# netfwd_rules [--permanent]: "<zone><TAB><rule>" for every rich rule whose source is a netfwd ipset
+# owned NAME: the ipset is this cluster's (OWNED_PREFIX*, or one of LEGACY_SETS from earlier versions)
+owned() { [[ $1 == "$OWNED_PREFIX"* || " $LEGACY_SETS " == *" $1 "* ]]; }
+
+# netfwd_rules [--permanent]: "<zone><TAB><rule>" for every rich rule whose source is an owned ipset
 netfwd_rules() {
-  firewall-cmd "$@" --list-all-zones | awk '
+  firewall-cmd "$@" --list-all-zones | awk -v prefix="$OWNED_PREFIX" -v legacy=" $LEGACY_SETS " '
     /^[^ \t]/ { zone = $1 }
-    /^[ \t]+rule / && /source ipset="netfwd-/ { sub(/^[ \t]+/, ""); print zone "\t" $0 }'
+    /^[ \t]+rule / && match($0, /source ipset="[^"]*"/) {
+      name = substr($0, RSTART + 14, RLENGTH - 15)
+      if (index(name, prefix) == 1 || index(legacy, " " name " ")) { sub(/^[ \t]+/, ""); print zone "\t" $0 } }'
 }
 
 # sync_entries runtime|permanent NAME: the ipset holds exactly its wanted entries
@@ -187,7 +201,7 @@ converge() {
   done
   sync_rules permanent
   for name in $sets; do
-    if [[ $name == netfwd-* ]] && [ -z "${WANT_SET[$name]:-}" ]; then
+    if owned "$name" && [ -z "${WANT_SET[$name]:-}" ]; then
       fw --permanent --delete-ipset="$name"
       CHANGES=$((CHANGES + 1))
     fi
@@ -197,7 +211,7 @@ converge() {
   sets=" $(firewall-cmd --get-ipsets) "
   for name in ${SET_ORDER[@]+"${SET_ORDER[@]}"}; do [[ $sets == *" $name "* ]] || reload=yes; done
   for name in $sets; do
-    if [[ $name == netfwd-* ]] && [ -z "${WANT_SET[$name]:-}" ]; then reload=yes; fi
+    if owned "$name" && [ -z "${WANT_SET[$name]:-}" ]; then reload=yes; fi
   done
   if [ "$reload" = yes ]; then
     say "reloading firewalld: ipsets reach the runtime only that way (runtime-only changes not made by netfwd are lost)"
@@ -240,9 +254,12 @@ route_dev() {
 """.strip("\n").splitlines()
 
 
-def _preflight() -> list[str]:
+def _preflight(spec: Spec) -> list[str]:
     """Refuse (exit 3) unless root, with firewall-cmd, and firewalld running; then the engine."""
+    legacy = " ".join(dict.fromkeys(legacy_ipset_name(f) for f in spec.forwards))
     return [
+        f"OWNED_PREFIX={owned.ipset_prefix(spec.cluster)}  # this cluster's ipsets (netfwd.owned)",
+        f"LEGACY_SETS={shlex.quote(legacy)}  # what earlier versions named them",
         "say() { printf 'netfwd: %s\\n' \"$*\" >&2; }",
         'die() { local status=$1; shift; say "$*"; exit "$status"; }',
         '[ "$(id -u)" -eq 0 ] || die 3 "must run as root (it changes the firewall and sysctls)"',
@@ -297,7 +314,7 @@ def _ingress(spec: Spec) -> list[str]:
 def _wanted(spec: Spec) -> list[str]:
     lines = ["# Wanted state: per forward one ipset (its sources), the DNAT rich rule, the masquerade rule."]
     for forward in spec.forwards:
-        name, to = ipset_name(forward), str(forward.to.address)
+        name, to = ipset_name(spec.cluster, forward), str(forward.to.address)
         family = "inet" if forward.family == 4 else "inet6"
         lines += [f"# {forward.name}: port {forward.listen.port}/{forward.protocol} -> {to} port {forward.to.port}",
                   f"want_set {name} {_single_quoted(' '.join((family, *ipset_entries(forward))))}",
@@ -327,7 +344,7 @@ class FirewalldDialect(BaseDialect):
 
     def render(self, spec: Spec) -> str:
         self.check(spec)
-        lines = shell.prologue(self.header(spec, "apply")) + _preflight() + _ingress(spec)
+        lines = shell.prologue(self.header(spec, "apply"), cluster=spec.cluster) + _preflight(spec) + _ingress(spec)
         lines += _wanted(spec)
         lines += [*_say_partial(), "before=$(old_dnat)", "converge", "trap - EXIT",
                   "# Forwarding only once firewalld took the rules: a refused change leaves the sysctls as they were.",
@@ -338,10 +355,10 @@ class FirewalldDialect(BaseDialect):
 
     def render_remove(self, spec: Spec) -> str:
         self.check(spec)
-        lines = shell.prologue(self.header(spec, "remove")) + _preflight()
-        lines += ["# Nothing wanted: every netfwd rich rule (in any zone) and netfwd ipset goes.",
+        lines = shell.prologue(self.header(spec, "remove"), cluster=spec.cluster) + _preflight(spec)
+        lines += ["# Nothing wanted: every rich rule (in any zone) and ipset of this cluster goes.",
                   "before=$(old_dnat)", "converge", *shell.forget_all()]
-        lines += shell.forget_forwarding()
+        lines += shell.forget_forwarding(spec)
         lines += ['say "removed netfwd\'s rich rules and ipsets ($CHANGES change(s))"', ""]
         return "\n".join(lines)
 

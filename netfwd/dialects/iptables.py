@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shlex
 
-from netfwd import xtables
+from netfwd import owned, xtables
 from netfwd.dialects import shell, xtguard
 from netfwd.dialects.base import BaseDialect
 from netfwd.model import Essence, Spec
@@ -41,11 +41,11 @@ HELPERS = [
 ]
 
 
-def old_dnat() -> list[str]:
-    """`old_dnat`: '<listen|*> <proto> <port> <target>' per DNAT rule in netfwd's PREROUTING chain now."""
+def old_dnat(cluster: str) -> list[str]:
+    """`old_dnat`: '<listen|*> <proto> <port> <target>' per DNAT rule in the cluster's PREROUTING chain now."""
     return [
         "old_dnat() {",
-        f'  {{ "$IPTABLES-save" -t nat 2>/dev/null || true; }} | awk \'$1 == "-A" && $2 == "{xtables.PRE}" {{',
+        f'  {{ "$IPTABLES-save" -t nat 2>/dev/null || true; }} | awk \'$1 == "-A" && $2 == "{owned.chain(cluster, "PRE")}" {{',
         '    a = "*"; p = ""; n = ""; t = ""',
         "    for (i = 3; i < NF; i++) {",
         r'      if ($i == "-d") { a = $(i+1); sub(/\/32$/, "", a) }',
@@ -72,12 +72,28 @@ def tool_check() -> list[str]:
     ]
 
 
+LEGACY_JUMPS = tuple((xtables.TABLE_OF[k], xtables.BUILTIN_OF[k], c) for k, c in owned.LEGACY_CHAINS.items())
+
+
+def drop_legacy(spec: Spec) -> list[str]:
+    """The global chains of earlier versions go when no other cluster's rule is in them (after
+    `xtguard.read_now`: NOW holds the tables)."""
+    others = (f"printf '%s\\n' \"${{NOW[nat]}}\" \"${{NOW[filter]}}\" | grep -E '^-A NETFWD-(PRE|OUT|POST|FWD) ' "
+              f"| grep -F '\"netfwd:' | grep -vF '\"netfwd: replies\"' "
+              f"| grep -vF {shlex.quote(chr(34) + owned.comment_prefix(spec.cluster))} || true")
+    return ["# Earlier netfwd versions used global chains (NETFWD-PRE ...): take them away when they",
+            "# hold this cluster's rules (or none), never another cluster's.",
+            f'if [ -z "$({others})" ]; then',
+            *(f"  {line}" for line in xtguard.remove_steps(LEGACY_JUMPS)),
+            "fi", ""]
+
+
 def remove_body(spec: Spec) -> list[str]:
     """Remove every netfwd-owned jump and chain, nothing else (shared by both iptables dialects).
 
     Exit 0 with "removed" or "nothing to remove"; exit 1 naming what was removed when a step fails."""
-    return [*xtguard.probe(), "before=$(old_dnat)", *xtguard.remove_body(), *shell.forget_all(),
-            *shell.forget_forwarding(), "persist",
+    return [*xtguard.probe(), "before=$(old_dnat)", *xtguard.remove_body(spec.cluster), *drop_legacy(spec),
+            *shell.forget_all(), *shell.forget_forwarding(spec), "persist",
             'if [ ${#REMOVED[@]} -gt 0 ]; then say "removed (${#REMOVED[@]} step(s))"; '
             "else say 'nothing to remove: no netfwd chain or jump is present'; fi"]
 
@@ -89,14 +105,16 @@ class IptablesDialect(BaseDialect):
 
     def render(self, spec: Spec) -> str:
         self.check(spec)
-        lines = shell.prologue(self.header(spec, "apply"), PERSIST_FILES)
-        lines += tool_check() + shell.refuse_under_firewalld() + HELPERS + old_dnat()
-        lines += xtguard.probe() + xtguard.payload_test(xtables.restore_payload(spec)) + xtguard.snapshot_and_undo()
+        lines = shell.prologue(self.header(spec, "apply"), PERSIST_FILES, spec.cluster)
+        lines += tool_check() + shell.refuse_under_firewalld() + HELPERS + old_dnat(spec.cluster)
+        lines += xtguard.probe() + xtguard.payload_test(xtables.restore_payload(spec))
+        lines += xtguard.snapshot_and_undo(spec.cluster)
         lines += ['DONE+=("ip_forward and the sysctl file")', *shell.enable_forwarding(spec)]
         lines += ["before=$(old_dnat)", 'DONE+=("the owned chains")', *self.install(spec)]
         lines += ["", "# Jumps from the built-in chains, check-then-insert, last: traffic only ever sees complete chains.",
                   'DONE+=("the jumps")']
-        lines += [f"ensure_jump {t} {b} {o}" for t, b, o in xtables.JUMPS]
+        lines += [f"ensure_jump {t} {b} {o}" for t, b, o in xtables.jumps(spec.cluster)]
+        lines += ["", *xtguard.read_now(), *drop_legacy(spec)]
         lines += ["", *shell.forget_stale([shell.mapping_key(f) for f in spec.forwards])]
         lines += ["persist", "trap - EXIT",
                   f"echo {shlex.quote(f'netfwd: applied {len(spec.forwards)} forward(s)')} >&2", ""]
@@ -104,8 +122,8 @@ class IptablesDialect(BaseDialect):
 
     def install(self, spec: Spec) -> list[str]:
         """Fill the owned chains: one `iptables` call per rule."""
-        lines = ["# netfwd-owned chains: create when missing, flush, refill."]
-        for table, chains in xtables.CHAINS.items():
+        lines = ["# This cluster's chains: create when missing, flush, refill."]
+        for table, chains in xtables.chains(spec.cluster).items():
             for chain in chains:
                 lines.append(f"chain_exists {table} {chain} || ipt -t {table} -N {chain}")
                 lines.append(f"ipt -t {table} -F {chain}")
@@ -115,7 +133,8 @@ class IptablesDialect(BaseDialect):
 
     def render_remove(self, spec: Spec) -> str:
         self.check(spec)
-        lines = shell.prologue(self.header(spec, "remove"), PERSIST_FILES) + tool_check() + HELPERS + old_dnat() + remove_body(spec)
+        lines = shell.prologue(self.header(spec, "remove"), PERSIST_FILES, spec.cluster) + tool_check() + HELPERS
+        lines += old_dnat(spec.cluster) + remove_body(spec)
         return "\n".join(lines) + "\n"
 
     def parse(self, text: str) -> list[Essence]:

@@ -1,10 +1,11 @@
-"""`nft` dialect: netfwd's private table `inet netfwd`, replaced in one atomic `nft -f` transaction.
+"""`nft` dialect: the cluster's private table `inet netfwd-<cluster>`, replaced in one atomic `nft -f`.
 
 The rendered file is a bash script, not a bare `.nft` file, because a complete apply also needs what
 nft cannot do: turn forwarding on (sysctl), persist it and the ruleset, clear conntrack entries that
 still point at an old target, and refuse to run under firewalld. The nft ruleset itself is one
-quoted here-document (no shell expansion inside), spelled exactly as `nft list table inet netfwd`
-prints it, so live state and rendered text read back through the same parser.
+quoted here-document (no shell expansion inside), spelled exactly as `nft list table` prints it, so
+live state and rendered text read back through the same parser. One table per cluster keeps each
+cluster's transaction atomic and its removal a single `delete table` (netfwd.owned names them).
 
 The table is IPv4 and IPv6 at once (family inet). Rules carry `comment "netfwd:<cluster>/<name>"`;
 whitelists are interval sets named by a hash of the forward name (any name is a safe identifier).
@@ -19,14 +20,12 @@ from typing import NamedTuple
 
 from netaddr import AddrFormatError, IPNetwork, IPRange, cidr_merge
 
+from netfwd import owned
 from netfwd.dialects import shell
 from netfwd.dialects.base import BaseDialect, rule_comment
 from netfwd.model import Essence, Forward, Spec
 
-TABLE = "inet netfwd"
 DELIMITER = "NETFWD_NFT"
-NFT_FILE = "etc/nftables.d/netfwd.nft"  # under $ROOT; included from the distro's nftables.conf
-INCLUDE = 'include "/etc/nftables.d/netfwd.nft"'
 NFT_CONFS = ("etc/nftables.conf", "etc/sysconfig/nftables.conf")  # Debian/Ubuntu, RHEL/Fedora
 CONF_WORDS = " ".join(f'"$ROOT/{conf}"' for conf in NFT_CONFS)
 REPLIES_COMMENT = "netfwd: replies"  # the unscoped replies rule of older versions: read, never written
@@ -123,7 +122,8 @@ def ruleset(spec: Spec, parts: list[_Parts] | None = None) -> str:
             postrouting.append(f"{to_match} masquerade {p.tag}")
         forward_chain.append(f"{own_flows(forward, p)} accept {p.tag}")
     rules = {"prerouting": prerouting, "output": output, "postrouting": postrouting, "forward": forward_chain}
-    body = [f"table {TABLE} {{}}", f"delete table {TABLE}", f"table {TABLE} {{", *sets]
+    table = owned.nft_table(spec.cluster)
+    body = [f"table {table} {{}}", f"delete table {table}", f"table {table} {{", *sets]
     for index, (chain, kind, hook, priority) in enumerate(CHAINS):
         body += [f"\tchain {chain} {{", f"\t\ttype {kind} hook {hook} priority {priority}; policy accept;"]
         body += [f"\t\t{rule}" for rule in rules[chain]]
@@ -174,9 +174,9 @@ HELPERS = [
     "# conf_with / conf_without LINE FILE: FILE's lines plus / minus LINE (for write_file_safely)",
     'conf_with() { cat -- "$2"; printf \'%s\\n\' "$1"; }',
     'conf_without() { grep -vxF -- "$1" "$2" || true; }',
-    "# old_dnat: '<listen> <proto> <port> <target>' for every DNAT rule in the live table (if any)",
+    "# old_dnat FAMILY TABLE: '<listen> <proto> <port> <target>' for every DNAT rule in the live table (if any)",
     "old_dnat() {",
-    "  { nft list chain inet netfwd prerouting 2>/dev/null || true; } | awk '",
+    "  { nft list chain \"$1\" \"$2\" prerouting 2>/dev/null || true; } | awk '",
     '    / dnat (ip|ip6) to / { a = "*"; p = ""; n = ""; t = ""',
     "      for (i = 2; i <= NF; i++) {",
     '        if ($i == "daddr" && ($(i-1) == "ip" || $(i-1) == "ip6")) a = $(i+1)',
@@ -190,12 +190,47 @@ HELPERS = [
 ]
 
 
+def include_line(path: str) -> str:
+    """The nftables.conf line that loads a file under /etc at boot."""
+    return f'include "/{path}"'
+
+
+def _drop_include(include: str) -> list[str]:
+    """Take one include line out of the distro's nftables.conf (whichever exist)."""
+    return [f"for conf in {CONF_WORDS}; do",
+            '  [ -f "$conf" ] || continue',
+            f"  if grep -qxF {shlex.quote(include)} \"$conf\"; then",
+            f'    write_file_safely "$conf" "$(stat -c %a -- "$conf")" conf_without {shlex.quote(include)} "$conf"',
+            "  fi",
+            "done"]
+
+
+def _drop_legacy(spec: Spec) -> list[str]:
+    """Earlier versions' global table goes when its rules are this cluster's (or nobody's), with its
+    boot file and include line; another cluster's rules in it keep it."""
+    legacy = owned.LEGACY_NFT_TABLE
+    mine = shlex.quote('comment "' + owned.comment_prefix(spec.cluster))
+    return [
+        "# Earlier netfwd versions used one global table (inet netfwd): take it away when it holds",
+        "# this cluster's rules (or none), never another cluster's.",
+        f"if nft list table {legacy} >/dev/null 2>&1; then",
+        f"  others=$(nft list table {legacy} | grep -o 'comment \"netfwd:[^\"]*' | grep -vF 'comment \"netfwd: replies'"
+        f" | grep -vF {mine} || true)",
+        '  if [ -z "$others" ]; then',
+        f"    nft delete table {legacy}",
+        f"    remove_file_safely {shell.rooted(owned.LEGACY_NFT_FILE)}",
+        *(f"    {line}" for line in _drop_include(owned.LEGACY_NFT_INCLUDE)),
+        "  fi",
+        "fi",
+    ]
+
+
 def _forward_drop_warning() -> list[str]:
     """An accept in our table cannot overrule a drop in someone else's: say so instead of failing silently."""
     return [
         "# nftables: a packet dropped by ANY table's forward hook is dropped; our accept cannot overrule it.",
         "others=$({ nft list chains 2>/dev/null || true; } | awk '/^table /{t=$2\" \"$3} "
-        "/hook forward/ && /policy drop/ && t != \"inet netfwd\" {print t}' | sort -u | tr '\\n' ' ')",
+        "/hook forward/ && /policy drop/ && t !~ /^inet netfwd(-|$)/ {print t}' | sort -u | tr '\\n' ' ')",
         'if [ -n "$others" ]; then',
         '  say "warning: forward chains with policy drop in: $others- accept the forwarded traffic there too' 
         ' (e.g. DOCKER-USER), or use the iptables dialect"',
@@ -214,7 +249,9 @@ class NftDialect(BaseDialect):
     def render(self, spec: Spec) -> str:
         self.check(spec)
         parts = [_parts(spec, forward) for forward in spec.forwards]
-        lines = shell.prologue(self.header(spec, "apply"), (NFT_FILE, *NFT_CONFS))
+        table, nft_file = owned.nft_table(spec.cluster), owned.nft_file(spec.cluster)
+        include = include_line(nft_file)
+        lines = shell.prologue(self.header(spec, "apply"), (nft_file, owned.LEGACY_NFT_FILE, *NFT_CONFS), spec.cluster)
         lines += [
             *PREAMBLE,
             *shell.refuse_under_firewalld(),
@@ -225,14 +262,14 @@ class NftDialect(BaseDialect):
             *HELPERS,
             *shell.enable_forwarding(spec),
             "# The ruleset, written to its persistent place first (atomically), then loaded from there.",
-            f'NFT_FILE="$ROOT/{NFT_FILE}"',
+            f'NFT_FILE={shell.rooted(nft_file)}',
             'tmp=$(safe_temp "$NFT_FILE")',
             "trap 'rm -f \"$tmp\"' EXIT",
             f"cat >\"$tmp\" <<'{DELIMITER}'",
             "#!/usr/sbin/nft -f",
             *self.header(spec, "ruleset"),
             ruleset(spec, parts) + DELIMITER,
-            'before=$(old_dnat)',
+            f'before=$(old_dnat {shlex.join(table.split())})',
             "# One transaction: nothing is changed unless the whole ruleset is valid.",
             'nft -f "$tmp"',
             'chmod 644 "$tmp"',
@@ -243,8 +280,8 @@ class NftDialect(BaseDialect):
             "included=no",
             f"for conf in {CONF_WORDS}; do",
             '  [ -f "$conf" ] || continue',
-            f"  grep -qxF {shlex.quote(INCLUDE)} \"$conf\" ||",
-            f'    write_file_safely "$conf" "$(stat -c %a -- "$conf")" conf_with {shlex.quote(INCLUDE)} "$conf"',
+            f"  grep -qxF {shlex.quote(include)} \"$conf\" ||",
+            f'    write_file_safely "$conf" "$(stat -c %a -- "$conf")" conf_with {shlex.quote(include)} "$conf"',
             "  included=yes",
             "done",
             'if [ "$included" = no ]; then',
@@ -253,36 +290,36 @@ class NftDialect(BaseDialect):
             "  systemctl enable --quiet nftables.service || say 'could not enable nftables.service'",
             "fi",
             "",
+            *_drop_legacy(spec),
+            "",
             *_forward_drop_warning(),
-            f"say {shlex.quote(f'applied {len(spec.forwards)} forward(s) in table {TABLE}')}",
+            f"say {shlex.quote(f'applied {len(spec.forwards)} forward(s) in table {table}')}",
         ]
         return "\n".join(lines) + "\n"
 
     def render_remove(self, spec: Spec) -> str:
         self.check(spec)
-        lines = shell.prologue(self.header(spec, "remove"), (NFT_FILE, *NFT_CONFS))
+        table, nft_file = owned.nft_table(spec.cluster), owned.nft_file(spec.cluster)
+        lines = shell.prologue(self.header(spec, "remove"), (nft_file, owned.LEGACY_NFT_FILE, *NFT_CONFS), spec.cluster)
         lines += [
             *PREAMBLE,
             "",
             *HELPERS,
-            "before=$(old_dnat)",
+            f'before=$(old_dnat {shlex.join(table.split())})',
             "# Create-if-missing then delete: one transaction that succeeds whether or not the table exists.",
             f"nft -f - <<'{DELIMITER}'",
-            f"table {TABLE} {{}}",
-            f"delete table {TABLE}",
+            f"table {table} {{}}",
+            f"delete table {table}",
             DELIMITER,
             *shell.forget_all(),
             "# Stop loading it at boot.",
-            f'remove_file_safely "$ROOT/{NFT_FILE}"',
-            f"for conf in {CONF_WORDS}; do",
-            '  [ -f "$conf" ] || continue',
-            f"  if grep -qxF {shlex.quote(INCLUDE)} \"$conf\"; then",
-            f'    write_file_safely "$conf" "$(stat -c %a -- "$conf")" conf_without {shlex.quote(INCLUDE)} "$conf"',
-            "  fi",
-            "done",
+            f"remove_file_safely {shell.rooted(nft_file)}",
+            *_drop_include(include_line(nft_file)),
             "",
-            *shell.forget_forwarding(),
-            f"say {shlex.quote(f'removed table {TABLE}')}",
+            *_drop_legacy(spec),
+            "",
+            *shell.forget_forwarding(spec),
+            f"say {shlex.quote(f'removed table {table}')}",
         ]
         return "\n".join(lines) + "\n"
 
@@ -304,7 +341,7 @@ _DNAT_RE = re.compile(r"\b(tcp|udp) dport (\d+) dnat (ip6?) to (\S+)")
 
 def parse_ruleset(text: str) -> list[Essence]:
     """Forwards found in netfwd's table: rules tagged `netfwd:` grouped by tag, sets resolved."""
-    sets: dict[str, list[str]] = {}
+    sets: dict[tuple[str, str], list[str]] = {}
     found: dict[str, dict] = {}
     table = block = None
     depth = 0
@@ -321,19 +358,19 @@ def parse_ruleset(text: str) -> list[Essence]:
         if elements is not None:  # inside `elements = { ... }`, possibly over several lines
             elements += [e for e in re.split(r"[\s,]+", line.replace("}", " ")) if e]
             if "}" in line:
-                sets[block] = elements  # type: ignore[index]
+                sets[(table, block)] = elements  # type: ignore[index]
                 elements = None
             continue
         if line == "}":
             depth -= 1
             block = None if depth <= 1 else block
             continue
-        if line.startswith("elements = {") and table == TABLE and block is not None:
+        if line.startswith("elements = {") and table is not None and _ours(table) and block is not None:
             elements = []
             rest = line[len("elements = {"):]
             elements += [e for e in re.split(r"[\s,]+", rest.replace("}", " ")) if e]
             if "}" in rest:
-                sets[block] = elements
+                sets[(table, block)] = elements
                 elements = None
             continue
         match = _BLOCK_RE.match(line)
@@ -342,9 +379,9 @@ def parse_ruleset(text: str) -> list[Essence]:
             if depth == 2:
                 block = match[2] if match[1] in ("chain", "set") else None
             continue
-        if table != TABLE or block is None:
+        if table is None or not _ours(table) or block is None:
             continue
-        _read_rule(block, line, found)
+        _read_rule(table, block, line, found)
     result = []
     for entry in found.values():
         if "to_address" not in entry:
@@ -357,7 +394,12 @@ def parse_ruleset(text: str) -> list[Essence]:
     return result
 
 
-def _read_rule(chain: str, line: str, found: dict[str, dict]) -> None:
+def _ours(table: str) -> bool:
+    """A table netfwd owns: any cluster's `inet netfwd-<cluster>`, or the global one of earlier versions."""
+    return table == owned.LEGACY_NFT_TABLE or table.startswith(f"inet {owned.NFT_TABLE_PREFIX}")
+
+
+def _read_rule(table: str, chain: str, line: str, found: dict[str, dict]) -> None:
     tag = _COMMENT_RE.search(line)
     if tag is None or not tag[1].startswith("netfwd:") or tag[1] == REPLIES_COMMENT:
         return
@@ -369,7 +411,7 @@ def _read_rule(chain: str, line: str, found: dict[str, dict]) -> None:
         entry.update(listen_address=_after(words, "daddr"), listen_port=int(dnat[2]), protocol=dnat[1],
                      to_address=host.strip("[]"), to_port=int(port))
         saddr = _after(words, "saddr")
-        entry["set"] = saddr[1:] if saddr and saddr.startswith("@") else None
+        entry["set"] = (table, saddr[1:]) if saddr and saddr.startswith("@") else None
     elif chain == "output" and dnat:
         entry["local"] = True
     elif chain == "postrouting" and " masquerade" in line.split(" comment ")[0]:

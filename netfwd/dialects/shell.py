@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import shlex
 
+from netfwd import owned
 from netfwd.model import Forward, Spec
 
-SYSCTL_FILE = "etc/sysctl.d/90-netfwd.conf"
 
-
-def prologue(header: list[str], files: tuple[str, ...] = ()) -> list[str]:
+def prologue(header: list[str], files: tuple[str, ...] = (), cluster: str = "") -> list[str]:
     """Strict mode, $ROOT, and the safe-file helpers; then, before anything changes, the check of
-    every file the script may write or remove (sysctl.d's, and `files` under $ROOT)."""
-    targets = " ".join(f'"$ROOT/{path}"' for path in (SYSCTL_FILE, *files))
+    every file the script may write or remove (the cluster's sysctl.d file, the global one of earlier
+    versions, and `files` under $ROOT)."""
+    paths = (owned.sysctl_file(cluster), owned.LEGACY_SYSCTL_FILE, *files) if cluster else files
+    targets = " ".join(rooted(path) for path in paths)
     return ["#!/usr/bin/env bash", *header, "set -euo pipefail", "umask 022",
             'ROOT="${NETFWD_ROOT:-}"', *SAFE_FILES, f"check_targets {targets}", ""]
 
@@ -44,8 +45,9 @@ def sysctl_keys(spec: Spec) -> list[str]:
 
 
 def enable_forwarding(spec: Spec) -> list[str]:
-    """Turn forwarding on now and persist it in sysctl.d (atomically: a temp file, then rename)."""
+    """Turn forwarding on now and persist it in the cluster's sysctl.d file (atomically: temp file, rename)."""
     keys = sysctl_keys(spec)
+    path = owned.sysctl_file(spec.cluster)
     lines = ["# Kernel forwarding: on now, and after a reboot (sysctl.d)."]
     ra = ""
     if "net.ipv6.conf.all.forwarding" in keys:
@@ -54,16 +56,36 @@ def enable_forwarding(spec: Spec) -> list[str]:
     lines += [f"sysctl -q -w {shlex.quote(key + '=1')}" for key in keys]
     body = " ".join(shlex.quote(f"{key} = 1") for key in keys)
     lines += [
-        f'write_file_safely "$ROOT/{SYSCTL_FILE}" 644 '
-        f"printf '%s\\n' {shlex.quote(f'# written by netfwd for cluster {spec.cluster}')}{ra} {body}",
+        f"write_file_safely {rooted(path)} 644 "
+        f"printf '%s\\n' {shlex.quote(sysctl_header(spec.cluster))}{ra} {body}",
+        *forget_legacy_sysctl(spec),
         "",
     ]
     return lines
 
 
-def forget_forwarding() -> list[str]:
-    return ["# Forget the persisted sysctl; forwarding stays on until reboot (other services may rely on it).",
-            f'remove_file_safely "$ROOT/{SYSCTL_FILE}"', ""]
+def forget_forwarding(spec: Spec) -> list[str]:
+    """Only this cluster's file goes: forwarding stays persisted while another cluster's file asks for it."""
+    return ["# Forget this cluster's persisted sysctl; forwarding stays on until reboot (other clusters and",
+            "# services may rely on it).",
+            f"remove_file_safely {rooted(owned.sysctl_file(spec.cluster))}", *forget_legacy_sysctl(spec), ""]
+
+
+def rooted(path: str) -> str:
+    """A path under $ROOT for bash: the cluster name in it is validated, and quoted all the same."""
+    return '"$ROOT"/' + shlex.quote(path)
+
+
+def sysctl_header(cluster: str) -> str:
+    """The first line of a sysctl file netfwd wrote for `cluster` (also in the global file of earlier versions)."""
+    return f"# written by netfwd for cluster {cluster}"
+
+
+def forget_legacy_sysctl(spec: Spec) -> list[str]:
+    """The global sysctl file of earlier versions goes when it was this cluster's (its first line says so)."""
+    legacy = rooted(owned.LEGACY_SYSCTL_FILE)
+    return [f"if [ -f {legacy} ] && [ \"$(head -n 1 {legacy})\" = "
+            f"{shlex.quote(sysctl_header(spec.cluster))} ]; then remove_file_safely {legacy}; fi"]
 
 
 def refuse_under_firewalld(use_instead: str = "firewalld") -> list[str]:

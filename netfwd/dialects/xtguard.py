@@ -12,14 +12,12 @@ script changed (owned chains' old rules, jumps, the sysctl file, ip_forward) and
 
 from __future__ import annotations
 
-from netfwd import xtables
-from netfwd.dialects.shell import SYSCTL_FILE
+import shlex
+
+from netfwd import owned, xtables
 
 DELIMITER = "NETFWD_RULES"
-
-
-def _tables() -> list[str]:
-    return list(xtables.CHAINS)
+TABLES = ("nat", "filter")
 
 
 def probe() -> list[str]:
@@ -56,14 +54,14 @@ def payload_test(payload: str) -> list[str]:
             "fi", ""]
 
 
-def snapshot_and_undo() -> list[str]:
-    """Remember the owned state, then arm an EXIT trap that restores it if the script fails later."""
+def snapshot_and_undo(cluster: str) -> list[str]:
+    """Remember the cluster's owned state, then arm an EXIT trap that restores it if the script fails later."""
     lines = ["# The owned state before this run: put back if a later step fails.",
              'declare -A BEFORE=()']
-    for table in _tables():
+    for table in TABLES:
         lines.append(f'BEFORE[{table}]=$("$IPTABLES-save" -t {table}) || die 3 "cannot read the {table} table"')
     lines += [
-        f"SYSCTL_FILE={SYSCTL_FILE}",
+        f"SYSCTL_FILE={shlex.quote(owned.sysctl_file(cluster))}",
         'SYSCTL_BEFORE=""; [ -e "$ROOT/$SYSCTL_FILE" ] && SYSCTL_BEFORE=$(cat "$ROOT/$SYSCTL_FILE")',
         "FORWARD_BEFORE=$(sysctl -n net.ipv4.ip_forward)",
         "DONE=()",
@@ -73,10 +71,10 @@ def snapshot_and_undo() -> list[str]:
         "  set +e",
         '  say "failed (exit $rc) after: ${DONE[*]}; undoing that"',
     ]
-    for table, builtin, owned in xtables.JUMPS:
-        lines.append(f'  grep -qxF -- "-A {builtin} -j {owned}" <<<"${{BEFORE[{table}]}}" || '
-                     f'while ipt -t {table} -C {builtin} -j {owned} 2>/dev/null; do ipt -t {table} -D {builtin} -j {owned}; done')
-    for table, chains in xtables.CHAINS.items():
+    for table, builtin, chain in xtables.jumps(cluster):
+        lines.append(f'  grep -qxF -- "-A {builtin} -j {chain}" <<<"${{BEFORE[{table}]}}" || '
+                     f'while ipt -t {table} -C {builtin} -j {chain} 2>/dev/null; do ipt -t {table} -D {builtin} -j {chain}; done')
+    for table, chains in xtables.chains(cluster).items():
         pattern = "|".join(chains)
         lines.append(f'  {{ echo "*{table}"; grep -E "^:({pattern}) " <<<"${{BEFORE[{table}]}}" | '
                      f"sed 's/ .*/ - [0:0]/'; grep -E '^-A ({pattern}) ' <<<\"${{BEFORE[{table}]}}\"; "
@@ -96,11 +94,11 @@ def snapshot_and_undo() -> list[str]:
     return lines
 
 
-def remove_body() -> list[str]:
-    """Remove every owned jump and chain, read from `iptables-save` (an error is an error, never
-    "absent"); exit 1 naming what was already removed if a step fails; say what happened."""
+def read_now() -> list[str]:
+    """NOW[table]: the live tables, read from `iptables-save` (an error is an error, never "absent"),
+    and `step`, which runs one removal or exits 1 naming what was already removed."""
     lines = ["# What is there, read (not inferred from a failing command).", "declare -A NOW=()", "REMOVED=()"]
-    for table in _tables():
+    for table in TABLES:
         lines.append(f'NOW[{table}]=$("$IPTABLES-save" -t {table}) || die 1 "cannot read the {table} table; nothing removed"')
     lines += ["step() {  # step WHAT COMMAND...: run it, or stop saying what was already removed",
               '  local what=$1 out; shift',
@@ -108,15 +106,25 @@ def remove_body() -> list[str]:
               '    die 1 "removing $what failed: $out (already removed: ${REMOVED[*]:-nothing})"',
               "  fi",
               '  REMOVED+=("$what")',
-              "}",
-              "# Jumps first, then the owned chains."]
-    for table, builtin, owned in xtables.JUMPS:
-        lines.append(f'n=$(grep -cxF -- "-A {builtin} -j {owned}" <<<"${{NOW[{table}]}}" || true); '
+              "}"]
+    return lines
+
+
+def remove_steps(jumps: tuple[tuple[str, str, str], ...]) -> list[str]:
+    """Remove these jumps (every copy), then the chains they lead to: only what NOW shows."""
+    lines = []
+    for table, builtin, chain in jumps:
+        lines.append(f'n=$(grep -cxF -- "-A {builtin} -j {chain}" <<<"${{NOW[{table}]}}" || true); '
                      f'for ((i = 0; i < n; i++)); do '
-                     f'step "jump {table}/{builtin}->{owned}" ipt -t {table} -D {builtin} -j {owned}; done')
-    for table, chains in xtables.CHAINS.items():
-        for chain in chains:
-            lines.append(f'if grep -q "^:{chain} " <<<"${{NOW[{table}]}}"; then '
-                         f'step "chain {table}/{chain}" ipt -t {table} -F {chain}; '
-                         f'step "chain {table}/{chain}" ipt -t {table} -X {chain}; fi')
-    return lines + [""]
+                     f'step "jump {table}/{builtin}->{chain}" ipt -t {table} -D {builtin} -j {chain}; done')
+    for table, _, chain in jumps:
+        lines.append(f'if grep -q "^:{chain} " <<<"${{NOW[{table}]}}"; then '
+                     f'step "chain {table}/{chain}" ipt -t {table} -F {chain}; '
+                     f'step "chain {table}/{chain}" ipt -t {table} -X {chain}; fi')
+    return lines
+
+
+def remove_body(cluster: str) -> list[str]:
+    """Remove the cluster's jumps and chains; exit 1 naming what was already removed if a step fails."""
+    return [*read_now(), "# Jumps first, then the owned chains (this cluster's only).",
+            *remove_steps(xtables.jumps(cluster)), ""]

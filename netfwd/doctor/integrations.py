@@ -30,14 +30,19 @@ def drift(ctx: DoctorContext) -> Outcome:
     """Owned state vs what the last `netfwd apply` wrote, pending confirms and interrupted changes."""
     if not (_have("netfwd.engine.core") and _have("netfwd.backends")):
         raise Skip("skipped: needs netfwd backends (netfwd apply/status)")
-    from netfwd.engine.state import State, default_dir
+    from netfwd.engine.state import State, cluster_dir, clusters, default_dir
 
     relay = ctx.need_relay()
-    directory = default_dir(relay.root, relay.netns)
-    state = State.load(directory)
-    if not state.applied or not state.backend:
-        raise Skip(f"nothing applied with `netfwd apply` here (no record in {directory})")
-    report = host.in_namespace(relay.netns, lambda: _status(directory, relay.root), TIMEOUT)
+    base = default_dir(relay.root, relay.netns)
+    found = []
+    for cluster in clusters(base):  # every cluster on the relay; the first that drifted speaks
+        directory = cluster_dir(base, cluster)
+        state = State.load(directory)
+        if state.applied and state.backend:
+            found.append((host.in_namespace(relay.netns, lambda d=directory: _status(d, relay.root), TIMEOUT), state))
+    if not found:
+        raise Skip(f"nothing applied with `netfwd apply` here (no record in {base})")
+    report, state = next((item for item in found if item[0].get("drift")), found[-1])
     return _findings(report, state, ctx)
 
 

@@ -10,7 +10,7 @@ import re
 
 from netaddr import IPAddress, IPNetwork
 
-from netfwd.dialects.shell import SYSCTL_FILE
+SYSCTL_FILE = "etc/sysctl.d/90-ip-forward.conf"  # suggested by hand-fix hints (netfwd writes one per cluster)
 from netfwd.doctor import firewall as fwa
 from netfwd.doctor.context import DoctorContext
 from netfwd.listeners import serves
@@ -252,8 +252,8 @@ class Firewalld(RelayCheck):
 def _netfwd_raw_rules(relay) -> list[str]:
     where = [f"iptables-{backend}" for backend, texts in relay.saves.items()
              if any(":NETFWD-" in text for text in texts.values())]
-    if any(o.get("table", {}).get("name") == "netfwd" for o in relay.nft_objects or [] if "table" in o):
-        where.append("nft table netfwd")
+    tables = {o["table"].get("name", "") for o in relay.nft_objects or [] if "table" in o}
+    where += [f"nft table {name}" for name in sorted(tables) if name == "netfwd" or name.startswith("netfwd-")]
     return where
 
 

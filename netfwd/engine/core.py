@@ -66,8 +66,10 @@ class Outcome:
 
 class Engine:
     def __init__(self, state_dir: Path, root: Path, backend: str = "auto", *, lock_wait: float = 60.0,
-                 log: Log = _stderr) -> None:
+                 log: Log = _stderr, cluster: str | None = None) -> None:
+        """`state_dir` is the cluster's own (netfwd.engine.state.cluster_dir); `cluster` defaults to its name."""
         self.state_dir, self.root, self.requested = state_dir, root, backend
+        self.cluster = cluster or state_dir.name
         self.lock_wait, self.log = lock_wait, log
         self._preloaded: dict[tuple[str, str | None], Any] = {}  # specs parsed by _preflight
 
@@ -93,8 +95,21 @@ class Engine:
             raise EnvironmentProblem(f"netfwd's rules on this relay were applied with --backend {state.backend}; "
                                      f"remove them first (netfwd remove --backend {state.backend}) "
                                      f"before switching to {chosen}")
-        context = Context(root=self.root, workdir=self.state_dir, lock_fd=lock_fd)
+        context = Context(root=self.root, workdir=self.state_dir, lock_fd=lock_fd, cluster=self.cluster,
+                          legacy=self._legacy_names())
         return get_backend(chosen, context)
+
+    def _legacy_names(self) -> tuple[str, ...]:
+        """Objects of earlier versions that only the spec can attribute to this cluster (firewalld
+        ipsets were named after the forward alone)."""
+        if not self._preloaded:
+            return ()
+        from netfwd.dialects.firewalld import legacy_ipset_name
+
+        names: list[str] = []
+        for loaded in self._preloaded.values():
+            names += [legacy_ipset_name(f) for f in loaded.spec.forwards]
+        return tuple(dict.fromkeys(names))
 
     def _lock(self, what: str, exclusive: bool = True) -> StateLock:
         self._check_dirs()
@@ -105,12 +120,12 @@ class Engine:
         the directory and the fix): the state directory and --root (up to netfwd's sysctl.d file),
         each with every parent."""
         trust.check_dir(self.state_dir)
-        trust.check_dir((self.root / sysctl.SYSCTL_FILE).parent)  # and so --root, read by plan too
+        trust.check_dir(sysctl.path(self.root, self.cluster).parent)  # and so --root, read by plan too
 
     def _check_targets(self, backend) -> None:
         """Before the firewall changes: the directories of every file the change may persist are
         trusted too, so a refusal never comes half-way through a change."""
-        files = [self.root / sysctl.SYSCTL_FILE, *backend.persisted_files()]
+        files = [sysctl.path(self.root, self.cluster), *backend.persisted_files()]
         for directory in dict.fromkeys(path.parent for path in files):
             trust.check_dir(directory)
         for path in files:
@@ -126,11 +141,12 @@ class Engine:
         live = backend.read()
         desired, meta = self._desired(spec_path, catalog, backend, live,
                                       _spec_key(spec_path, catalog, backend.name))
+        _refuse_clashes(self.cluster, meta, self._claims(backend, live))
         _refuse_served_ports(spec_path, catalog, meta)
         plan = diff(backend, live.text, desired)
         if not plan.in_sync:
             backend.validate(plan.desired, live)  # the firewall's own dry run: errors show before apply
-        changes = sysctl.pending(meta["sysctl_text"], self.root)
+        changes = sysctl.pending(meta["sysctl_text"], self.root, self.cluster)
         plan = _with_sysctl(plan, changes)
         return Outcome(plan, False, backend=backend.name, sysctl=changes)
 
@@ -140,8 +156,8 @@ class Engine:
         state = State.load(self.state_dir)
         backend = self._backend(state, None, name=state.backend if self.requested == "auto" else self.requested)
         plan = diff(backend, backend.read().text, "")
-        if (self.root / sysctl.SYSCTL_FILE).exists():
-            plan = plan.with_extra((Change("-", "sysctl", "file", old=str(self.root / sysctl.SYSCTL_FILE)),))
+        if sysctl.path(self.root, self.cluster).exists():
+            plan = plan.with_extra((Change("-", "sysctl", "file", old=str(sysctl.path(self.root, self.cluster))),))
         return Outcome(plan, False, backend=backend.name)
 
     # -- apply / remove --------------------------------------------------------------------------
@@ -168,10 +184,11 @@ class Engine:
                 return Outcome(Plan(backend.name, live.text, live.text), False,
                                backend=backend.name, fast=True)
             desired, meta = self._desired(spec_path, catalog, backend, live, key)
+            _refuse_clashes(self.cluster, meta, self._claims(backend, live))
             _refuse_served_ports(spec_path, catalog, meta)
             with self._phase("diff"):
                 plan = diff(backend, live.text, desired)
-            changes = sysctl.pending(meta["sysctl_text"], self.root)
+            changes = sysctl.pending(meta["sysctl_text"], self.root, self.cluster)
             plan = _with_sysctl(plan, changes)
             record = {"op": "apply", "spec": str(Path(spec_path).resolve()), "spec_key": key, **meta}
             if plan.in_sync:
@@ -188,7 +205,7 @@ class Engine:
             return outcome
 
     def remove(self, *, confirm_timeout: float | None = None) -> Outcome:
-        """Take away every netfwd-owned object (and the persisted sysctl), nothing else."""
+        """Take away every object this cluster owns (and its persisted sysctl), nothing else."""
         with self._lock("netfwd remove") as lock:
             state = State.load(self.state_dir)
             self._recover(state, lock.fd)
@@ -197,7 +214,7 @@ class Engine:
             generation = backend.fingerprint()
             live = backend.read()
             plan = diff(backend, live.text, "")
-            sysctl_file = os.path.lexists(self.root / sysctl.SYSCTL_FILE)  # a planted link is refused
+            sysctl_file = os.path.lexists(sysctl.path(self.root, self.cluster))  # a planted link is refused
             if plan.in_sync and not sysctl_file:
                 return Outcome(plan, False, backend=backend.name)
             record = {"op": "remove", "spec": None, "spec_key": None, "forwards": 0}
@@ -318,9 +335,9 @@ class Engine:
         if journal.get("sysctl_text"):
             for key, value in sysctl.items_of(journal["sysctl_text"]):  # accept_ra before forwarding
                 sysctl.set_key(key, value)
-            sysctl.write_file(self.root, journal["sysctl_text"])
-        if journal.get("forget_sysctl") and sysctl.forget(self.root):
-            notes.append(f"removed {self.root / sysctl.SYSCTL_FILE} (forwarding stays on until reboot)")
+            sysctl.write_file(self.root, journal["sysctl_text"], self.cluster)
+        if journal.get("forget_sysctl") and sysctl.forget(self.root, self.cluster):
+            notes.append(f"removed {sysctl.path(self.root, self.cluster)} (forwarding stays on until reboot)")
         if persist:
             notes += backend.persist(target)
         applied = dict(journal["applied"])
@@ -405,6 +422,24 @@ class Engine:
             raise EnvironmentProblem(f"change {state.pending['id']} is waiting for confirmation (rolls back in "
                                      f"{left:.0f} s): run `netfwd confirm` or `netfwd rollback` first")
 
+    def _claims(self, backend, live) -> list:
+        """Listen sockets other clusters take: read live where the backend can tell clusters apart by
+        their rule comments; else (firewalld: rich rules carry no comment) from the other clusters'
+        records of what they applied."""
+        if "claims" in live.extra:
+            return live.extra["claims"]
+        from netfwd.backends.xstate import Claim
+
+        found = []
+        for sibling in self.state_dir.parent.iterdir() if self.state_dir.parent.is_dir() else ():
+            if sibling.name == self.cluster or not (sibling / "applied.txt").is_file():
+                continue
+            other = State.load(sibling)
+            if other.backend == backend.name:
+                found += [Claim(sibling.name, "", e.listen_address, e.listen_port, e.protocol)
+                          for e in backend.forwards(other.applied_text())]
+        return found
+
     # -- the desired state (cached per spec) -------------------------------------------------------
     def _desired(self, spec_path: str, catalog: str | None, backend, live, key: str) -> tuple[str, dict]:
         """The desired owned state and what the records need from the spec. Rendering it means
@@ -428,8 +463,11 @@ class Engine:
             loaded.check(backend.check, spec)
         with self._phase("render desired"):
             text = backend.desired(spec, live)
+        if spec.cluster != self.cluster:
+            raise InputError(f"cluster is {spec.cluster!r}, but this state directory is cluster {self.cluster!r}",
+                             file=spec_path, field="cluster")
         meta = {"forwards": len(spec.forwards), "cluster": spec.cluster, "sysctl_text": sysctl.file_text(spec),
-                "listens": listeners.rows(spec)}
+                "listens": listeners.rows(spec), "forward_names": [f.name for f in spec.forwards]}
         if cacheable:
             try:
                 for old in folder.glob("*") if folder.is_dir() else ():
@@ -479,7 +517,7 @@ class Engine:
         if any(sysctl.current(k) != v for k, v in sysctl.items_of(text)):
             return False
         try:
-            return trust.read_text(self.root / sysctl.SYSCTL_FILE) == text
+            return trust.read_text(sysctl.path(self.root, self.cluster)) == text
         except (OSError, NetfwdError):
             return False
 
@@ -496,7 +534,7 @@ class Engine:
     def status(self) -> dict[str, Any]:
         self._check_dirs()
         state = State.load(self.state_dir)
-        report: dict[str, Any] = {"state_dir": str(self.state_dir), "backend": state.backend,
+        report: dict[str, Any] = {"cluster": self.cluster, "state_dir": str(self.state_dir), "backend": state.backend,
                                   "applied": state.applied, "pending": None, "rollback": None,
                                   "interrupted": None, "drift": None, "forwards": []}
         if state.pending:
@@ -592,6 +630,26 @@ def _spec_key(spec_path: str, catalog: str | None, backend: str) -> str:
                 raise InputError(f"cannot read it: {problem.strerror}", file=path) from None
         h.update(b"\0")
     return h.hexdigest()
+
+
+def _refuse_clashes(cluster: str, meta: dict, claims: list) -> None:
+    """A listen socket another cluster's live DNAT already takes: refuse, naming both (nothing applied).
+    Same port and protocol clash when either listen address is a wildcard or both are equal."""
+    names = meta.pop("forward_names", [])  # needed here only, not in the state records
+    if not claims:
+        return
+    taken: dict[tuple[int, str], list] = {}
+    for claim in claims:
+        taken.setdefault((claim.port, claim.protocol), []).append(claim)
+    for name, (port, protocol, address, *_) in zip(names, meta.get("listens") or ()):
+        address = address or None
+        for claim in taken.get((port, protocol), ()):
+            if address is None or claim.listen_address is None or address == claim.listen_address:
+                theirs = f"forward {claim.forward!r}" if claim.forward else "a forward"
+                raise EnvironmentProblem(
+                    f"listen port clash: cluster {cluster!r} forward {name!r} ({address or '*'}:{port}/{protocol}) and "
+                    f"cluster {claim.cluster!r} {theirs} ({claim.listen_address or '*'}:{claim.port}/"
+                    f"{claim.protocol}), live on this relay: change one listen port (or remove that cluster first)")
 
 
 def _with_sysctl(plan: Plan, changes: list[tuple[str, str, str]]) -> Plan:

@@ -1,5 +1,9 @@
 """The state directory: what netfwd applied, what it can roll back to, what awaits confirmation.
 
+Each cluster has its own, STATE_DIR = BASE/clusters/<cluster> (BASE: --state-dir, else
+ROOT/var/lib/netfwd), so clusters sharing a relay never share records, snapshots or locks.
+Earlier versions kept one cluster's records in BASE itself; :func:`migrate_legacy` moves them.
+
     STATE_DIR/state.json           records (below), replaced atomically
     STATE_DIR/applied.txt          the owned state of the last change (the drift reference)
     STATE_DIR/snapshots/<id>.txt   the owned state before change <id> (what `rollback` restores)
@@ -28,6 +32,9 @@ from netfwd import trust
 from netfwd.safefiles import read_json, write_atomic, write_json
 from netfwd.errors import EnvironmentProblem
 
+
+from netfwd.owned import CLUSTER_RE
+
 FORMAT = 1
 DIR_MODE = 0o700  # the state directory and its subdirectories: root's alone
 FILE_MODE = 0o600  # records, snapshots, cache: the digests that guard snapshots are in state.json
@@ -44,6 +51,79 @@ def default_dir(root: Path, netns: str | None) -> Path:
         return Path(explicit)
     base = root / "var/lib/netfwd"
     return base / "netns" / netns if netns else base
+
+
+def cluster_dir(base: Path, cluster: str) -> Path:
+    return base / "clusters" / cluster
+
+
+def clusters(base: Path) -> list[str]:
+    """Clusters with records under BASE (and the one an earlier version recorded in BASE itself)."""
+    folder = base / "clusters"
+    found = sorted(p.name for p in folder.iterdir() if (p / "state.json").is_file()) if folder.is_dir() else []
+    legacy = legacy_cluster(base)
+    return sorted({*found, legacy}) if legacy else found
+
+
+def resolve_cluster(base: Path, option: str | None = None, spec_file: str | None = None) -> str:
+    """The cluster a command acts on: the spec's, else `option` (--cluster), else the only one
+    recorded under BASE; bad input (exit 2) when none or several could be meant."""
+    from netfwd.errors import InputError
+    from netfwd.owned import cluster_of_spec
+
+    if spec_file:
+        name = cluster_of_spec(spec_file)
+        if option and option != name:
+            raise InputError(f"the spec is cluster {name!r}, not {option!r}", file=spec_file, field="cluster")
+        return name
+    if option:
+        if not CLUSTER_RE.match(option):
+            raise InputError(f"{option!r} is not a cluster name", field="--cluster")
+        return option
+    known = clusters(base)
+    if len(known) == 1:
+        return known[0]
+    if not known:
+        raise InputError(f"no cluster recorded in {base}: name one with --cluster NAME (or give the SPEC)",
+                         field="--cluster")
+    raise InputError(f"{len(known)} clusters on this relay ({', '.join(known)}): choose one with --cluster NAME",
+                     field="--cluster")
+
+
+def legacy_cluster(base: Path) -> str | None:
+    """The cluster whose records an earlier version kept in BASE itself, if any."""
+    try:
+        data = read_json(base / "state.json") or {}
+    except Exception:  # noqa: BLE001 - unreadable old records are left for the operator
+        return None
+    cluster = (data.get("applied") or {}).get("cluster") or ((data.get("rollback") or {}).get("previous") or {}).get("cluster")
+    return cluster if isinstance(cluster, str) and CLUSTER_RE.match(cluster) else None
+
+
+def migrate_legacy(base: Path, cluster: str) -> bool:
+    """Move an earlier version's records of `cluster` from BASE into its cluster directory. The
+    no-change shortcut is dropped, so the next apply reads the live state and replaces the global
+    objects of that version by the cluster's own (netfwd.owned); the desired-state cache goes."""
+    if legacy_cluster(base) != cluster:
+        return False
+    target = cluster_dir(base, cluster)
+    if (target / "state.json").exists():
+        return False
+    os.close(trust.open_dir(target, create=DIR_MODE))
+    for name in ("applied.txt", "journal.json", "snapshots", "timer.log"):
+        if (base / name).exists():
+            os.replace(base / name, target / name)
+    data = read_json(base / "state.json") or {}
+    for record in (data.get("applied"), (data.get("rollback") or {}).get("previous")):
+        if isinstance(record, dict):
+            record.pop("fingerprint", None)
+            record.pop("spec_key", None)
+    write_json(target / "state.json", data)
+    os.unlink(base / "state.json")
+    import shutil
+
+    shutil.rmtree(base / "cache", ignore_errors=True)
+    return True
 
 
 def digest(text: str) -> str:

@@ -1,7 +1,8 @@
 """Kernel forwarding: on now (in the namespace netfwd acts in) and after reboot (ROOT/etc/sysctl.d).
 
-Same file and content as the shell dialects write, so a relay set up by a rendered script and one
-set up by `netfwd apply` look the same.
+Same file (one per cluster, netfwd.owned.sysctl_file) and content as the shell dialects write, so
+a relay set up by a rendered script and one set up by `netfwd apply` look the same. Removing one
+cluster removes only its file: forwarding stays persisted while another cluster's file asks for it.
 """
 
 from __future__ import annotations
@@ -11,14 +12,18 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from netfwd import trust
+from netfwd import owned, trust
 from netfwd.safefiles import remove_file, write_atomic
 from netfwd.errors import EnvironmentProblem
 
 if TYPE_CHECKING:
     from netfwd.model import Spec
 
-SYSCTL_FILE = "etc/sysctl.d/90-netfwd.conf"  # = netfwd.dialects.shell.SYSCTL_FILE (a test holds them equal)
+HEADER = "# written by netfwd for cluster "  # = netfwd.dialects.shell.sysctl_header (a test holds them equal)
+
+
+def path(root: Path, cluster: str) -> Path:
+    return root / owned.sysctl_file(cluster)
 
 
 def kernel_dir() -> Path | None:
@@ -67,7 +72,7 @@ def file_text(spec: "Spec") -> str:
 
     keys = sysctl_keys(spec)
     ra = ra_keys() if "net.ipv6.conf.all.forwarding" in keys else []
-    return "".join([f"# written by netfwd for cluster {spec.cluster}\n", *(f"{key} = 2\n" for key in ra),
+    return "".join([f"{HEADER}{spec.cluster}\n", *(f"{key} = 2\n" for key in ra),
                     *(f"{key} = 1\n" for key in keys)])
 
 
@@ -82,20 +87,20 @@ def keys_of(text: str) -> list[str]:
     return [key for key, _ in items_of(text)]
 
 
-def pending(text: str, root: Path) -> list[tuple[str, str, str]]:
+def pending(text: str, root: Path, cluster: str) -> list[tuple[str, str, str]]:
     """[(what, now, wanted)] that differ from the sysctl.d `text`: live sysctls and the persisted file."""
     out = []
     for key, wanted in items_of(text):
         value = current(key)
         if value != wanted:
             out.append((key, value or "missing", wanted))
-    path = root / SYSCTL_FILE
+    where = path(root, cluster)
     try:
-        have = trust.read_text(path)
+        have = trust.read_text(where)
     except OSError:
         have = None
     if have != text:
-        out.append((str(path), "missing" if have is None else "different", "netfwd's"))
+        out.append((str(where), "missing" if have is None else "different", "netfwd's"))
     return out
 
 
@@ -106,10 +111,22 @@ def set_key(key: str, value: str = "1") -> None:
         raise EnvironmentProblem(f"cannot set {key}={value}: {problem}") from None
 
 
-def write_file(root: Path, text: str) -> None:
-    write_atomic(root / SYSCTL_FILE, text)
+def write_file(root: Path, text: str, cluster: str) -> None:
+    write_atomic(path(root, cluster), text)
+    forget_legacy(root, cluster)
 
 
-def forget(root: Path) -> bool:
-    """Remove the persisted file (forwarding stays on until reboot: other services may need it)."""
-    return remove_file(root / SYSCTL_FILE)
+def forget(root: Path, cluster: str) -> bool:
+    """Remove the cluster's persisted file (forwarding stays on until reboot: others may need it)."""
+    legacy = forget_legacy(root, cluster)
+    return remove_file(path(root, cluster)) or legacy
+
+
+def forget_legacy(root: Path, cluster: str) -> bool:
+    """The global file of earlier versions goes once its cluster has its own (its first line names it)."""
+    legacy = root / owned.LEGACY_SYSCTL_FILE
+    try:
+        first = trust.read_text(legacy).split("\n", 1)[0]
+    except OSError:
+        return False
+    return first == f"{HEADER}{cluster}" and remove_file(legacy)

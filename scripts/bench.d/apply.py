@@ -108,9 +108,10 @@ def per_rule_script(spec_file: Path, out: Path, limit: int | None = None, skip: 
     from netfwd import xtables
     from netfwd.spec import load_spec
 
-    rules = xtables.ruleset(load_spec(spec_file))
+    spec = load_spec(spec_file)
+    rules = xtables.ruleset(spec)
     chosen = rules[skip:skip + limit] if limit else rules
-    chains = [f"iptables -w -t {t} -N {c}" for t, cs in xtables.CHAINS.items() for c in cs] if not skip else []
+    chains = [f"iptables -w -t {t} -N {c}" for t, cs in xtables.chains(spec.cluster).items() for c in cs] if not skip else []
     out.write_text("\n".join([*chains, *(f"iptables -w {r.shell_args()}" for r in chosen)]) + "\n")
     return len(rules)
 

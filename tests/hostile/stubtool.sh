@@ -49,8 +49,9 @@ case "$name $*" in
   "id -u") echo 0 ;;
   "nft -v") echo "nftables v1.0.6 (Lester Gooch #5)" ;;
   "iptables "*" -C "* | "iptables "*" -n -L "*) status=1 ;;  # no jump, no chain yet
-  "nft list chain inet netfwd prerouting") [ -n "${STUB_NFT_PREROUTING:-}" ] && echo "$STUB_NFT_PREROUTING" || status=1 ;;
+  "nft list chain inet netfwd-"*" prerouting") [ -n "${STUB_NFT_PREROUTING:-}" ] && echo "$STUB_NFT_PREROUTING" || status=1 ;;
   "nft list chain "*) status=1 ;;  # no netfwd table yet
+  "nft list table "*) status=1 ;;  # nor one of an earlier version
   "firewall-cmd --state") [ "${STUB_FIREWALLD:-stopped}" = running ] && echo running || { echo "not running"; status=252; } ;;
   "firewall-cmd --get-default-zone") echo public ;;
   "firewall-cmd --get-active-zones") printf 'public\n  interfaces: eth0\n' ;;

@@ -46,7 +46,8 @@ def require_netfwd(module, root_needed=True):
         module.fail_json(msg="changing or reading the firewall needs root: use become: true")
 
 
-def state_dir_of(params):
+def base_dir_of(params):
+    """The state directory of every cluster (as `netfwd apply --state-dir`)."""
     from pathlib import Path
 
     if params.get("state_dir"):
@@ -54,17 +55,38 @@ def state_dir_of(params):
     return Path(params["root"]) / "var/lib/netfwd"
 
 
+def cluster_of(params):
+    """The cluster a module acts on: the spec's (a dict's `cluster`, or a spec file's), else the only
+    cluster recorded on the relay (netfwd.engine.state.resolve_cluster)."""
+    from netfwd.engine.state import resolve_cluster
+
+    spec = params.get("spec")
+    if isinstance(spec, dict) and isinstance(spec.get("cluster"), str):
+        return resolve_cluster(base_dir_of(params), spec["cluster"])
+    return resolve_cluster(base_dir_of(params), None, spec if isinstance(spec, str) else None)
+
+
+def state_dir_of(params):
+    """The cluster's own state directory (records, lock, the kept spec)."""
+    from netfwd.engine.state import cluster_dir
+
+    return cluster_dir(base_dir_of(params), cluster_of(params))
+
+
 def engine(module, messages):
     """An Engine for the module's state_dir/root/backend; its log lines collect in `messages`."""
     from pathlib import Path
 
     from netfwd.engine.core import Engine
+    from netfwd.engine.state import migrate_legacy
 
     root = Path(module.params["root"])
     if not root.is_dir():
         module.fail_json(msg="root: %s is not a directory" % root)
+    cluster = cluster_of(module.params)
+    migrate_legacy(base_dir_of(module.params), cluster)
     return Engine(state_dir_of(module.params), root, module.params["backend"],
-                  lock_wait=module.params["lock_timeout"], log=messages.append)
+                  lock_wait=module.params["lock_timeout"], log=messages.append, cluster=cluster)
 
 
 def spec_text(spec):
