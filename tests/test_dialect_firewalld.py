@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 from netfwd import owned
 from netfwd.dialects import get_dialect
 from netfwd.dialects.firewalld import forward_rule, ipset_name, masquerade_rule
-from netfwd.dialects.shell import SYSCTL_FILE
 from netfwd.errors import UnsupportedByDialect
 from netfwd.model import Spec
 from netfwd.spec import load_spec, parse_spec
@@ -333,9 +332,9 @@ def test_a_refused_change_leaves_the_sysctls_and_says_how_far_it_got(lab_fw, tmp
     no sysctl file written, and the script says how many firewalld changes it made."""
     lab = lab_fw
     spec = lab_spec(lab)
-    lab.firewall_cmd("--permanent", f"--new-ipset={ipset_name(spec.forwards[0])}", "--type=hash:mac")
+    lab.firewall_cmd("--permanent", f"--new-ipset={ipset_name(spec.cluster, spec.forwards[0])}", "--type=hash:mac")
     done = run_script(lab, FW.render(spec), tmp_path, check=False)
     assert done.returncode != 0
     assert "failed (exit" in done.stderr and "firewalld change(s), sysctls untouched" in done.stderr
     assert "applied" not in done.stderr
-    assert not (tmp_path / SYSCTL_FILE).exists()
+    assert not (tmp_path / owned.sysctl_file(spec.cluster)).exists()

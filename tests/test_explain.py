@@ -12,9 +12,10 @@ from click.testing import CliRunner
 from netfwd.cli import cli
 from netfwd.explain import make_probe, offline_host, read_ruleset_files
 from netfwd.firewall.trace import Tracer
-from netfwd.xtables import PRE
+from netfwd.owned import LEGACY_CHAINS
 
 HERE = Path(__file__).resolve().parent / "fixtures" / "explain"
+PRE = LEGACY_CHAINS["PRE"]  # the fixture was saved on a relay set up by a version with global names
 SAVE, NFT, ROUTES = str(HERE / "relay-iptables-save.txt"), str(HERE / "docker-nft.txt"), str(HERE / "routes.json")
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from netfwd.engine.state import State
+from netfwd.engine.state import State, cluster_dir
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -140,8 +140,13 @@ def owns_nothing(lab, node: str) -> bool:
     return report["forwards"] == [] and report["drift"] is None
 
 
+def records(lab, node: str) -> Path:
+    """The relay's cluster's own state directory (one cluster per relay here: c-<node>)."""
+    return cluster_dir(lab.host_dir(node) / "state", f"c-{node}")
+
+
 def state_of(lab, node: str) -> State:
-    return State.load(lab.host_dir(node) / "state")
+    return State.load(records(lab, node))
 
 
 def forwarded(lab, node: str) -> bool:
@@ -176,7 +181,7 @@ def test_rollout_to_five_relays_rerun_and_check_diff(make_fleet, collections):
     assert all(hosts[node]["changed"] == 0 for node in backends), hosts
 
     applied = {node: ruleset(lab, node) for node in backends}
-    records = {node: (lab.host_dir(node) / "state" / "state.json").read_text() for node in backends}
+    kept = {node: (records(lab, node) / "state.json").read_text() for node in backends}
     changed_spec = {node: {"netfwd_spec": spec_for(lab, node, extra=True)} for node in backends}
     inventory = write_inventory(lab, backends, **changed_spec)
     done, hosts = playbook(lab, collections, inventory, "--check", "--diff")
@@ -185,7 +190,7 @@ def test_rollout_to_five_relays_rerun_and_check_diff(make_fleet, collections):
     assert all(hosts[node]["changed"] >= 1 for node in backends), hosts
     for node in backends:
         assert ruleset(lab, node) == applied[node], node
-        assert (lab.host_dir(node) / "state" / "state.json").read_text() == records[node]
+        assert (records(lab, node) / "state.json").read_text() == kept[node]
         assert forwarded(lab, node)
 
     where = "state_dir={{ netfwd_state_dir }} root={{ netfwd_root }}"
@@ -225,7 +230,7 @@ def test_unreachable_target_rolls_back_and_stops_the_rollout(make_fleet, collect
     # later batches never started
     for node in ("relay3", "relay4", "relay5"):
         assert hosts.get(node, {"changed": 0})["changed"] == 0
-        assert not (lab.host_dir(node) / "state" / "state.json").exists()
+        assert not (records(lab, node) / "state.json").exists()
         assert ruleset(lab, node) == before[node]
 
 

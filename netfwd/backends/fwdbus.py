@@ -35,7 +35,7 @@ def mark(what):
     MARKS.append([what, round(time.monotonic() - STARTED, 3)])
 
 PREFIX = "netfwd-"  # replaced by the request's "prefix": the cluster's ipsets (netfwd.owned)
-LEGACY = set()  # the request's "legacy": exact ipset names of earlier versions this cluster owns
+LEGACY: set = set()  # the request's "legacy": exact ipset names of earlier versions this cluster owns
 NAME = "org.fedoraproject.FirewallD1"
 PATH = "/org/fedoraproject/FirewallD1"
 TIMEOUT = 900.0  # seconds per D-Bus call

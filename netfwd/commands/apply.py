@@ -77,7 +77,7 @@ def _base(backend: str, netns: str | None, root: str, state_dir: str | None) -> 
     root_path = Path(root)
     if not root_path.is_dir():
         raise InputError(f"{root} is not a directory", field="--root")
-    from netfwd.engine import trust
+    from netfwd import trust
 
     base = Path(state_dir) if state_dir else default_dir(root_path, netns)
     trust.check_dir(base)  # read to find the clusters: trusted first, as every directory netfwd uses
@@ -247,8 +247,8 @@ def status(ctx: click.Context, output: str, **common: Any) -> None:
                         cluster=name)
         reports.append(engine.status())
     if not reports:
-        reports.append({"cluster": None, "state_dir": str(base / "clusters"), "backend": None,
-                        "applied": None, "forwards": []})
+        reports.append({"cluster": None, "state_dir": str(base / "clusters"), "backend": None, "applied": None,
+                        "pending": None, "rollback": None, "interrupted": None, "drift": None, "forwards": []})
     # one cluster: its report at the top level too (as before clusters existed), every cluster under "clusters"
     report = {**(reports[0] if len(reports) == 1 else {}), "clusters": reports}
     if output == "json":

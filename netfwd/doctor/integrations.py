@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from netfwd import host
 from netfwd.doctor.context import DoctorContext
@@ -34,16 +34,20 @@ def drift(ctx: DoctorContext) -> Outcome:
 
     relay = ctx.need_relay()
     base = default_dir(relay.root, relay.netns)
-    found = []
+    found: list[tuple[dict[str, Any], State]] = []
     for cluster in clusters(base):  # every cluster on the relay; the first that drifted speaks
         directory = cluster_dir(base, cluster)
         state = State.load(directory)
         if state.applied and state.backend:
-            found.append((host.in_namespace(relay.netns, lambda d=directory: _status(d, relay.root), TIMEOUT), state))
+            found.append((host.in_namespace(relay.netns, _status_of(directory, relay.root), TIMEOUT), state))
     if not found:
         raise Skip(f"nothing applied with `netfwd apply` here (no record in {base})")
     report, state = next((item for item in found if item[0].get("drift")), found[-1])
     return _findings(report, state, ctx)
+
+
+def _status_of(directory: Path, root: Path) -> Callable[[], dict[str, Any]]:
+    return lambda: _status(directory, root)
 
 
 def _status(directory: Path, root: Path) -> dict[str, Any]:

@@ -112,6 +112,9 @@ class Engine:
         return tuple(dict.fromkeys(names))
 
     def _lock(self, what: str, exclusive: bool = True) -> StateLock:
+        if self.state_dir.parent.name == "clusters":  # BASE/clusters/<cluster>: root's alone, all three
+            for folder in (self.state_dir.parent.parent, self.state_dir.parent):
+                os.close(trust.open_dir(folder, create=DIR_MODE))
         self._check_dirs()
         return StateLock(self.state_dir, exclusive=exclusive, wait=self.lock_wait, what=what)
 

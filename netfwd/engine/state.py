@@ -29,11 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from netfwd import trust
-from netfwd.safefiles import read_json, write_atomic, write_json
 from netfwd.errors import EnvironmentProblem
-
-
 from netfwd.owned import CLUSTER_RE
+from netfwd.safefiles import read_json, write_atomic, write_json
 
 FORMAT = 1
 DIR_MODE = 0o700  # the state directory and its subdirectories: root's alone

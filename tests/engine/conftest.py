@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from netfwd.engine.core import Engine
+from netfwd.engine.state import cluster_dir
 
 SPEC = """version: 1
 cluster: c1
@@ -27,7 +28,7 @@ class FakeRelay:
     def __init__(self, base: Path) -> None:
         self.base = base
         self.firewall, self.kernel = base / "firewall", base / "kernel"
-        self.state, self.root = base / "state", base / "root"
+        self.state, self.root = cluster_dir(base / "state", "c1"), base / "root"  # the spec's cluster
         for folder in (self.firewall, self.kernel / "sys/net/ipv4", self.root):
             folder.mkdir(parents=True)
         (self.kernel / "sys/net/ipv4/ip_forward").write_text("0\n")

@@ -65,8 +65,10 @@ remove_file_safely() {  # TARGET: delete netfwd's own file, never a planted one
   refuse_planted "$1"
   rm -f -- "$1"
 }
-check_targets "$ROOT/etc/sysctl.d/90-netfwd.conf"
+check_targets "$ROOT"/etc/sysctl.d/90-netfwd-lab-multi.conf "$ROOT"/etc/sysctl.d/90-netfwd.conf
 
+OWNED_PREFIX=netfwd-00e59dae-  # this cluster's ipsets (netfwd.owned)
+LEGACY_SETS='netfwd-aec32ea1beef netfwd-4e8cd75dc99d netfwd-506a63be8c37 netfwd-2a49205099f8'  # what earlier versions named them
 say() { printf 'netfwd: %s\n' "$*" >&2; }
 die() { local status=$1; shift; say "$*"; exit "$status"; }
 [ "$(id -u)" -eq 0 ] || die 3 "must run as root (it changes the firewall and sysctls)"
@@ -84,11 +86,16 @@ want_rule() { WANT_RULE[$1$TAB$2]=1; RULE_ORDER+=("$1$TAB$2"); }  # want_rule ZO
 fw() { firewall-cmd -q "$@"; }
 conf_opt() { if [ "$1" = permanent ]; then echo --permanent; fi; }
 
-# netfwd_rules [--permanent]: "<zone><TAB><rule>" for every rich rule whose source is a netfwd ipset
+# owned NAME: the ipset is this cluster's (OWNED_PREFIX*, or one of LEGACY_SETS from earlier versions)
+owned() { [[ $1 == "$OWNED_PREFIX"* || " $LEGACY_SETS " == *" $1 "* ]]; }
+
+# netfwd_rules [--permanent]: "<zone><TAB><rule>" for every rich rule whose source is an owned ipset
 netfwd_rules() {
-  firewall-cmd "$@" --list-all-zones | awk '
+  firewall-cmd "$@" --list-all-zones | awk -v prefix="$OWNED_PREFIX" -v legacy=" $LEGACY_SETS " '
     /^[^ \t]/ { zone = $1 }
-    /^[ \t]+rule / && /source ipset="netfwd-/ { sub(/^[ \t]+/, ""); print zone "\t" $0 }'
+    /^[ \t]+rule / && match($0, /source ipset="[^"]*"/) {
+      name = substr($0, RSTART + 14, RLENGTH - 15)
+      if (index(name, prefix) == 1 || index(legacy, " " name " ")) { sub(/^[ \t]+/, ""); print zone "\t" $0 } }'
 }
 
 # sync_entries runtime|permanent NAME: the ipset holds exactly its wanted entries
@@ -186,7 +193,7 @@ converge() {
   done
   sync_rules permanent
   for name in $sets; do
-    if [[ $name == netfwd-* ]] && [ -z "${WANT_SET[$name]:-}" ]; then
+    if owned "$name" && [ -z "${WANT_SET[$name]:-}" ]; then
       fw --permanent --delete-ipset="$name"
       CHANGES=$((CHANGES + 1))
     fi
@@ -196,7 +203,7 @@ converge() {
   sets=" $(firewall-cmd --get-ipsets) "
   for name in ${SET_ORDER[@]+"${SET_ORDER[@]}"}; do [[ $sets == *" $name "* ]] || reload=yes; done
   for name in $sets; do
-    if [[ $name == netfwd-* ]] && [ -z "${WANT_SET[$name]:-}" ]; then reload=yes; fi
+    if owned "$name" && [ -z "${WANT_SET[$name]:-}" ]; then reload=yes; fi
   done
   if [ "$reload" = yes ]; then
     say "reloading firewalld: ipsets reach the runtime only that way (runtime-only changes not made by netfwd are lost)"
@@ -257,20 +264,20 @@ ZONE=$ZONE_IS
 
 # Wanted state: per forward one ipset (its sources), the DNAT rich rule, the masquerade rule.
 # apiserver: port 16443/tcp -> 192.168.10.5 port 6443
-want_set netfwd-aec32ea1beef 'inet 47.96.166.214/32 47.100.0.176/32 47.100.18.171/32 47.101.178.223/32 47.101.220.176/32 100.104.12.64/26 100.104.43.0/26 101.132.70.106/32 101.132.156.228/32 101.132.180.26/32 106.15.36.12/32 139.196.168.125/32 139.224.8.64/32 139.224.15.48/32'
-want_rule "$ZONE" 'rule family="ipv4" source ipset="netfwd-aec32ea1beef" forward-port port="16443" protocol="tcp" to-port="6443" to-addr="192.168.10.5"'
-zone_of "$(route_dev 192.168.10.5)"; want_rule "$ZONE_IS" 'rule family="ipv4" source ipset="netfwd-aec32ea1beef" destination address="192.168.10.5" masquerade'
+want_set netfwd-00e59dae-aec32ea1be 'inet 47.96.166.214/32 47.100.0.176/32 47.100.18.171/32 47.101.178.223/32 47.101.220.176/32 100.104.12.64/26 100.104.43.0/26 101.132.70.106/32 101.132.156.228/32 101.132.180.26/32 106.15.36.12/32 139.196.168.125/32 139.224.8.64/32 139.224.15.48/32'
+want_rule "$ZONE" 'rule family="ipv4" source ipset="netfwd-00e59dae-aec32ea1be" forward-port port="16443" protocol="tcp" to-port="6443" to-addr="192.168.10.5"'
+zone_of "$(route_dev 192.168.10.5)"; want_rule "$ZONE_IS" 'rule family="ipv4" source ipset="netfwd-00e59dae-aec32ea1be" destination address="192.168.10.5" masquerade'
 # apiserver-office: port 6443/tcp -> 192.168.10.6 port 6443
-want_set netfwd-4e8cd75dc99d 'inet 198.51.100.0/24 203.0.113.7/32'
-want_rule "$ZONE" 'rule family="ipv4" source ipset="netfwd-4e8cd75dc99d" destination address="10.0.0.4" forward-port port="6443" protocol="tcp" to-port="6443" to-addr="192.168.10.6"'
-zone_of "$(route_dev 192.168.10.6)"; want_rule "$ZONE_IS" 'rule family="ipv4" source ipset="netfwd-4e8cd75dc99d" destination address="192.168.10.6" masquerade'
+want_set netfwd-00e59dae-4e8cd75dc9 'inet 198.51.100.0/24 203.0.113.7/32'
+want_rule "$ZONE" 'rule family="ipv4" source ipset="netfwd-00e59dae-4e8cd75dc9" destination address="10.0.0.4" forward-port port="6443" protocol="tcp" to-port="6443" to-addr="192.168.10.6"'
+zone_of "$(route_dev 192.168.10.6)"; want_rule "$ZONE_IS" 'rule family="ipv4" source ipset="netfwd-00e59dae-4e8cd75dc9" destination address="192.168.10.6" masquerade'
 # dns: port 5353/udp -> 192.168.10.53 port 53
-want_set netfwd-506a63be8c37 'inet 203.0.113.0/24'
-want_rule "$ZONE" 'rule family="ipv4" source ipset="netfwd-506a63be8c37" forward-port port="5353" protocol="udp" to-port="53" to-addr="192.168.10.53"'
-zone_of "$(route_dev 192.168.10.53)"; want_rule "$ZONE_IS" 'rule family="ipv4" source ipset="netfwd-506a63be8c37" destination address="192.168.10.53" masquerade'
+want_set netfwd-00e59dae-506a63be8c 'inet 203.0.113.0/24'
+want_rule "$ZONE" 'rule family="ipv4" source ipset="netfwd-00e59dae-506a63be8c" forward-port port="5353" protocol="udp" to-port="53" to-addr="192.168.10.53"'
+zone_of "$(route_dev 192.168.10.53)"; want_rule "$ZONE_IS" 'rule family="ipv4" source ipset="netfwd-00e59dae-506a63be8c" destination address="192.168.10.53" masquerade'
 # metrics: port 19100/tcp -> 192.168.10.7 port 9100
-want_set netfwd-2a49205099f8 'inet 0.0.0.0/1 128.0.0.0/1'
-want_rule "$ZONE" 'rule family="ipv4" source ipset="netfwd-2a49205099f8" forward-port port="19100" protocol="tcp" to-port="9100" to-addr="192.168.10.7"'
+want_set netfwd-00e59dae-2a49205099 'inet 0.0.0.0/1 128.0.0.0/1'
+want_rule "$ZONE" 'rule family="ipv4" source ipset="netfwd-00e59dae-2a49205099" forward-port port="19100" protocol="tcp" to-port="9100" to-addr="192.168.10.7"'
 
 partial() {
   local rc=$?
@@ -283,7 +290,8 @@ trap - EXIT
 # Forwarding only once firewalld took the rules: a refused change leaves the sysctls as they were.
 # Kernel forwarding: on now, and after a reboot (sysctl.d).
 sysctl -q -w net.ipv4.ip_forward=1
-write_file_safely "$ROOT/etc/sysctl.d/90-netfwd.conf" 644 printf '%s\n' '# written by netfwd for cluster lab-multi' 'net.ipv4.ip_forward = 1'
+write_file_safely "$ROOT"/etc/sysctl.d/90-netfwd-lab-multi.conf 644 printf '%s\n' '# written by netfwd for cluster lab-multi' 'net.ipv4.ip_forward = 1'
+if [ -f "$ROOT"/etc/sysctl.d/90-netfwd.conf ] && [ "$(head -n 1 "$ROOT"/etc/sysctl.d/90-netfwd.conf)" = '# written by netfwd for cluster lab-multi' ]; then remove_file_safely "$ROOT"/etc/sysctl.d/90-netfwd.conf; fi
 
 # Existing connections keep their old NAT mapping: forget those whose target changed or went away.
 declare -A keep=()

@@ -65,7 +65,7 @@ remove_file_safely() {  # TARGET: delete netfwd's own file, never a planted one
   refuse_planted "$1"
   rm -f -- "$1"
 }
-check_targets "$ROOT/etc/sysctl.d/90-netfwd.conf" "$ROOT/etc/iptables/rules.v4" "$ROOT/etc/sysconfig/iptables"
+check_targets "$ROOT"/etc/sysctl.d/90-netfwd-lab-multi.conf "$ROOT"/etc/sysctl.d/90-netfwd.conf "$ROOT"/etc/iptables/rules.v4 "$ROOT"/etc/sysconfig/iptables
 
 IPTABLES="${NETFWD_IPTABLES:-iptables}"  # or iptables-legacy / iptables-nft
 command -v "$IPTABLES" >/dev/null 2>&1 || { echo "netfwd: $IPTABLES not found" >&2; exit 3; }
@@ -93,7 +93,7 @@ persist() {  # save the whole ruleset where the distro's boot service restores i
 }
 
 old_dnat() {
-  { "$IPTABLES-save" -t nat 2>/dev/null || true; } | awk '$1 == "-A" && $2 == "NETFWD-PRE" {
+  { "$IPTABLES-save" -t nat 2>/dev/null || true; } | awk '$1 == "-A" && $2 == "NETFWD-00e59dae-PRE" {
     a = "*"; p = ""; n = ""; t = ""
     for (i = 3; i < NF; i++) {
       if ($i == "-d") { a = $(i+1); sub(/\/32$/, "", a) }
@@ -145,22 +145,37 @@ step() {  # step WHAT COMMAND...: run it, or stop saying what was already remove
   fi
   REMOVED+=("$what")
 }
-# Jumps first, then the owned chains.
-n=$(grep -cxF -- "-A PREROUTING -j NETFWD-PRE" <<<"${NOW[nat]}" || true); for ((i = 0; i < n; i++)); do step "jump nat/PREROUTING->NETFWD-PRE" ipt -t nat -D PREROUTING -j NETFWD-PRE; done
-n=$(grep -cxF -- "-A OUTPUT -j NETFWD-OUT" <<<"${NOW[nat]}" || true); for ((i = 0; i < n; i++)); do step "jump nat/OUTPUT->NETFWD-OUT" ipt -t nat -D OUTPUT -j NETFWD-OUT; done
-n=$(grep -cxF -- "-A POSTROUTING -j NETFWD-POST" <<<"${NOW[nat]}" || true); for ((i = 0; i < n; i++)); do step "jump nat/POSTROUTING->NETFWD-POST" ipt -t nat -D POSTROUTING -j NETFWD-POST; done
-n=$(grep -cxF -- "-A FORWARD -j NETFWD-FWD" <<<"${NOW[filter]}" || true); for ((i = 0; i < n; i++)); do step "jump filter/FORWARD->NETFWD-FWD" ipt -t filter -D FORWARD -j NETFWD-FWD; done
-if grep -q "^:NETFWD-PRE " <<<"${NOW[nat]}"; then step "chain nat/NETFWD-PRE" ipt -t nat -F NETFWD-PRE; step "chain nat/NETFWD-PRE" ipt -t nat -X NETFWD-PRE; fi
-if grep -q "^:NETFWD-OUT " <<<"${NOW[nat]}"; then step "chain nat/NETFWD-OUT" ipt -t nat -F NETFWD-OUT; step "chain nat/NETFWD-OUT" ipt -t nat -X NETFWD-OUT; fi
-if grep -q "^:NETFWD-POST " <<<"${NOW[nat]}"; then step "chain nat/NETFWD-POST" ipt -t nat -F NETFWD-POST; step "chain nat/NETFWD-POST" ipt -t nat -X NETFWD-POST; fi
-if grep -q "^:NETFWD-FWD " <<<"${NOW[filter]}"; then step "chain filter/NETFWD-FWD" ipt -t filter -F NETFWD-FWD; step "chain filter/NETFWD-FWD" ipt -t filter -X NETFWD-FWD; fi
+# Jumps first, then the owned chains (this cluster's only).
+n=$(grep -cxF -- "-A PREROUTING -j NETFWD-00e59dae-PRE" <<<"${NOW[nat]}" || true); for ((i = 0; i < n; i++)); do step "jump nat/PREROUTING->NETFWD-00e59dae-PRE" ipt -t nat -D PREROUTING -j NETFWD-00e59dae-PRE; done
+n=$(grep -cxF -- "-A OUTPUT -j NETFWD-00e59dae-OUT" <<<"${NOW[nat]}" || true); for ((i = 0; i < n; i++)); do step "jump nat/OUTPUT->NETFWD-00e59dae-OUT" ipt -t nat -D OUTPUT -j NETFWD-00e59dae-OUT; done
+n=$(grep -cxF -- "-A POSTROUTING -j NETFWD-00e59dae-POST" <<<"${NOW[nat]}" || true); for ((i = 0; i < n; i++)); do step "jump nat/POSTROUTING->NETFWD-00e59dae-POST" ipt -t nat -D POSTROUTING -j NETFWD-00e59dae-POST; done
+n=$(grep -cxF -- "-A FORWARD -j NETFWD-00e59dae-FWD" <<<"${NOW[filter]}" || true); for ((i = 0; i < n; i++)); do step "jump filter/FORWARD->NETFWD-00e59dae-FWD" ipt -t filter -D FORWARD -j NETFWD-00e59dae-FWD; done
+if grep -q "^:NETFWD-00e59dae-PRE " <<<"${NOW[nat]}"; then step "chain nat/NETFWD-00e59dae-PRE" ipt -t nat -F NETFWD-00e59dae-PRE; step "chain nat/NETFWD-00e59dae-PRE" ipt -t nat -X NETFWD-00e59dae-PRE; fi
+if grep -q "^:NETFWD-00e59dae-OUT " <<<"${NOW[nat]}"; then step "chain nat/NETFWD-00e59dae-OUT" ipt -t nat -F NETFWD-00e59dae-OUT; step "chain nat/NETFWD-00e59dae-OUT" ipt -t nat -X NETFWD-00e59dae-OUT; fi
+if grep -q "^:NETFWD-00e59dae-POST " <<<"${NOW[nat]}"; then step "chain nat/NETFWD-00e59dae-POST" ipt -t nat -F NETFWD-00e59dae-POST; step "chain nat/NETFWD-00e59dae-POST" ipt -t nat -X NETFWD-00e59dae-POST; fi
+if grep -q "^:NETFWD-00e59dae-FWD " <<<"${NOW[filter]}"; then step "chain filter/NETFWD-00e59dae-FWD" ipt -t filter -F NETFWD-00e59dae-FWD; step "chain filter/NETFWD-00e59dae-FWD" ipt -t filter -X NETFWD-00e59dae-FWD; fi
+
+# Earlier netfwd versions used global chains (NETFWD-PRE ...): take them away when they
+# hold this cluster's rules (or none), never another cluster's.
+if [ -z "$(printf '%s\n' "${NOW[nat]}" "${NOW[filter]}" | grep -E '^-A NETFWD-(PRE|OUT|POST|FWD) ' | grep -F '"netfwd:' | grep -vF '"netfwd: replies"' | grep -vF '"netfwd:lab-multi/' || true)" ]; then
+  n=$(grep -cxF -- "-A PREROUTING -j NETFWD-PRE" <<<"${NOW[nat]}" || true); for ((i = 0; i < n; i++)); do step "jump nat/PREROUTING->NETFWD-PRE" ipt -t nat -D PREROUTING -j NETFWD-PRE; done
+  n=$(grep -cxF -- "-A OUTPUT -j NETFWD-OUT" <<<"${NOW[nat]}" || true); for ((i = 0; i < n; i++)); do step "jump nat/OUTPUT->NETFWD-OUT" ipt -t nat -D OUTPUT -j NETFWD-OUT; done
+  n=$(grep -cxF -- "-A POSTROUTING -j NETFWD-POST" <<<"${NOW[nat]}" || true); for ((i = 0; i < n; i++)); do step "jump nat/POSTROUTING->NETFWD-POST" ipt -t nat -D POSTROUTING -j NETFWD-POST; done
+  n=$(grep -cxF -- "-A FORWARD -j NETFWD-FWD" <<<"${NOW[filter]}" || true); for ((i = 0; i < n; i++)); do step "jump filter/FORWARD->NETFWD-FWD" ipt -t filter -D FORWARD -j NETFWD-FWD; done
+  if grep -q "^:NETFWD-PRE " <<<"${NOW[nat]}"; then step "chain nat/NETFWD-PRE" ipt -t nat -F NETFWD-PRE; step "chain nat/NETFWD-PRE" ipt -t nat -X NETFWD-PRE; fi
+  if grep -q "^:NETFWD-OUT " <<<"${NOW[nat]}"; then step "chain nat/NETFWD-OUT" ipt -t nat -F NETFWD-OUT; step "chain nat/NETFWD-OUT" ipt -t nat -X NETFWD-OUT; fi
+  if grep -q "^:NETFWD-POST " <<<"${NOW[nat]}"; then step "chain nat/NETFWD-POST" ipt -t nat -F NETFWD-POST; step "chain nat/NETFWD-POST" ipt -t nat -X NETFWD-POST; fi
+  if grep -q "^:NETFWD-FWD " <<<"${NOW[filter]}"; then step "chain filter/NETFWD-FWD" ipt -t filter -F NETFWD-FWD; step "chain filter/NETFWD-FWD" ipt -t filter -X NETFWD-FWD; fi
+fi
 
 if [ -n "$before" ] && command -v conntrack >/dev/null 2>&1; then
   while read -r listen proto port target; do forget_mapping "$listen" "$proto" "$port" "$target"; done <<<"$before"
 fi
 
-# Forget the persisted sysctl; forwarding stays on until reboot (other services may rely on it).
-remove_file_safely "$ROOT/etc/sysctl.d/90-netfwd.conf"
+# Forget this cluster's persisted sysctl; forwarding stays on until reboot (other clusters and
+# services may rely on it).
+remove_file_safely "$ROOT"/etc/sysctl.d/90-netfwd-lab-multi.conf
+if [ -f "$ROOT"/etc/sysctl.d/90-netfwd.conf ] && [ "$(head -n 1 "$ROOT"/etc/sysctl.d/90-netfwd.conf)" = '# written by netfwd for cluster lab-multi' ]; then remove_file_safely "$ROOT"/etc/sysctl.d/90-netfwd.conf; fi
 
 persist
 if [ ${#REMOVED[@]} -gt 0 ]; then say "removed (${#REMOVED[@]} step(s))"; else say 'nothing to remove: no netfwd chain or jump is present'; fi

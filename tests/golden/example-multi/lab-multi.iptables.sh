@@ -65,7 +65,7 @@ remove_file_safely() {  # TARGET: delete netfwd's own file, never a planted one
   refuse_planted "$1"
   rm -f -- "$1"
 }
-check_targets "$ROOT/etc/sysctl.d/90-netfwd.conf" "$ROOT/etc/iptables/rules.v4" "$ROOT/etc/sysconfig/iptables"
+check_targets "$ROOT"/etc/sysctl.d/90-netfwd-lab-multi.conf "$ROOT"/etc/sysctl.d/90-netfwd.conf "$ROOT"/etc/iptables/rules.v4 "$ROOT"/etc/sysconfig/iptables
 
 IPTABLES="${NETFWD_IPTABLES:-iptables}"  # or iptables-legacy / iptables-nft
 command -v "$IPTABLES" >/dev/null 2>&1 || { echo "netfwd: $IPTABLES not found" >&2; exit 3; }
@@ -98,7 +98,7 @@ persist() {  # save the whole ruleset where the distro's boot service restores i
 }
 
 old_dnat() {
-  { "$IPTABLES-save" -t nat 2>/dev/null || true; } | awk '$1 == "-A" && $2 == "NETFWD-PRE" {
+  { "$IPTABLES-save" -t nat 2>/dev/null || true; } | awk '$1 == "-A" && $2 == "NETFWD-00e59dae-PRE" {
     a = "*"; p = ""; n = ""; t = ""
     for (i = 3; i < NF; i++) {
       if ($i == "-d") { a = $(i+1); sub(/\/32$/, "", a) }
@@ -140,37 +140,37 @@ rc=0; out=$("$IPTABLES" ${WAIT[@]+"${WAIT[@]}"} -t nat -C PREROUTING -p tcp --dp
 # Every rule checked by the kernel's own parser before anything changes.
 if ! out=$("$IPTABLES-restore" --test --noflush ${RWAIT[@]+"${RWAIT[@]}"} 2>&1 <<'NETFWD_RULES'
 *nat
-:NETFWD-PRE - [0:0]
-:NETFWD-OUT - [0:0]
-:NETFWD-POST - [0:0]
--A NETFWD-PRE -s 47.96.166.214/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
--A NETFWD-PRE -s 47.100.0.176/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
--A NETFWD-PRE -s 47.100.18.171/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
--A NETFWD-PRE -s 47.101.178.223/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
--A NETFWD-PRE -s 47.101.220.176/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
--A NETFWD-PRE -s 100.104.12.64/26 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
--A NETFWD-PRE -s 100.104.43.0/26 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
--A NETFWD-PRE -s 101.132.70.106/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
--A NETFWD-PRE -s 101.132.156.228/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
--A NETFWD-PRE -s 101.132.180.26/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
--A NETFWD-PRE -s 106.15.36.12/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
--A NETFWD-PRE -s 139.196.168.125/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
--A NETFWD-PRE -s 139.224.8.64/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
--A NETFWD-PRE -s 139.224.15.48/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
--A NETFWD-POST -d 192.168.10.5/32 -p tcp -m tcp --dport 6443 -m conntrack --ctstate DNAT -m comment --comment "netfwd:lab-multi/apiserver" -j MASQUERADE
--A NETFWD-PRE -s 198.51.100.0/24 -d 10.0.0.4/32 -i eth0 -p tcp -m tcp --dport 6443 -m comment --comment "netfwd:lab-multi/apiserver-office" -j DNAT --to-destination 192.168.10.6:6443
--A NETFWD-PRE -s 203.0.113.7/32 -d 10.0.0.4/32 -i eth0 -p tcp -m tcp --dport 6443 -m comment --comment "netfwd:lab-multi/apiserver-office" -j DNAT --to-destination 192.168.10.6:6443
--A NETFWD-POST -d 192.168.10.6/32 -p tcp -m tcp --dport 6443 -m conntrack --ctstate DNAT -m comment --comment "netfwd:lab-multi/apiserver-office" -j MASQUERADE
--A NETFWD-PRE -s 203.0.113.0/24 -i eth0 -p udp -m udp --dport 5353 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/dns" -j DNAT --to-destination 192.168.10.53:53
--A NETFWD-POST -d 192.168.10.53/32 -p udp -m udp --dport 53 -m conntrack --ctstate DNAT -m comment --comment "netfwd:lab-multi/dns" -j MASQUERADE
--A NETFWD-PRE -i eth0 -p tcp -m tcp --dport 19100 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/metrics" -j DNAT --to-destination 192.168.10.7:9100
+:NETFWD-00e59dae-PRE - [0:0]
+:NETFWD-00e59dae-OUT - [0:0]
+:NETFWD-00e59dae-POST - [0:0]
+-A NETFWD-00e59dae-PRE -s 47.96.166.214/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-00e59dae-PRE -s 47.100.0.176/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-00e59dae-PRE -s 47.100.18.171/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-00e59dae-PRE -s 47.101.178.223/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-00e59dae-PRE -s 47.101.220.176/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-00e59dae-PRE -s 100.104.12.64/26 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-00e59dae-PRE -s 100.104.43.0/26 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-00e59dae-PRE -s 101.132.70.106/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-00e59dae-PRE -s 101.132.156.228/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-00e59dae-PRE -s 101.132.180.26/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-00e59dae-PRE -s 106.15.36.12/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-00e59dae-PRE -s 139.196.168.125/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-00e59dae-PRE -s 139.224.8.64/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-00e59dae-PRE -s 139.224.15.48/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-00e59dae-POST -d 192.168.10.5/32 -p tcp -m tcp --dport 6443 -m conntrack --ctstate DNAT -m comment --comment "netfwd:lab-multi/apiserver" -j MASQUERADE
+-A NETFWD-00e59dae-PRE -s 198.51.100.0/24 -d 10.0.0.4/32 -i eth0 -p tcp -m tcp --dport 6443 -m comment --comment "netfwd:lab-multi/apiserver-office" -j DNAT --to-destination 192.168.10.6:6443
+-A NETFWD-00e59dae-PRE -s 203.0.113.7/32 -d 10.0.0.4/32 -i eth0 -p tcp -m tcp --dport 6443 -m comment --comment "netfwd:lab-multi/apiserver-office" -j DNAT --to-destination 192.168.10.6:6443
+-A NETFWD-00e59dae-POST -d 192.168.10.6/32 -p tcp -m tcp --dport 6443 -m conntrack --ctstate DNAT -m comment --comment "netfwd:lab-multi/apiserver-office" -j MASQUERADE
+-A NETFWD-00e59dae-PRE -s 203.0.113.0/24 -i eth0 -p udp -m udp --dport 5353 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/dns" -j DNAT --to-destination 192.168.10.53:53
+-A NETFWD-00e59dae-POST -d 192.168.10.53/32 -p udp -m udp --dport 53 -m conntrack --ctstate DNAT -m comment --comment "netfwd:lab-multi/dns" -j MASQUERADE
+-A NETFWD-00e59dae-PRE -i eth0 -p tcp -m tcp --dport 19100 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/metrics" -j DNAT --to-destination 192.168.10.7:9100
 COMMIT
 *filter
-:NETFWD-FWD - [0:0]
--A NETFWD-FWD -m conntrack --ctstate DNAT --ctproto 6 --ctreplsrc 192.168.10.5 --ctorigdstport 16443 --ctreplsrcport 6443 -m comment --comment "netfwd:lab-multi/apiserver" -j ACCEPT
--A NETFWD-FWD -m conntrack --ctstate DNAT --ctproto 6 --ctorigdst 10.0.0.4 --ctreplsrc 192.168.10.6 --ctorigdstport 6443 --ctreplsrcport 6443 -m comment --comment "netfwd:lab-multi/apiserver-office" -j ACCEPT
--A NETFWD-FWD -m conntrack --ctstate DNAT --ctproto 17 --ctreplsrc 192.168.10.53 --ctorigdstport 5353 --ctreplsrcport 53 -m comment --comment "netfwd:lab-multi/dns" -j ACCEPT
--A NETFWD-FWD -m conntrack --ctstate DNAT --ctproto 6 --ctreplsrc 192.168.10.7 --ctorigdstport 19100 --ctreplsrcport 9100 -m comment --comment "netfwd:lab-multi/metrics" -j ACCEPT
+:NETFWD-00e59dae-FWD - [0:0]
+-A NETFWD-00e59dae-FWD -m conntrack --ctstate DNAT --ctproto 6 --ctreplsrc 192.168.10.5 --ctorigdstport 16443 --ctreplsrcport 6443 -m comment --comment "netfwd:lab-multi/apiserver" -j ACCEPT
+-A NETFWD-00e59dae-FWD -m conntrack --ctstate DNAT --ctproto 6 --ctorigdst 10.0.0.4 --ctreplsrc 192.168.10.6 --ctorigdstport 6443 --ctreplsrcport 6443 -m comment --comment "netfwd:lab-multi/apiserver-office" -j ACCEPT
+-A NETFWD-00e59dae-FWD -m conntrack --ctstate DNAT --ctproto 17 --ctreplsrc 192.168.10.53 --ctorigdstport 5353 --ctreplsrcport 53 -m comment --comment "netfwd:lab-multi/dns" -j ACCEPT
+-A NETFWD-00e59dae-FWD -m conntrack --ctstate DNAT --ctproto 6 --ctreplsrc 192.168.10.7 --ctorigdstport 19100 --ctreplsrcport 9100 -m comment --comment "netfwd:lab-multi/metrics" -j ACCEPT
 COMMIT
 NETFWD_RULES
 ); then
@@ -181,7 +181,7 @@ fi
 declare -A BEFORE=()
 BEFORE[nat]=$("$IPTABLES-save" -t nat) || die 3 "cannot read the nat table"
 BEFORE[filter]=$("$IPTABLES-save" -t filter) || die 3 "cannot read the filter table"
-SYSCTL_FILE=etc/sysctl.d/90-netfwd.conf
+SYSCTL_FILE=etc/sysctl.d/90-netfwd-lab-multi.conf
 SYSCTL_BEFORE=""; [ -e "$ROOT/$SYSCTL_FILE" ] && SYSCTL_BEFORE=$(cat "$ROOT/$SYSCTL_FILE")
 FORWARD_BEFORE=$(sysctl -n net.ipv4.ip_forward)
 DONE=()
@@ -190,16 +190,16 @@ undo() {
   { [ "$rc" -eq 0 ] || [ ${#DONE[@]} -eq 0 ]; } && return 0
   set +e
   say "failed (exit $rc) after: ${DONE[*]}; undoing that"
-  grep -qxF -- "-A PREROUTING -j NETFWD-PRE" <<<"${BEFORE[nat]}" || while ipt -t nat -C PREROUTING -j NETFWD-PRE 2>/dev/null; do ipt -t nat -D PREROUTING -j NETFWD-PRE; done
-  grep -qxF -- "-A OUTPUT -j NETFWD-OUT" <<<"${BEFORE[nat]}" || while ipt -t nat -C OUTPUT -j NETFWD-OUT 2>/dev/null; do ipt -t nat -D OUTPUT -j NETFWD-OUT; done
-  grep -qxF -- "-A POSTROUTING -j NETFWD-POST" <<<"${BEFORE[nat]}" || while ipt -t nat -C POSTROUTING -j NETFWD-POST 2>/dev/null; do ipt -t nat -D POSTROUTING -j NETFWD-POST; done
-  grep -qxF -- "-A FORWARD -j NETFWD-FWD" <<<"${BEFORE[filter]}" || while ipt -t filter -C FORWARD -j NETFWD-FWD 2>/dev/null; do ipt -t filter -D FORWARD -j NETFWD-FWD; done
-  { echo "*nat"; grep -E "^:(NETFWD-PRE|NETFWD-OUT|NETFWD-POST) " <<<"${BEFORE[nat]}" | sed 's/ .*/ - [0:0]/'; grep -E '^-A (NETFWD-PRE|NETFWD-OUT|NETFWD-POST) ' <<<"${BEFORE[nat]}"; echo COMMIT; } | "$IPTABLES-restore" --noflush ${RWAIT[@]+"${RWAIT[@]}"}
-  grep -q "^:NETFWD-PRE " <<<"${BEFORE[nat]}" || { ipt -t nat -F NETFWD-PRE; ipt -t nat -X NETFWD-PRE; } 2>/dev/null
-  grep -q "^:NETFWD-OUT " <<<"${BEFORE[nat]}" || { ipt -t nat -F NETFWD-OUT; ipt -t nat -X NETFWD-OUT; } 2>/dev/null
-  grep -q "^:NETFWD-POST " <<<"${BEFORE[nat]}" || { ipt -t nat -F NETFWD-POST; ipt -t nat -X NETFWD-POST; } 2>/dev/null
-  { echo "*filter"; grep -E "^:(NETFWD-FWD) " <<<"${BEFORE[filter]}" | sed 's/ .*/ - [0:0]/'; grep -E '^-A (NETFWD-FWD) ' <<<"${BEFORE[filter]}"; echo COMMIT; } | "$IPTABLES-restore" --noflush ${RWAIT[@]+"${RWAIT[@]}"}
-  grep -q "^:NETFWD-FWD " <<<"${BEFORE[filter]}" || { ipt -t filter -F NETFWD-FWD; ipt -t filter -X NETFWD-FWD; } 2>/dev/null
+  grep -qxF -- "-A PREROUTING -j NETFWD-00e59dae-PRE" <<<"${BEFORE[nat]}" || while ipt -t nat -C PREROUTING -j NETFWD-00e59dae-PRE 2>/dev/null; do ipt -t nat -D PREROUTING -j NETFWD-00e59dae-PRE; done
+  grep -qxF -- "-A OUTPUT -j NETFWD-00e59dae-OUT" <<<"${BEFORE[nat]}" || while ipt -t nat -C OUTPUT -j NETFWD-00e59dae-OUT 2>/dev/null; do ipt -t nat -D OUTPUT -j NETFWD-00e59dae-OUT; done
+  grep -qxF -- "-A POSTROUTING -j NETFWD-00e59dae-POST" <<<"${BEFORE[nat]}" || while ipt -t nat -C POSTROUTING -j NETFWD-00e59dae-POST 2>/dev/null; do ipt -t nat -D POSTROUTING -j NETFWD-00e59dae-POST; done
+  grep -qxF -- "-A FORWARD -j NETFWD-00e59dae-FWD" <<<"${BEFORE[filter]}" || while ipt -t filter -C FORWARD -j NETFWD-00e59dae-FWD 2>/dev/null; do ipt -t filter -D FORWARD -j NETFWD-00e59dae-FWD; done
+  { echo "*nat"; grep -E "^:(NETFWD-00e59dae-PRE|NETFWD-00e59dae-OUT|NETFWD-00e59dae-POST) " <<<"${BEFORE[nat]}" | sed 's/ .*/ - [0:0]/'; grep -E '^-A (NETFWD-00e59dae-PRE|NETFWD-00e59dae-OUT|NETFWD-00e59dae-POST) ' <<<"${BEFORE[nat]}"; echo COMMIT; } | "$IPTABLES-restore" --noflush ${RWAIT[@]+"${RWAIT[@]}"}
+  grep -q "^:NETFWD-00e59dae-PRE " <<<"${BEFORE[nat]}" || { ipt -t nat -F NETFWD-00e59dae-PRE; ipt -t nat -X NETFWD-00e59dae-PRE; } 2>/dev/null
+  grep -q "^:NETFWD-00e59dae-OUT " <<<"${BEFORE[nat]}" || { ipt -t nat -F NETFWD-00e59dae-OUT; ipt -t nat -X NETFWD-00e59dae-OUT; } 2>/dev/null
+  grep -q "^:NETFWD-00e59dae-POST " <<<"${BEFORE[nat]}" || { ipt -t nat -F NETFWD-00e59dae-POST; ipt -t nat -X NETFWD-00e59dae-POST; } 2>/dev/null
+  { echo "*filter"; grep -E "^:(NETFWD-00e59dae-FWD) " <<<"${BEFORE[filter]}" | sed 's/ .*/ - [0:0]/'; grep -E '^-A (NETFWD-00e59dae-FWD) ' <<<"${BEFORE[filter]}"; echo COMMIT; } | "$IPTABLES-restore" --noflush ${RWAIT[@]+"${RWAIT[@]}"}
+  grep -q "^:NETFWD-00e59dae-FWD " <<<"${BEFORE[filter]}" || { ipt -t filter -F NETFWD-00e59dae-FWD; ipt -t filter -X NETFWD-00e59dae-FWD; } 2>/dev/null
   if [ -n "$SYSCTL_BEFORE" ]; then printf '%s\n' "$SYSCTL_BEFORE" >"$ROOT/$SYSCTL_FILE"; else rm -f "$ROOT/$SYSCTL_FILE"; fi
   sysctl -q -w "net.ipv4.ip_forward=$FORWARD_BEFORE"
   say "undone: the owned chains, jumps and sysctl file are as before this run"
@@ -209,53 +209,80 @@ trap undo EXIT
 DONE+=("ip_forward and the sysctl file")
 # Kernel forwarding: on now, and after a reboot (sysctl.d).
 sysctl -q -w net.ipv4.ip_forward=1
-write_file_safely "$ROOT/etc/sysctl.d/90-netfwd.conf" 644 printf '%s\n' '# written by netfwd for cluster lab-multi' 'net.ipv4.ip_forward = 1'
+write_file_safely "$ROOT"/etc/sysctl.d/90-netfwd-lab-multi.conf 644 printf '%s\n' '# written by netfwd for cluster lab-multi' 'net.ipv4.ip_forward = 1'
+if [ -f "$ROOT"/etc/sysctl.d/90-netfwd.conf ] && [ "$(head -n 1 "$ROOT"/etc/sysctl.d/90-netfwd.conf)" = '# written by netfwd for cluster lab-multi' ]; then remove_file_safely "$ROOT"/etc/sysctl.d/90-netfwd.conf; fi
 
 before=$(old_dnat)
 DONE+=("the owned chains")
-# netfwd-owned chains: create when missing, flush, refill.
-chain_exists nat NETFWD-PRE || ipt -t nat -N NETFWD-PRE
-ipt -t nat -F NETFWD-PRE
-chain_exists nat NETFWD-OUT || ipt -t nat -N NETFWD-OUT
-ipt -t nat -F NETFWD-OUT
-chain_exists nat NETFWD-POST || ipt -t nat -N NETFWD-POST
-ipt -t nat -F NETFWD-POST
-chain_exists filter NETFWD-FWD || ipt -t filter -N NETFWD-FWD
-ipt -t filter -F NETFWD-FWD
+# This cluster's chains: create when missing, flush, refill.
+chain_exists nat NETFWD-00e59dae-PRE || ipt -t nat -N NETFWD-00e59dae-PRE
+ipt -t nat -F NETFWD-00e59dae-PRE
+chain_exists nat NETFWD-00e59dae-OUT || ipt -t nat -N NETFWD-00e59dae-OUT
+ipt -t nat -F NETFWD-00e59dae-OUT
+chain_exists nat NETFWD-00e59dae-POST || ipt -t nat -N NETFWD-00e59dae-POST
+ipt -t nat -F NETFWD-00e59dae-POST
+chain_exists filter NETFWD-00e59dae-FWD || ipt -t filter -N NETFWD-00e59dae-FWD
+ipt -t filter -F NETFWD-00e59dae-FWD
 
 # Rules (whitelisted sources DNAT; scoped masquerade; FORWARD accept).
-ipt -t nat -A NETFWD-PRE -s 47.96.166.214/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment netfwd:lab-multi/apiserver -j DNAT --to-destination 192.168.10.5:6443
-ipt -t nat -A NETFWD-PRE -s 47.100.0.176/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment netfwd:lab-multi/apiserver -j DNAT --to-destination 192.168.10.5:6443
-ipt -t nat -A NETFWD-PRE -s 47.100.18.171/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment netfwd:lab-multi/apiserver -j DNAT --to-destination 192.168.10.5:6443
-ipt -t nat -A NETFWD-PRE -s 47.101.178.223/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment netfwd:lab-multi/apiserver -j DNAT --to-destination 192.168.10.5:6443
-ipt -t nat -A NETFWD-PRE -s 47.101.220.176/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment netfwd:lab-multi/apiserver -j DNAT --to-destination 192.168.10.5:6443
-ipt -t nat -A NETFWD-PRE -s 100.104.12.64/26 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment netfwd:lab-multi/apiserver -j DNAT --to-destination 192.168.10.5:6443
-ipt -t nat -A NETFWD-PRE -s 100.104.43.0/26 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment netfwd:lab-multi/apiserver -j DNAT --to-destination 192.168.10.5:6443
-ipt -t nat -A NETFWD-PRE -s 101.132.70.106/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment netfwd:lab-multi/apiserver -j DNAT --to-destination 192.168.10.5:6443
-ipt -t nat -A NETFWD-PRE -s 101.132.156.228/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment netfwd:lab-multi/apiserver -j DNAT --to-destination 192.168.10.5:6443
-ipt -t nat -A NETFWD-PRE -s 101.132.180.26/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment netfwd:lab-multi/apiserver -j DNAT --to-destination 192.168.10.5:6443
-ipt -t nat -A NETFWD-PRE -s 106.15.36.12/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment netfwd:lab-multi/apiserver -j DNAT --to-destination 192.168.10.5:6443
-ipt -t nat -A NETFWD-PRE -s 139.196.168.125/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment netfwd:lab-multi/apiserver -j DNAT --to-destination 192.168.10.5:6443
-ipt -t nat -A NETFWD-PRE -s 139.224.8.64/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment netfwd:lab-multi/apiserver -j DNAT --to-destination 192.168.10.5:6443
-ipt -t nat -A NETFWD-PRE -s 139.224.15.48/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment netfwd:lab-multi/apiserver -j DNAT --to-destination 192.168.10.5:6443
-ipt -t nat -A NETFWD-POST -d 192.168.10.5/32 -p tcp -m tcp --dport 6443 -m conntrack --ctstate DNAT -m comment --comment netfwd:lab-multi/apiserver -j MASQUERADE
-ipt -t filter -A NETFWD-FWD -m conntrack --ctstate DNAT --ctproto 6 --ctreplsrc 192.168.10.5 --ctorigdstport 16443 --ctreplsrcport 6443 -m comment --comment netfwd:lab-multi/apiserver -j ACCEPT
-ipt -t nat -A NETFWD-PRE -s 198.51.100.0/24 -d 10.0.0.4/32 -i eth0 -p tcp -m tcp --dport 6443 -m comment --comment netfwd:lab-multi/apiserver-office -j DNAT --to-destination 192.168.10.6:6443
-ipt -t nat -A NETFWD-PRE -s 203.0.113.7/32 -d 10.0.0.4/32 -i eth0 -p tcp -m tcp --dport 6443 -m comment --comment netfwd:lab-multi/apiserver-office -j DNAT --to-destination 192.168.10.6:6443
-ipt -t nat -A NETFWD-POST -d 192.168.10.6/32 -p tcp -m tcp --dport 6443 -m conntrack --ctstate DNAT -m comment --comment netfwd:lab-multi/apiserver-office -j MASQUERADE
-ipt -t filter -A NETFWD-FWD -m conntrack --ctstate DNAT --ctproto 6 --ctorigdst 10.0.0.4 --ctreplsrc 192.168.10.6 --ctorigdstport 6443 --ctreplsrcport 6443 -m comment --comment netfwd:lab-multi/apiserver-office -j ACCEPT
-ipt -t nat -A NETFWD-PRE -s 203.0.113.0/24 -i eth0 -p udp -m udp --dport 5353 -m addrtype --dst-type LOCAL -m comment --comment netfwd:lab-multi/dns -j DNAT --to-destination 192.168.10.53:53
-ipt -t nat -A NETFWD-POST -d 192.168.10.53/32 -p udp -m udp --dport 53 -m conntrack --ctstate DNAT -m comment --comment netfwd:lab-multi/dns -j MASQUERADE
-ipt -t filter -A NETFWD-FWD -m conntrack --ctstate DNAT --ctproto 17 --ctreplsrc 192.168.10.53 --ctorigdstport 5353 --ctreplsrcport 53 -m comment --comment netfwd:lab-multi/dns -j ACCEPT
-ipt -t nat -A NETFWD-PRE -i eth0 -p tcp -m tcp --dport 19100 -m addrtype --dst-type LOCAL -m comment --comment netfwd:lab-multi/metrics -j DNAT --to-destination 192.168.10.7:9100
-ipt -t filter -A NETFWD-FWD -m conntrack --ctstate DNAT --ctproto 6 --ctreplsrc 192.168.10.7 --ctorigdstport 19100 --ctreplsrcport 9100 -m comment --comment netfwd:lab-multi/metrics -j ACCEPT
+ipt -t nat -A NETFWD-00e59dae-PRE -s 47.96.166.214/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment netfwd:lab-multi/apiserver -j DNAT --to-destination 192.168.10.5:6443
+ipt -t nat -A NETFWD-00e59dae-PRE -s 47.100.0.176/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment netfwd:lab-multi/apiserver -j DNAT --to-destination 192.168.10.5:6443
+ipt -t nat -A NETFWD-00e59dae-PRE -s 47.100.18.171/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment netfwd:lab-multi/apiserver -j DNAT --to-destination 192.168.10.5:6443
+ipt -t nat -A NETFWD-00e59dae-PRE -s 47.101.178.223/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment netfwd:lab-multi/apiserver -j DNAT --to-destination 192.168.10.5:6443
+ipt -t nat -A NETFWD-00e59dae-PRE -s 47.101.220.176/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment netfwd:lab-multi/apiserver -j DNAT --to-destination 192.168.10.5:6443
+ipt -t nat -A NETFWD-00e59dae-PRE -s 100.104.12.64/26 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment netfwd:lab-multi/apiserver -j DNAT --to-destination 192.168.10.5:6443
+ipt -t nat -A NETFWD-00e59dae-PRE -s 100.104.43.0/26 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment netfwd:lab-multi/apiserver -j DNAT --to-destination 192.168.10.5:6443
+ipt -t nat -A NETFWD-00e59dae-PRE -s 101.132.70.106/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment netfwd:lab-multi/apiserver -j DNAT --to-destination 192.168.10.5:6443
+ipt -t nat -A NETFWD-00e59dae-PRE -s 101.132.156.228/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment netfwd:lab-multi/apiserver -j DNAT --to-destination 192.168.10.5:6443
+ipt -t nat -A NETFWD-00e59dae-PRE -s 101.132.180.26/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment netfwd:lab-multi/apiserver -j DNAT --to-destination 192.168.10.5:6443
+ipt -t nat -A NETFWD-00e59dae-PRE -s 106.15.36.12/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment netfwd:lab-multi/apiserver -j DNAT --to-destination 192.168.10.5:6443
+ipt -t nat -A NETFWD-00e59dae-PRE -s 139.196.168.125/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment netfwd:lab-multi/apiserver -j DNAT --to-destination 192.168.10.5:6443
+ipt -t nat -A NETFWD-00e59dae-PRE -s 139.224.8.64/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment netfwd:lab-multi/apiserver -j DNAT --to-destination 192.168.10.5:6443
+ipt -t nat -A NETFWD-00e59dae-PRE -s 139.224.15.48/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment netfwd:lab-multi/apiserver -j DNAT --to-destination 192.168.10.5:6443
+ipt -t nat -A NETFWD-00e59dae-POST -d 192.168.10.5/32 -p tcp -m tcp --dport 6443 -m conntrack --ctstate DNAT -m comment --comment netfwd:lab-multi/apiserver -j MASQUERADE
+ipt -t filter -A NETFWD-00e59dae-FWD -m conntrack --ctstate DNAT --ctproto 6 --ctreplsrc 192.168.10.5 --ctorigdstport 16443 --ctreplsrcport 6443 -m comment --comment netfwd:lab-multi/apiserver -j ACCEPT
+ipt -t nat -A NETFWD-00e59dae-PRE -s 198.51.100.0/24 -d 10.0.0.4/32 -i eth0 -p tcp -m tcp --dport 6443 -m comment --comment netfwd:lab-multi/apiserver-office -j DNAT --to-destination 192.168.10.6:6443
+ipt -t nat -A NETFWD-00e59dae-PRE -s 203.0.113.7/32 -d 10.0.0.4/32 -i eth0 -p tcp -m tcp --dport 6443 -m comment --comment netfwd:lab-multi/apiserver-office -j DNAT --to-destination 192.168.10.6:6443
+ipt -t nat -A NETFWD-00e59dae-POST -d 192.168.10.6/32 -p tcp -m tcp --dport 6443 -m conntrack --ctstate DNAT -m comment --comment netfwd:lab-multi/apiserver-office -j MASQUERADE
+ipt -t filter -A NETFWD-00e59dae-FWD -m conntrack --ctstate DNAT --ctproto 6 --ctorigdst 10.0.0.4 --ctreplsrc 192.168.10.6 --ctorigdstport 6443 --ctreplsrcport 6443 -m comment --comment netfwd:lab-multi/apiserver-office -j ACCEPT
+ipt -t nat -A NETFWD-00e59dae-PRE -s 203.0.113.0/24 -i eth0 -p udp -m udp --dport 5353 -m addrtype --dst-type LOCAL -m comment --comment netfwd:lab-multi/dns -j DNAT --to-destination 192.168.10.53:53
+ipt -t nat -A NETFWD-00e59dae-POST -d 192.168.10.53/32 -p udp -m udp --dport 53 -m conntrack --ctstate DNAT -m comment --comment netfwd:lab-multi/dns -j MASQUERADE
+ipt -t filter -A NETFWD-00e59dae-FWD -m conntrack --ctstate DNAT --ctproto 17 --ctreplsrc 192.168.10.53 --ctorigdstport 5353 --ctreplsrcport 53 -m comment --comment netfwd:lab-multi/dns -j ACCEPT
+ipt -t nat -A NETFWD-00e59dae-PRE -i eth0 -p tcp -m tcp --dport 19100 -m addrtype --dst-type LOCAL -m comment --comment netfwd:lab-multi/metrics -j DNAT --to-destination 192.168.10.7:9100
+ipt -t filter -A NETFWD-00e59dae-FWD -m conntrack --ctstate DNAT --ctproto 6 --ctreplsrc 192.168.10.7 --ctorigdstport 19100 --ctreplsrcport 9100 -m comment --comment netfwd:lab-multi/metrics -j ACCEPT
 
 # Jumps from the built-in chains, check-then-insert, last: traffic only ever sees complete chains.
 DONE+=("the jumps")
-ensure_jump nat PREROUTING NETFWD-PRE
-ensure_jump nat OUTPUT NETFWD-OUT
-ensure_jump nat POSTROUTING NETFWD-POST
-ensure_jump filter FORWARD NETFWD-FWD
+ensure_jump nat PREROUTING NETFWD-00e59dae-PRE
+ensure_jump nat OUTPUT NETFWD-00e59dae-OUT
+ensure_jump nat POSTROUTING NETFWD-00e59dae-POST
+ensure_jump filter FORWARD NETFWD-00e59dae-FWD
+
+# What is there, read (not inferred from a failing command).
+declare -A NOW=()
+REMOVED=()
+NOW[nat]=$("$IPTABLES-save" -t nat) || die 1 "cannot read the nat table; nothing removed"
+NOW[filter]=$("$IPTABLES-save" -t filter) || die 1 "cannot read the filter table; nothing removed"
+step() {  # step WHAT COMMAND...: run it, or stop saying what was already removed
+  local what=$1 out; shift
+  if ! out=$("$@" 2>&1); then
+    die 1 "removing $what failed: $out (already removed: ${REMOVED[*]:-nothing})"
+  fi
+  REMOVED+=("$what")
+}
+# Earlier netfwd versions used global chains (NETFWD-PRE ...): take them away when they
+# hold this cluster's rules (or none), never another cluster's.
+if [ -z "$(printf '%s\n' "${NOW[nat]}" "${NOW[filter]}" | grep -E '^-A NETFWD-(PRE|OUT|POST|FWD) ' | grep -F '"netfwd:' | grep -vF '"netfwd: replies"' | grep -vF '"netfwd:lab-multi/' || true)" ]; then
+  n=$(grep -cxF -- "-A PREROUTING -j NETFWD-PRE" <<<"${NOW[nat]}" || true); for ((i = 0; i < n; i++)); do step "jump nat/PREROUTING->NETFWD-PRE" ipt -t nat -D PREROUTING -j NETFWD-PRE; done
+  n=$(grep -cxF -- "-A OUTPUT -j NETFWD-OUT" <<<"${NOW[nat]}" || true); for ((i = 0; i < n; i++)); do step "jump nat/OUTPUT->NETFWD-OUT" ipt -t nat -D OUTPUT -j NETFWD-OUT; done
+  n=$(grep -cxF -- "-A POSTROUTING -j NETFWD-POST" <<<"${NOW[nat]}" || true); for ((i = 0; i < n; i++)); do step "jump nat/POSTROUTING->NETFWD-POST" ipt -t nat -D POSTROUTING -j NETFWD-POST; done
+  n=$(grep -cxF -- "-A FORWARD -j NETFWD-FWD" <<<"${NOW[filter]}" || true); for ((i = 0; i < n; i++)); do step "jump filter/FORWARD->NETFWD-FWD" ipt -t filter -D FORWARD -j NETFWD-FWD; done
+  if grep -q "^:NETFWD-PRE " <<<"${NOW[nat]}"; then step "chain nat/NETFWD-PRE" ipt -t nat -F NETFWD-PRE; step "chain nat/NETFWD-PRE" ipt -t nat -X NETFWD-PRE; fi
+  if grep -q "^:NETFWD-OUT " <<<"${NOW[nat]}"; then step "chain nat/NETFWD-OUT" ipt -t nat -F NETFWD-OUT; step "chain nat/NETFWD-OUT" ipt -t nat -X NETFWD-OUT; fi
+  if grep -q "^:NETFWD-POST " <<<"${NOW[nat]}"; then step "chain nat/NETFWD-POST" ipt -t nat -F NETFWD-POST; step "chain nat/NETFWD-POST" ipt -t nat -X NETFWD-POST; fi
+  if grep -q "^:NETFWD-FWD " <<<"${NOW[filter]}"; then step "chain filter/NETFWD-FWD" ipt -t filter -F NETFWD-FWD; step "chain filter/NETFWD-FWD" ipt -t filter -X NETFWD-FWD; fi
+fi
+
 
 # Existing connections keep their old NAT mapping: forget those whose target changed or went away.
 declare -A keep=()

@@ -65,7 +65,7 @@ remove_file_safely() {  # TARGET: delete netfwd's own file, never a planted one
   refuse_planted "$1"
   rm -f -- "$1"
 }
-check_targets "$ROOT/etc/sysctl.d/90-netfwd.conf" "$ROOT/etc/nftables.d/netfwd.nft" "$ROOT/etc/nftables.conf" "$ROOT/etc/sysconfig/nftables.conf"
+check_targets "$ROOT"/etc/sysctl.d/90-netfwd-lab-multi.conf "$ROOT"/etc/sysctl.d/90-netfwd.conf "$ROOT"/etc/nftables.d/netfwd-lab-multi.nft "$ROOT"/etc/nftables.d/netfwd.nft "$ROOT"/etc/nftables.conf "$ROOT"/etc/sysconfig/nftables.conf
 
 say() { printf 'netfwd: %s\n' "$*" >&2; }
 die() { local status=$1; shift; say "$*"; exit "$status"; }
@@ -81,9 +81,9 @@ version_at_least "${KERNEL%%-*}" 5.2 || die 3 "kernel $KERNEL is too old: inet-f
 # conf_with / conf_without LINE FILE: FILE's lines plus / minus LINE (for write_file_safely)
 conf_with() { cat -- "$2"; printf '%s\n' "$1"; }
 conf_without() { grep -vxF -- "$1" "$2" || true; }
-# old_dnat: '<listen> <proto> <port> <target>' for every DNAT rule in the live table (if any)
+# old_dnat FAMILY TABLE: '<listen> <proto> <port> <target>' for every DNAT rule in the live table (if any)
 old_dnat() {
-  { nft list chain inet netfwd prerouting 2>/dev/null || true; } | awk '
+  { nft list chain "$1" "$2" prerouting 2>/dev/null || true; } | awk '
     / dnat (ip|ip6) to / { a = "*"; p = ""; n = ""; t = ""
       for (i = 2; i <= NF; i++) {
         if ($i == "daddr" && ($(i-1) == "ip" || $(i-1) == "ip6")) a = $(i+1)
@@ -102,26 +102,44 @@ forget_mapping() {
   conntrack "${args[@]}" >/dev/null 2>&1 || true
 }
 
-before=$(old_dnat)
+before=$(old_dnat inet netfwd-lab-multi)
 # Create-if-missing then delete: one transaction that succeeds whether or not the table exists.
 nft -f - <<'NETFWD_NFT'
-table inet netfwd {}
-delete table inet netfwd
+table inet netfwd-lab-multi {}
+delete table inet netfwd-lab-multi
 NETFWD_NFT
 if [ -n "$before" ] && command -v conntrack >/dev/null 2>&1; then
   while read -r listen proto port target; do forget_mapping "$listen" "$proto" "$port" "$target"; done <<<"$before"
 fi
 
 # Stop loading it at boot.
-remove_file_safely "$ROOT/etc/nftables.d/netfwd.nft"
+remove_file_safely "$ROOT"/etc/nftables.d/netfwd-lab-multi.nft
 for conf in "$ROOT/etc/nftables.conf" "$ROOT/etc/sysconfig/nftables.conf"; do
   [ -f "$conf" ] || continue
-  if grep -qxF 'include "/etc/nftables.d/netfwd.nft"' "$conf"; then
-    write_file_safely "$conf" "$(stat -c %a -- "$conf")" conf_without 'include "/etc/nftables.d/netfwd.nft"' "$conf"
+  if grep -qxF 'include "/etc/nftables.d/netfwd-lab-multi.nft"' "$conf"; then
+    write_file_safely "$conf" "$(stat -c %a -- "$conf")" conf_without 'include "/etc/nftables.d/netfwd-lab-multi.nft"' "$conf"
   fi
 done
 
-# Forget the persisted sysctl; forwarding stays on until reboot (other services may rely on it).
-remove_file_safely "$ROOT/etc/sysctl.d/90-netfwd.conf"
+# Earlier netfwd versions used one global table (inet netfwd): take it away when it holds
+# this cluster's rules (or none), never another cluster's.
+if nft list table inet netfwd >/dev/null 2>&1; then
+  others=$(nft list table inet netfwd | grep -o 'comment "netfwd:[^"]*' | grep -vF 'comment "netfwd: replies' | grep -vF 'comment "netfwd:lab-multi/' || true)
+  if [ -z "$others" ]; then
+    nft delete table inet netfwd
+    remove_file_safely "$ROOT"/etc/nftables.d/netfwd.nft
+    for conf in "$ROOT/etc/nftables.conf" "$ROOT/etc/sysconfig/nftables.conf"; do
+      [ -f "$conf" ] || continue
+      if grep -qxF 'include "/etc/nftables.d/netfwd.nft"' "$conf"; then
+        write_file_safely "$conf" "$(stat -c %a -- "$conf")" conf_without 'include "/etc/nftables.d/netfwd.nft"' "$conf"
+      fi
+    done
+  fi
+fi
 
-say 'removed table inet netfwd'
+# Forget this cluster's persisted sysctl; forwarding stays on until reboot (other clusters and
+# services may rely on it).
+remove_file_safely "$ROOT"/etc/sysctl.d/90-netfwd-lab-multi.conf
+if [ -f "$ROOT"/etc/sysctl.d/90-netfwd.conf ] && [ "$(head -n 1 "$ROOT"/etc/sysctl.d/90-netfwd.conf)" = '# written by netfwd for cluster lab-multi' ]; then remove_file_safely "$ROOT"/etc/sysctl.d/90-netfwd.conf; fi
+
+say 'removed table inet netfwd-lab-multi'

@@ -65,8 +65,10 @@ remove_file_safely() {  # TARGET: delete netfwd's own file, never a planted one
   refuse_planted "$1"
   rm -f -- "$1"
 }
-check_targets "$ROOT/etc/sysctl.d/90-netfwd.conf"
+check_targets "$ROOT"/etc/sysctl.d/90-netfwd-text-001.conf "$ROOT"/etc/sysctl.d/90-netfwd.conf
 
+OWNED_PREFIX=netfwd-57a33fc1-  # this cluster's ipsets (netfwd.owned)
+LEGACY_SETS=netfwd-aec32ea1beef  # what earlier versions named them
 say() { printf 'netfwd: %s\n' "$*" >&2; }
 die() { local status=$1; shift; say "$*"; exit "$status"; }
 [ "$(id -u)" -eq 0 ] || die 3 "must run as root (it changes the firewall and sysctls)"
@@ -84,11 +86,16 @@ want_rule() { WANT_RULE[$1$TAB$2]=1; RULE_ORDER+=("$1$TAB$2"); }  # want_rule ZO
 fw() { firewall-cmd -q "$@"; }
 conf_opt() { if [ "$1" = permanent ]; then echo --permanent; fi; }
 
-# netfwd_rules [--permanent]: "<zone><TAB><rule>" for every rich rule whose source is a netfwd ipset
+# owned NAME: the ipset is this cluster's (OWNED_PREFIX*, or one of LEGACY_SETS from earlier versions)
+owned() { [[ $1 == "$OWNED_PREFIX"* || " $LEGACY_SETS " == *" $1 "* ]]; }
+
+# netfwd_rules [--permanent]: "<zone><TAB><rule>" for every rich rule whose source is an owned ipset
 netfwd_rules() {
-  firewall-cmd "$@" --list-all-zones | awk '
+  firewall-cmd "$@" --list-all-zones | awk -v prefix="$OWNED_PREFIX" -v legacy=" $LEGACY_SETS " '
     /^[^ \t]/ { zone = $1 }
-    /^[ \t]+rule / && /source ipset="netfwd-/ { sub(/^[ \t]+/, ""); print zone "\t" $0 }'
+    /^[ \t]+rule / && match($0, /source ipset="[^"]*"/) {
+      name = substr($0, RSTART + 14, RLENGTH - 15)
+      if (index(name, prefix) == 1 || index(legacy, " " name " ")) { sub(/^[ \t]+/, ""); print zone "\t" $0 } }'
 }
 
 # sync_entries runtime|permanent NAME: the ipset holds exactly its wanted entries
@@ -186,7 +193,7 @@ converge() {
   done
   sync_rules permanent
   for name in $sets; do
-    if [[ $name == netfwd-* ]] && [ -z "${WANT_SET[$name]:-}" ]; then
+    if owned "$name" && [ -z "${WANT_SET[$name]:-}" ]; then
       fw --permanent --delete-ipset="$name"
       CHANGES=$((CHANGES + 1))
     fi
@@ -196,7 +203,7 @@ converge() {
   sets=" $(firewall-cmd --get-ipsets) "
   for name in ${SET_ORDER[@]+"${SET_ORDER[@]}"}; do [[ $sets == *" $name "* ]] || reload=yes; done
   for name in $sets; do
-    if [[ $name == netfwd-* ]] && [ -z "${WANT_SET[$name]:-}" ]; then reload=yes; fi
+    if owned "$name" && [ -z "${WANT_SET[$name]:-}" ]; then reload=yes; fi
   done
   if [ "$reload" = yes ]; then
     say "reloading firewalld: ipsets reach the runtime only that way (runtime-only changes not made by netfwd are lost)"
@@ -228,14 +235,16 @@ forget_mapping() {
   conntrack "${args[@]}" >/dev/null 2>&1 || true
 }
 
-# Nothing wanted: every netfwd rich rule (in any zone) and netfwd ipset goes.
+# Nothing wanted: every rich rule (in any zone) and ipset of this cluster goes.
 before=$(old_dnat)
 converge
 if [ -n "$before" ] && command -v conntrack >/dev/null 2>&1; then
   while read -r listen proto port target; do forget_mapping "$listen" "$proto" "$port" "$target"; done <<<"$before"
 fi
 
-# Forget the persisted sysctl; forwarding stays on until reboot (other services may rely on it).
-remove_file_safely "$ROOT/etc/sysctl.d/90-netfwd.conf"
+# Forget this cluster's persisted sysctl; forwarding stays on until reboot (other clusters and
+# services may rely on it).
+remove_file_safely "$ROOT"/etc/sysctl.d/90-netfwd-text-001.conf
+if [ -f "$ROOT"/etc/sysctl.d/90-netfwd.conf ] && [ "$(head -n 1 "$ROOT"/etc/sysctl.d/90-netfwd.conf)" = '# written by netfwd for cluster text-001' ]; then remove_file_safely "$ROOT"/etc/sysctl.d/90-netfwd.conf; fi
 
 say "removed netfwd's rich rules and ipsets ($CHANGES change(s))"

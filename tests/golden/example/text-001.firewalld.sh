@@ -65,8 +65,10 @@ remove_file_safely() {  # TARGET: delete netfwd's own file, never a planted one
   refuse_planted "$1"
   rm -f -- "$1"
 }
-check_targets "$ROOT/etc/sysctl.d/90-netfwd.conf"
+check_targets "$ROOT"/etc/sysctl.d/90-netfwd-text-001.conf "$ROOT"/etc/sysctl.d/90-netfwd.conf
 
+OWNED_PREFIX=netfwd-57a33fc1-  # this cluster's ipsets (netfwd.owned)
+LEGACY_SETS=netfwd-aec32ea1beef  # what earlier versions named them
 say() { printf 'netfwd: %s\n' "$*" >&2; }
 die() { local status=$1; shift; say "$*"; exit "$status"; }
 [ "$(id -u)" -eq 0 ] || die 3 "must run as root (it changes the firewall and sysctls)"
@@ -84,11 +86,16 @@ want_rule() { WANT_RULE[$1$TAB$2]=1; RULE_ORDER+=("$1$TAB$2"); }  # want_rule ZO
 fw() { firewall-cmd -q "$@"; }
 conf_opt() { if [ "$1" = permanent ]; then echo --permanent; fi; }
 
-# netfwd_rules [--permanent]: "<zone><TAB><rule>" for every rich rule whose source is a netfwd ipset
+# owned NAME: the ipset is this cluster's (OWNED_PREFIX*, or one of LEGACY_SETS from earlier versions)
+owned() { [[ $1 == "$OWNED_PREFIX"* || " $LEGACY_SETS " == *" $1 "* ]]; }
+
+# netfwd_rules [--permanent]: "<zone><TAB><rule>" for every rich rule whose source is an owned ipset
 netfwd_rules() {
-  firewall-cmd "$@" --list-all-zones | awk '
+  firewall-cmd "$@" --list-all-zones | awk -v prefix="$OWNED_PREFIX" -v legacy=" $LEGACY_SETS " '
     /^[^ \t]/ { zone = $1 }
-    /^[ \t]+rule / && /source ipset="netfwd-/ { sub(/^[ \t]+/, ""); print zone "\t" $0 }'
+    /^[ \t]+rule / && match($0, /source ipset="[^"]*"/) {
+      name = substr($0, RSTART + 14, RLENGTH - 15)
+      if (index(name, prefix) == 1 || index(legacy, " " name " ")) { sub(/^[ \t]+/, ""); print zone "\t" $0 } }'
 }
 
 # sync_entries runtime|permanent NAME: the ipset holds exactly its wanted entries
@@ -186,7 +193,7 @@ converge() {
   done
   sync_rules permanent
   for name in $sets; do
-    if [[ $name == netfwd-* ]] && [ -z "${WANT_SET[$name]:-}" ]; then
+    if owned "$name" && [ -z "${WANT_SET[$name]:-}" ]; then
       fw --permanent --delete-ipset="$name"
       CHANGES=$((CHANGES + 1))
     fi
@@ -196,7 +203,7 @@ converge() {
   sets=" $(firewall-cmd --get-ipsets) "
   for name in ${SET_ORDER[@]+"${SET_ORDER[@]}"}; do [[ $sets == *" $name "* ]] || reload=yes; done
   for name in $sets; do
-    if [[ $name == netfwd-* ]] && [ -z "${WANT_SET[$name]:-}" ]; then reload=yes; fi
+    if owned "$name" && [ -z "${WANT_SET[$name]:-}" ]; then reload=yes; fi
   done
   if [ "$reload" = yes ]; then
     say "reloading firewalld: ipsets reach the runtime only that way (runtime-only changes not made by netfwd are lost)"
@@ -257,9 +264,9 @@ ZONE=$ZONE_IS
 
 # Wanted state: per forward one ipset (its sources), the DNAT rich rule, the masquerade rule.
 # apiserver: port 16443/tcp -> 192.168.10.5 port 6443
-want_set netfwd-aec32ea1beef 'inet 47.96.166.214/32 100.104.12.64/26 203.0.113.0/24'
-want_rule "$ZONE" 'rule family="ipv4" source ipset="netfwd-aec32ea1beef" forward-port port="16443" protocol="tcp" to-port="6443" to-addr="192.168.10.5"'
-zone_of "$(route_dev 192.168.10.5)"; want_rule "$ZONE_IS" 'rule family="ipv4" source ipset="netfwd-aec32ea1beef" destination address="192.168.10.5" masquerade'
+want_set netfwd-57a33fc1-aec32ea1be 'inet 47.96.166.214/32 100.104.12.64/26 203.0.113.0/24'
+want_rule "$ZONE" 'rule family="ipv4" source ipset="netfwd-57a33fc1-aec32ea1be" forward-port port="16443" protocol="tcp" to-port="6443" to-addr="192.168.10.5"'
+zone_of "$(route_dev 192.168.10.5)"; want_rule "$ZONE_IS" 'rule family="ipv4" source ipset="netfwd-57a33fc1-aec32ea1be" destination address="192.168.10.5" masquerade'
 
 partial() {
   local rc=$?
@@ -272,7 +279,8 @@ trap - EXIT
 # Forwarding only once firewalld took the rules: a refused change leaves the sysctls as they were.
 # Kernel forwarding: on now, and after a reboot (sysctl.d).
 sysctl -q -w net.ipv4.ip_forward=1
-write_file_safely "$ROOT/etc/sysctl.d/90-netfwd.conf" 644 printf '%s\n' '# written by netfwd for cluster text-001' 'net.ipv4.ip_forward = 1'
+write_file_safely "$ROOT"/etc/sysctl.d/90-netfwd-text-001.conf 644 printf '%s\n' '# written by netfwd for cluster text-001' 'net.ipv4.ip_forward = 1'
+if [ -f "$ROOT"/etc/sysctl.d/90-netfwd.conf ] && [ "$(head -n 1 "$ROOT"/etc/sysctl.d/90-netfwd.conf)" = '# written by netfwd for cluster text-001' ]; then remove_file_safely "$ROOT"/etc/sysctl.d/90-netfwd.conf; fi
 
 # Existing connections keep their old NAT mapping: forget those whose target changed or went away.
 declare -A keep=()
