@@ -107,7 +107,7 @@ def check_common(spec, run: Run, allowed: set[str]) -> None:
     assert writes == [["-q", "-w", f"{key}=1"] for key in sysctl_keys(spec)]
     persisted = (run.root / owned.sysctl_file(spec.cluster)).read_text().splitlines()
     assert persisted[1:] == [f"{key} = 1" for key in sysctl_keys(spec)]
-    assert [p.name for p in (run.root / "etc" / "sysctl.d").iterdir()] == [SYSCTL_FILE.rsplit("/", 1)[1]]
+    assert [p.name for p in (run.root / "etc" / "sysctl.d").iterdir()] == [owned.sysctl_file(spec.cluster).rsplit("/", 1)[1]]
 
 
 def check_iptables(spec, run: Run) -> None:
