@@ -80,7 +80,7 @@ def test_forward_carries_traffic_only_from_allowed_sources(relay_lab, tmp_path, 
     assert lab.whoami("client", a.relay_outside, A, source=a.client_allowed) == a.relay_inside  # masqueraded
     denied = lab.connect("client", a.relay_outside, A, source=a.client_denied, timeout=1)
     assert not denied.ok  # no DNAT for it: the relay itself refuses
-    assert (tmp_path / "etc/sysctl.d/90-netfwd.conf").read_text().count("net.ipv4.ip_forward = 1") == 1
+    assert (tmp_path / owned.sysctl_file(spec.cluster)).read_text().count("net.ipv4.ip_forward = 1") == 1
     live = saved(lab, iptables)
     assert dialect.parse("\n".join(live)) == dialect.expected(spec)
     for rule in FOREIGN:
@@ -93,7 +93,7 @@ def test_forward_carries_traffic_only_from_allowed_sources(relay_lab, tmp_path, 
     after = saved(lab, iptables)
     assert after == before  # foreign rules intact, every netfwd object gone
     assert not any("NETFWD" in line or "netfwd" in line for line in after)
-    assert not (tmp_path / "etc/sysctl.d/90-netfwd.conf").exists()
+    assert not (tmp_path / owned.sysctl_file(spec.cluster)).exists()
     run_script(lab, dialect.render_remove(spec), tmp_path, iptables)  # removing twice is fine
     assert lab.connect("client", a.relay_outside, A, source=a.client_allowed, timeout=1).reason == "conn-refused"
 

@@ -276,7 +276,8 @@ def test_rendered_scripts_refuse_directories_others_can_write(dialect_name, exam
 
     dialect = get_dialect(dialect_name)
     scripts = {"apply": dialect.render(example_spec), "remove": dialect.render_remove(example_spec)}
-    files = [path for kind in WRITES[dialect_name] for path in SCRIPT_FILES[kind]]
+    ours = {SYSCTL_FILE: owned.sysctl_file(example_spec.cluster), NFT_FILE: owned.nft_file(example_spec.cluster)}
+    files = [ours.get(path, path) for kind in WRITES[dialect_name] for path in SCRIPT_FILES[kind]]
     shared = scene.writable("shared-root")  # a whole ROOT anyone can write
     scene.plant(shared, ["etc"])
     root = scene.writable("root", 0o755)  # a trusted ROOT whose target directories anyone can write
