@@ -25,7 +25,6 @@ from netaddr import IPAddress, IPNetwork, IPSet
 from netfwd.model import Forward
 from netfwd.firewall.model import UNIVERSE, Always, Chain, Iface, Packet, Rule, Ruleset, iface_matches
 
-SNAT_MARK = "snat: "
 MAX_DEPTH = 64
 
 
@@ -186,7 +185,7 @@ def read_firewall(relay) -> Firewall:
     compat = relay.compat_tables  # (nft family, table) that iptables-nft made: read above
     objects = relay.nft_objects
     if objects:
-        native = [_marked(o) for o in objects if _table_of(o) is not None and _table_of(o) not in compat]
+        native = [o for o in objects if _table_of(o) is not None and _table_of(o) not in compat]
         part = build(native, "nft ruleset")
         fw.ruleset.chains.update(part.chains)
         fw.read += sorted({f"nft table {f} {t}" for f, t in (_table_of(o) for o in native) if t})  # type: ignore[misc]
@@ -201,22 +200,9 @@ def _table_of(obj: dict) -> tuple[str, str] | None:
     return None
 
 
-def _marked(obj: dict) -> dict:
-    """Tag nft rules that masquerade or SNAT (the IR reads them as non-terminal 'continue')."""
-    rule = obj.get("rule")
-    if not isinstance(rule, dict):
-        return obj
-    exprs = rule.get("expr", [])
-    if any(isinstance(e, dict) and ("masquerade" in e or "snat" in e) for e in exprs):
-        text = f"{SNAT_MARK}{rule.get('family')} {rule.get('table')} chain {rule.get('chain')} " \
-               f"handle {rule.get('handle', '?')}"
-        return {"rule": dict(rule, _text=text)}
-    return obj
-
-
 def is_snat(rule: Rule) -> bool:
-    return (rule.verdict.kind == "continue" and rule.verdict.target in ("MASQUERADE", "SNAT")) \
-        or rule.origin.text.startswith(SNAT_MARK)
+    """SNAT or MASQUERADE, from iptables or nft alike: the model keeps the exact action."""
+    return rule.verdict.action in ("snat", "masquerade")
 
 
 def _resolve_out(rule: Rule, egress: str) -> Rule:

@@ -260,9 +260,9 @@ class _RuleBuilder:
                 to_addr = IPAddress(addr) if isinstance(addr, str) else None
             except (ValueError, TypeError, AddrFormatError):
                 to_addr = None
-            exact = (addr is None or to_addr is not None) and (port is None or isinstance(port, int))
+            # what explain cannot follow (an address it could not read, a port range) stays in `detail`
             self.verdict = Verdict("continue", key.upper(), to_addr, port if isinstance(port, int) else None,
-                                   key if exact else "unknown", _text(body) if body else "")
+                                   key, _text(body) if body else "")
         elif key == "continue":
             self.verdict = Verdict("continue")
         elif key == "reject":

@@ -381,6 +381,8 @@ class Tracer:
         if st.hook not in ("postrouting", "input"):
             raise _Unknown(f"{verdict.action} at {st.hook} is not modelled")
         before = st.src
+        if verdict.detail and verdict.to_port is None and (verdict.action == "masquerade" or verdict.to_addr is None):
+            raise _Unknown(f"{verdict.action} to {verdict.detail} is not modelled")
         if verdict.action == "masquerade":
             route = self.host.route(st.dst)
             source = self.host.source_for(route) if route is not None else None
