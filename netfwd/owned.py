@@ -24,6 +24,10 @@ from __future__ import annotations
 import hashlib
 import re
 from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from netfwd.model import Spec
 
 CLUSTER_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")  # = netfwd.model.NAME_RE
 KINDS = ("PRE", "OUT", "POST", "FWD")
@@ -81,8 +85,13 @@ def nft_file(cluster: str) -> str:
     return f"etc/nftables.d/netfwd-{_safe(cluster)}.nft"
 
 
+def rule_comment(spec: Spec, forward_name: str) -> str:
+    """The tag netfwd writes on every rule it owns, so it finds its own and nothing else."""
+    return f"netfwd:{spec.cluster}/{forward_name}"
+
+
 def comment_prefix(cluster: str) -> str:
-    """The start of every rule comment of the cluster (netfwd.dialects.base.rule_comment)."""
+    """The start of every rule comment of the cluster (:func:`rule_comment`)."""
     return f"netfwd:{cluster}/"
 
 

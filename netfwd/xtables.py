@@ -14,7 +14,6 @@ import shlex
 from dataclasses import dataclass
 
 from netfwd import owned
-from netfwd.dialects.base import rule_comment
 from netfwd.model import Essence, Forward, Spec
 
 TABLE_OF = {"PRE": "nat", "OUT": "nat", "POST": "nat", "FWD": "filter"}
@@ -80,7 +79,7 @@ def forward_rules(spec: Spec, forward: Forward) -> list[Rule]:
     address, reply source = the target), so every other flow is still decided by the host's own
     FORWARD rules (DOCKER-USER, KUBE-FORWARD), established ones included.
     """
-    tag = ("-m", "comment", "--comment", rule_comment(spec, forward.name))
+    tag = ("-m", "comment", "--comment", owned.rule_comment(spec, forward.name))
     target = ("-j", "DNAT", "--to-destination", f"{forward.to.address}:{forward.to.port}")
     listen = () if forward.listen.address is None else ("-d", f"{forward.listen.address}/32")
     local_only = ("-m", "addrtype", "--dst-type", "LOCAL") if not listen else ()

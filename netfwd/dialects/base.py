@@ -103,7 +103,3 @@ def safe_comment(text: str) -> str:
     """Text made inert for any comment syntax: only a conservative character set survives."""
     return _UNSAFE.sub("?", text)[:200]
 
-
-def rule_comment(spec: Spec, forward_name: str) -> str:
-    """The tag netfwd writes on every rule it owns, so it finds its own and nothing else."""
-    return f"netfwd:{spec.cluster}/{forward_name}"

@@ -22,7 +22,7 @@ from netaddr import AddrFormatError, IPNetwork, IPRange, cidr_merge
 
 from netfwd import owned
 from netfwd.dialects import shell
-from netfwd.dialects.base import BaseDialect, rule_comment
+from netfwd.dialects.base import BaseDialect
 from netfwd.model import Essence, Forward, Spec
 
 DELIMITER = "NETFWD_NFT"
@@ -47,7 +47,7 @@ def set_name(forward: Forward) -> str:
 
 def comment(spec: Spec, forward: Forward) -> str:
     """netfwd's tag; over nft's 128-byte limit it is shortened but stays unique (hash of the full tag)."""
-    tag = rule_comment(spec, forward.name)
+    tag = owned.rule_comment(spec, forward.name)
     if len(tag) <= COMMENT_MAX:
         return tag
     digest = hashlib.sha256(tag.encode()).hexdigest()[:12]

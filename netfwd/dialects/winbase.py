@@ -23,7 +23,8 @@ from socket import inet_ntoa
 
 from netaddr import IPNetwork, cidr_merge
 
-from netfwd.dialects.base import BaseDialect, rule_comment, safe_comment
+from netfwd.dialects.base import BaseDialect, safe_comment
+from netfwd.owned import rule_comment
 from netfwd.model import Essence, Forward, Spec
 from netfwd.windows import TABLES, WILDCARD, normalise_address
 
