@@ -118,6 +118,7 @@ class Case:
 class _Gen:
     def __init__(self, seed: int, env: Env) -> None:
         self.r, self.env = random.Random(seed), env
+        self.used: set[int] = set()
 
     def chance(self, p: float) -> bool:
         return self.r.random() < p
@@ -283,7 +284,7 @@ class _Gen:
 
     def nft(self, name: str) -> str:
         e = self.env
-        used: set[int] = set()
+        used = self.used  # distinct across tables too: chains that share a priority run in creation order
 
         def priority(base: int) -> int:
             while True:

@@ -265,9 +265,20 @@ class Tracer:
             st.tracked = not (hook in ("prerouting", "output") and chain.priority < CONNTRACK_PRIORITY)
             if natted and chain.priority > NAT_CORE.get(hook, 0):
                 self._nat_done(hook, st)
+            before = copy.copy(st)
             outcome = self._chain(table, chain, st, path)
             st.tracked = True
             if outcome != "accept":
+                for other_table, other in chains:
+                    if other is not chain and other.kind != "nat" and other.priority == chain.priority:
+                        try:
+                            differs = self._chain(other_table, other, copy.copy(before), []) not in ("accept", outcome)
+                        except _Unknown:
+                            differs = True
+                        if differs:
+                            raise _Unknown(f"base chains {chain.name} and {other.name} share priority {chain.priority} "
+                                           f"at {hook} and decide this packet differently: the kernel runs the one "
+                                           "created last first, which a dump does not tell")
                 return self._final(outcome, path, st)
         if natted:
             self._nat_done(hook, st)
