@@ -280,7 +280,7 @@ def test_nf_tables_generation_reply_parsing():
 
 
 def test_auto_refuses_a_host_whose_legacy_and_nf_tables_both_hold_rules(monkeypatch):
-    from netfwd.backends import auto
+    from netfwd.engine import auto
     from netfwd.errors import EnvironmentProblem
 
     monkeypatch.setattr(auto, "firewalld_running", lambda: False)

@@ -45,7 +45,7 @@ class Context:
 
 
 def get_backend(name: str, context: Context) -> Backend:
-    """The backend called `name` ("auto" is resolved by netfwd.backends.auto first)."""
+    """The backend called `name` ("auto" is resolved by netfwd.engine.auto first)."""
     if name not in MODULES:
         raise InputError(f"unknown backend {name!r}; choose one of: {', '.join(NAMES)}", field="--backend")
     module, options = MODULES[name]

@@ -87,7 +87,7 @@ class Engine:
             if state.backend and state.applied_text():
                 chosen = state.backend
             else:
-                from netfwd.backends.auto import choose
+                from netfwd.engine.auto import choose
 
                 chosen, why = choose()
                 self.log(f"backend {chosen}: {why}")
