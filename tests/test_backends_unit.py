@@ -271,7 +271,7 @@ def test_the_timer_never_stops_itself_or_a_reused_pid():
 
 
 def test_nf_tables_generation_reply_parsing():
-    from netfwd.backends import nfgen
+    from netfwd.netfilter import nfgen
 
     reply = (b"\x24\x00\x00\x00\x0f\x0a\x00\x00" + b"\x00" * 8 + b"\x00\x00\x00\x07"
              + b"\x08\x00\x01\x00\x00\x00\x01\x2c" + b"\x08\x00\x02\x00\x00\x00\x00\x01")

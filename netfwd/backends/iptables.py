@@ -188,7 +188,7 @@ class IptablesBackend(BaseBackend):
     def fingerprint(self) -> str | None:
         if self.flavour != "nft":
             return None
-        from netfwd.backends.nfgen import generation
+        from netfwd.netfilter.nfgen import generation
 
         gen = generation()
         return None if gen is None else f"nft-gen:{gen}"

@@ -140,7 +140,7 @@ class NftBackend(BaseBackend):
         return 1
 
     def fingerprint(self) -> str | None:
-        from netfwd.backends.nfgen import generation
+        from netfwd.netfilter.nfgen import generation
 
         gen = generation()
         return None if gen is None else f"nft-gen:{gen}"
