@@ -106,6 +106,11 @@ def test_every_command_without_root(installed):
                            "-o", "json", expect=1)  # loopback, nothing listens on 9: unreachable, said so
     assert json.loads(probed.stdout)
     assert "_NETFWD_COMPLETE=bash_complete" in installed.run("completion", "bash").stdout
+    offline = REPO / "tests" / "fixtures" / "explain"
+    traced = installed.run("explain", "--ruleset", str(offline / "relay-iptables-save.txt"), "--routes",
+                           str(offline / "routes.json"), "--local", "10.1.1.1@ext0", "--local", "10.2.2.1@int0",
+                           "--src", "10.1.1.7", "--dst", "10.1.1.1", "--dport", "16443", "-o", "json")
+    assert json.loads(traced.stdout)["to"] == {"address": "10.2.2.2", "port": 6443}
     bad = installed.run("validate", "missing.yaml", expect=2)
     assert "missing.yaml" in bad.stderr
 
