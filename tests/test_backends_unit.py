@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from netfwd import owned, xtables
 from netfwd.backends import firewalld as fwb
 from netfwd.backends import nft as nftb
-from netfwd.backends import xstate
+from netfwd.netfilter import xstate
 from netfwd.backends.base import diff
 from netfwd.backends.libiptc import render
 from netfwd.dialects import get_dialect

@@ -25,7 +25,7 @@ from pathlib import Path
 from netfwd.backends import Context
 from netfwd.backends.base import TransactionError
 from netfwd.backends.iptables import IptablesBackend
-from netfwd.backends import xstate
+from netfwd.netfilter import xstate
 backend = IptablesBackend(Context(Path(tempfile.mkdtemp()), Path(tempfile.mkdtemp()), cluster="t"), sys.argv[1])
 live = backend.read()
 try:
@@ -39,7 +39,7 @@ print(xstate.canonical(xstate.parse(backend.read().text)[0]), end="")
 def target(broken: bool = False) -> str:
     """netfwd's owned state for one forward (nat: chains, jumps, DNAT, masquerade; filter: the
     accept); `broken` gives the filter table's rule a match iptables does not know."""
-    from netfwd.backends import xstate
+    from netfwd.netfilter import xstate
     from netfwd.spec import parse_spec
 
     spec = parse_spec("version: 1\ncluster: t\nforwards:\n  - name: a\n    listen: {port: 16443}\n"

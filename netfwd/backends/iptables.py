@@ -2,7 +2,7 @@
 
 Read: ONE `iptables-save -c` (owned chains, jumps and DNAT counters). Write: ONE restore of only
 the owned chains that differ, with the missing jumps inserted and stale ones deleted in the same
-payload (see netfwd.backends.xstate). A restore commits table by table; a failure in the first
+payload (see netfwd.netfilter.xstate). A restore commits table by table; a failure in the first
 table commits nothing, so only the later tables are checked with `--test` first - the cheap part
 of the validation that still guarantees "all or nothing" (for the nf_tables flavour and legacy
 alike). The payload is written to a file first, so a restore that has started finishes even if
@@ -79,7 +79,7 @@ def _owned_names():
 def _xstate():
     """The rule model loads the spec model (netaddr): only when rules are read or written, not on
     the no-change path, which needs nothing but the nf_tables generation."""
-    from netfwd.backends import xstate
+    from netfwd.netfilter import xstate
 
     return xstate
 

@@ -4,7 +4,7 @@ python-iptables drives libiptc, which reads and writes the *legacy* tables only:
 firewall lives in nf_tables (iptables-nft, nftables, firewalld), its rules would be invisible to
 `iptables` and evaluated alongside - so this backend refuses such a host and says why (docs/facts.md#iptables-backends).
 
-It shares netfwd.backends.xstate with the `iptables` backend: the same canonical text (rules read
+It shares netfwd.netfilter.xstate with the `iptables` backend: the same canonical text (rules read
 back through python-iptables are printed the way iptables-save prints them) and the same
 transaction, executed line by line on libiptc handles and committed table by table. The commits run
 in a forked child that holds netfwd's lock: if netfwd is killed meanwhile, the child still commits
@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from netfwd import xtables
-from netfwd.backends import Context, xstate
+from netfwd.backends import Context
+from netfwd.netfilter import xstate
 from netfwd.backends.base import BaseBackend, Live, TransactionError, run
 from netfwd.owned import comment_prefix
 from netfwd.dialects.iptables_restore import DIALECT

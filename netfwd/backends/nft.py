@@ -211,8 +211,8 @@ def _tables(listing: str) -> dict[str, str]:
 
 
 def _claims(text: str, mine: str) -> list:
-    """Listen sockets another cluster's DNAT rules take (netfwd.backends.xstate.Claim)."""
-    from netfwd.backends.xstate import Claim
+    """Listen sockets another cluster's DNAT rules take (netfwd.netfilter.xstate.Claim)."""
+    from netfwd.netfilter.xstate import Claim
 
     found = []
     for line in text.splitlines():

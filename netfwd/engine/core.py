@@ -431,7 +431,7 @@ class Engine:
         records of what they applied."""
         if "claims" in live.extra:
             return live.extra["claims"]
-        from netfwd.backends.xstate import Claim
+        from netfwd.netfilter.xstate import Claim
 
         found = []
         for sibling in self.state_dir.parent.iterdir() if self.state_dir.parent.is_dir() else ():
