@@ -305,7 +305,7 @@ def test_ssh_connection_killed_mid_apply_rolls_back_by_timer(make_fleet, collect
             run.wait()
     hosts = recap(output)
     assert run.returncode != 0 and hosts["relay1"]["unreachable"] + hosts["relay1"]["failed"] == 1, output[-2000:]
-    timer_log = lab.host_dir("relay1") / "state" / "timer.log"
+    timer_log = records(lab, "relay1") / "timer.log"
     deadline = time.monotonic() + 60
     while "rolled back change" not in timer_log.read_text() and time.monotonic() < deadline:
         time.sleep(0.2)  # the timer waits for the stalled apply's lock, then rolls back
@@ -391,10 +391,10 @@ def test_relay_down_is_reported_unreachable_and_nothing_else_harmed(make_fleet, 
     # the probe's two other forms, and bad input: one line naming the field, nothing applied
     book = lab.workdir / "modules.yml"
     book.write_text(MODULES_PLAY.format(onprem=lab.addrs.relay("relay2").onprem, client_ns=lab.ns("client")))
-    records = (lab.host_dir("relay2") / "state" / "state.json").read_text()
+    kept = (records(lab, "relay2") / "state.json").read_text()
     checked, checked_hosts = playbook(lab, collections, inventory, book=book)
     assert checked.returncode == 0 and checked_hosts["relay2"]["failed"] == 0, checked.stdout[-3000:]
-    assert (lab.host_dir("relay2") / "state" / "state.json").read_text() == records
+    assert (records(lab, "relay2") / "state.json").read_text() == kept
     # relay1: wheel shipped, installed, applied, confirmed - with the wheel's netfwd, not this checkout's
     assert hosts["relay1"]["changed"] >= 4
     where = subprocess.run([str(venv / "bin" / "python"), "-c", "import netfwd; print(netfwd.__file__)"],

@@ -89,6 +89,23 @@ def engine(module, messages):
                   lock_wait=module.params["lock_timeout"], log=messages.append, cluster=cluster)
 
 
+def status(module, messages):
+    """`netfwd status` of every cluster recorded on the relay, as the CLI reports it: a list under
+    `clusters`, and with exactly one cluster its report at the top level too."""
+    from pathlib import Path
+
+    from netfwd.engine.core import Engine
+    from netfwd.engine.state import cluster_dir, clusters, migrate_legacy
+
+    base, root = base_dir_of(module.params), Path(module.params["root"])
+    reports = []
+    for name in clusters(base):
+        migrate_legacy(base, name)
+        reports.append(Engine(cluster_dir(base, name), root, module.params["backend"],
+                              lock_wait=module.params["lock_timeout"], log=messages.append, cluster=name).status())
+    return {**(reports[0] if len(reports) == 1 else {}), "clusters": reports}
+
+
 def spec_text(spec):
     """The canonical bytes of a spec given as a dict: the same dict gives the same file, so netfwd's
     no-change fast path (keyed on the spec's bytes) holds from one play to the next."""

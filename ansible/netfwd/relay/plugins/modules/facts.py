@@ -94,7 +94,7 @@ ansible_facts:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.netfwd.relay.plugins.module_utils.relay_api import (
-    ENGINE_ARGS, engine, fail, require_netfwd, spec_path)
+    ENGINE_ARGS, fail, require_netfwd, spec_path, status)
 
 
 def _plain(value):
@@ -119,7 +119,7 @@ def main():
     facts, messages = {}, []
     try:
         if "status" in module.params["gather"]:
-            facts["status"] = _plain(engine(module, messages).status())
+            facts["status"] = _plain(status(module, messages))
         if "doctor" in module.params["gather"]:
             from netfwd.doctor import doctor
             from netfwd.doctor.output import to_dict
