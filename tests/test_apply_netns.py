@@ -35,7 +35,7 @@ BACKENDS = ["iptables", "iptables-legacy", "libiptc", "nft", "firewalld"]
 CENTOS7_BACKENDS = ["auto", "libiptc", "firewalld"]  # auto chooses iptables-legacy there: that backend runs too
 LIFECYCLE = [pytest.param("modern", b, id=b) for b in BACKENDS] + \
     [pytest.param("centos7", b, id=f"centos7-{b}") for b in CENTOS7_BACKENDS]
-FWDBUS_DIR = str(REPO / "netfwd" / "backends")
+FWDBUS_DIR = str(REPO / "netfwd" / "netfilter")
 
 # firewalld, through its own Python and D-Bus (one process instead of many slow firewall-cmd calls)
 FW_SCRIPT = r"""

@@ -4,7 +4,7 @@ The objects are the firewalld dialect's (one ``netfwd-<hash>`` hash:net ipset pe
 forward-port rich rule with that ipset as its source in the zone traffic arrives in, a masquerade
 rich rule in the zone toward the target), so a rendered script and a live apply make the same
 thing. They are read and written through firewalld's D-Bus API by one helper process
-(netfwd.backends.fwdbus, run by firewalld's own Python), not by one firewall-cmd per object.
+(netfwd.netfilter.fwdbus, run by firewalld's own Python), not by one firewall-cmd per object.
 
 Canonical owned-state text, one object per line, sorted; both configurations must say the same:
 
@@ -35,7 +35,7 @@ from netfwd.dialects import firewalld as dialect
 from netfwd.errors import EnvironmentProblem
 from netfwd.model import Essence, Spec
 
-HELPER = str(Path(__file__).with_name("fwdbus.py"))
+HELPER = str(Path(__file__).parent.parent / "netfilter" / "fwdbus.py")
 CONFIGS = ("permanent", "runtime")
 
 
