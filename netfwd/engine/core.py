@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from netfwd import __version__, host, listeners, trust
 from netfwd.backends import Context, get_backend
-from netfwd.backends.base import Change, Plan, diff
+from netfwd.backends.base import Backend, Change, Live, Plan, diff
 from netfwd.engine import sysctl, timer
 from netfwd.engine.lock import StateLock
 from netfwd.engine.state import DIR_MODE, FILE_MODE, SnapshotTampered, State, digest, new_id
@@ -81,7 +81,7 @@ class Engine:
                    log=lambda m: print(m, flush=True))
 
     # -- backends ------------------------------------------------------------------------------
-    def _backend(self, state: State, lock_fd: int | None, *, name: str | None = None):
+    def _backend(self, state: State, lock_fd: int | None, *, name: str | None = None) -> Backend:
         chosen = name or self.requested
         if chosen == "auto":
             if state.backend and state.applied_text():
@@ -125,7 +125,7 @@ class Engine:
         trust.check_dir(self.state_dir)
         trust.check_dir(sysctl.path(self.root, self.cluster).parent)  # and so --root, read by plan too
 
-    def _check_targets(self, backend) -> None:
+    def _check_targets(self, backend: Backend) -> None:
         """Before the firewall changes: the directories of every file the change may persist are
         trusted too, so a refusal never comes half-way through a change."""
         files = [sysctl.path(self.root, self.cluster), *backend.persisted_files()]
@@ -285,8 +285,8 @@ class Engine:
                               forget=not record.get("sysctl_text"))
 
     # -- the transaction -------------------------------------------------------------------------
-    def _transact(self, state: State, backend, live, target: str, *, record: dict, lock_fd: int | None,
-                  confirm_timeout: float | None, generation: str | None, plan: Plan,
+    def _transact(self, state: State, backend: Backend, live: Live, target: str, *, record: dict,
+                  lock_fd: int | None, confirm_timeout: float | None, generation: str | None, plan: Plan,
                   forget: bool = False) -> Outcome:
         """Snapshot, journal, timer, ONE backend write, then sysctls, persistence and records.
         Forwarding is enabled (and persisted) as `record["sysctl_text"]` says; `forget` drops it."""
@@ -332,8 +332,8 @@ class Engine:
                          f"`netfwd confirm` within {confirm_timeout:g} s")
         return Outcome(plan, True, change_id, backend.name, notes, deadline=deadline)
 
-    def _finish(self, state: State, backend, journal: dict, *, generation: str | None, commits: Any,
-                persist: bool, target: str) -> list[str]:
+    def _finish(self, state: State, backend: Backend, journal: dict[str, Any], *, generation: str | None,
+                commits: Any, persist: bool, target: str) -> list[str]:
         notes: list[str] = []
         if journal.get("sysctl_text"):
             for key, value in sysctl.items_of(journal["sysctl_text"]):  # accept_ra before forwarding
@@ -358,7 +358,8 @@ class Engine:
         state.prune({journal["before"]})
         return notes
 
-    def _abandon(self, state: State, backend, live, journal: dict, prior_pending) -> None:
+    def _abandon(self, state: State, backend: Backend, live: Live, journal: dict[str, Any],
+                 prior_pending: dict[str, Any] | None) -> None:
         """The transaction failed (or we were interrupted): make sure the old state is what is live."""
         try:
             now = backend.read()
@@ -425,7 +426,7 @@ class Engine:
             raise EnvironmentProblem(f"change {state.pending['id']} is waiting for confirmation (rolls back in "
                                      f"{left:.0f} s): run `netfwd confirm` or `netfwd rollback` first")
 
-    def _claims(self, backend, live) -> list:
+    def _claims(self, backend: Backend, live: Live) -> list[Any]:
         """Listen sockets other clusters take: read live where the backend can tell clusters apart by
         their rule comments; else (firewalld: rich rules carry no comment) from the other clusters'
         records of what they applied."""
@@ -444,7 +445,8 @@ class Engine:
         return found
 
     # -- the desired state (cached per spec) -------------------------------------------------------
-    def _desired(self, spec_path: str, catalog: str | None, backend, live, key: str) -> tuple[str, dict]:
+    def _desired(self, spec_path: str, catalog: str | None, backend: Backend, live: Live,
+                 key: str) -> tuple[str, dict[str, Any]]:
         """The desired owned state and what the records need from the spec. Rendering it means
         parsing and validating the spec (seconds for 10,000 forwards), so it is kept per spec key
         (spec bytes, catalog, netfwd version, backend): apply after plan, re-applies, and repairs of
@@ -503,7 +505,7 @@ class Engine:
         return _Phase(name, self.log if os.environ.get("NETFWD_TIMING") else None)
 
     # -- no-change fast path ---------------------------------------------------------------------
-    def _unchanged(self, state: State, backend, key: str) -> Outcome | None:
+    def _unchanged(self, state: State, backend: Backend, key: str) -> Outcome | None:
         applied = state.applied
         if not applied or applied.get("spec_key") != key or state.backend != backend.name:
             return None
@@ -524,7 +526,8 @@ class Engine:
         except (OSError, NetfwdError):
             return False
 
-    def _remember(self, state: State, backend, generation: str | None, text: str, write_text: bool = False) -> None:
+    def _remember(self, state: State, backend: Backend, generation: str | None, text: str,
+                  write_text: bool = False) -> None:
         """In sync: record the fingerprint (and the text) so the next identical apply is instant."""
         if write_text or state.applied_text() != text:
             state.write(state.applied_file, text)
@@ -661,7 +664,7 @@ def _with_sysctl(plan: Plan, changes: list[tuple[str, str, str]]) -> Plan:
     return plan.with_extra(tuple(Change("~", "sysctl", what, now, wanted) for what, now, wanted in changes))
 
 
-def _fingerprint_after(backend, generation: str | None, commits: Any) -> str | None:
+def _fingerprint_after(backend: Backend, generation: str | None, commits: Any) -> str | None:
     """Trust the post-write fingerprint only if nobody else committed between our read and write."""
     after = backend.fingerprint()
     if not generation or not after or not isinstance(commits, int):
@@ -702,7 +705,7 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def _forget_old_targets(backend, before: str, after: str) -> list[str]:
+def _forget_old_targets(backend: Backend, before: str, after: str) -> list[str]:
     """Delete tracked connections that still use a target this change replaced or removed."""
     from netfwd.engine import conntrack
 
