@@ -119,6 +119,7 @@ class _Gen:
     def __init__(self, seed: int, env: Env) -> None:
         self.r, self.env = random.Random(seed), env
         self.used: set[int] = set()
+        self.shifts: set[int] = set()
 
     def chance(self, p: float) -> bool:
         return self.r.random() < p
@@ -295,7 +296,9 @@ class _Gen:
 
         lines = [f"table ip {name} {{",
                  f"    set clients {{ type ipv4_addr; flags interval; elements = {{ {self.source_cidr()} }} }}"]
-        shift = self.pick((-5, -3, -1, 1, 3, 5))  # never the priority of iptables' nat: ties are order-of-load
+        # never the priority of iptables' nat nor of another table's nat chain: ties run in order of creation
+        shift = self.pick([n for n in (-5, -3, -1, 1, 3, 5) if n not in self.shifts])
+        self.shifts.add(shift)
         chains = [("filter", "prerouting", priority(-200)), ("nat", "prerouting", -100 + shift),
                   ("filter", "input", priority(20)), ("filter", "forward", priority(-20)),
                   ("nat", "postrouting", 100 + shift), ("filter", "postrouting", priority(200))]
