@@ -54,11 +54,11 @@ def offline_host(routes: str | None, local: list[str]) -> Host:
 def live(netns: str | None) -> tuple[Ruleset, Host, list[str]]:
     """Every table the kernel evaluates in `netns` (iptables-nft, iptables-legacy, native nft) and
     its routes, addresses, forwarding and rp_filter settings."""
-    from netfwd.doctor.firewall import read_firewall
-    from netfwd.doctor.linux import LinuxRelay
+    from netfwd.firewall.live import read_live
+    from netfwd.relayfacts import LinuxRelay
 
     relay = LinuxRelay(netns)
-    firewall = read_firewall(relay)
+    ruleset, read = read_live(relay)
     data, problem = relay._ip(["route", "show", "table", "all"])
     if data is None:
         raise InputError(f"cannot read the routes of {relay.where}: {problem}", field="--netns")
@@ -71,7 +71,7 @@ def live(netns: str | None) -> tuple[Ruleset, Host, list[str]]:
     host.forwarding = {4: relay.sysctl("net.ipv4.ip_forward") == "1",
                        6: relay.sysctl("net.ipv6.conf.all.forwarding") == "1"}
     host.rp_filter = dict(relay.rp_filter)
-    return firewall.ruleset, host, firewall.read
+    return ruleset, host, read
 
 
 def _address(value: str, field: str) -> IPAddress:

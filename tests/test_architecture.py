@@ -342,15 +342,8 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-# The one cycle left, and the way out: `netfwd explain` reads the live relay through doctor's readers
-# (doctor/linux.py, doctor/firewall.py's read_firewall), doctor's cluster checks run the probe, and
-# the probe's --from-relay stage runs explain. Moving those two readers below doctor (beside
-# netfwd/host.py and netfwd/firewall/) ends it; then this list is empty (equality: it must shrink).
-KNOWN_CYCLES = [["netfwd.doctor", "netfwd.explain", "netfwd.probe"]]
-
-
 def test_no_import_cycle_between_packages():
-    assert sorted(_cycles(_package_graph())) == KNOWN_CYCLES
+    assert _cycles(_package_graph()) == []
 
 
 def test_the_model_imports_nothing_of_netfwd_but_errors():

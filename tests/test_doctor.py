@@ -1,6 +1,6 @@
 """The doctor framework, its reports, and the relay checks on canned facts (no root, no namespaces).
 
-A FakeRelay stands in for netfwd.doctor.linux.LinuxRelay: the same cached facts, set by the test,
+A FakeRelay stands in for netfwd.relayfacts.LinuxRelay: the same cached facts, set by the test,
 so each check's reasoning is tested on exactly the dumps that real hosts print.
 """
 
@@ -18,7 +18,7 @@ from netaddr import IPAddress, IPNetwork
 from netfwd.doctor import all_checks, framework, relay
 from netfwd.doctor.context import DoctorContext
 from netfwd.doctor.framework import Outcome, Skip, error, parse_ignore, run_checks, warning
-from netfwd.doctor.linux import LinuxRelay, Route
+from netfwd.relayfacts import LinuxRelay, Route
 from netfwd.host import parse_proc_net
 from netfwd.doctor.output import to_dict, to_junit
 from netfwd.doctor.sysctlconf import persisted

@@ -17,7 +17,7 @@ import pytest
 from netfwd import owned
 from netfwd.dialects import get_dialect
 from netfwd.doctor import doctor
-from netfwd.doctor.linux import LinuxRelay
+from netfwd.relayfacts import LinuxRelay
 from netfwd.spec import parse_spec
 
 pytestmark = pytest.mark.netns
@@ -306,7 +306,7 @@ def test_ignore_downgrades_errors_and_routes_agree_with_pyroute2(relay):
     result = report.result("ip-forward")
     assert report.exit_code == 0 and result.status == "warning" and result.findings[0].ignored
     assert relay.doctor(ignore="all").exit_code == 0
-    from netfwd.doctor.linux import LinuxRelay
+    from netfwd.relayfacts import LinuxRelay
 
     fast, slow = LinuxRelay(relay.lab.ns("relay")), LinuxRelay(relay.lab.ns("relay"), force_pyroute2=True)
     try:

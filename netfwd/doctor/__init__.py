@@ -1,7 +1,7 @@
 """`netfwd doctor`: pre-flight checks for the relay and the cluster, after kubeadm's preflight.
 
     framework.py   Check, Finding, Outcome, run_checks, --ignore      output.py   table / JSON / JUnit
-    linux.py       facts of a Linux relay (read-only, cached)        firewall.py what the rules do to a forward
+    ../relayfacts.py  facts of a Linux relay (read-only, cached)     firewall.py what the rules do to a forward
     relay.py       the Linux relay checks                            windows.py  the Windows report checks
     winreport.py   the collector's report                            windows_collector.py  the .ps1 collector
     cluster.py     API server (via netfwd.probe) and audit checks    integrations.py  drift (netfwd.engine)
@@ -60,7 +60,7 @@ def doctor(spec=None, *, netns: str | None = None, root: str = "/", windows_repo
 
         ctx.windows = load_report(windows_report)
     elif any(c.group == "relay" for c in checks):
-        from netfwd.doctor.linux import LinuxRelay
+        from netfwd.relayfacts import LinuxRelay
 
         ctx.relay = LinuxRelay(netns, root)
     try:

@@ -28,7 +28,7 @@ class ClusterOptions:
 @dataclass
 class DoctorContext:
     spec: Spec | None = None
-    relay: Any = None  # netfwd.doctor.linux.LinuxRelay
+    relay: Any = None  # netfwd.relayfacts.LinuxRelay
     windows: Any = None  # netfwd.doctor.winreport.WindowsReport
     cluster: ClusterOptions | None = None
     cache: dict = field(default_factory=dict)  # facts checks share (e.g. the probe's results)

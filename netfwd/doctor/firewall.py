@@ -20,9 +20,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 
+from typing import TYPE_CHECKING
+
 from netaddr import IPAddress, IPNetwork, IPSet
 
 from netfwd.model import Forward
+if TYPE_CHECKING:
+    from netfwd.relayfacts import LinuxRelay
+
 from netfwd.firewall.model import UNIVERSE, Always, Chain, Iface, Packet, Rule, Ruleset, iface_matches
 
 MAX_DEPTH = 64
@@ -169,35 +174,12 @@ class View(Ruleset):
                 for table, chain in self.fw.ruleset.base_chains(hook, version)]
 
 
-def read_firewall(relay) -> Firewall:
-    """Every backend's rules in `relay` (a :class:`netfwd.doctor.linux.LinuxRelay`), as one IR."""
-    from netfwd.firewall.iptables_save import read_ruleset
-    from netfwd.firewall.nft_json import build
+def read_firewall(relay: LinuxRelay) -> Firewall:
+    """Every backend's rules in `relay`, as one IR (read by netfwd.firewall.live)."""
+    from netfwd.firewall.live import read_live
 
-    fw = Firewall()
-    for backend, texts in relay.saves.items():
-        for version, text in texts.items():
-            label = f"iptables-{backend} (IPv{version})"
-            part = read_ruleset(text, label)
-            for (tid, name), chain in part.chains.items():
-                fw.ruleset.chains[(f"{backend}/{tid}", name)] = chain
-            fw.read.append(label)
-    compat = relay.compat_tables  # (nft family, table) that iptables-nft made: read above
-    objects = relay.nft_objects
-    if objects:
-        native = [o for o in objects if _table_of(o) is not None and _table_of(o) not in compat]
-        part = build(native, "nft ruleset")
-        fw.ruleset.chains.update(part.chains)
-        fw.read += sorted({f"nft table {f} {t}" for f, t in (_table_of(o) for o in native) if t})  # type: ignore[misc]
-    return fw
-
-
-def _table_of(obj: dict) -> tuple[str, str] | None:
-    for kind in ("table", "chain", "rule", "set", "map"):
-        if kind in obj and isinstance(obj[kind], dict):
-            body = obj[kind]
-            return body.get("family"), body.get("table", body.get("name") if kind == "table" else None)
-    return None
+    ruleset, read = read_live(relay)
+    return Firewall(ruleset, read)
 
 
 def is_snat(rule: Rule) -> bool:

@@ -166,7 +166,7 @@ class RpFilter(RelayCheck):
         if forward.sources is None:
             interface = relay.default_interface
             if interface is not None:
-                from netfwd.doctor.linux import Route
+                from netfwd.relayfacts import Route
 
                 yield "clients (default route)", Route("0.0.0.0/0", interface)
             return
