@@ -131,24 +131,25 @@ def read(fw, request):
     for iface in request.get("interfaces", []):
         zones_of[iface] = str(fw.call(fw.fw, ".zone", "getZoneOfInterface", iface) or "") or default
     state = {"runtime": {"ipsets": {}, "rules": {}}, "permanent": {"ipsets": {}, "rules": {}}}
-    for name in fw.call(fw.fw, ".ipset", "getIPSets"):
-        if _owned(name):
-            settings = fw.call(fw.fw, ".ipset", "getIPSetSettings", name)
-            state["runtime"]["ipsets"][str(name)] = {"family": str(settings[4].get("family", "inet")),
+    # (configuration, its ipset names, one ipset's settings, its zones): the same read of both
+    configurations = (
+        ("runtime", lambda: fw.call(fw.fw, ".ipset", "getIPSets"),
+         lambda name: fw.call(fw.fw, ".ipset", "getIPSetSettings", name),
+         lambda: fw.call(fw.fw, ".zone", "getZones")),
+        ("permanent", lambda: fw.call(fw.cfg, ".config", "getIPSetNames"),
+         lambda name: fw.call(fw.config_object("IPSet", name), ".config.ipset", "getSettings"),
+         lambda: fw.call(fw.cfg, ".config", "getZoneNames")),
+    )
+    for where, ipset_names, settings_of, zone_names in configurations:
+        for name in ipset_names():
+            if _owned(name):
+                settings = settings_of(name)
+                state[where]["ipsets"][str(name)] = {"family": str(settings[4].get("family", "inet")),
                                                      "entries": sorted(str(e) for e in settings[5])}
-    for zone in fw.call(fw.fw, ".zone", "getZones"):
-        rules = sorted(r for r in fw.zone_rules(zone, False) if _ours(r))
-        if rules:
-            state["runtime"]["rules"][str(zone)] = rules
-    for name in fw.call(fw.cfg, ".config", "getIPSetNames"):
-        if _owned(name):
-            settings = fw.call(fw.config_object("IPSet", name), ".config.ipset", "getSettings")
-            state["permanent"]["ipsets"][str(name)] = {"family": str(settings[4].get("family", "inet")),
-                                                       "entries": sorted(str(e) for e in settings[5])}
-    for zone in fw.call(fw.cfg, ".config", "getZoneNames"):
-        rules = sorted(r for r in fw.zone_rules(zone, True) if _ours(r))
-        if rules:
-            state["permanent"]["rules"][str(zone)] = rules
+        for zone in zone_names():
+            rules = sorted(r for r in fw.zone_rules(zone, where == "permanent") if _ours(r))
+            if rules:
+                state[where]["rules"][str(zone)] = rules
     mark("read")
     return {"default_zone": default, "zones_of": zones_of, **state}
 
