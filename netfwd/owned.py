@@ -12,6 +12,8 @@ use the full name: cluster names are restricted to ``[A-Za-z0-9._-]`` (netfwd.mo
     firewalld ipsets  netfwd-<tag>-<hash of forward>            (rich rules name their ipset)
     sysctl.d file     etc/sysctl.d/90-netfwd-<cluster>.conf
     nft boot file     etc/nftables.d/netfwd-<cluster>.nft
+    iptables boot     etc/netfwd/iptables-<cluster>.rules         (iptables-restore --noflush payload)
+    boot unit         etc/systemd/system/netfwd-<cluster>.service (netfwd.bootunit)
     state directory   <state dir>/clusters/<cluster>/
 
 Versions before per-cluster names owned global objects (``LEGACY_*`` below). The next apply or
@@ -83,6 +85,11 @@ def sysctl_file(cluster: str) -> str:
 
 def nft_file(cluster: str) -> str:
     return f"etc/nftables.d/netfwd-{_safe(cluster)}.nft"
+
+
+def xtables_file(cluster: str) -> str:
+    """The cluster's `iptables-restore --noflush` boot payload (its chains and jumps, nobody else's)."""
+    return f"etc/netfwd/iptables-{_safe(cluster)}.rules"
 
 
 def rule_comment(spec: Spec, forward_name: str) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from netfwd import owned
+from netfwd import bootunit, owned
 from netfwd.dialects.nft import NFT_CONFS
 from netfwd.engine.state import cluster_dir
 from netfwd.lab.state import NS_PREFIX
@@ -32,6 +32,7 @@ from tests.test_argv import run_script, stub_bin  # noqa: F401 - stub_bin is a f
 
 CLUSTER = "lsec"
 SYSCTL_FILE, NFT_FILE, TABLE = owned.sysctl_file(CLUSTER), owned.nft_file(CLUSTER), owned.nft_table(CLUSTER)
+XT_FILE, UNIT_FILE = owned.xtables_file(CLUSTER), bootunit.unit_file(CLUSTER)
 
 pytestmark = [pytest.mark.netns,
               pytest.mark.skipif(os.geteuid() != 0 or shutil.which("nft") is None, reason="needs root and nft")]
@@ -252,9 +253,8 @@ def test_tampered_snapshot_is_refused_by_the_timer_and_by_rollback(scene):
 
 SCRIPT_FILES = {  # what the scripts write under $ROOT, and the fixed temp names they once used
     "sysctl": [SYSCTL_FILE, f"{SYSCTL_FILE}.tmp"],
-    "iptables": ["etc/iptables/rules.v4", "etc/iptables/rules.v4.tmp", "etc/sysconfig/iptables",
-                 "etc/sysconfig/iptables.tmp"],
-    "nft": [NFT_FILE, *NFT_CONFS, *(f"{conf}.netfwd" for conf in NFT_CONFS)],
+    "iptables": [XT_FILE, UNIT_FILE],
+    "nft": [NFT_FILE, UNIT_FILE, *NFT_CONFS, *(f"{conf}.netfwd" for conf in NFT_CONFS)],
 }
 WRITES = {"iptables": ["sysctl", "iptables"], "iptables-restore": ["sysctl", "iptables"],
           "nft": ["sysctl", "nft"], "firewalld": ["sysctl"]}
@@ -276,7 +276,8 @@ def test_rendered_scripts_refuse_directories_others_can_write(dialect_name, exam
 
     dialect = get_dialect(dialect_name)
     scripts = {"apply": dialect.render(example_spec), "remove": dialect.render_remove(example_spec)}
-    ours = {SYSCTL_FILE: owned.sysctl_file(example_spec.cluster), NFT_FILE: owned.nft_file(example_spec.cluster)}
+    ours = {SYSCTL_FILE: owned.sysctl_file(example_spec.cluster), NFT_FILE: owned.nft_file(example_spec.cluster),
+            XT_FILE: owned.xtables_file(example_spec.cluster), UNIT_FILE: bootunit.unit_file(example_spec.cluster)}
     files = [ours.get(path, path) for kind in WRITES[dialect_name] for path in SCRIPT_FILES[kind]]
     shared = scene.writable("shared-root")  # a whole ROOT anyone can write
     scene.plant(shared, ["etc"])
@@ -317,8 +318,10 @@ def test_rendered_scripts_refuse_directories_others_can_write(dialect_name, exam
     scene.untouched()
 
 
-def test_scripts_and_engine_persist_the_same_iptables_files():
-    from netfwd.backends.iptables import PERSIST_TARGETS
-    from netfwd.dialects.iptables import PERSIST_FILES
+def test_scripts_and_engine_persist_the_same_iptables_files(tmp_path):
+    from netfwd.backends import Context
+    from netfwd.backends.iptables import make
+    from netfwd.dialects.iptables import boot_files
 
-    assert PERSIST_FILES == PERSIST_TARGETS
+    backend = make(Context(root=tmp_path, workdir=tmp_path, cluster=CLUSTER))
+    assert tuple(str(p.relative_to(tmp_path)) for p in backend.persisted_files()) == boot_files(CLUSTER)

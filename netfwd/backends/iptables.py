@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from netfwd.model import Essence, Spec
 
 WAIT = "5"  # seconds to wait for the xtables lock (`-w`): bounded, never forever
-PERSIST_TARGETS = ("etc/iptables/rules.v4", "etc/sysconfig/iptables")  # Debian/Ubuntu, RHEL/Fedora
 
 
 # $1 restore tool, $2 lock wait, $3 folder with head (first table up to its COMMIT), tail (that
@@ -195,25 +194,23 @@ class IptablesBackend(BaseBackend):
 
     def persisted_files(self) -> list[Path]:
         """What persist may write (the engine checks their directories before changing anything)."""
-        return [self.context.root / relative for relative in PERSIST_TARGETS]
+        from netfwd import bootunit, owned
+
+        cluster = self.context.cluster
+        return [self.context.root / owned.xtables_file(cluster), self.context.root / bootunit.unit_file(cluster)]
 
     def persist(self, target: str) -> list[str]:
-        """Save the whole ruleset where iptables-persistent / iptables-services restore it at boot."""
-        root = self.context.root
-        for relative in PERSIST_TARGETS:
-            path = root / relative
-            if path.parent.is_dir() if relative.startswith("etc/iptables/") else path.exists():
-                text = run([self._save], what=self._save).stdout
-                _write_atomic(path, text)
-                return [f"saved the ruleset to {path}"]
-        return ["no iptables persistence found (iptables-persistent or iptables-services): "
-                "the rules last until reboot"]
+        """The cluster's own `iptables-restore --noflush` payload and the unit that loads it at boot
+        (netfwd.bootunit) - never an `iptables-save` of the host, which holds everyone's rules."""
+        from netfwd import bootunit, owned
 
-
-def _write_atomic(path: Path, text: str) -> None:
-    from netfwd.safefiles import write_atomic
-
-    write_atomic(path, text, mode=0o600)
+        root, cluster = self.context.root, self.context.cluster
+        path = owned.xtables_file(cluster)
+        if not target:
+            return bootunit.uninstall(root, cluster, path)
+        text = _xstate().boot_payload(self._owned(target))
+        restore = shutil.which(self._restore) or f"/usr/sbin/{self._restore}"
+        return bootunit.install(root, cluster, path, text, [restore, "--noflush", f"/{path}"])
 
 
 def make(context: Context, flavour: str = "nft") -> IptablesBackend:

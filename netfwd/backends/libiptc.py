@@ -269,6 +269,11 @@ class LibiptcBackend(BaseBackend):
     def fingerprint(self) -> str | None:
         return None
 
+    def persisted_files(self) -> list[Path]:
+        from netfwd.backends.iptables import IptablesBackend
+
+        return IptablesBackend(self.context, "legacy").persisted_files()
+
     def persist(self, target: str) -> list[str]:
         if shutil.which("iptables-legacy-save") is None and shutil.which("iptables-save") is None:
             return ["no iptables-save to persist with: the rules last until reboot"]

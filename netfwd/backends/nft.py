@@ -19,7 +19,7 @@ from pathlib import Path
 
 from netaddr import IPAddress, IPNetwork
 
-from netfwd import owned
+from netfwd import bootunit, owned
 from netfwd.backends import Context
 from netfwd.backends.base import BaseBackend, Live, run
 from netfwd.dialects import nft as dialect
@@ -147,33 +147,25 @@ class NftBackend(BaseBackend):
 
     def persisted_files(self) -> list[Path]:
         """What persist may write (the engine checks their directories before changing anything)."""
-        root = self.context.root
-        return [root / owned.nft_file(self.context.cluster), *(root / conf for conf in dialect.NFT_CONFS)]
+        root, cluster = self.context.root, self.context.cluster
+        return [root / owned.nft_file(cluster), root / bootunit.unit_file(cluster),
+                *(root / conf for conf in dialect.NFT_CONFS)]
 
     def persist(self, target: str) -> list[str]:
-        """ROOT/etc/nftables.d/netfwd-<cluster>.nft, included once from the distro's nftables.conf."""
-        root = self.context.root
-        path = root / owned.nft_file(self.context.cluster)
-        include = dialect.include_line(owned.nft_file(self.context.cluster))
-        if not target:
-            remove_file(path)
+        """ROOT/etc/nftables.d/netfwd-<cluster>.nft, loaded at boot by the cluster's own unit
+        (netfwd.bootunit) - never from nftables.conf, whose `flush ruleset` would flush others."""
+        root, cluster = self.context.root, self.context.cluster
+        nft_file = owned.nft_file(cluster)
+        if target:
+            text = "#!/usr/sbin/nft -f\n# written by netfwd apply\n" + reset(target, table=self.table) + target
+            nft = shutil.which("nft") or "/usr/sbin/nft"
+            notes = bootunit.install(root, cluster, nft_file, text, [nft, "-f", f"/{nft_file}"])
         else:
-            write_atomic(path, "#!/usr/sbin/nft -f\n# written by netfwd apply\n" + reset(target, table=self.table) + target)
+            notes = bootunit.uninstall(root, cluster, nft_file)
         if f"table {owned.LEGACY_NFT_TABLE} {{" not in target:  # earlier versions' boot file, migrated
             self._forget_legacy(root)
-        confs = [root / conf for conf in dialect.NFT_CONFS if (root / conf).is_file()]
-        for conf in confs:
-            lines = conf.read_text().splitlines()
-            has = include in lines
-            if target and not has:
-                write_atomic(conf, "\n".join([*lines, include]) + "\n")
-            elif not target and has:
-                write_atomic(conf, "\n".join(l for l in lines if l != include) + "\n")
-        if not target:
-            return [f"removed {path}"]
-        if not confs:
-            return [f"saved {path}; no nftables.conf found under {root}: load it at boot yourself (nft -f)"]
-        return [f"saved {path}, included from {', '.join(str(c) for c in confs)}"]
+        _drop_include(root, dialect.include_line(nft_file))  # earlier versions' include: netfwd's own line
+        return notes
 
     def _forget_legacy(self, root) -> None:
         """The global boot file of earlier versions goes when its table was this cluster's (or nobody's)."""
@@ -184,10 +176,15 @@ class NftBackend(BaseBackend):
             return
         if {owned.cluster_of_comment(c) for c in _COMMENT.findall(text)} - {None} <= {self.context.cluster}:
             remove_file(legacy)
-            for conf in (root / c for c in dialect.NFT_CONFS):
-                if conf.is_file() and owned.LEGACY_NFT_INCLUDE in conf.read_text().splitlines():
-                    lines = conf.read_text().splitlines()
-                    write_atomic(conf, "\n".join(l for l in lines if l != owned.LEGACY_NFT_INCLUDE) + "\n")
+            _drop_include(root, owned.LEGACY_NFT_INCLUDE)
+
+
+def _drop_include(root: Path, include: str) -> None:
+    """Take netfwd's include line out of the distro's nftables.conf (whichever exist), keeping its mode."""
+    for conf in (root / c for c in dialect.NFT_CONFS):
+        if conf.is_file() and include in conf.read_text().splitlines():
+            lines = conf.read_text().splitlines()
+            write_atomic(conf, "\n".join(l for l in lines if l != include) + "\n", mode=conf.stat().st_mode & 0o7777)
 
 
 _COMMENT = re.compile(r'comment "([^"]*)"')

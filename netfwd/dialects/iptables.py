@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import shlex
 
-from netfwd import owned, xtables
+from netfwd import bootunit, owned, xtables
 from netfwd.dialects import shell, xtguard
 from netfwd.dialects.base import BaseDialect
 from netfwd.model import Essence, Spec
+from netfwd.netfilter import xstate
 
 HELPERS = [
     "say() { printf 'netfwd: %s\\n' \"$*\" >&2; }",
@@ -23,19 +24,6 @@ HELPERS = [
     '  local rc=0 out',
     '  out=$(ipt -t "$1" -C "$2" -j "$3" 2>&1) || rc=$?',
     '  case $rc in 0) ;; 1) ipt -t "$1" -I "$2" 1 -j "$3" ;; *) die 1 "checking the jump $1/$2 -> $3 failed: $out" ;; esac',
-    "}",
-    "persist() {  # save the whole ruleset where the distro's boot service restores it from",
-    '  [ "${NETFWD_PERSIST:-auto}" = no ] && return 0',
-    '  local target=""',
-    '  if [ -d "$ROOT/etc/iptables" ]; then target="$ROOT/etc/iptables/rules.v4"',
-    '  elif [ -f "$ROOT/etc/sysconfig/iptables" ]; then target="$ROOT/etc/sysconfig/iptables"; fi',
-    '  if [ -z "$target" ]; then',
-    "    echo 'netfwd: no iptables persistence found (iptables-persistent or iptables-services);"
-    " rules last until reboot' >&2",
-    "    return 0",
-    "  fi",
-    '  write_file_safely "$target" 600 "$IPTABLES-save" || die 1 "saving the ruleset to $target failed"',
-    '  echo "netfwd: saved the ruleset to $target" >&2',
     "}",
     "",
 ]
@@ -60,8 +48,25 @@ def old_dnat(cluster: str) -> list[str]:
     ]
 
 
-PERSIST_FILES = ("etc/iptables/rules.v4", "etc/sysconfig/iptables")  # what persist() may write
-# (= netfwd.backends.iptables.PERSIST_TARGETS; tests/test_local_attacker.py holds them equal)
+def boot_files(cluster: str) -> tuple[str, ...]:
+    """What the scripts may write or remove for boot (= the iptables backends' persisted_files()).
+    Never the distro's rules.v4 / sysconfig/iptables: those hold everyone's rules (docs/apply.md)."""
+    return (owned.xtables_file(cluster), bootunit.unit_file(cluster))
+
+
+BOOT_DELIMITER = "NETFWD_BOOT"
+
+
+def persist(spec: Spec) -> list[str]:
+    """The cluster's boot payload and its own unit (netfwd.bootunit); NETFWD_PERSIST=no skips them."""
+    path = owned.xtables_file(spec.cluster)
+    payload = xstate.boot_payload(xstate.desired(spec))
+    return ['if [ "${NETFWD_PERSIST:-auto}" != no ]; then',
+            f"  write_file_safely {shell.rooted(path)} 600 cat <<'{BOOT_DELIMITER}'",
+            payload + BOOT_DELIMITER,
+            *(f"  {line}" for line in bootunit.script_install(
+                spec.cluster, f'"$(command -v "$IPTABLES-restore") --noflush /{path}"')),
+            "fi"]
 
 
 def tool_check() -> list[str]:
@@ -93,7 +98,8 @@ def remove_body(spec: Spec) -> list[str]:
 
     Exit 0 with "removed" or "nothing to remove"; exit 1 naming what was removed when a step fails."""
     return [*xtguard.probe(), "before=$(old_dnat)", *xtguard.remove_body(spec.cluster), *drop_legacy(spec),
-            *shell.forget_all(), *shell.forget_forwarding(spec), "persist",
+            *shell.forget_all(), *shell.forget_forwarding(spec),
+            *bootunit.script_uninstall(spec.cluster, owned.xtables_file(spec.cluster)),
             'if [ ${#REMOVED[@]} -gt 0 ]; then say "removed (${#REMOVED[@]} step(s))"; '
             "else say 'nothing to remove: no netfwd chain or jump is present'; fi"]
 
@@ -105,7 +111,8 @@ class IptablesDialect(BaseDialect):
 
     def render(self, spec: Spec) -> str:
         self.check(spec)
-        lines = shell.prologue(self.header(spec, "apply"), PERSIST_FILES, spec.cluster)
+        lines = shell.prologue(self.header(spec, "apply"), boot_files(spec.cluster), spec.cluster)
+        lines += bootunit.script_probe(owned.xtables_file(spec.cluster))
         lines += tool_check() + shell.refuse_under_firewalld() + HELPERS + old_dnat(spec.cluster)
         lines += xtguard.probe() + xtguard.payload_test(xtables.restore_payload(spec))
         lines += xtguard.snapshot_and_undo(spec.cluster)
@@ -116,7 +123,7 @@ class IptablesDialect(BaseDialect):
         lines += [f"ensure_jump {t} {b} {o}" for t, b, o in xtables.jumps(spec.cluster)]
         lines += ["", *xtguard.read_now(), *drop_legacy(spec)]
         lines += ["", *shell.forget_stale([shell.mapping_key(f) for f in spec.forwards])]
-        lines += ["persist", "trap - EXIT",
+        lines += [*persist(spec), "trap - EXIT",
                   f"echo {shlex.quote(f'netfwd: applied {len(spec.forwards)} forward(s)')} >&2", ""]
         return "\n".join(lines)
 
@@ -133,7 +140,8 @@ class IptablesDialect(BaseDialect):
 
     def render_remove(self, spec: Spec) -> str:
         self.check(spec)
-        lines = shell.prologue(self.header(spec, "remove"), PERSIST_FILES, spec.cluster) + tool_check() + HELPERS
+        lines = shell.prologue(self.header(spec, "remove"), boot_files(spec.cluster), spec.cluster)
+        lines += bootunit.script_check() + tool_check() + HELPERS
         lines += old_dnat(spec.cluster) + remove_body(spec)
         return "\n".join(lines) + "\n"
 

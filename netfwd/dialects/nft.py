@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 from netaddr import AddrFormatError, IPNetwork, IPRange, cidr_merge
 
-from netfwd import owned
+from netfwd import bootunit, owned
 from netfwd.dialects import shell
 from netfwd.dialects.base import BaseDialect
 from netfwd.model import Essence, Forward, Spec
@@ -190,6 +190,16 @@ HELPERS = [
 ]
 
 
+def boot_files(cluster: str) -> tuple[str, ...]:
+    """Every file an nft script may write or remove (checked before anything changes)."""
+    return (owned.nft_file(cluster), bootunit.unit_file(cluster), owned.LEGACY_NFT_FILE, *NFT_CONFS)
+
+
+def boot_command(nft_file: str) -> str:
+    """The unit's ExecStart, as bash words: nft's absolute path (systemd < 239 wants one), the file."""
+    return f'"$(command -v nft) -f /{nft_file}"'
+
+
 def include_line(path: str) -> str:
     """The nftables.conf line that loads a file under /etc at boot."""
     return f'include "/{path}"'
@@ -251,8 +261,8 @@ class NftDialect(BaseDialect):
         parts = [_parts(spec, forward) for forward in spec.forwards]
         table, nft_file = owned.nft_table(spec.cluster), owned.nft_file(spec.cluster)
         include = include_line(nft_file)
-        lines = shell.prologue(self.header(spec, "apply"), (nft_file, owned.LEGACY_NFT_FILE, *NFT_CONFS), spec.cluster)
-        lines += [
+        lines = shell.prologue(self.header(spec, "apply"), boot_files(spec.cluster), spec.cluster)
+        lines += [*bootunit.script_probe(nft_file),
             *PREAMBLE,
             *shell.refuse_under_firewalld(),
             "if nft list tables 2>/dev/null | grep -qx 'table inet firewalld'; then",
@@ -276,19 +286,10 @@ class NftDialect(BaseDialect):
             'mv -fT -- "$tmp" "$NFT_FILE"',
             "",
             *shell.forget_stale(_keep_lines(spec, parts)),
-            "# Load it at boot: include it from the distro's nftables.conf (once).",
-            "included=no",
-            f"for conf in {CONF_WORDS}; do",
-            '  [ -f "$conf" ] || continue',
-            f"  grep -qxF {shlex.quote(include)} \"$conf\" ||",
-            f'    write_file_safely "$conf" "$(stat -c %a -- "$conf")" conf_with {shlex.quote(include)} "$conf"',
-            "  included=yes",
-            "done",
-            'if [ "$included" = no ]; then',
-            '  say "no nftables.conf found: load $NFT_FILE at boot yourself (nft -f)"',
-            'elif [ -z "$ROOT" ] && [ -d /run/systemd/system ]; then',
-            "  systemctl enable --quiet nftables.service || say 'could not enable nftables.service'",
-            "fi",
+            *bootunit.script_install(spec.cluster, boot_command(nft_file)),
+            "# Earlier versions included the file from the distro's nftables.conf, whose `flush ruleset`",
+            "# would flush every other table at boot: that line of netfwd's goes.",
+            *_drop_include(include),
             "",
             *_drop_legacy(spec),
             "",
@@ -300,8 +301,8 @@ class NftDialect(BaseDialect):
     def render_remove(self, spec: Spec) -> str:
         self.check(spec)
         table, nft_file = owned.nft_table(spec.cluster), owned.nft_file(spec.cluster)
-        lines = shell.prologue(self.header(spec, "remove"), (nft_file, owned.LEGACY_NFT_FILE, *NFT_CONFS), spec.cluster)
-        lines += [
+        lines = shell.prologue(self.header(spec, "remove"), boot_files(spec.cluster), spec.cluster)
+        lines += [*bootunit.script_check(),
             *PREAMBLE,
             "",
             *HELPERS,
@@ -312,8 +313,7 @@ class NftDialect(BaseDialect):
             f"delete table {table}",
             DELIMITER,
             *shell.forget_all(),
-            "# Stop loading it at boot.",
-            f"remove_file_safely {shell.rooted(nft_file)}",
+            *bootunit.script_uninstall(spec.cluster, nft_file),
             *_drop_include(include_line(nft_file)),
             "",
             *_drop_legacy(spec),

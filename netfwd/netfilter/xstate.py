@@ -227,6 +227,12 @@ def payload(parts: list[tuple[str, list[str]]]) -> str:
     return "".join(f"*{table}\n" + "".join(line + "\n" for line in lines) + "COMMIT\n" for table, lines in parts)
 
 
+def boot_payload(target: Owned) -> str:
+    """What the cluster's boot unit feeds `iptables-restore --noflush`: its chains, rules and jumps
+    (inserted first, as apply does), built from nothing - never another chain, never a flush."""
+    return payload(transaction({}, target))
+
+
 def tag(line: str) -> str | None:
     """The forward a line belongs to (its netfwd comment), None for shared objects (jumps, replies)."""
     found = _comment(line)
