@@ -65,8 +65,9 @@ remove_file_safely() {  # TARGET: delete netfwd's own file, never a planted one
   refuse_planted "$1"
   rm -f -- "$1"
 }
-check_targets "$ROOT"/etc/sysctl.d/90-netfwd-lab-multi.conf "$ROOT"/etc/sysctl.d/90-netfwd.conf "$ROOT"/etc/iptables/rules.v4 "$ROOT"/etc/sysconfig/iptables
+check_targets "$ROOT"/etc/sysctl.d/90-netfwd-lab-multi.conf "$ROOT"/etc/sysctl.d/90-netfwd.conf "$ROOT"/etc/netfwd/iptables-lab-multi.rules "$ROOT"/etc/systemd/system/netfwd-lab-multi.service
 
+trusted_dir "$ROOT"/etc/systemd/system/multi-user.target.wants
 IPTABLES="${NETFWD_IPTABLES:-iptables}"  # or iptables-legacy / iptables-nft
 command -v "$IPTABLES" >/dev/null 2>&1 || { echo "netfwd: $IPTABLES not found" >&2; exit 3; }
 
@@ -78,18 +79,6 @@ ensure_jump() {  # table builtin-chain owned-chain: insert at the top unless alr
   local rc=0 out
   out=$(ipt -t "$1" -C "$2" -j "$3" 2>&1) || rc=$?
   case $rc in 0) ;; 1) ipt -t "$1" -I "$2" 1 -j "$3" ;; *) die 1 "checking the jump $1/$2 -> $3 failed: $out" ;; esac
-}
-persist() {  # save the whole ruleset where the distro's boot service restores it from
-  [ "${NETFWD_PERSIST:-auto}" = no ] && return 0
-  local target=""
-  if [ -d "$ROOT/etc/iptables" ]; then target="$ROOT/etc/iptables/rules.v4"
-  elif [ -f "$ROOT/etc/sysconfig/iptables" ]; then target="$ROOT/etc/sysconfig/iptables"; fi
-  if [ -z "$target" ]; then
-    echo 'netfwd: no iptables persistence found (iptables-persistent or iptables-services); rules last until reboot' >&2
-    return 0
-  fi
-  write_file_safely "$target" 600 "$IPTABLES-save" || die 1 "saving the ruleset to $target failed"
-  echo "netfwd: saved the ruleset to $target" >&2
 }
 
 old_dnat() {
@@ -177,5 +166,12 @@ fi
 remove_file_safely "$ROOT"/etc/sysctl.d/90-netfwd-lab-multi.conf
 if [ -f "$ROOT"/etc/sysctl.d/90-netfwd.conf ] && [ "$(head -n 1 "$ROOT"/etc/sysctl.d/90-netfwd.conf)" = '# written by netfwd for cluster lab-multi' ]; then remove_file_safely "$ROOT"/etc/sysctl.d/90-netfwd.conf; fi
 
-persist
+# Boot: take away this cluster's unit, its link, its payload and the directories apply made.
+made=()
+[ -f "$ROOT"/etc/systemd/system/netfwd-lab-multi.service ] && ! [ -L "$ROOT"/etc/systemd/system/netfwd-lab-multi.service ] && while IFS= read -r line; do case $line in '# netfwd-made: '*) made+=("${line#'# netfwd-made: '}") ;; esac; done <"$ROOT"/etc/systemd/system/netfwd-lab-multi.service
+if [ -L "$ROOT"/etc/systemd/system/multi-user.target.wants/netfwd-lab-multi.service ] && [ "$(readlink -- "$ROOT"/etc/systemd/system/multi-user.target.wants/netfwd-lab-multi.service)" = /etc/systemd/system/netfwd-lab-multi.service ]; then rm -f -- "$ROOT"/etc/systemd/system/multi-user.target.wants/netfwd-lab-multi.service; fi
+remove_file_safely "$ROOT"/etc/systemd/system/netfwd-lab-multi.service
+remove_file_safely "$ROOT"/etc/netfwd/iptables-lab-multi.rules
+for ((i = ${#made[@]} - 1; i >= 0; i--)); do rmdir -- "$ROOT/${made[i]}" 2>/dev/null || true; done
+if [ -z "$ROOT" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
 if [ ${#REMOVED[@]} -gt 0 ]; then say "removed (${#REMOVED[@]} step(s))"; else say 'nothing to remove: no netfwd chain or jump is present'; fi

@@ -65,8 +65,14 @@ remove_file_safely() {  # TARGET: delete netfwd's own file, never a planted one
   refuse_planted "$1"
   rm -f -- "$1"
 }
-check_targets "$ROOT"/etc/sysctl.d/90-netfwd-lab-multi.conf "$ROOT"/etc/sysctl.d/90-netfwd.conf "$ROOT"/etc/iptables/rules.v4 "$ROOT"/etc/sysconfig/iptables
+check_targets "$ROOT"/etc/sysctl.d/90-netfwd-lab-multi.conf "$ROOT"/etc/sysctl.d/90-netfwd.conf "$ROOT"/etc/netfwd/iptables-lab-multi.rules "$ROOT"/etc/systemd/system/netfwd-lab-multi.service
 
+trusted_dir "$ROOT"/etc/systemd/system/multi-user.target.wants
+made=()
+[ -d "$ROOT"/etc/netfwd ] || made+=(etc/netfwd)
+[ -d "$ROOT"/etc/systemd ] || made+=(etc/systemd)
+[ -d "$ROOT"/etc/systemd/system ] || made+=(etc/systemd/system)
+[ -d "$ROOT"/etc/systemd/system/multi-user.target.wants ] || made+=(etc/systemd/system/multi-user.target.wants)
 IPTABLES="${NETFWD_IPTABLES:-iptables}"  # or iptables-legacy / iptables-nft
 command -v "$IPTABLES" >/dev/null 2>&1 || { echo "netfwd: $IPTABLES not found" >&2; exit 3; }
 
@@ -83,18 +89,6 @@ ensure_jump() {  # table builtin-chain owned-chain: insert at the top unless alr
   local rc=0 out
   out=$(ipt -t "$1" -C "$2" -j "$3" 2>&1) || rc=$?
   case $rc in 0) ;; 1) ipt -t "$1" -I "$2" 1 -j "$3" ;; *) die 1 "checking the jump $1/$2 -> $3 failed: $out" ;; esac
-}
-persist() {  # save the whole ruleset where the distro's boot service restores it from
-  [ "${NETFWD_PERSIST:-auto}" = no ] && return 0
-  local target=""
-  if [ -d "$ROOT/etc/iptables" ]; then target="$ROOT/etc/iptables/rules.v4"
-  elif [ -f "$ROOT/etc/sysconfig/iptables" ]; then target="$ROOT/etc/sysconfig/iptables"; fi
-  if [ -z "$target" ]; then
-    echo 'netfwd: no iptables persistence found (iptables-persistent or iptables-services); rules last until reboot' >&2
-    return 0
-  fi
-  write_file_safely "$target" 600 "$IPTABLES-save" || die 1 "saving the ruleset to $target failed"
-  echo "netfwd: saved the ruleset to $target" >&2
 }
 
 old_dnat() {
@@ -301,6 +295,68 @@ if [ -n "$before" ]; then
   fi
 fi
 
-persist
+if [ "${NETFWD_PERSIST:-auto}" != no ]; then
+  write_file_safely "$ROOT"/etc/netfwd/iptables-lab-multi.rules 600 cat <<'NETFWD_BOOT'
+*nat
+:NETFWD-00e59dae-OUT - [0:0]
+:NETFWD-00e59dae-POST - [0:0]
+:NETFWD-00e59dae-PRE - [0:0]
+-I PREROUTING 1 -j NETFWD-00e59dae-PRE
+-I OUTPUT 1 -j NETFWD-00e59dae-OUT
+-I POSTROUTING 1 -j NETFWD-00e59dae-POST
+-A NETFWD-00e59dae-POST -d 192.168.10.5/32 -p tcp -m tcp --dport 6443 -m conntrack --ctstate DNAT -m comment --comment "netfwd:lab-multi/apiserver" -j MASQUERADE
+-A NETFWD-00e59dae-POST -d 192.168.10.6/32 -p tcp -m tcp --dport 6443 -m conntrack --ctstate DNAT -m comment --comment "netfwd:lab-multi/apiserver-office" -j MASQUERADE
+-A NETFWD-00e59dae-POST -d 192.168.10.53/32 -p udp -m udp --dport 53 -m conntrack --ctstate DNAT -m comment --comment "netfwd:lab-multi/dns" -j MASQUERADE
+-A NETFWD-00e59dae-PRE -s 47.96.166.214/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-00e59dae-PRE -s 47.100.0.176/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-00e59dae-PRE -s 47.100.18.171/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-00e59dae-PRE -s 47.101.178.223/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-00e59dae-PRE -s 47.101.220.176/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-00e59dae-PRE -s 100.104.12.64/26 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-00e59dae-PRE -s 100.104.43.0/26 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-00e59dae-PRE -s 101.132.70.106/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-00e59dae-PRE -s 101.132.156.228/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-00e59dae-PRE -s 101.132.180.26/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-00e59dae-PRE -s 106.15.36.12/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-00e59dae-PRE -s 139.196.168.125/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-00e59dae-PRE -s 139.224.8.64/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-00e59dae-PRE -s 139.224.15.48/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-00e59dae-PRE -s 198.51.100.0/24 -d 10.0.0.4/32 -i eth0 -p tcp -m tcp --dport 6443 -m comment --comment "netfwd:lab-multi/apiserver-office" -j DNAT --to-destination 192.168.10.6:6443
+-A NETFWD-00e59dae-PRE -s 203.0.113.7/32 -d 10.0.0.4/32 -i eth0 -p tcp -m tcp --dport 6443 -m comment --comment "netfwd:lab-multi/apiserver-office" -j DNAT --to-destination 192.168.10.6:6443
+-A NETFWD-00e59dae-PRE -s 203.0.113.0/24 -i eth0 -p udp -m udp --dport 5353 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/dns" -j DNAT --to-destination 192.168.10.53:53
+-A NETFWD-00e59dae-PRE -i eth0 -p tcp -m tcp --dport 19100 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/metrics" -j DNAT --to-destination 192.168.10.7:9100
+COMMIT
+*filter
+:NETFWD-00e59dae-FWD - [0:0]
+-I FORWARD 1 -j NETFWD-00e59dae-FWD
+-A NETFWD-00e59dae-FWD -m conntrack --ctstate DNAT --ctproto 6 --ctreplsrc 192.168.10.5 --ctorigdstport 16443 --ctreplsrcport 6443 -m comment --comment "netfwd:lab-multi/apiserver" -j ACCEPT
+-A NETFWD-00e59dae-FWD -m conntrack --ctstate DNAT --ctproto 6 --ctorigdst 10.0.0.4 --ctreplsrc 192.168.10.6 --ctorigdstport 6443 --ctreplsrcport 6443 -m comment --comment "netfwd:lab-multi/apiserver-office" -j ACCEPT
+-A NETFWD-00e59dae-FWD -m conntrack --ctstate DNAT --ctproto 17 --ctreplsrc 192.168.10.53 --ctorigdstport 5353 --ctreplsrcport 53 -m comment --comment "netfwd:lab-multi/dns" -j ACCEPT
+-A NETFWD-00e59dae-FWD -m conntrack --ctstate DNAT --ctproto 6 --ctreplsrc 192.168.10.7 --ctorigdstport 19100 --ctreplsrcport 9100 -m comment --comment "netfwd:lab-multi/metrics" -j ACCEPT
+COMMIT
+NETFWD_BOOT
+  # Boot: this cluster's own oneshot unit loads only its payload (never a flush of others).
+  [ -f "$ROOT"/etc/systemd/system/netfwd-lab-multi.service ] && while IFS= read -r line; do case $line in '# netfwd-made: '*) made+=("${line#'# netfwd-made: '}") ;; esac; done <"$ROOT"/etc/systemd/system/netfwd-lab-multi.service
+  exec_start="$(command -v "$IPTABLES-restore") --noflush /etc/netfwd/iptables-lab-multi.rules"
+  write_file_safely "$ROOT"/etc/systemd/system/netfwd-lab-multi.service 644 printf '%s\n' '# written by netfwd for cluster lab-multi: loads only this cluster'"'"'s own rules at boot' ${made[@]+"${made[@]/#/# netfwd-made: }"} "$(printf '[Unit]
+Description=netfwd forwards of cluster lab-multi
+DefaultDependencies=no
+Wants=network-pre.target
+Before=network-pre.target shutdown.target
+After=nftables.service netfilter-persistent.service iptables.service ip6tables.service firewalld.service
+Conflicts=shutdown.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=%s
+
+[Install]
+WantedBy=multi-user.target
+' "$exec_start")"
+  if [ -L "$ROOT"/etc/systemd/system/multi-user.target.wants/netfwd-lab-multi.service ]; then [ "$(readlink -- "$ROOT"/etc/systemd/system/multi-user.target.wants/netfwd-lab-multi.service)" = /etc/systemd/system/netfwd-lab-multi.service ] || netfwd_refuse 'etc/systemd/system/multi-user.target.wants/netfwd-lab-multi.service: not netfwd'"'"'s link'
+  else refuse_planted "$ROOT"/etc/systemd/system/multi-user.target.wants/netfwd-lab-multi.service; mkdir -p -- "$(dirname -- "$ROOT"/etc/systemd/system/multi-user.target.wants/netfwd-lab-multi.service)"; ln -s -- /etc/systemd/system/netfwd-lab-multi.service "$ROOT"/etc/systemd/system/multi-user.target.wants/netfwd-lab-multi.service; fi
+  if [ -z "$ROOT" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload || say "systemctl daemon-reload failed"; fi
+fi
 trap - EXIT
 echo 'netfwd: applied 4 forward(s)' >&2

@@ -65,8 +65,14 @@ remove_file_safely() {  # TARGET: delete netfwd's own file, never a planted one
   refuse_planted "$1"
   rm -f -- "$1"
 }
-check_targets "$ROOT"/etc/sysctl.d/90-netfwd-lab-multi.conf "$ROOT"/etc/sysctl.d/90-netfwd.conf "$ROOT"/etc/nftables.d/netfwd-lab-multi.nft "$ROOT"/etc/nftables.d/netfwd.nft "$ROOT"/etc/nftables.conf "$ROOT"/etc/sysconfig/nftables.conf
+check_targets "$ROOT"/etc/sysctl.d/90-netfwd-lab-multi.conf "$ROOT"/etc/sysctl.d/90-netfwd.conf "$ROOT"/etc/nftables.d/netfwd-lab-multi.nft "$ROOT"/etc/systemd/system/netfwd-lab-multi.service "$ROOT"/etc/nftables.d/netfwd.nft "$ROOT"/etc/nftables.conf "$ROOT"/etc/sysconfig/nftables.conf
 
+trusted_dir "$ROOT"/etc/systemd/system/multi-user.target.wants
+made=()
+[ -d "$ROOT"/etc/nftables.d ] || made+=(etc/nftables.d)
+[ -d "$ROOT"/etc/systemd ] || made+=(etc/systemd)
+[ -d "$ROOT"/etc/systemd/system ] || made+=(etc/systemd/system)
+[ -d "$ROOT"/etc/systemd/system/multi-user.target.wants ] || made+=(etc/systemd/system/multi-user.target.wants)
 say() { printf 'netfwd: %s\n' "$*" >&2; }
 die() { local status=$1; shift; say "$*"; exit "$status"; }
 [ "$(id -u)" -eq 0 ] || die 3 "must run as root (it changes the firewall and sysctls)"
@@ -220,19 +226,36 @@ if [ -n "$before" ]; then
   fi
 fi
 
-# Load it at boot: include it from the distro's nftables.conf (once).
-included=no
+# Boot: this cluster's own oneshot unit loads only its payload (never a flush of others).
+[ -f "$ROOT"/etc/systemd/system/netfwd-lab-multi.service ] && while IFS= read -r line; do case $line in '# netfwd-made: '*) made+=("${line#'# netfwd-made: '}") ;; esac; done <"$ROOT"/etc/systemd/system/netfwd-lab-multi.service
+exec_start="$(command -v nft) -f /etc/nftables.d/netfwd-lab-multi.nft"
+write_file_safely "$ROOT"/etc/systemd/system/netfwd-lab-multi.service 644 printf '%s\n' '# written by netfwd for cluster lab-multi: loads only this cluster'"'"'s own rules at boot' ${made[@]+"${made[@]/#/# netfwd-made: }"} "$(printf '[Unit]
+Description=netfwd forwards of cluster lab-multi
+DefaultDependencies=no
+Wants=network-pre.target
+Before=network-pre.target shutdown.target
+After=nftables.service netfilter-persistent.service iptables.service ip6tables.service firewalld.service
+Conflicts=shutdown.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=%s
+
+[Install]
+WantedBy=multi-user.target
+' "$exec_start")"
+if [ -L "$ROOT"/etc/systemd/system/multi-user.target.wants/netfwd-lab-multi.service ]; then [ "$(readlink -- "$ROOT"/etc/systemd/system/multi-user.target.wants/netfwd-lab-multi.service)" = /etc/systemd/system/netfwd-lab-multi.service ] || netfwd_refuse 'etc/systemd/system/multi-user.target.wants/netfwd-lab-multi.service: not netfwd'"'"'s link'
+else refuse_planted "$ROOT"/etc/systemd/system/multi-user.target.wants/netfwd-lab-multi.service; mkdir -p -- "$(dirname -- "$ROOT"/etc/systemd/system/multi-user.target.wants/netfwd-lab-multi.service)"; ln -s -- /etc/systemd/system/netfwd-lab-multi.service "$ROOT"/etc/systemd/system/multi-user.target.wants/netfwd-lab-multi.service; fi
+if [ -z "$ROOT" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload || say "systemctl daemon-reload failed"; fi
+# Earlier versions included the file from the distro's nftables.conf, whose `flush ruleset`
+# would flush every other table at boot: that line of netfwd's goes.
 for conf in "$ROOT/etc/nftables.conf" "$ROOT/etc/sysconfig/nftables.conf"; do
   [ -f "$conf" ] || continue
-  grep -qxF 'include "/etc/nftables.d/netfwd-lab-multi.nft"' "$conf" ||
-    write_file_safely "$conf" "$(stat -c %a -- "$conf")" conf_with 'include "/etc/nftables.d/netfwd-lab-multi.nft"' "$conf"
-  included=yes
+  if grep -qxF 'include "/etc/nftables.d/netfwd-lab-multi.nft"' "$conf"; then
+    write_file_safely "$conf" "$(stat -c %a -- "$conf")" conf_without 'include "/etc/nftables.d/netfwd-lab-multi.nft"' "$conf"
+  fi
 done
-if [ "$included" = no ]; then
-  say "no nftables.conf found: load $NFT_FILE at boot yourself (nft -f)"
-elif [ -z "$ROOT" ] && [ -d /run/systemd/system ]; then
-  systemctl enable --quiet nftables.service || say 'could not enable nftables.service'
-fi
 
 # Earlier netfwd versions used one global table (inet netfwd): take it away when it holds
 # this cluster's rules (or none), never another cluster's.

@@ -65,8 +65,14 @@ remove_file_safely() {  # TARGET: delete netfwd's own file, never a planted one
   refuse_planted "$1"
   rm -f -- "$1"
 }
-check_targets "$ROOT"/etc/sysctl.d/90-netfwd-text-001.conf "$ROOT"/etc/sysctl.d/90-netfwd.conf "$ROOT"/etc/iptables/rules.v4 "$ROOT"/etc/sysconfig/iptables
+check_targets "$ROOT"/etc/sysctl.d/90-netfwd-text-001.conf "$ROOT"/etc/sysctl.d/90-netfwd.conf "$ROOT"/etc/netfwd/iptables-text-001.rules "$ROOT"/etc/systemd/system/netfwd-text-001.service
 
+trusted_dir "$ROOT"/etc/systemd/system/multi-user.target.wants
+made=()
+[ -d "$ROOT"/etc/netfwd ] || made+=(etc/netfwd)
+[ -d "$ROOT"/etc/systemd ] || made+=(etc/systemd)
+[ -d "$ROOT"/etc/systemd/system ] || made+=(etc/systemd/system)
+[ -d "$ROOT"/etc/systemd/system/multi-user.target.wants ] || made+=(etc/systemd/system/multi-user.target.wants)
 IPTABLES="${NETFWD_IPTABLES:-iptables}"  # or iptables-legacy / iptables-nft
 command -v "$IPTABLES" >/dev/null 2>&1 || { echo "netfwd: $IPTABLES not found" >&2; exit 3; }
 
@@ -83,18 +89,6 @@ ensure_jump() {  # table builtin-chain owned-chain: insert at the top unless alr
   local rc=0 out
   out=$(ipt -t "$1" -C "$2" -j "$3" 2>&1) || rc=$?
   case $rc in 0) ;; 1) ipt -t "$1" -I "$2" 1 -j "$3" ;; *) die 1 "checking the jump $1/$2 -> $3 failed: $out" ;; esac
-}
-persist() {  # save the whole ruleset where the distro's boot service restores it from
-  [ "${NETFWD_PERSIST:-auto}" = no ] && return 0
-  local target=""
-  if [ -d "$ROOT/etc/iptables" ]; then target="$ROOT/etc/iptables/rules.v4"
-  elif [ -f "$ROOT/etc/sysconfig/iptables" ]; then target="$ROOT/etc/sysconfig/iptables"; fi
-  if [ -z "$target" ]; then
-    echo 'netfwd: no iptables persistence found (iptables-persistent or iptables-services); rules last until reboot' >&2
-    return 0
-  fi
-  write_file_safely "$target" 600 "$IPTABLES-save" || die 1 "saving the ruleset to $target failed"
-  echo "netfwd: saved the ruleset to $target" >&2
 }
 
 old_dnat() {
@@ -258,6 +252,48 @@ if [ -n "$before" ]; then
   fi
 fi
 
-persist
+if [ "${NETFWD_PERSIST:-auto}" != no ]; then
+  write_file_safely "$ROOT"/etc/netfwd/iptables-text-001.rules 600 cat <<'NETFWD_BOOT'
+*nat
+:NETFWD-57a33fc1-OUT - [0:0]
+:NETFWD-57a33fc1-POST - [0:0]
+:NETFWD-57a33fc1-PRE - [0:0]
+-I PREROUTING 1 -j NETFWD-57a33fc1-PRE
+-I OUTPUT 1 -j NETFWD-57a33fc1-OUT
+-I POSTROUTING 1 -j NETFWD-57a33fc1-POST
+-A NETFWD-57a33fc1-POST -d 192.168.10.5/32 -p tcp -m tcp --dport 6443 -m conntrack --ctstate DNAT -m comment --comment "netfwd:text-001/apiserver" -j MASQUERADE
+-A NETFWD-57a33fc1-PRE -s 47.96.166.214/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:text-001/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-57a33fc1-PRE -s 100.104.12.64/26 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:text-001/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-57a33fc1-PRE -s 203.0.113.0/24 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:text-001/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+COMMIT
+*filter
+:NETFWD-57a33fc1-FWD - [0:0]
+-I FORWARD 1 -j NETFWD-57a33fc1-FWD
+-A NETFWD-57a33fc1-FWD -m conntrack --ctstate DNAT --ctproto 6 --ctreplsrc 192.168.10.5 --ctorigdstport 16443 --ctreplsrcport 6443 -m comment --comment "netfwd:text-001/apiserver" -j ACCEPT
+COMMIT
+NETFWD_BOOT
+  # Boot: this cluster's own oneshot unit loads only its payload (never a flush of others).
+  [ -f "$ROOT"/etc/systemd/system/netfwd-text-001.service ] && while IFS= read -r line; do case $line in '# netfwd-made: '*) made+=("${line#'# netfwd-made: '}") ;; esac; done <"$ROOT"/etc/systemd/system/netfwd-text-001.service
+  exec_start="$(command -v "$IPTABLES-restore") --noflush /etc/netfwd/iptables-text-001.rules"
+  write_file_safely "$ROOT"/etc/systemd/system/netfwd-text-001.service 644 printf '%s\n' '# written by netfwd for cluster text-001: loads only this cluster'"'"'s own rules at boot' ${made[@]+"${made[@]/#/# netfwd-made: }"} "$(printf '[Unit]
+Description=netfwd forwards of cluster text-001
+DefaultDependencies=no
+Wants=network-pre.target
+Before=network-pre.target shutdown.target
+After=nftables.service netfilter-persistent.service iptables.service ip6tables.service firewalld.service
+Conflicts=shutdown.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=%s
+
+[Install]
+WantedBy=multi-user.target
+' "$exec_start")"
+  if [ -L "$ROOT"/etc/systemd/system/multi-user.target.wants/netfwd-text-001.service ]; then [ "$(readlink -- "$ROOT"/etc/systemd/system/multi-user.target.wants/netfwd-text-001.service)" = /etc/systemd/system/netfwd-text-001.service ] || netfwd_refuse 'etc/systemd/system/multi-user.target.wants/netfwd-text-001.service: not netfwd'"'"'s link'
+  else refuse_planted "$ROOT"/etc/systemd/system/multi-user.target.wants/netfwd-text-001.service; mkdir -p -- "$(dirname -- "$ROOT"/etc/systemd/system/multi-user.target.wants/netfwd-text-001.service)"; ln -s -- /etc/systemd/system/netfwd-text-001.service "$ROOT"/etc/systemd/system/multi-user.target.wants/netfwd-text-001.service; fi
+  if [ -z "$ROOT" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload || say "systemctl daemon-reload failed"; fi
+fi
 trap - EXIT
 echo 'netfwd: applied 1 forward(s)' >&2

@@ -65,8 +65,9 @@ remove_file_safely() {  # TARGET: delete netfwd's own file, never a planted one
   refuse_planted "$1"
   rm -f -- "$1"
 }
-check_targets "$ROOT"/etc/sysctl.d/90-netfwd-text-001.conf "$ROOT"/etc/sysctl.d/90-netfwd.conf "$ROOT"/etc/nftables.d/netfwd-text-001.nft "$ROOT"/etc/nftables.d/netfwd.nft "$ROOT"/etc/nftables.conf "$ROOT"/etc/sysconfig/nftables.conf
+check_targets "$ROOT"/etc/sysctl.d/90-netfwd-text-001.conf "$ROOT"/etc/sysctl.d/90-netfwd.conf "$ROOT"/etc/nftables.d/netfwd-text-001.nft "$ROOT"/etc/systemd/system/netfwd-text-001.service "$ROOT"/etc/nftables.d/netfwd.nft "$ROOT"/etc/nftables.conf "$ROOT"/etc/sysconfig/nftables.conf
 
+trusted_dir "$ROOT"/etc/systemd/system/multi-user.target.wants
 say() { printf 'netfwd: %s\n' "$*" >&2; }
 die() { local status=$1; shift; say "$*"; exit "$status"; }
 [ "$(id -u)" -eq 0 ] || die 3 "must run as root (it changes the firewall and sysctls)"
@@ -112,8 +113,14 @@ if [ -n "$before" ] && command -v conntrack >/dev/null 2>&1; then
   while read -r listen proto port target; do forget_mapping "$listen" "$proto" "$port" "$target"; done <<<"$before"
 fi
 
-# Stop loading it at boot.
+# Boot: take away this cluster's unit, its link, its payload and the directories apply made.
+made=()
+[ -f "$ROOT"/etc/systemd/system/netfwd-text-001.service ] && ! [ -L "$ROOT"/etc/systemd/system/netfwd-text-001.service ] && while IFS= read -r line; do case $line in '# netfwd-made: '*) made+=("${line#'# netfwd-made: '}") ;; esac; done <"$ROOT"/etc/systemd/system/netfwd-text-001.service
+if [ -L "$ROOT"/etc/systemd/system/multi-user.target.wants/netfwd-text-001.service ] && [ "$(readlink -- "$ROOT"/etc/systemd/system/multi-user.target.wants/netfwd-text-001.service)" = /etc/systemd/system/netfwd-text-001.service ]; then rm -f -- "$ROOT"/etc/systemd/system/multi-user.target.wants/netfwd-text-001.service; fi
+remove_file_safely "$ROOT"/etc/systemd/system/netfwd-text-001.service
 remove_file_safely "$ROOT"/etc/nftables.d/netfwd-text-001.nft
+for ((i = ${#made[@]} - 1; i >= 0; i--)); do rmdir -- "$ROOT/${made[i]}" 2>/dev/null || true; done
+if [ -z "$ROOT" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
 for conf in "$ROOT/etc/nftables.conf" "$ROOT/etc/sysconfig/nftables.conf"; do
   [ -f "$conf" ] || continue
   if grep -qxF 'include "/etc/nftables.d/netfwd-text-001.nft"' "$conf"; then
