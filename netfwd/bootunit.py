@@ -79,7 +79,7 @@ def made_of(text: str) -> list[str]:
 
 # -- backends ----------------------------------------------------------------------------------
 
-def install(root: Path, cluster: str, payload: str, text: str, exec_start: list[str]) -> list[str]:
+def install(root: Path, cluster: str, payload: str, text: str, exec_start: list[str], mode: int = 0o600) -> list[str]:
     """Write ROOT/<payload>, the unit and its wants link; returns what was done."""
     from netfwd.safefiles import write_atomic
 
@@ -89,13 +89,13 @@ def install(root: Path, cluster: str, payload: str, text: str, exec_start: list[
     except FileNotFoundError:
         made = []
     made += [d for d in dirs(payload) if not (root / d).is_dir() and d not in made]
-    write_atomic(root / payload, text, mode=0o600)
     write_atomic(unit, unit_text(cluster, exec_start, made))
     _link(root / wants_link(cluster), f"/{unit_file(cluster)}")
-    if root == Path("/") and os.path.isdir("/run/systemd/system"):
-        from netfwd.backends.base import run
+    write_atomic(root / payload, text, mode=mode)  # last: earlier failures leave the previous payload
+    if root == Path("/") and os.path.isdir("/run/systemd/system"):  # the real host: systemd reads the unit now
+        import subprocess
 
-        run(["systemctl", "daemon-reload"], what="systemctl daemon-reload")
+        subprocess.run(["systemctl", "daemon-reload"], check=False, capture_output=True)
     return [f"saved {root / payload}; loaded at boot by {unit} (enabled)"]
 
 

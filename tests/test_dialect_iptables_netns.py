@@ -119,21 +119,17 @@ def test_without_masquerade_the_reply_path_breaks(lab, tmp_path):
 
 @pytest.mark.parametrize(("userland_name", "iptables"), [USERLANDS[0], USERLANDS[2]])
 def test_a_failure_after_the_first_write_is_undone_and_said(relay_lab, tmp_path, iptables, userland_name):
-    """No partial change: a step failing late (here: saving the ruleset) puts the old state back."""
+    """No partial change: a step failing late (here: writing the boot payload) puts the old state back."""
     lab, dialect = relay_lab, get_dialect("iptables-restore")
     first = spec_for(lab)
     run_script(lab, dialect.render(first), tmp_path, iptables)
     before = saved(lab, iptables)
     sysctl_before = (tmp_path / owned.sysctl_file(first.cluster)).read_text()
-    (tmp_path / "etc/iptables").mkdir(parents=True)  # persistence present, but saving the ruleset fails:
-    tools = tmp_path / "bin"  # the real tools, but saving the whole ruleset (no -t TABLE) fails
-    tools.mkdir()
-    fail = "[ $# -gt 0 ] || { echo 'iptables-save: failing on purpose' >&2; exit 1; }; "
-    for name, body in (("iptables", f'exec {iptables} "$@"'), ("iptables-restore", f'exec {iptables}-restore "$@"'),
-                       ("iptables-save", fail + f'exec {iptables}-save "$@"')):
-        (tools / name).write_text(f"#!/bin/sh\n{body}\n")
-        (tools / name).chmod(0o755)
-    done = lab.run("relay", ["env", f"NETFWD_ROOT={tmp_path}", f"NETFWD_IPTABLES={tools / 'iptables'}", "bash", "-s"],
+    payload = tmp_path / owned.xtables_file(first.cluster)
+    payload.unlink()
+    payload.parent.rmdir()
+    payload.parent.write_text("a file where the payload's directory goes: writing the payload fails\n")
+    done = lab.run("relay", ["env", f"NETFWD_ROOT={tmp_path}", f"NETFWD_IPTABLES={iptables}", "bash", "-s"],
                    input=dialect.render(spec_for(lab, target="10.99.0.1")), check=False)
     assert done.returncode != 0
     assert "failed" in done.stderr and "the owned chains" in done.stderr and "undone" in done.stderr

@@ -159,7 +159,7 @@ class NftBackend(BaseBackend):
         if target:
             text = "#!/usr/sbin/nft -f\n# written by netfwd apply\n" + reset(target, table=self.table) + target
             nft = shutil.which("nft") or "/usr/sbin/nft"
-            notes = bootunit.install(root, cluster, nft_file, text, [nft, "-f", f"/{nft_file}"])
+            notes = bootunit.install(root, cluster, nft_file, text, [nft, "-f", f"/{nft_file}"], mode=0o644)
         else:
             notes = bootunit.uninstall(root, cluster, nft_file)
         if f"table {owned.LEGACY_NFT_TABLE} {{" not in target:  # earlier versions' boot file, migrated

@@ -62,10 +62,11 @@ def persist(spec: Spec) -> list[str]:
     path = owned.xtables_file(spec.cluster)
     payload = xstate.boot_payload(xstate.desired(spec))
     return ['if [ "${NETFWD_PERSIST:-auto}" != no ]; then',
-            f"  write_file_safely {shell.rooted(path)} 600 cat <<'{BOOT_DELIMITER}'",
-            payload + BOOT_DELIMITER,
             *(f"  {line}" for line in bootunit.script_install(
                 spec.cluster, f'"$(command -v "$IPTABLES-restore") --noflush /{path}"')),
+            "  # The payload last: a failure before it leaves the previous payload, matching the undone rules.",
+            f"  write_file_safely {shell.rooted(path)} 600 cat <<'{BOOT_DELIMITER}'",
+            payload + BOOT_DELIMITER,
             "fi"]
 
 

@@ -296,6 +296,29 @@ if [ -n "$before" ]; then
 fi
 
 if [ "${NETFWD_PERSIST:-auto}" != no ]; then
+  # Boot: this cluster's own oneshot unit loads only its payload (never a flush of others).
+  [ -f "$ROOT"/etc/systemd/system/netfwd-lab-multi.service ] && while IFS= read -r line; do case $line in '# netfwd-made: '*) made+=("${line#'# netfwd-made: '}") ;; esac; done <"$ROOT"/etc/systemd/system/netfwd-lab-multi.service
+  exec_start="$(command -v "$IPTABLES-restore") --noflush /etc/netfwd/iptables-lab-multi.rules"
+  write_file_safely "$ROOT"/etc/systemd/system/netfwd-lab-multi.service 644 printf '%s\n' '# written by netfwd for cluster lab-multi: loads only this cluster'"'"'s own rules at boot' ${made[@]+"${made[@]/#/# netfwd-made: }"} "$(printf '[Unit]
+Description=netfwd forwards of cluster lab-multi
+DefaultDependencies=no
+Wants=network-pre.target
+Before=network-pre.target shutdown.target
+After=nftables.service netfilter-persistent.service iptables.service ip6tables.service firewalld.service
+Conflicts=shutdown.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=%s
+
+[Install]
+WantedBy=multi-user.target
+' "$exec_start")"
+  if [ -L "$ROOT"/etc/systemd/system/multi-user.target.wants/netfwd-lab-multi.service ]; then [ "$(readlink -- "$ROOT"/etc/systemd/system/multi-user.target.wants/netfwd-lab-multi.service)" = /etc/systemd/system/netfwd-lab-multi.service ] || netfwd_refuse 'etc/systemd/system/multi-user.target.wants/netfwd-lab-multi.service: not netfwd'"'"'s link'
+  else refuse_planted "$ROOT"/etc/systemd/system/multi-user.target.wants/netfwd-lab-multi.service; mkdir -p -- "$(dirname -- "$ROOT"/etc/systemd/system/multi-user.target.wants/netfwd-lab-multi.service)"; ln -s -- /etc/systemd/system/netfwd-lab-multi.service "$ROOT"/etc/systemd/system/multi-user.target.wants/netfwd-lab-multi.service; fi
+  if [ -z "$ROOT" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload || say "systemctl daemon-reload failed"; fi
+  # The payload last: a failure before it leaves the previous payload, matching the undone rules.
   write_file_safely "$ROOT"/etc/netfwd/iptables-lab-multi.rules 600 cat <<'NETFWD_BOOT'
 *nat
 :NETFWD-00e59dae-OUT - [0:0]
@@ -335,28 +358,6 @@ COMMIT
 -A NETFWD-00e59dae-FWD -m conntrack --ctstate DNAT --ctproto 6 --ctreplsrc 192.168.10.7 --ctorigdstport 19100 --ctreplsrcport 9100 -m comment --comment "netfwd:lab-multi/metrics" -j ACCEPT
 COMMIT
 NETFWD_BOOT
-  # Boot: this cluster's own oneshot unit loads only its payload (never a flush of others).
-  [ -f "$ROOT"/etc/systemd/system/netfwd-lab-multi.service ] && while IFS= read -r line; do case $line in '# netfwd-made: '*) made+=("${line#'# netfwd-made: '}") ;; esac; done <"$ROOT"/etc/systemd/system/netfwd-lab-multi.service
-  exec_start="$(command -v "$IPTABLES-restore") --noflush /etc/netfwd/iptables-lab-multi.rules"
-  write_file_safely "$ROOT"/etc/systemd/system/netfwd-lab-multi.service 644 printf '%s\n' '# written by netfwd for cluster lab-multi: loads only this cluster'"'"'s own rules at boot' ${made[@]+"${made[@]/#/# netfwd-made: }"} "$(printf '[Unit]
-Description=netfwd forwards of cluster lab-multi
-DefaultDependencies=no
-Wants=network-pre.target
-Before=network-pre.target shutdown.target
-After=nftables.service netfilter-persistent.service iptables.service ip6tables.service firewalld.service
-Conflicts=shutdown.target
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart=%s
-
-[Install]
-WantedBy=multi-user.target
-' "$exec_start")"
-  if [ -L "$ROOT"/etc/systemd/system/multi-user.target.wants/netfwd-lab-multi.service ]; then [ "$(readlink -- "$ROOT"/etc/systemd/system/multi-user.target.wants/netfwd-lab-multi.service)" = /etc/systemd/system/netfwd-lab-multi.service ] || netfwd_refuse 'etc/systemd/system/multi-user.target.wants/netfwd-lab-multi.service: not netfwd'"'"'s link'
-  else refuse_planted "$ROOT"/etc/systemd/system/multi-user.target.wants/netfwd-lab-multi.service; mkdir -p -- "$(dirname -- "$ROOT"/etc/systemd/system/multi-user.target.wants/netfwd-lab-multi.service)"; ln -s -- /etc/systemd/system/netfwd-lab-multi.service "$ROOT"/etc/systemd/system/multi-user.target.wants/netfwd-lab-multi.service; fi
-  if [ -z "$ROOT" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload || say "systemctl daemon-reload failed"; fi
 fi
 trap - EXIT
 echo 'netfwd: applied 4 forward(s)' >&2

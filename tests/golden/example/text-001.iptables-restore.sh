@@ -253,25 +253,6 @@ if [ -n "$before" ]; then
 fi
 
 if [ "${NETFWD_PERSIST:-auto}" != no ]; then
-  write_file_safely "$ROOT"/etc/netfwd/iptables-text-001.rules 600 cat <<'NETFWD_BOOT'
-*nat
-:NETFWD-57a33fc1-OUT - [0:0]
-:NETFWD-57a33fc1-POST - [0:0]
-:NETFWD-57a33fc1-PRE - [0:0]
--I PREROUTING 1 -j NETFWD-57a33fc1-PRE
--I OUTPUT 1 -j NETFWD-57a33fc1-OUT
--I POSTROUTING 1 -j NETFWD-57a33fc1-POST
--A NETFWD-57a33fc1-POST -d 192.168.10.5/32 -p tcp -m tcp --dport 6443 -m conntrack --ctstate DNAT -m comment --comment "netfwd:text-001/apiserver" -j MASQUERADE
--A NETFWD-57a33fc1-PRE -s 47.96.166.214/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:text-001/apiserver" -j DNAT --to-destination 192.168.10.5:6443
--A NETFWD-57a33fc1-PRE -s 100.104.12.64/26 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:text-001/apiserver" -j DNAT --to-destination 192.168.10.5:6443
--A NETFWD-57a33fc1-PRE -s 203.0.113.0/24 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:text-001/apiserver" -j DNAT --to-destination 192.168.10.5:6443
-COMMIT
-*filter
-:NETFWD-57a33fc1-FWD - [0:0]
--I FORWARD 1 -j NETFWD-57a33fc1-FWD
--A NETFWD-57a33fc1-FWD -m conntrack --ctstate DNAT --ctproto 6 --ctreplsrc 192.168.10.5 --ctorigdstport 16443 --ctreplsrcport 6443 -m comment --comment "netfwd:text-001/apiserver" -j ACCEPT
-COMMIT
-NETFWD_BOOT
   # Boot: this cluster's own oneshot unit loads only its payload (never a flush of others).
   [ -f "$ROOT"/etc/systemd/system/netfwd-text-001.service ] && while IFS= read -r line; do case $line in '# netfwd-made: '*) made+=("${line#'# netfwd-made: '}") ;; esac; done <"$ROOT"/etc/systemd/system/netfwd-text-001.service
   exec_start="$(command -v "$IPTABLES-restore") --noflush /etc/netfwd/iptables-text-001.rules"
@@ -294,6 +275,26 @@ WantedBy=multi-user.target
   if [ -L "$ROOT"/etc/systemd/system/multi-user.target.wants/netfwd-text-001.service ]; then [ "$(readlink -- "$ROOT"/etc/systemd/system/multi-user.target.wants/netfwd-text-001.service)" = /etc/systemd/system/netfwd-text-001.service ] || netfwd_refuse 'etc/systemd/system/multi-user.target.wants/netfwd-text-001.service: not netfwd'"'"'s link'
   else refuse_planted "$ROOT"/etc/systemd/system/multi-user.target.wants/netfwd-text-001.service; mkdir -p -- "$(dirname -- "$ROOT"/etc/systemd/system/multi-user.target.wants/netfwd-text-001.service)"; ln -s -- /etc/systemd/system/netfwd-text-001.service "$ROOT"/etc/systemd/system/multi-user.target.wants/netfwd-text-001.service; fi
   if [ -z "$ROOT" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload || say "systemctl daemon-reload failed"; fi
+  # The payload last: a failure before it leaves the previous payload, matching the undone rules.
+  write_file_safely "$ROOT"/etc/netfwd/iptables-text-001.rules 600 cat <<'NETFWD_BOOT'
+*nat
+:NETFWD-57a33fc1-OUT - [0:0]
+:NETFWD-57a33fc1-POST - [0:0]
+:NETFWD-57a33fc1-PRE - [0:0]
+-I PREROUTING 1 -j NETFWD-57a33fc1-PRE
+-I OUTPUT 1 -j NETFWD-57a33fc1-OUT
+-I POSTROUTING 1 -j NETFWD-57a33fc1-POST
+-A NETFWD-57a33fc1-POST -d 192.168.10.5/32 -p tcp -m tcp --dport 6443 -m conntrack --ctstate DNAT -m comment --comment "netfwd:text-001/apiserver" -j MASQUERADE
+-A NETFWD-57a33fc1-PRE -s 47.96.166.214/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:text-001/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-57a33fc1-PRE -s 100.104.12.64/26 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:text-001/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+-A NETFWD-57a33fc1-PRE -s 203.0.113.0/24 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:text-001/apiserver" -j DNAT --to-destination 192.168.10.5:6443
+COMMIT
+*filter
+:NETFWD-57a33fc1-FWD - [0:0]
+-I FORWARD 1 -j NETFWD-57a33fc1-FWD
+-A NETFWD-57a33fc1-FWD -m conntrack --ctstate DNAT --ctproto 6 --ctreplsrc 192.168.10.5 --ctorigdstport 16443 --ctreplsrcport 6443 -m comment --comment "netfwd:text-001/apiserver" -j ACCEPT
+COMMIT
+NETFWD_BOOT
 fi
 trap - EXIT
 echo 'netfwd: applied 1 forward(s)' >&2
