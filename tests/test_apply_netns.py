@@ -432,3 +432,38 @@ def test_firewalld_many_new_ipsets_in_one_step(relay_for, tmp_path):
     relay.netfwd("remove")
     assert "netfwd-" not in relay.relay(["firewall-cmd", "--permanent", "--get-ipsets"])
     assert relay.foreign_part(relay.dump()) == foreign
+
+
+def test_firewalld_keeps_other_admins_runtime_only_rules(relay_for, tmp_path):
+    """An admin's runtime-only service survives an apply that needs no reload; an apply or remove
+    that needs one (an ipset comes or goes) exits 3 naming it and changes nothing, unless
+    --allow-runtime-loss."""
+    relay = relay_for("firewalld")
+    lab, a = relay.lab, relay.lab.addrs
+    lab.start_server("onprem", B)
+
+    def spec(name: str, count: int, cidr: str) -> str:
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(f"version: 1\ncluster: lab-apply\nrelay: {{os: linux, interface: {a.relay_outside_if}}}\n"
+                        "forwards:\n" + "".join(f"""  - name: f{i}
+    listen: {{port: {A + i}}}
+    to: {{address: {a.onprem}, port: {B}}}
+    allow: {{cidrs: [{cidr}]}}
+""" for i in range(count)))
+        return str(path)
+
+    relay.netfwd("apply", spec("one", 1, a.allowed_cidr), "--yes")
+    zone = lab.firewall_cmd("--get-default-zone").stdout.strip()
+    lab.firewall_cmd("--add-service=http")  # another admin's runtime-only change
+    relay.netfwd("apply", spec("wider", 1, f"{a.client_denied}/32"), "--yes")  # ipset entries only: no reload
+    assert "http" in lab.firewall_cmd("--list-services").stdout.split()
+    assert lab.whoami("client", a.relay_outside, A, source=a.client_denied) == a.relay_inside
+
+    before = relay.dump()
+    for argv in (("apply", spec("two", 2, a.allowed_cidr), "--yes"), ("remove",)):  # a new / a gone ipset
+        refused = relay.netfwd(*argv, expect=3)
+        assert f"{zone}: service http (runtime only)" in refused.stderr, refused.stderr
+        assert relay.dump() == before
+    relay.netfwd("remove", "--allow-runtime-loss")
+    assert "netfwd-" not in lab.firewall_cmd("--get-ipsets").stdout
+    assert "http" not in lab.firewall_cmd("--list-services").stdout.split()

@@ -338,3 +338,36 @@ def test_a_refused_change_leaves_the_sysctls_and_says_how_far_it_got(lab_fw, tmp
     assert "failed (exit" in done.stderr and "firewalld change(s), sysctls untouched" in done.stderr
     assert "applied" not in done.stderr
     assert not (tmp_path / owned.sysctl_file(spec.cluster)).exists()
+
+
+@pytest.mark.netns
+def test_other_admins_runtime_only_rules_survive_or_the_reload_is_refused(lab_fw, tmp_path):
+    """An admin's runtime-only service and rich rule survive a change that needs no reload; a change
+    that needs one (remove: ipsets go) exits 3 naming them and changes nothing, unless
+    NETFWD_ALLOW_RUNTIME_LOSS=1."""
+    lab, a = lab_fw, lab_fw.addrs
+    lab.start_server("onprem", B + 1, kind="whoami")
+    run_script(lab, FW.render(lab_spec(lab)), tmp_path)  # nothing else differs yet: the reload is fine
+    zone = lab.firewall_cmd("--get-default-zone").stdout.strip()
+    lab.firewall_cmd("--add-service=http")
+    lab.firewall_cmd(f"--add-rich-rule={FOREIGN_RULE}")
+
+    spec = lab_spec(lab, port=B + 1)  # a changed target: runtime and permanent edited in step
+    done = run_script(lab, FW.render(spec), tmp_path)
+    assert "reloading" not in done.stderr
+    assert lab.whoami("client", a.relay_outside, A, source=a.client_allowed) == a.relay_inside
+    assert FOREIGN_RULE in lab.firewall_cmd("--list-rich-rules").stdout
+    assert "http" in lab.firewall_cmd("--list-services").stdout.split()
+
+    before = state(lab)
+    done = run_script(lab, FW.render_remove(spec), tmp_path, check=False)
+    assert done.returncode == 3, done.stderr
+    assert f"{zone}: services http (runtime only)" in done.stderr
+    assert f"{zone}: rich rule {FOREIGN_RULE} (runtime only)" in done.stderr
+    assert state(lab) == before
+    assert lab.whoami("client", a.relay_outside, A, source=a.client_allowed) == a.relay_inside
+
+    lab.relay_exec_fw(["env", f"NETFWD_ROOT={tmp_path}", "NETFWD_ALLOW_RUNTIME_LOSS=1", "bash", "-s"],
+                      input=FW.render_remove(spec), timeout=300)
+    assert "netfwd-" not in lab.firewall_cmd("--get-ipsets").stdout
+    assert FOREIGN_RULE not in lab.firewall_cmd("--list-rich-rules").stdout  # the reload it was allowed

@@ -42,6 +42,7 @@ class Context:
     lock_fd: int | None = None
     cluster: str = ""
     legacy: tuple[str, ...] = ()
+    allow_runtime_loss: bool = False  # firewalld: reload even if others' runtime-only configuration is lost
 
 
 def get_backend(name: str, context: Context) -> Backend:

@@ -109,6 +109,8 @@ class FirewalldBackend(BaseBackend):
         if os.environ.get("NETFWD_TIMING") and "timings" in answer:
             print(f"netfwd: timing: firewalld helper {op}: " +
                   ", ".join(f"{what} at {at:.2f} s" for what, at in answer["timings"]), file=sys.stderr)
+        if "refused" in answer:  # a reload would drop other admins' runtime-only configuration
+            raise EnvironmentProblem(answer["refused"])
         if "error" in answer:
             if done.returncode == 3:
                 raise EnvironmentProblem(f"{answer['error']}: start firewalld, or choose another --backend")
@@ -152,7 +154,8 @@ class FirewalldBackend(BaseBackend):
         return dialect.parse_rich_rules("\n".join(lines))
 
     def write(self, target: str, live: Live) -> int | None:
-        answer = self._helper("write", {"current": parse(live.text), "target": parse(target), **self._owned()})
+        answer = self._helper("write", {"current": parse(live.text), "target": parse(target), **self._owned(),
+                                        "allow_runtime_loss": self.context.allow_runtime_loss})
         return answer.get("commits")
 
     def fingerprint(self) -> str | None:

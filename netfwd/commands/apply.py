@@ -45,10 +45,14 @@ OUTPUT = click.option("--output", "-o", type=click.Choice(["text", "json"]), def
 CATALOG = click.option("--catalog", "catalog_file", type=click.Path(dir_okay=False),
                        help="A region catalog file to use instead of the bundled one.")
 SPEC = click.argument("spec_file", metavar="SPEC", type=SpecPath())
+RUNTIME_LOSS = click.option("--allow-runtime-loss", is_flag=True,
+                            help="firewalld: reload even when configuration others made at runtime only "
+                                 "(not --permanent) would be lost; without it such a change exits 3, "
+                                 "naming what differs.")
 
 
 def _engine(backend: str, netns: str | None, root: str, state_dir: str | None, lock_timeout: float,
-            cluster: str | None, spec_file: str | None = None):
+            cluster: str | None, spec_file: str | None = None, allow_runtime_loss: bool = False):
     """The engine of one cluster: the spec's, else --cluster, else the only one with records."""
     from netfwd.engine.core import Engine
     from netfwd.engine.state import cluster_dir, migrate_legacy
@@ -56,7 +60,8 @@ def _engine(backend: str, netns: str | None, root: str, state_dir: str | None, l
     base, root_path = _base(backend, netns, root, state_dir)
     name = _cluster(base, cluster, spec_file)
     migrate_legacy(base, name)
-    return Engine(cluster_dir(base, name), root_path, backend, lock_wait=lock_timeout, cluster=name)
+    return Engine(cluster_dir(base, name), root_path, backend, lock_wait=lock_timeout, cluster=name,
+                  allow_runtime_loss=allow_runtime_loss)
 
 
 def _base(backend: str, netns: str | None, root: str, state_dir: str | None) -> tuple[Path, Path]:
@@ -136,9 +141,10 @@ def plan(ctx: click.Context, spec_file: str, catalog_file: str | None, output: s
               help="Roll back automatically after SECONDS unless `netfwd confirm` runs (survives this "
                    "process being killed and the SSH session dropping).")
 @click.option("--yes", "-y", is_flag=True, help="Apply without asking (required when stdin is not a terminal).")
+@RUNTIME_LOSS
 @OUTPUT
 def apply(spec_file: str, catalog_file: str | None, confirm_timeout: float | None, yes: bool, output: str,
-          **common: Any) -> None:
+          allow_runtime_loss: bool, **common: Any) -> None:
     """Apply SPEC to this relay in one transaction; enable and persist forwarding.
 
     \b
@@ -146,7 +152,7 @@ def apply(spec_file: str, catalog_file: str | None, confirm_timeout: float | Non
       netfwd apply rules/example.yaml --confirm-timeout 120 --yes
       netfwd confirm
     """
-    engine = _engine(**common, spec_file=spec_file)
+    engine = _engine(**common, spec_file=spec_file, allow_runtime_loss=allow_runtime_loss)
     outcome = engine.apply(spec_file, catalog=catalog_file, confirm_timeout=confirm_timeout,
                            approve=None if yes else _ask)
     _report(outcome, output, "applied")
@@ -177,8 +183,10 @@ def _report(outcome, output: str, verb: str) -> None:
 @click.option("--confirm-timeout", type=click.FloatRange(1, 86400), metavar="SECONDS",
               help="Put everything back after SECONDS unless `netfwd confirm` runs.")
 @click.argument("spec_file", metavar="[SPEC]", required=False, type=SpecPath())
+@RUNTIME_LOSS
 @OUTPUT
-def remove(spec_file: str | None, confirm_timeout: float | None, output: str, **common: Any) -> None:
+def remove(spec_file: str | None, confirm_timeout: float | None, output: str, allow_runtime_loss: bool,
+           **common: Any) -> None:
     """Remove every object the cluster owns (chains, jumps, table, rich rules, ipsets), nothing else.
 
     The cluster is SPEC's (then SPEC must be valid: a typo should not go unnoticed), else --cluster,
@@ -192,7 +200,8 @@ def remove(spec_file: str | None, confirm_timeout: float | None, output: str, **
         from netfwd.spec import open_spec
 
         open_spec(spec_file)
-    outcome = _engine(**common, spec_file=spec_file).remove(confirm_timeout=confirm_timeout)
+    outcome = _engine(**common, spec_file=spec_file,
+                      allow_runtime_loss=allow_runtime_loss).remove(confirm_timeout=confirm_timeout)
     _report(outcome, output, "removed, as")
 
 

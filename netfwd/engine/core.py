@@ -66,11 +66,12 @@ class Outcome:
 
 class Engine:
     def __init__(self, state_dir: Path, root: Path, backend: str = "auto", *, lock_wait: float = 60.0,
-                 log: Log = _stderr, cluster: str | None = None) -> None:
+                 log: Log = _stderr, cluster: str | None = None, allow_runtime_loss: bool = False) -> None:
         """`state_dir` is the cluster's own (netfwd.engine.state.cluster_dir); `cluster` defaults to its name."""
         self.state_dir, self.root, self.requested = state_dir, root, backend
         self.cluster = cluster or state_dir.name
         self.lock_wait, self.log = lock_wait, log
+        self.allow_runtime_loss = allow_runtime_loss  # firewalld: a reload may drop others' runtime-only config
         self._preloaded: dict[tuple[str, str | None], Any] = {}  # specs parsed by _preflight
 
     @classmethod
@@ -96,7 +97,7 @@ class Engine:
                                      f"remove them first (netfwd remove --backend {state.backend}) "
                                      f"before switching to {chosen}")
         context = Context(root=self.root, workdir=self.state_dir, lock_fd=lock_fd, cluster=self.cluster,
-                          legacy=self._legacy_names())
+                          legacy=self._legacy_names(), allow_runtime_loss=self.allow_runtime_loss)
         return get_backend(chosen, context)
 
     def _legacy_names(self) -> tuple[str, ...]:

@@ -154,8 +154,75 @@ def read(fw, request):
     return {"default_zone": default, "zones_of": zones_of, **state}
 
 
+# Zone settings a reload keeps (interface bindings are restored) or that only describe the zone
+KEPT_BY_RELOAD = {"version", "short", "description", "UNUSED", "interfaces"}
+ANY_NETFWD = "netfwd-"  # every cluster's (and earlier versions') objects: in step by netfwd's own writes
+
+
+def _items(value):
+    """A zone setting as comparable strings (ports and forward-ports are D-Bus structs)."""
+    if isinstance(value, (list, tuple)) and not isinstance(value, str):
+        return {"/".join(str(p) for p in v) if isinstance(v, (list, tuple)) else str(v) for v in value}
+    return {str(value)}
+
+
+def runtime_differences(fw):
+    """What a reload would lose or add outside netfwd's objects: every item of a zone, or ipset,
+    whose runtime and permanent configuration differ ("zone: key item (runtime only)")."""
+    found = []
+    runtime_zones = {str(z) for z in fw.call(fw.fw, ".zone", "getZones")}
+    permanent_zones = {str(z) for z in fw.call(fw.cfg, ".config", "getZoneNames")}
+    for zone in sorted(runtime_zones ^ permanent_zones):
+        found.append(f"zone {zone} ({'runtime' if zone in runtime_zones else 'permanent'} only)")
+    for zone in sorted(runtime_zones & permanent_zones):
+        live, saved = fw.zone_settings(zone, False), fw.zone_settings(zone, True)
+        for key in sorted((set(live) | set(saved)) - KEPT_BY_RELOAD):
+            have = _items(live.get(key, []))
+            want = _items(saved.get(key, []))
+            if key == "rules_str":
+                have = {r for r in have if ANY_NETFWD not in r}
+                want = {r for r in want if ANY_NETFWD not in r}
+            name = {"rules_str": "rich rule", "services": "service", "ports": "port", "sources": "source",
+                    "forward_ports": "forward-port", "icmp_blocks": "icmp-block", "protocols": "protocol",
+                    "source_ports": "source-port"}.get(key, key)
+            if not isinstance(live.get(key, saved.get(key)), (list, tuple)):
+                if have != want and key in live and key in saved:
+                    found.append(f"{zone}: {name} {sorted(have)[0]} (runtime; permanent {sorted(want)[0]})")
+                continue
+            found += [f"{zone}: {name} {item} (runtime only)" for item in sorted(have - want)]
+            found += [f"{zone}: {name} {item} (permanent only)" for item in sorted(want - have)]
+    live_sets = {str(n) for n in fw.call(fw.fw, ".ipset", "getIPSets") if not str(n).startswith(ANY_NETFWD)}
+    saved_sets = {str(n) for n in fw.call(fw.cfg, ".config", "getIPSetNames") if not str(n).startswith(ANY_NETFWD)}
+    found += [f"ipset {n} (runtime only)" for n in sorted(live_sets - saved_sets)]
+    found += [f"ipset {n} (permanent only)" for n in sorted(saved_sets - live_sets)]
+    for name in sorted(live_sets & saved_sets):
+        have = {str(e) for e in fw.call(fw.fw, ".ipset", "getIPSetSettings", name)[5]}
+        want = {str(e) for e in fw.call(fw.config_object("IPSet", name), ".config.ipset", "getSettings")[5]}
+        found += [f"ipset {name}: entry {e} (runtime only)" for e in sorted(have - want)]
+        found += [f"ipset {name}: entry {e} (permanent only)" for e in sorted(want - have)]
+    mark("runtime differences")
+    return found
+
+
+def needs_reload(fw, current, target):
+    """Whether write() will reload: the same tests it makes, asked before anything changes."""
+    new = [name for name in target["permanent"]["ipsets"] if name not in current["permanent"]["ipsets"]]
+    as_files = fw.settings2 and len(new) >= FILES_FROM and _has_ipset_writer()
+    stale = any(set(rules) - set(target["runtime"]["rules"].get(zone, []))
+                for zone, rules in current["runtime"]["rules"].items())
+    return (set(target["runtime"]["ipsets"]) != set(current["runtime"]["ipsets"])
+            or (stale and not fw.settings2) or as_files)
+
+
 def write(fw, request):
     current, target = request["current"], request["target"]
+    if not request.get("allow_runtime_loss") and needs_reload(fw, current, target):
+        lost = runtime_differences(fw)
+        if lost:
+            return {"refused": "this change needs a firewalld reload, which would drop (or load) configuration "
+                               "whose runtime and permanent versions differ: " + "; ".join(lost) +
+                               ". Nothing was changed: make those changes permanent (firewall-cmd "
+                               "--runtime-to-permanent) or drop them, or pass --allow-runtime-loss"}
     done = []
     # -- permanent -------------------------------------------------------------------------
     want, have = target["permanent"]["ipsets"], current["permanent"]["ipsets"]

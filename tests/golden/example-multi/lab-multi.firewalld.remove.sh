@@ -148,7 +148,7 @@ sync_rules() {
     if [ -z "$opt" ] && ! fw --zone="$zone" "${args[@]}"; then
       # firewalld 0.6 cannot remove at runtime a forward-port rule it loaded itself (it never kept
       # the rule's mark): the permanent configuration is already right, so a reload finishes the job
-      say "this firewalld cannot remove loaded forward-port rules at runtime: reloading instead (runtime-only changes not made by netfwd are lost)"
+      say "this firewalld cannot remove loaded forward-port rules at runtime: reloading instead"
       fw --reload
       drop_orphan_ipsets
       CHANGES=$((CHANGES + 1))
@@ -179,8 +179,56 @@ drop_orphan_ipsets() {
   done
 }
 
+# settings [--permanent]: "<zone>: <key> <item>" for every zone setting and other ipset, without netfwd's
+# rules and ipsets (any cluster's) and without interface bindings (a reload keeps those)
+settings() {
+  firewall-cmd "$@" --list-all-zones | awk '
+    /^[^ \t]/ { zone = $1; key = ""; next }
+    /^[ \t]+[a-z][a-z -]*:/ && !/^[ \t]+rule / {
+      line = $0; sub(/^[ \t]+/, "", line); key = substr(line, 1, index(line, ":") - 1)
+      n = split(substr(line, index(line, ":") + 1), words, " ")
+      if (key != "interfaces" && key != "rich rules" && key != "forward-ports")
+        for (i = 1; i <= n; i++) print zone ": " key " " words[i]
+      next }
+    /^[ \t]+[^ \t]/ && key != "interfaces" {
+      line = $0; sub(/^[ \t]+/, "", line)
+      if (line !~ /ipset="netfwd-/) print zone ": " (key == "rich rules" ? "rich rule" : key) " " line }'
+  local name
+  for name in $(firewall-cmd "$@" --get-ipsets); do
+    [[ $name == netfwd-* ]] && continue
+    echo "ipset $name"
+    firewall-cmd "$@" --ipset="$name" --get-entries | sed "s/^/ipset $name: entry /"
+  done
+}
+
+# refuse_runtime_loss WHY: a reload rebuilds the runtime from the permanent configuration; if they
+# differ outside netfwd's objects (another admin's runtime-only rule), change nothing and exit 3,
+# unless NETFWD_ALLOW_RUNTIME_LOSS=1
+refuse_runtime_loss() {
+  local differ
+  [ "${NETFWD_ALLOW_RUNTIME_LOSS:-}" != 1 ] || return 0
+  differ=$(LC_ALL=C comm -3 <(settings | LC_ALL=C sort -u) <(settings --permanent | LC_ALL=C sort -u) |
+    sed -e 's/^\t\(.*\)/\1 (permanent only)/' -e '/(permanent only)$/!s/$/ (runtime only)/' | paste -sd ';' -)
+  [ -z "$differ" ] || die 3 "$1 needs a firewalld reload, which would drop (or load) configuration whose runtime and permanent versions differ: ${differ//;/; }. Nothing was changed: make those changes permanent (firewall-cmd --runtime-to-permanent) or drop them, or run again with NETFWD_ALLOW_RUNTIME_LOSS=1"
+}
+
+# will_reload: would converge reload? (asked before any change: an ipset must appear or disappear at
+# runtime, or firewalld before 0.7 must drop a forward-port rule it cannot remove at runtime)
+will_reload() {
+  local name sets zone rule
+  sets=" $(firewall-cmd --get-ipsets) "
+  for name in ${SET_ORDER[@]+"${SET_ORDER[@]}"}; do [[ $sets == *" $name "* ]] || return 0; done
+  for name in $sets; do if owned "$name" && [ -z "${WANT_SET[$name]:-}" ]; then return 0; fi; done
+  [[ $(firewall-cmd --version) == 0.[0-6].* ]] || return 1
+  while IFS=$'\t' read -r zone rule; do
+    if [[ $rule == *forward-port* && -z ${WANT_RULE[$zone$TAB$rule]:-} ]]; then return 0; fi
+  done <<<"$(netfwd_rules)"
+  return 1
+}
+
 converge() {
   local name sets
+  if will_reload; then refuse_runtime_loss "this change"; fi
   # 1. permanent: ipsets (created here only: firewalld has no runtime --new-ipset), rules, stale ipsets
   sets=" $(firewall-cmd --permanent --get-ipsets) "
   for name in ${SET_ORDER[@]+"${SET_ORDER[@]}"}; do
@@ -206,7 +254,7 @@ converge() {
     if owned "$name" && [ -z "${WANT_SET[$name]:-}" ]; then reload=yes; fi
   done
   if [ "$reload" = yes ]; then
-    say "reloading firewalld: ipsets reach the runtime only that way (runtime-only changes not made by netfwd are lost)"
+    say "reloading firewalld: ipsets reach the runtime only that way"
     fw --reload
     drop_orphan_ipsets
     return  # the runtime is now the permanent configuration, which is already right
