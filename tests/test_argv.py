@@ -38,7 +38,7 @@ STUB = REPO / "tests" / "hostile" / "stubtool.sh"
 STUBBED = ["iptables", "iptables-save", "iptables-restore", "nft", "firewall-cmd", "sysctl", "ip", "conntrack",
            "systemctl", "id"]
 REAL = ["bash", "cat", "mv", "rm", "mkdir", "chmod", "dirname", "mktemp", "grep", "awk", "sort", "tr", "sed",
-        "head", "tail", "cut", "env", "uname", "stat", "readlink", "ln", "rmdir"]
+        "head", "tail", "cut", "env", "uname", "stat", "readlink", "ln", "rmdir", "comm"]
 UNSHARE = shutil.which("unshare") or "unshare"
 LINUX_DIALECTS = ["iptables", "iptables-restore", "nft", "firewalld"]
 SPECS = {  # what each dialect can express (the others refuse: tested in their own modules)

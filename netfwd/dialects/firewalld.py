@@ -218,7 +218,8 @@ refuse_runtime_loss() {
   local differ
   [ "${NETFWD_ALLOW_RUNTIME_LOSS:-}" != 1 ] || return 0
   differ=$(LC_ALL=C comm -3 <(settings | LC_ALL=C sort -u) <(settings --permanent | LC_ALL=C sort -u) |
-    sed -e 's/^\t\(.*\)/\1 (permanent only)/' -e '/(permanent only)$/!s/$/ (runtime only)/' | paste -sd ';' -)
+    sed -e 's/^\t\(.*\)/\1 (permanent only)/' -e '/(permanent only)$/!s/$/ (runtime only)/' | tr '\n' ';')
+  differ=${differ%;}
   [ -z "$differ" ] || die 3 "$1 needs a firewalld reload, which would drop (or load) configuration whose runtime and permanent versions differ: ${differ//;/; }. Nothing was changed: make those changes permanent (firewall-cmd --runtime-to-permanent) or drop them, or run again with NETFWD_ALLOW_RUNTIME_LOSS=1"
 }
 
