@@ -101,8 +101,9 @@ def open_log(path: Path) -> int:
         os.close(directory)
 
 
-# .NAME.PID.RANDOM.tmp (and .NAME.PID.tmp of netfwd before the random part)
-_TEMP = re.compile(r"^\..+\.(\d+)(?:\.[0-9a-f]{16})?\.tmp$")
+# .NAME.PID.RANDOM.tmp (and .NAME.PID.tmp of netfwd before the random part). NAME is matched
+# lazily: a RANDOM of 16 decimal digits must not be read as the PID.
+_TEMP = re.compile(r"^\..+?\.(\d+)(?:\.[0-9a-f]{16})?\.tmp$")
 
 
 def sweep_temp_files(directory: Path) -> list[Path]:
@@ -127,7 +128,7 @@ def sweep_temp_files(directory: Path) -> list[Path]:
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # gone, or no PID at all
         return False
     except OSError:  # EPERM: it exists
         return True

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from netfwd import xtables
+from netfwd import owned, xtables
 from netfwd.dialects import get_dialect
 
 pytestmark = pytest.mark.netns
@@ -304,12 +304,12 @@ def test_ipv6_forwarding_keeps_accepting_router_advertisements(make_lab, tmp_pat
     relay.apply(spec)
     assert accept_ra(a.relay_outside_if) == "2" and accept_ra(a.relay_inside_if) == "0"
     assert lab.run("relay", ["sysctl", "-n", "net.ipv6.conf.all.forwarding"]).stdout.strip() == "1"
-    persisted = (relay.root / "etc/sysctl.d/90-netfwd.conf").read_text().splitlines()
+    persisted = (relay.root / owned.sysctl_file("lab-v6")).read_text().splitlines()
     wanted = f"net/ipv6/conf/{a.relay_outside_if}/accept_ra = 2"
     assert wanted in persisted and persisted.index(wanted) < persisted.index("net.ipv6.conf.all.forwarding = 1")
     assert not any(a.relay_inside_if in line for line in persisted)
     relay.remove(spec)
-    assert not (relay.root / "etc/sysctl.d/90-netfwd.conf").exists()
+    assert not (relay.root / owned.sysctl_file("lab-v6")).exists()
 
 
 @pytest.mark.parametrize("engine", ["apply:firewalld", "script:firewalld"])

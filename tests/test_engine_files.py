@@ -27,3 +27,15 @@ def test_sweep_removes_only_temp_files_of_dead_writers(tmp_path):
     assert live.exists() and not any(p.exists() for p in stale)
     assert (tmp_path / "applied.txt").read_text() == "owned state\n"
     assert sweep_temp_files(tmp_path) == []
+
+
+def test_sweep_reads_the_pid_not_a_random_part_made_of_digits(tmp_path):
+    """Regression: a random part of 16 decimal digits was read as the PID (OverflowError, a traceback
+    in every later command) and a live writer's temp file could look dead."""
+    dead, me = dead_pid(), os.getpid()
+    stale = tmp_path / f".state.json.{dead}.1234567890123456.tmp"
+    live = tmp_path / f".applied.txt.{me}.9876543210987654.tmp"
+    stale.write_text("torn")
+    live.write_text("being written")
+    assert sweep_temp_files(tmp_path) == [stale]
+    assert live.exists()

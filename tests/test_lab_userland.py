@@ -73,6 +73,7 @@ def test_cli_lab_up_userland_centos7_and_down(centos7_userland):
 
 
 def test_status_shows_the_userland_and_the_rules_applied(c7, tmp_path):
+    from netfwd import owned
     from netfwd.dialects import get_dialect
     from netfwd.spec import load_spec
 
@@ -80,4 +81,5 @@ def test_status_shows_the_userland_and_the_rules_applied(c7, tmp_path):
     c7.run("relay", ["env", f"NETFWD_ROOT={tmp_path}", "bash", "-s"], input=script)
     status = c7.status()
     assert status["userland"] == "centos7"
-    assert any("NETFWD-PRE" in line for line in status["applied"]["iptables-legacy"])
+    pre = owned.chain(load_spec("rules/example.yaml").cluster, "PRE")
+    assert any(pre in line for line in status["applied"]["iptables-legacy"])
