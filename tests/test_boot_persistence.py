@@ -19,9 +19,9 @@ import pytest
 from netfwd import bootunit, owned
 from netfwd.dialects import get_dialect
 from netfwd.spec import open_spec
-from tests.test_apply_netns import Relay
-from tests.test_clusters import spec_text
-from tests.test_dialect_nft import ISOLATED
+from tests.engine.test_apply_netns import Relay
+from tests.engine.test_clusters import spec_text
+from tests.dialects.test_dialect_nft import ISOLATED
 
 pytestmark = pytest.mark.netns
 

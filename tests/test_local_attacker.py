@@ -28,7 +28,7 @@ from netfwd.dialects.nft import NFT_CONFS
 from netfwd.engine.state import cluster_dir
 from netfwd.lab.state import NS_PREFIX
 from tests.attacker import as_nobody, nobody
-from tests.test_argv import run_script, stub_bin  # noqa: F401 - stub_bin is a fixture
+from tests.dialects.test_argv import run_script, stub_bin  # noqa: F401 - stub_bin is a fixture
 
 CLUSTER = "lsec"
 SYSCTL_FILE, NFT_FILE, TABLE = owned.sysctl_file(CLUSTER), owned.nft_file(CLUSTER), owned.nft_table(CLUSTER)

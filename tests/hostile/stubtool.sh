@@ -1,5 +1,5 @@
 #!/bin/bash
-# A stand-in for iptables, nft, firewall-cmd, sysctl, ip, ... in tests/test_argv.py: it records its
+# A stand-in for iptables, nft, firewall-cmd, sysctl, ip, ... in tests/dialects/test_argv.py: it records its
 # argv (plus what it was given on stdin, or the file of `nft -f`) as ONE JSON line in
 # $NETFWD_ARGV_LOG, then answers the way the real tool answers on a relay that has nothing of
 # netfwd yet. Nothing here touches a firewall. Symlinked under each tool's name.

@@ -1,0 +1,373 @@
+"""The firewalld dialect: text properties, and the scripts run against a real firewalld in the lab relay.
+
+firewalld runs only inside the lab's relay namespace with a private D-Bus and /etc/firewalld
+(`lab_fw`, see netfwd/lab/firewalld.py); the host's firewalld, if any, is never reached.
+Bundled examples are covered by tests/dialects/test_golden.py.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from netfwd import owned
+from netfwd.dialects import get_dialect
+from netfwd.dialects.firewalld import forward_rule, ipset_name, masquerade_rule
+from netfwd.errors import UnsupportedByDialect
+from netfwd.model import Spec
+from netfwd.spec import load_spec, parse_spec
+from tests.linux_specs import linux_specs
+
+REPO = Path(__file__).resolve().parents[2]
+FW = get_dialect("firewalld")
+FIXTURES = sorted((REPO / "tests/fixtures/specs").glob("*.yaml"))
+GOLDEN = REPO / "tests/golden/fixtures"
+A, B = 16443, 6443
+FOREIGN_RULE = 'rule family="ipv4" source address="198.51.100.0/24" service name="ssh" accept'
+
+
+def fw_specs() -> list:
+    params = []
+    for path in FIXTURES:
+        try:
+            FW.check(load_spec(path))
+        except UnsupportedByDialect:
+            continue
+        params.append(pytest.param(path, id=path.stem))
+    return params
+
+
+def unordered(essences) -> list:
+    """firewalld lists rich rules in no particular order: compare forwards as a multiset."""
+    return sorted(essences, key=repr)
+
+
+# -- text ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", fw_specs())
+def test_fixture_specs_match_golden_files(path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    spec = load_spec(path.relative_to(REPO))
+    for name, text in ((f"{spec.cluster}.firewalld.sh", FW.render(spec)),
+                       (f"{spec.cluster}.firewalld.remove.sh", FW.render_remove(spec))):
+        golden = GOLDEN / path.stem / name
+        if os.environ.get("NETFWD_UPDATE_GOLDEN"):
+            golden.parent.mkdir(parents=True, exist_ok=True)
+            golden.write_text(text)
+        assert golden.read_text() == text, f"{name} differs from {golden} (NETFWD_UPDATE_GOLDEN=1 to refresh)"
+
+
+@pytest.mark.parametrize("path", fw_specs())
+def test_render_then_parse_gives_back_the_forwards(path):
+    spec = load_spec(path)
+    assert FW.parse(FW.render(spec)) == FW.expected(spec)
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
+@pytest.mark.parametrize("path", fw_specs())
+def test_fixture_scripts_pass_shellcheck(path, tmp_path):
+    spec = load_spec(path)
+    for name, text in (("apply.sh", FW.render(spec)), ("remove.sh", FW.render_remove(spec))):
+        (tmp_path / name).write_text(text)
+        done = subprocess.run(["shellcheck", "--shell=bash", "--severity=style", str(tmp_path / name)],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout
+
+
+@settings(max_examples=100, deadline=None)
+@given(linux_specs(local=False))
+def test_property_render_then_parse_is_expected(spec):
+    assert FW.parse(FW.render(spec)) == FW.expected(spec)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from(FW.render(load_spec(REPO / "rules/example-multi.yaml")).splitlines())
+                | st.text(max_size=80), max_size=60))
+def test_property_parser_survives_any_text(lines):
+    """Live output may be cut off or mixed with other text: the parser never raises on it."""
+    for essence in FW.parse("\n".join(lines)):
+        assert isinstance(essence.listen_port, int) and isinstance(essence.to_port, int)
+
+
+def test_local_is_rejected_with_the_field_named():
+    spec = load_spec(REPO / "tests/fixtures/specs/nft-ipv6-local.yaml")
+    with pytest.raises(UnsupportedByDialect, match=r"forwards\[1\]\.local"):
+        FW.render(spec)
+
+
+def test_every_rule_names_the_forwards_own_ipset_so_no_rule_bypasses_the_whitelist():
+    spec = load_spec(REPO / "rules/example-multi.yaml")
+    script = FW.render(spec)
+    assert "--add-forward-port" not in script
+    for forward in spec.forwards:
+        name = ipset_name(spec.cluster, forward)
+        assert f'source ipset="{name}" ' in forward_rule(forward, name) and name in script
+        assert (masquerade_rule(forward, name) in script) == forward.masquerade
+    assert len({ipset_name(spec.cluster, f) for f in spec.forwards}) == len(spec.forwards)
+    assert all(len(ipset_name(spec.cluster, f)) <= 31 for f in spec.forwards)  # ipset's name limit
+
+
+def test_parses_firewall_cmd_output():
+    """`--list-all-zones` lines plus `--info-ipset` blocks, as firewalld 1.3 prints them."""
+    spec = load_spec(REPO / "tests/fixtures/specs/firewalld-ipv6.yaml")
+    name = {f.name: ipset_name(spec.cluster, f) for f in spec.forwards}
+    rules = [forward_rule(f, name[f.name]) for f in spec.forwards]
+    rules += [masquerade_rule(f, name[f.name]) for f in spec.forwards if f.masquerade]
+    rules.append(FOREIGN_RULE)
+    listing = "public (active)\n  target: default\n  rich rules: \n" + "".join(f"\t{r}\n" for r in reversed(rules))
+    from netfwd.dialects.firewalld import ipset_entries
+    for forward in spec.forwards:
+        family = "inet" if forward.family == 4 else "inet6"
+        listing += (f"{name[forward.name]}\n  type: hash:net\n  options: family={family}\n"
+                    f"  entries: {' '.join(ipset_entries(forward))}\n")
+    assert unordered(FW.parse(listing)) == unordered(FW.expected(spec))
+    without_ipsets = FW.parse("\n".join(rules) + '\nrule family="ipv4" source ipset="netfwd-x masquerade\n')
+    assert {e.sources for e in without_ipsets} == {(f"@{name[f.name]}",) for f in spec.forwards}
+
+
+# -- a real firewalld in the lab relay ------------------------------------------------------------------
+
+def lab_spec(lab, *, port: int = B, cidrs: list[str] | None = None, interface: bool = True) -> Spec:
+    a = lab.addrs
+    relay = f"{{os: linux, interface: {a.relay_outside_if}}}" if interface else "{os: linux}"
+    return parse_spec(f"""
+version: 1
+cluster: lab-fw
+relay: {relay}
+forwards:
+  - name: apiserver
+    listen: {{port: {A}}}
+    to: {{address: {a.onprem}, port: {port}}}
+    allow: {{cidrs: [{", ".join(cidrs or [a.allowed_cidr])}]}}
+  - name: open
+    listen: {{port: {A + 1}}}
+    to: {{address: {a.onprem}, port: {port}}}
+    masquerade: true
+""", "lab-fw.yaml")
+
+
+def run_script(lab, text: str, root: Path, check: bool = True) -> subprocess.CompletedProcess:
+    return lab.relay_exec_fw(["env", f"NETFWD_ROOT={root}", "bash", "-s"], input=text, check=check, timeout=300)
+
+
+def kernel_state(lab) -> list[str]:
+    """The kernel's rules: nftables here; on the centos7 relay (firewalld 0.6.3's iptables backend)
+    iptables-save without counters and comments, plus every kernel ipset."""
+    if lab.userland == "modern":
+        return lab.relay_exec_fw(["nft", "list", "ruleset"]).stdout.splitlines()
+    rules = [line.split(" [")[0] for line in lab.relay_exec_fw(["iptables-save"]).stdout.splitlines()
+             if not line.startswith("#")]
+    return rules + lab.relay_exec_fw(["ipset", "save"]).stdout.splitlines()
+
+
+def state(lab) -> dict[str, list[str]]:
+    """What firewalld holds: the runtime as the kernel sees it, and the permanent configuration."""
+    result = {"runtime": kernel_state(lab),
+              "permanent": sorted(lab.firewall_cmd("--permanent", "--list-all-zones").stdout.splitlines())}
+    for name in lab.firewall_cmd("--permanent", "--get-ipsets").stdout.split():
+        result[name] = lab.firewall_cmd("--permanent", f"--info-ipset={name}").stdout.splitlines()
+    return result
+
+
+def live(lab, zone: str = "public", permanent: bool = False) -> str:
+    """What the parser needs: the zone's rich rules and netfwd's ipsets."""
+    conf = ("--permanent",) if permanent else ()
+    text = lab.firewall_cmd(*conf, f"--zone={zone}", "--list-rich-rules").stdout
+    for name in lab.firewall_cmd(*conf, "--get-ipsets").stdout.split():
+        text += lab.firewall_cmd(*conf, f"--info-ipset={name}").stdout
+    return text
+
+
+def netfwd_objects(lab) -> list[str]:
+    return [line for conf in ((), ("--permanent",))
+            for line in lab.firewall_cmd(*conf, "--list-all-zones").stdout.splitlines()
+            + lab.firewall_cmd(*conf, "--get-ipsets").stdout.split() if "netfwd" in line]
+
+
+@pytest.fixture
+def fw_lab(make_lab, userland):
+    """A relay running firewalld: this machine's (nftables backend), and CentOS 7's 0.6.3 (iptables backend)."""
+    return make_lab(userland=userland, firewalld=True)
+
+
+@pytest.mark.netns
+@pytest.mark.slow
+def test_apply_reapply_remove_with_real_traffic(fw_lab, tmp_path):
+    lab, a = fw_lab, fw_lab.addrs
+    spec = lab_spec(lab)
+    lab.start_server("onprem", B, kind="whoami")
+    for conf in ((), ("--permanent",)):
+        lab.firewall_cmd(*conf, f"--add-rich-rule={FOREIGN_RULE}")
+    before = state(lab)
+    assert not lab.connect("client", a.relay_outside, A, source=a.client_allowed, timeout=1).ok
+
+    done = run_script(lab, FW.render(spec), tmp_path)
+    assert "applied 2 forward(s) in zone public" in done.stderr
+    assert lab.whoami("client", a.relay_outside, A, source=a.client_allowed) == a.relay_inside  # masqueraded
+    assert not lab.connect("client", a.relay_outside, A, source=a.client_denied, timeout=1).ok  # not in allow
+    assert lab.whoami("client", a.relay_outside, A + 1, source=a.client_denied) == a.relay_inside  # open forward
+    for permanent in (False, True):
+        assert unordered(FW.parse(live(lab, permanent=permanent))) == unordered(FW.expected(spec))
+    assert (tmp_path / owned.sysctl_file(spec.cluster)).read_text().count("net.ipv4.ip_forward = 1") == 1
+    applied = state(lab)
+
+    done = run_script(lab, FW.render(spec), tmp_path)  # idempotent: no change, no reload
+    assert "(0 change(s))" in done.stderr and "reloading" not in done.stderr
+    assert state(lab) == applied
+
+    run_script(lab, FW.render_remove(spec), tmp_path)
+    assert state(lab) == before  # the foreign rich rule intact, every netfwd rule and ipset gone
+    assert netfwd_objects(lab) == []
+    assert not [line for line in kernel_state(lab) if "netfwd" in line]  # no kernel ipset left (0.6.3 kept them)
+    assert not (tmp_path / owned.sysctl_file(spec.cluster)).exists()
+    assert not lab.connect("client", a.relay_outside, A, source=a.client_allowed, timeout=1).ok
+    done = run_script(lab, FW.render_remove(spec), tmp_path)  # removing twice is fine
+    assert "(0 change(s))" in done.stderr
+
+
+@pytest.mark.netns
+@pytest.mark.slow
+def test_changes_replace_rules_and_follow_the_interface_zone(lab_fw, tmp_path):
+    lab, a = lab_fw, lab_fw.addrs
+    old, new = B, B + 1
+    lab.start_server("onprem", new, kind="whoami")
+    run_script(lab, FW.render(lab_spec(lab, port=old)), tmp_path)
+
+    # a changed target replaces the rule in runtime and permanent alike; no reload needed
+    spec = lab_spec(lab, port=new)
+    lab.firewall_cmd(f"--add-rich-rule={FOREIGN_RULE}")  # runtime-only: a reload would lose it
+    done = run_script(lab, FW.render(spec), tmp_path)
+    assert "reloading" not in done.stderr
+    for permanent in (False, True):
+        text = live(lab, permanent=permanent)
+        assert unordered(FW.parse(text)) == unordered(FW.expected(spec)) and f'to-port="{old}"' not in text
+    assert lab.whoami("client", a.relay_outside, A, source=a.client_allowed) == a.relay_inside
+    assert FOREIGN_RULE in lab.firewall_cmd("--list-rich-rules").stdout
+
+    # a changed allow list edits the ipset entries in place (still no reload)
+    spec = lab_spec(lab, port=new, cidrs=[f"{a.client_denied}/32"])
+    done = run_script(lab, FW.render(spec), tmp_path)
+    assert "reloading" not in done.stderr
+    assert lab.whoami("client", a.relay_outside, A, source=a.client_denied) == a.relay_inside
+    assert not lab.connect("client", a.relay_outside, A, source=a.client_allowed, timeout=1).ok
+    for permanent in (False, True):
+        assert unordered(FW.parse(live(lab, permanent=permanent))) == unordered(FW.expected(spec))
+
+    # the outside interface moves to another zone: DNAT rules follow it (none stay behind), while
+    # masquerade stays in the zone of the interface toward the target (it acts on traffic leaving)
+    for conf in ((), ("--permanent",)):
+        lab.firewall_cmd(*conf, "--zone=dmz", f"--add-interface={a.relay_outside_if}")
+    run_script(lab, FW.render(spec), tmp_path)
+    for permanent in (False, True):
+        dmz, public = live(lab, "dmz", permanent), live(lab, "public", permanent)
+        assert "forward-port" in dmz and "masquerade" not in dmz
+        assert "forward-port" not in public and "masquerade" in public
+        assert unordered(FW.parse(dmz + public)) == unordered(FW.expected(spec))
+    assert lab.whoami("client", a.relay_outside, A, source=a.client_denied) == a.relay_inside
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(shutil.which("firewall-cmd") is None, reason="firewalld not installed")
+def test_refuses_without_a_running_firewalld(lab, tmp_path):
+    """A private, empty /run/dbus: firewall-cmd finds no firewalld (and can never reach the host's)."""
+    isolated = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                '[ -d /run/dbus ] && mount -t tmpfs tmpfs /run/dbus; exec env NETFWD_ROOT="$0" bash -s']
+    done = lab.run("relay", [*isolated, str(tmp_path)], input=FW.render(lab_spec(lab)), check=False)
+    assert done.returncode == 3
+    assert "firewalld is not running" in done.stderr and done.stderr.count("\n") == 1
+    assert not (tmp_path / "etc").exists()
+
+
+@pytest.mark.netns
+@pytest.mark.slow
+def test_bundled_and_fixture_specs_apply_to_a_real_firewalld(lab_fw, tmp_path):
+    """firewalld accepts every rule form netfwd writes (IPv6, UDP, listen addresses, whole-space ipsets),
+    and two clusters' specs live side by side: each apply leaves the other cluster's forwards, each
+    remove script takes away only its own cluster's."""
+    lab = lab_fw
+    specs = [load_spec(REPO / "rules/example-multi.yaml"), load_spec(REPO / "tests/fixtures/specs/firewalld-ipv6.yaml")]
+    assert specs[0].cluster != specs[1].cluster
+    both = unordered(FW.expected(specs[0]) + FW.expected(specs[1]))
+    for index, spec in enumerate(specs):
+        run_script(lab, FW.render(spec), tmp_path)
+        wanted = both if index else unordered(FW.expected(spec))
+        for permanent in (False, True):
+            assert unordered(FW.parse(live(lab, permanent=permanent))) == wanted, spec.cluster
+    run_script(lab, FW.render(specs[0]), tmp_path)  # re-applying one cluster keeps the other
+    assert unordered(FW.parse(live(lab))) == both
+    run_script(lab, FW.render_remove(specs[0]), tmp_path)
+    for permanent in (False, True):
+        assert unordered(FW.parse(live(lab, permanent=permanent))) == unordered(FW.expected(specs[1]))
+    run_script(lab, FW.render_remove(specs[1]), tmp_path)
+    assert netfwd_objects(lab) == []
+
+
+@pytest.mark.netns
+@pytest.mark.slow
+def test_changed_target_on_firewalld_063(make_lab, centos7_userland, tmp_path):
+    """firewalld 0.6.3 fails to remove at runtime a forward-port rule it loaded itself: the script
+    says so and reloads (the permanent configuration is already right), and the change is complete."""
+    lab = make_lab(userland="centos7", firewalld=True)
+    a, old, new = lab.addrs, B, B + 1
+    lab.start_server("onprem", new, kind="whoami")
+    run_script(lab, FW.render(lab_spec(lab, port=old)), tmp_path)
+    spec = lab_spec(lab, port=new)
+    done = run_script(lab, FW.render(spec), tmp_path)
+    assert "cannot remove loaded forward-port rules at runtime: reloading instead" in done.stderr
+    for permanent in (False, True):
+        text = live(lab, permanent=permanent)
+        assert unordered(FW.parse(text)) == unordered(FW.expected(spec)) and f'to-port="{old}"' not in text
+    assert lab.whoami("client", a.relay_outside, A, source=a.client_allowed) == a.relay_inside
+
+
+@pytest.mark.netns
+def test_a_refused_change_leaves_the_sysctls_and_says_how_far_it_got(lab_fw, tmp_path):
+    """firewalld refuses an entry midway (an ipset of netfwd's name but the wrong type): exit non-zero,
+    no sysctl file written, and the script says how many firewalld changes it made."""
+    lab = lab_fw
+    spec = lab_spec(lab)
+    lab.firewall_cmd("--permanent", f"--new-ipset={ipset_name(spec.cluster, spec.forwards[0])}", "--type=hash:mac")
+    done = run_script(lab, FW.render(spec), tmp_path, check=False)
+    assert done.returncode != 0
+    assert "failed (exit" in done.stderr and "firewalld change(s), sysctls untouched" in done.stderr
+    assert "applied" not in done.stderr
+    assert not (tmp_path / owned.sysctl_file(spec.cluster)).exists()
+
+
+@pytest.mark.netns
+def test_other_admins_runtime_only_rules_survive_or_the_reload_is_refused(lab_fw, tmp_path):
+    """An admin's runtime-only service and rich rule survive a change that needs no reload; a change
+    that needs one (remove: ipsets go) exits 3 naming them and changes nothing, unless
+    NETFWD_ALLOW_RUNTIME_LOSS=1."""
+    lab, a = lab_fw, lab_fw.addrs
+    lab.start_server("onprem", B + 1, kind="whoami")
+    run_script(lab, FW.render(lab_spec(lab)), tmp_path)  # nothing else differs yet: the reload is fine
+    zone = lab.firewall_cmd("--get-default-zone").stdout.strip()
+    lab.firewall_cmd("--add-service=http")
+    lab.firewall_cmd(f"--add-rich-rule={FOREIGN_RULE}")
+
+    spec = lab_spec(lab, port=B + 1)  # a changed target: runtime and permanent edited in step
+    done = run_script(lab, FW.render(spec), tmp_path)
+    assert "reloading" not in done.stderr
+    assert lab.whoami("client", a.relay_outside, A, source=a.client_allowed) == a.relay_inside
+    assert FOREIGN_RULE in lab.firewall_cmd("--list-rich-rules").stdout
+    assert "http" in lab.firewall_cmd("--list-services").stdout.split()
+
+    before = state(lab)
+    done = run_script(lab, FW.render_remove(spec), tmp_path, check=False)
+    assert done.returncode == 3, done.stderr
+    assert f"{zone}: services http (runtime only)" in done.stderr
+    assert f"{zone}: rich rule {FOREIGN_RULE} (runtime only)" in done.stderr
+    assert state(lab) == before
+    assert lab.whoami("client", a.relay_outside, A, source=a.client_allowed) == a.relay_inside
+
+    lab.relay_exec_fw(["env", f"NETFWD_ROOT={tmp_path}", "NETFWD_ALLOW_RUNTIME_LOSS=1", "bash", "-s"],
+                      input=FW.render_remove(spec), timeout=300)
+    assert "netfwd-" not in lab.firewall_cmd("--get-ipsets").stdout
+    assert FOREIGN_RULE not in lab.firewall_cmd("--list-rich-rules").stdout  # the reload it was allowed
