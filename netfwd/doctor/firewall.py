@@ -17,12 +17,11 @@ destination port and host), so N forwards cost O(N), not O(N^2).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
 
 from typing import TYPE_CHECKING
 
-from netaddr import IPAddress, IPNetwork, IPSet
+from netaddr import IPAddress, IPSet
 
 from netfwd.model import Forward
 if TYPE_CHECKING:
@@ -98,6 +97,8 @@ class _ChainIndex:
         return sorted(set(found))
 
 
+# A conntrack reply source (--ctreplsrc[port], netfwd's own FORWARD accepts) is read as DAddr/DPort
+# (REPLY_SOURCE in netfwd/firewall/model.py), so those accepts slice by port and host like -d/--dport.
 def _rule_ports(rule: Rule) -> set[int] | None:
     from netfwd.firewall.model import DPort
 
@@ -105,8 +106,7 @@ def _rule_ports(rule: Rule) -> set[int] | None:
         if isinstance(cond, DPort) and not cond.negated:
             if sum(high - low + 1 for low, high in cond.ranges) <= SLICE_MAX_PORTS:
                 return {p for low, high in cond.ranges for p in range(low, high + 1)}
-    port = _reply_source(rule, "--ctreplsrcport")
-    return {int(port)} if port is not None and port.isascii() and port.isdigit() else None
+    return None
 
 
 def _rule_hosts(rule: Rule) -> set[int] | None:
@@ -116,34 +116,6 @@ def _rule_hosts(rule: Rule) -> set[int] | None:
         if isinstance(cond, DAddr) and not cond.negated and cond.addresses is not None \
                 and cond.addresses.size <= SLICE_MAX_HOSTS:
             return {int(address) for cidr in cond.addresses.iter_cidrs() for address in cidr}
-    host = _reply_source(rule, "--ctreplsrc")
-    if host is not None:
-        try:
-            net = IPNetwork(host)
-        except Exception:
-            return None
-        if net.size <= SLICE_MAX_HOSTS:
-            return {int(address) for address in net}
-    return None
-
-
-_REPLY_SOURCE = re.compile(r"(?:^|\s)(--ctreplsrc|--ctreplsrcport) (\S+)")
-
-
-def _reply_source(rule: Rule, option: str) -> str | None:
-    """The value of conntrack's `--ctreplsrc` / `--ctreplsrcport` on a rule, when not negated.
-
-    The reply's source is what the original packet is sent to at every hook (DNAT rewrites both),
-    so these pin the packet's current destination exactly as `-d` / `--dport` do: netfwd's own
-    FORWARD accepts match this way, one per forward, and without this every forward's view held
-    every other forward's accept (O(N^2)). The model keeps them as undecided conditions (text)."""
-    from netfwd.firewall.model import Unknown
-
-    for cond in rule.conds:
-        if isinstance(cond, Unknown) and not cond.negated and f"! {option} " not in cond.what:
-            for found, value in _REPLY_SOURCE.findall(cond.what):
-                if found == option:
-                    return value
     return None
 
 
