@@ -41,7 +41,6 @@ def ns_name(lab: str, node: str) -> str:
     return f"{NS_PREFIX}{lab}-{node}"
 
 
-proc_starttime = proc_start  # the one reading of a process's start time (None: gone or a zombie)
 
 
 @dataclass
@@ -73,11 +72,11 @@ class LabState:
     complete: bool = False
     kind: str = "single"  # or "fleet" (netfwd.lab.fleet)
     owner_pid: int = field(default_factory=os.getpid)
-    owner_starttime: int | None = field(default_factory=lambda: proc_starttime(os.getpid()))
+    owner_starttime: int | None = field(default_factory=lambda: proc_start(os.getpid()))
 
     def owner_alive(self) -> bool:
         """Is the process that built this lab still running (a hint for spotting abandoned labs)?"""
-        return proc_starttime(self.owner_pid) == self.owner_starttime
+        return proc_start(self.owner_pid) == self.owner_starttime
 
     @property
     def path(self) -> Path:

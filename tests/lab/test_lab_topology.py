@@ -6,7 +6,8 @@ from ipaddress import ip_address, ip_network
 
 import pytest
 
-from netfwd.lab.state import LabState, Process, proc_starttime, ns_name
+from netfwd.host import proc_start
+from netfwd.lab.state import LabState, Process, ns_name
 from netfwd.lab.topology import CANDIDATES, Addresses, choose_block, plan
 
 
@@ -70,10 +71,10 @@ def test_state_round_trips_and_lists(tmp_path, monkeypatch):
 
 def test_a_recycled_pid_is_not_our_process():
     import os
-    me = Process(os.getpid(), proc_starttime(os.getpid()), "relay", "x", [])
+    me = Process(os.getpid(), proc_start(os.getpid()), "relay", "x", [])
     assert me.alive()
-    assert not Process(os.getpid(), (proc_starttime(os.getpid()) or 0) + 1, "relay", "x", []).alive()
-    assert proc_starttime(2 ** 22 + 7) is None
+    assert not Process(os.getpid(), (proc_start(os.getpid()) or 0) + 1, "relay", "x", []).alive()
+    assert proc_start(2 ** 22 + 7) is None
 
 
 def test_the_builder_of_a_lab_is_recognised_by_pid_and_start_time(tmp_path, monkeypatch):
