@@ -25,7 +25,6 @@ from netfwd import host
 from netfwd import trust
 from netfwd.errors import EnvironmentProblem, InputError
 from netfwd.lab import netns
-from netfwd.host import proc_start
 from netfwd.lab.state import DIR_MODE, LAB_NAME_RE, LabState, Process, lab_dir, ns_name, state_path, trusted_lab_dir
 from netfwd.lab.topology import NODES_BASIC, NODES_ROUTED, Addresses, choose_block, plan
 
@@ -358,7 +357,7 @@ class Lab:
     def record_process(self, pid: int, node: str, kind: str, argv: Sequence[str], port: int | None = None,
                        log: str | None = None) -> None:
         """Record a process that a child of this lab started (e.g. firewalld's dbus-daemon)."""
-        self._state.processes.append(Process(pid, proc_start(pid), node, kind, list(argv), port, log))
+        self._state.processes.append(Process(pid, host.proc_start(pid), node, kind, list(argv), port, log))
         self._state.save()
 
     def stop_server(self, pid: int) -> None:
