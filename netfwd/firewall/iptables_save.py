@@ -295,7 +295,8 @@ class _RuleParser:
         elif word == "--ctproto":
             self.conds.append(Proto(frozenset({PROTOCOL_NUMBERS.get(value, value.lower())}), negate))
         elif word in ("--ctstate", "--state", "--ctstatus"):
-            self.conds.append(CtState(frozenset(s.lower() for s in value.split(",")), negate))
+            self.conds.append(CtState(frozenset(s.lower() for s in value.split(",")), negate,
+                                      status=word == "--ctstatus"))
         elif word == "--dst-type":
             self.conds.append(DstLocal(negate) if value == "LOCAL" else Unknown(f"--dst-type {value}", negate))
         elif word == "--src-range":

@@ -185,11 +185,14 @@ class Iface(Cond):
 @dataclass(frozen=True)
 class CtState(Cond):
     """Conntrack state or status names; any of them matches (`--ctstate`, `--ctstatus`, nft's
-    `ct state new`), or with `exact` the whole status must equal them (nft's `ct status == dnat`)."""
+    `ct state new`), or with `exact` the whole status must equal them (nft's `ct status == dnat`).
+    `status`: read from the entry's status bits (`--ctstatus`, `ct status`), which a packet without
+    an entry never matches; a state (`--ctstate DNAT` too) is INVALID for such a packet."""
 
     states: frozenset[str]
     negated: bool = False
     exact: bool = False
+    status: bool = False
 
     def test(self, packet: Packet) -> bool | None:
         mine = {"new", "dnat"} if packet.dnat else {"new"}

@@ -219,7 +219,8 @@ class _RuleBuilder:
             key = str(left["ct"].get("key"))
             key = key.split(" ", 1)[1] if key.startswith(("ip ", "ip6 ")) else key  # nft -j: "ip saddr"
             if key in ("state", "status"):  # `ct status != dnat` compares the whole status, `ct status dnat` a bit
-                self.conds.append(CtState(_names(right), negated, key == "status" and op in ("==", "!=")))
+                self.conds.append(CtState(_names(right), negated, key == "status" and op in ("==", "!="),
+                                          status=key == "status"))
             elif left["ct"].get("dir") == "original" and key == "daddr":
                 self.conds.append(OrigDst(addresses(right, self.sets), (), negated))
             elif left["ct"].get("dir") == "original" and key == "proto-dst":

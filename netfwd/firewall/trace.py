@@ -24,7 +24,6 @@ NAT_CORE = {"prerouting": -100, "output": -100, "postrouting": 100, "input": 100
 MAX_DEPTH = 64  # nested jumps; the kernel refuses loops when rules are loaded
 PORTED = ("tcp", "udp", "sctp", "dccp", "udplite")
 CONNTRACK_PRIORITY = -200  # chains before it (raw, priority < -200) see no conntrack entry yet
-STATE_NAMES = frozenset({"new", "established", "related", "invalid", "untracked"})
 _NEVER = object()  # a match that cannot apply at all, negated or not
 INDEXED_PORTS = 64  # a rule whose destination ports span at most this many is indexed by port
 
@@ -452,8 +451,8 @@ class Tracer:
                 return False if st.hook in ("prerouting", "input") else None
             return iface_matches(cond.pattern, st.oif)
         if kind is CtState:
-            if not st.tracked:  # no entry yet: the state is INVALID, and nothing else can match
-                return "invalid" in cond.states if cond.states <= STATE_NAMES else _NEVER
+            if not st.tracked:  # no entry yet: its state is INVALID (SNAT and DNAT unset); a status never matches
+                return _NEVER if cond.status else "invalid" in cond.states
             status = st.status | ({"dnat"} if st.dnat else set()) | ({"snat"} if st.snat else set())
             if cond.exact:
                 return cond.states == status

@@ -89,3 +89,25 @@ def test_a_ruleset_file_of_another_kind_is_refused_naming_it(tmp_path, capsys):
     with pytest.raises(SystemExit) as done:
         main(["explain", "--ruleset", str(bad), "--src", "10.1.1.5", "--dst", "10.1.1.1", "--dport", "1"])
     assert done.value.code == 2 and str(bad) in capsys.readouterr().err
+
+
+def test_before_conntrack_a_state_is_invalid_and_a_status_never_matches(tmp_path):
+    """xt_conntrack and nft_ct without an entry (raw, priority < -200): the state is INVALID alone,
+    so `! --ctstate DNAT` matches; a status match (`--ctstatus`, `ct status`) never does."""
+    save = tmp_path / "raw.txt"
+    save.write_text("*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+                    "-A PREROUTING -p udp -m conntrack --ctstate DNAT -j DROP\n"
+                    "-A PREROUTING -p udp -m conntrack --ctstatus DNAT -j DROP\n"
+                    "-A PREROUTING -p udp -m conntrack ! --ctstatus DNAT -j DROP\n"
+                    "-A PREROUTING -p udp -m udp --dport 53 -m conntrack ! --ctstate SNAT,DNAT -j DROP\n"
+                    "COMMIT\n")
+    nft = tmp_path / "early.nft"
+    nft.write_text("table ip t {\n  chain early {\n    type filter hook prerouting priority -250; policy accept;\n"
+                   "    tcp dport 80 ct status dnat drop\n    tcp dport 80 ct status != dnat drop\n"
+                   "    tcp dport 81 ct state != new drop\n  }\n}\n")
+    tracer = Tracer(read_ruleset_files([str(save), str(nft)]), offline_host(ROUTES, []))
+    dropped = tracer.explain(make_probe("10.1.1.5", "10.2.2.2", "udp", 53))
+    assert dropped.verdict == "drop" and "! --ctstate SNAT,DNAT" in dropped.path[-1].text
+    assert tracer.explain(make_probe("10.1.1.5", "10.2.2.2", "udp", 54)).verdict == "forward"
+    assert tracer.explain(make_probe("10.1.1.5", "10.2.2.2", "tcp", 80)).verdict == "forward"
+    assert tracer.explain(make_probe("10.1.1.5", "10.2.2.2", "tcp", 81)).verdict == "drop"
