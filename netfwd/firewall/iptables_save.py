@@ -17,9 +17,9 @@ from netfwd.errors import InputError
 from netfwd.firewall.addresses import digits, parse_token, to_cidrs
 from dataclasses import replace
 
-from netfwd.firewall.model import (PRIORITY, TCP_FLAGS, SOURCE_NAT_HOOKS, Always, Chain, CtState, DAddr, DPort, DstLocal,
-                                   Iface, OrigDst, Origin, Proto, Rule, Ruleset, Source, SPort, TcpFlags, Unknown,
-                                   Verdict)
+from netfwd.firewall.model import (BESIDE_STATE, ENTRY, PRIORITY, TCP_FLAGS, SOURCE_NAT_HOOKS, Always, Chain, CtState,
+                                   DAddr, DPort, DstLocal, Iface, OrigDst, Origin, Proto, Rule, Ruleset, Source, SPort,
+                                   TcpFlags, Unknown, Verdict)
 
 HOOKS = {"PREROUTING": "prerouting", "INPUT": "input", "FORWARD": "forward", "OUTPUT": "output",
          "POSTROUTING": "postrouting"}
@@ -188,7 +188,7 @@ class _Reader:
                     verdict = replace(verdict, kind="continue")
                 sources = tuple(Source(self.sets.get(s.name), s.negated, s.name) if s.name else s
                                 for s in rule.sources)
-                conds = tuple(DAddr(self.sets.get(c.name), c.negated, c.name)
+                conds = tuple(replace(c, addresses=self.sets.get(c.name))
                               if isinstance(c, DAddr) and c.name else c for c in rule.conds)
                 chain.rules[index] = Rule(rule.origin, sources, conds, verdict, rule.source_text)
 
@@ -206,6 +206,8 @@ class _RuleParser:
         self.to_port: int | None = None
         self.module = ""
         self.detail = ""  # --reject-with, or the NAT target as written
+        self.entry_options: list[int] = []  # positions in conds of this `-m conntrack`'s entry options
+        self.with_state = False  # this `-m conntrack` has a --ctstate
 
     def error(self, field: str, message: str) -> InputError:
         return self.reader.error(self.number, field, message)
@@ -250,6 +252,7 @@ class _RuleParser:
                 index += 1
             self.option(word, args, negate)
             negate = False
+        self.end_match()
         origin = Origin(self.reader.file, self.number, self.line if len(self.line) <= 160 else self.line[:157] + "...")
         if self.goto:
             verdict = Verdict("goto", self.target)
@@ -279,24 +282,27 @@ class _RuleParser:
         elif word in ("-i", "--in-interface", "-o", "--out-interface"):
             self.conds.append(Iface("in" if word in ("-i", "--in-interface") else "out", value, negate))
         elif word in ("-m", "--match"):
+            self.end_match()
             self.module = value
         elif word in ("--dport", "--destination-port", "--dports", "--destination-ports"):
             self.conds.append(DPort(self.ports(word, value).ranges, negate))
         elif word in ("--sport", "--source-port", "--sports", "--source-ports"):
             self.conds.append(SPort(self.ports(word, value).ranges, negate))
         elif word == "--ctorigdst":
-            self.conds.append(OrigDst(self.addresses(word, value), (), negate))
+            self.entry_option(OrigDst(self.addresses(word, value), (), negate))
         elif word == "--ctorigdstport":
-            self.conds.append(OrigDst(None, self.ports(word, value).ranges, negate))
+            self.entry_option(OrigDst(None, self.ports(word, value).ranges, negate))
         elif word == "--ctreplsrc":  # REPLY_SOURCE: where a first packet is headed now, DNAT applied
-            self.conds.append(DAddr(self.addresses(word, value), negate))
+            self.entry_option(DAddr(self.addresses(word, value), negate, ct=ENTRY))
         elif word == "--ctreplsrcport":
-            self.conds.append(DPort(self.ports(word, value).ranges, negate))
+            self.entry_option(DPort(self.ports(word, value).ranges, negate, ct=ENTRY))
         elif word == "--ctproto":
-            self.conds.append(Proto(frozenset({PROTOCOL_NUMBERS.get(value, value.lower())}), negate))
-        elif word in ("--ctstate", "--state", "--ctstatus"):
-            self.conds.append(CtState(frozenset(s.lower() for s in value.split(",")), negate,
-                                      status=word == "--ctstatus"))
+            self.entry_option(Proto(frozenset({PROTOCOL_NUMBERS.get(value, value.lower())}), negate, ct=ENTRY))
+        elif word == "--ctstatus":
+            self.entry_option(CtState(frozenset(s.lower() for s in value.split(",")), negate, ct=ENTRY))
+        elif word in ("--ctstate", "--state"):
+            self.with_state = self.with_state or word == "--ctstate"
+            self.conds.append(CtState(frozenset(s.lower() for s in value.split(",")), negate))
         elif word == "--dst-type":
             self.conds.append(DstLocal(negate) if value == "LOCAL" else Unknown(f"--dst-type {value}", negate))
         elif word == "--src-range":
@@ -333,6 +339,19 @@ class _RuleParser:
                                       f"{' '.join(args)}".strip()))
         else:
             raise self.error("rule", f"unexpected word {word!r}")
+
+    def entry_option(self, cond) -> None:
+        """An option of `-m conntrack` read from the connection's entry."""
+        self.entry_options.append(len(self.conds))
+        self.conds.append(cond)
+
+    def end_match(self) -> None:
+        """Without an entry (before conntrack), xt_conntrack decides on its state option alone when it
+        has one, not looking at the others: those become BESIDE_STATE (docs/facts.md#packet-tracing-explain)."""
+        if self.with_state:
+            for position in self.entry_options:
+                self.conds[position] = replace(self.conds[position], ct=BESIDE_STATE)
+        self.entry_options, self.with_state = [], False
 
     def match_set(self, name: str, flags: str, negate: bool) -> None:
         direction = flags.split(",")[0] if flags else ""

@@ -63,10 +63,19 @@ def iface_matches(pattern: str, name: str) -> bool:
     return name == pattern
 
 
+# Where a condition reads its value (`Cond.ct`): the packet itself (""), or the packet's conntrack
+# entry, which a packet before conntrack (raw, priority < -200) does not have yet: ENTRY never
+# matches such a packet (nft breaks the rule; xt_conntrack answers false), BESIDE_STATE is an
+# xt_conntrack option in the same `-m conntrack` as a `--ctstate`, which the kernel does not look at
+# for such a packet (the state alone decides). docs/facts.md#packet-tracing-explain.
+ENTRY, BESIDE_STATE = "entry", "beside-state"
+
+
 class Cond:
     """A non-source match; `test` answers True, False, or None (cannot tell)."""
 
     negated: bool = False
+    ct: str = ""  # "", ENTRY or BESIDE_STATE (above)
 
     def test(self, packet: Packet) -> bool | None:
         raise NotImplementedError
@@ -80,6 +89,7 @@ class Cond:
 class Proto(Cond):
     names: frozenset[str]
     negated: bool = False
+    ct: str = ""  # ENTRY: conntrack's protocol (--ctproto)
 
     def test(self, packet: Packet) -> bool | None:
         return packet.protocol in self.names or bool(self.names & {"all", "ip"})
@@ -89,6 +99,7 @@ class Proto(Cond):
 class DPort(Cond):
     ranges: tuple[tuple[int, int], ...]
     negated: bool = False
+    ct: str = ""  # ENTRY: the reply source port (REPLY_SOURCE)
 
     def test(self, packet: Packet) -> bool | None:
         return any(low <= packet.port <= high for low, high in self.ranges)
@@ -108,7 +119,7 @@ class SPort(Cond):
 # REPLY_SOURCE: a connection's reply source (`--ctreplsrc`/`--ctreplsrcport`, `ct reply ip saddr` /
 # `proto-src`) needs no condition of its own. For the first packet it is where the packet is headed
 # now: the original destination before DNAT, the DNAT target after it (SNAT changes only the reply's
-# destination). The readers turn it into DAddr/DPort.
+# destination). The readers turn it into DAddr/DPort read from the entry (`ct` ENTRY).
 @dataclass(frozen=True)
 class OrigDst(Cond):
     """Conntrack's original destination (`--ctorigdst`, `ct original ip daddr`) and/or port
@@ -117,6 +128,7 @@ class OrigDst(Cond):
     addresses: IPSet | None = None
     ports: tuple[tuple[int, int], ...] = ()
     negated: bool = False
+    ct: str = ENTRY
 
     def test(self, packet: Packet) -> bool | None:
         if not packet.dnat:
@@ -139,6 +151,7 @@ class DAddr(Cond):
     addresses: IPSet | None  # None: a named set we could not read
     negated: bool = False
     name: str = ""
+    ct: str = ""  # ENTRY: the reply source address (REPLY_SOURCE)
 
     def test(self, packet: Packet) -> bool | None:
         if self.addresses is None:
@@ -186,13 +199,13 @@ class Iface(Cond):
 class CtState(Cond):
     """Conntrack state or status names; any of them matches (`--ctstate`, `--ctstatus`, nft's
     `ct state new`), or with `exact` the whole status must equal them (nft's `ct status == dnat`).
-    `status`: read from the entry's status bits (`--ctstatus`, `ct status`), which a packet without
-    an entry never matches; a state (`--ctstate DNAT` too) is INVALID for such a packet."""
+    A state is defined for every packet (INVALID, without SNAT or DNAT, before conntrack); a status
+    (`--ctstatus`, `ct status`) is read from the entry (`ct` ENTRY)."""
 
     states: frozenset[str]
     negated: bool = False
     exact: bool = False
-    status: bool = False
+    ct: str = ""
 
     def test(self, packet: Packet) -> bool | None:
         mine = {"new", "dnat"} if packet.dnat else {"new"}

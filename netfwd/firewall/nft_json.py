@@ -17,7 +17,7 @@ from netfwd.errors import InputError
 from netfwd.firewall.addresses import digits, parse_token, to_cidrs
 from dataclasses import replace
 
-from netfwd.firewall.model import (TCP_FLAGS, Always, Chain, CtState, DAddr, DPort, DstLocal, Family, Iface, OrigDst, Origin,
+from netfwd.firewall.model import (ENTRY, TCP_FLAGS, Always, Chain, CtState, DAddr, DPort, DstLocal, Family, Iface, OrigDst, Origin,
                                    Proto, Rule, Ruleset, Source, SPort, TcpFlags, Unknown, Verdict)
 
 VERSIONS = {"ip": frozenset({4}), "ip6": frozenset({6}), "inet": frozenset({4, 6})}
@@ -220,15 +220,15 @@ class _RuleBuilder:
             key = key.split(" ", 1)[1] if key.startswith(("ip ", "ip6 ")) else key  # nft -j: "ip saddr"
             if key in ("state", "status"):  # `ct status != dnat` compares the whole status, `ct status dnat` a bit
                 self.conds.append(CtState(_names(right), negated, key == "status" and op in ("==", "!="),
-                                          status=key == "status"))
+                                          ct=ENTRY if key == "status" else ""))
             elif left["ct"].get("dir") == "original" and key == "daddr":
                 self.conds.append(OrigDst(addresses(right, self.sets), (), negated))
             elif left["ct"].get("dir") == "original" and key == "proto-dst":
                 self.conds.append(OrigDst(None, ports(right), negated))
             elif left["ct"].get("dir") == "reply" and key == "saddr":  # REPLY_SOURCE (netfwd/firewall/model.py)
-                self.conds.append(DAddr(addresses(right, self.sets), negated))
+                self.conds.append(DAddr(addresses(right, self.sets), negated, ct=ENTRY))
             elif left["ct"].get("dir") == "reply" and key == "proto-src":
-                self.conds.append(DPort(ports(right), negated))
+                self.conds.append(DPort(ports(right), negated, ct=ENTRY))
             else:
                 self.conds.append(Unknown(f"ct {key}", negated))
         elif isinstance(left, dict) and "fib" in left and left["fib"].get("result") == "type" \

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from netaddr import IPAddress
 
 from netfwd.firewall.host import Host
-from netfwd.firewall.model import (Always, Chain, CtState, DAddr, DPort, DstLocal, Family, Iface, OrigDst, Proto,
+from netfwd.firewall.model import (BESIDE_STATE, ENTRY, Always, Chain, CtState, DAddr, DPort, DstLocal, Family, Iface, OrigDst, Proto,
                                    Rule, Ruleset, SPort, TcpFlags, Unknown, describe, iface_matches)
 
 NAT_CORE = {"prerouting": -100, "output": -100, "postrouting": 100, "input": 100}
@@ -25,6 +25,7 @@ MAX_DEPTH = 64  # nested jumps; the kernel refuses loops when rules are loaded
 PORTED = ("tcp", "udp", "sctp", "dccp", "udplite")
 CONNTRACK_PRIORITY = -200  # chains before it (raw, priority < -200) see no conntrack entry yet
 _NEVER = object()  # a match that cannot apply at all, negated or not
+_SKIPPED = object()  # a match the kernel does not look at for this packet: the rule goes on
 INDEXED_PORTS = 64  # a rule whose destination ports span at most this many is indexed by port
 
 
@@ -420,6 +421,8 @@ class Tracer:
             result = self._test(cond, st)
             if result is _NEVER:
                 return False
+            if result is _SKIPPED:
+                continue
             if result is None:
                 raise _Unknown(f"{describe(cond)} in {table} {chain.name} rule {self.number(chain, index)} "
                                f"is not modelled ({rule.origin.text})")
@@ -427,7 +430,9 @@ class Tracer:
                 return False
         return True
 
-    def _test(self, cond, st: _State) -> bool | None | object:  # object: _NEVER  # noqa: C901 - one branch per match kind
+    def _test(self, cond, st: _State) -> bool | None | object:  # object: _NEVER, _SKIPPED  # noqa: C901 - one branch per match kind
+        if cond.ct and not st.tracked:  # read from a conntrack entry the packet does not have yet
+            return _NEVER if cond.ct == ENTRY else _SKIPPED
         kind = type(cond)
         if kind is Proto:
             return st.protocol in cond.names or "all" in cond.names
@@ -451,8 +456,8 @@ class Tracer:
                 return False if st.hook in ("prerouting", "input") else None
             return iface_matches(cond.pattern, st.oif)
         if kind is CtState:
-            if not st.tracked:  # no entry yet: its state is INVALID (SNAT and DNAT unset); a status never matches
-                return _NEVER if cond.status else "invalid" in cond.states
+            if not st.tracked:  # no entry yet: the state is INVALID, without SNAT or DNAT
+                return "invalid" in cond.states
             status = st.status | ({"dnat"} if st.dnat else set()) | ({"snat"} if st.snat else set())
             if cond.exact:
                 return cond.states == status
@@ -466,8 +471,6 @@ class Tracer:
         if kind is Always:
             return True
         if kind is OrigDst:
-            if not st.tracked:
-                return _NEVER
             if cond.addresses is not None and not self._contains(cond.addresses, st.orig_dst):
                 return False
             if cond.ports:
@@ -482,9 +485,9 @@ class Tracer:
 
 def _ports_of(rule: Rule) -> list[int] | None:
     """The destination ports a rule can match, when a plain (non-negated) port match limits them
-    to a few; None when any port may match."""
+    to a few; None when any port may match (a match the kernel may skip, BESIDE_STATE, limits nothing)."""
     for cond in rule.conds:
-        if type(cond) is DPort and not cond.negated:
+        if type(cond) is DPort and not cond.negated and cond.ct != BESIDE_STATE:
             if sum(high - low + 1 for low, high in cond.ranges) <= INDEXED_PORTS:
                 return [port for low, high in cond.ranges for port in range(low, high + 1)]
     return None
@@ -494,7 +497,8 @@ def _host_of(rule: Rule) -> int | None:
     """The one destination address a plain (non-negated) `-d ADDR/32` / `ip daddr ADDR` limits a
     rule to, as the index key of _rules_for; None otherwise."""
     for cond in rule.conds:
-        if type(cond) is DAddr and not cond.negated and cond.addresses is not None and cond.addresses.size == 1:
+        if type(cond) is DAddr and not cond.negated and cond.ct != BESIDE_STATE and cond.addresses is not None \
+                and cond.addresses.size == 1:
             address = next(iter(cond.addresses))
             return int(address) + (address.version << 128)
     return None

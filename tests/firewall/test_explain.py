@@ -97,8 +97,8 @@ def test_before_conntrack_a_state_is_invalid_and_a_status_never_matches(tmp_path
     save = tmp_path / "raw.txt"
     save.write_text("*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
                     "-A PREROUTING -p udp -m conntrack --ctstate DNAT -j DROP\n"
-                    "-A PREROUTING -p udp -m conntrack --ctstatus DNAT -j DROP\n"
-                    "-A PREROUTING -p udp -m conntrack ! --ctstatus DNAT -j DROP\n"
+                    "-A PREROUTING -p udp -m conntrack --ctstatus CONFIRMED -j DROP\n"
+                    "-A PREROUTING -p udp -m conntrack ! --ctstatus CONFIRMED -j DROP\n"
                     "-A PREROUTING -p udp -m udp --dport 53 -m conntrack ! --ctstate SNAT,DNAT -j DROP\n"
                     "COMMIT\n")
     nft = tmp_path / "early.nft"
@@ -111,3 +111,25 @@ def test_before_conntrack_a_state_is_invalid_and_a_status_never_matches(tmp_path
     assert tracer.explain(make_probe("10.1.1.5", "10.2.2.2", "udp", 54)).verdict == "forward"
     assert tracer.explain(make_probe("10.1.1.5", "10.2.2.2", "tcp", 80)).verdict == "forward"
     assert tracer.explain(make_probe("10.1.1.5", "10.2.2.2", "tcp", 81)).verdict == "drop"
+
+
+def test_before_conntrack_xt_conntrack_decides_on_its_state_alone_and_entry_matches_never_match(tmp_path):
+    """Without an entry, `-m conntrack` with a --ctstate answers the state and skips its other options;
+    without a state it, like nft's `ct reply`/`ct original`, never matches (docs/facts.md)."""
+    save = tmp_path / "raw.txt"
+    save.write_text("*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+                    "-A PREROUTING -p udp -m conntrack --ctproto udp -j DROP\n"
+                    "-A PREROUTING -p udp -m conntrack ! --ctreplsrc 10.9.9.9/32 -j DROP\n"
+                    "-A PREROUTING -p udp -m conntrack --ctstate NEW --ctstatus CONFIRMED -j DROP\n"
+                    "-A PREROUTING -p udp -m udp --dport 53 -m conntrack ! --ctstate NEW --ctreplsrc 10.9.9.9/32 "
+                    "-j DROP\n"
+                    "COMMIT\n")
+    nft = tmp_path / "early.nft"
+    nft.write_text("table ip t {\n  chain early {\n    type filter hook prerouting priority -250; policy accept;\n"
+                   "    tcp dport 80 ct reply ip saddr 10.2.2.2 drop\n"
+                   "    tcp dport 80 ct original ip daddr != 10.9.9.9 drop\n  }\n}\n")
+    tracer = Tracer(read_ruleset_files([str(save), str(nft)]), offline_host(ROUTES, []))
+    dropped = tracer.explain(make_probe("10.1.1.5", "10.2.2.2", "udp", 53))  # the --ctreplsrc is not looked at
+    assert dropped.verdict == "drop" and "--ctreplsrc 10.9.9.9/32" in dropped.path[-1].text
+    assert tracer.explain(make_probe("10.1.1.5", "10.2.2.2", "udp", 54)).verdict == "forward"
+    assert tracer.explain(make_probe("10.1.1.5", "10.2.2.2", "tcp", 80)).verdict == "forward"
