@@ -8,7 +8,7 @@ import json
 from netaddr import AddrFormatError, IPAddress
 
 from netfwd.errors import InputError
-from netfwd.firewall.host import Host, read_routes
+from netfwd.firewall.routing import Host, read_routes
 from netfwd.firewall.model import Ruleset
 from netfwd.firewall.trace import Probe
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from netaddr import IPAddress
 
-from netfwd.firewall.host import Host
+from netfwd.firewall.routing import Host
 from netfwd.firewall.model import (BESIDE_STATE, ENTRY, Always, Chain, CtState, DAddr, DPort, DstLocal, Family, Iface, OrigDst, Proto,
                                    Rule, Ruleset, SPort, TcpFlags, Unknown, describe, iface_matches)
 
