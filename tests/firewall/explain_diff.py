@@ -284,7 +284,6 @@ class _Gen:
         return self.pick(["accept", "drop", *reject, "return", "counter", *jumps, *jumps])
 
     def nft(self, name: str) -> str:
-        e = self.env
         used = self.used  # distinct across tables too: chains that share a priority run in creation order
 
         def priority(base: int) -> int:
