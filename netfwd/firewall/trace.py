@@ -244,22 +244,20 @@ class Tracer:
 
     def _hook(self, hook: str, st: _State, path: list[Step]) -> Answer | None:
         st.hook = hook
-        mapped = None  # the nat chain that made the mapping
+        mapped = False
         chains = self.base_chains(hook, st.version)
         natted = any(chain.kind == "nat" for _, chain in chains)
-        for table, chain in chains:
+        for position, (table, chain) in enumerate(chains):
             if chain.kind == "nat":
-                if mapped is not None:
-                    if chain.priority == mapped.priority and self._would_map(table, chain, unmapped):
-                        raise _Unknown(f"nat chains {mapped.name} and {chain.name} share priority {chain.priority} "
-                                       f"at {hook} and both map this packet: the kernel runs the one created "
-                                       "last first, which a dump does not tell")
+                if mapped:  # the NAT core runs no nat chain after the first mapping
                     continue
                 unmapped = copy.copy(st)
                 outcome = self._chain(table, chain, st, path)
+                if outcome != "accept":
+                    self._nat_ties(table, chain, chains[position + 1:], outcome, unmapped)
                 if outcome in ("dnat", "snat"):
-                    mapped = chain
-                elif outcome not in ("accept",):
+                    mapped = True
+                elif outcome != "accept":
                     return self._final(outcome, path, st)
                 continue
             st.tracked = not (hook in ("prerouting", "output") and chain.priority < CONNTRACK_PRIORITY)
@@ -289,13 +287,22 @@ class Tracer:
         """Once the NAT core ran at a hook (a mapping or the null binding), conntrack says so."""
         st.status.add("dnat-done" if hook in ("prerouting", "output") else "snat-done")
 
-    def _would_map(self, table: str, chain: Chain, unmapped: _State) -> bool:
-        """Would `chain` map the packet as it was before the other nat chain mapped it?"""
-        probe = copy.copy(unmapped)
-        try:
-            return self._chain(table, chain, probe, []) in ("dnat", "snat")
-        except _Unknown:
-            return True
+    def _nat_ties(self, table: str, chain: Chain, later: list[tuple[str, Chain]], outcome: str,
+                  unmapped: _State) -> None:
+        """`chain` decided the packet (a mapping, a drop): a later nat chain at the same priority may run
+        first in the kernel (the one created last does, which no dump tells). Unknown when one would
+        decide it otherwise, from the packet as `chain` got it; two mappings always count as different."""
+        for other_table, other in later:
+            if other.kind != "nat" or other.priority != chain.priority:
+                continue
+            try:
+                theirs = self._chain(other_table, other, copy.copy(unmapped), [])
+            except _Unknown:
+                theirs = "unknown"
+            if theirs != "accept" and (theirs != outcome or theirs in ("dnat", "snat")):
+                raise _Unknown(f"nat chains {table} {chain.name} and {other_table} {other.name} share priority "
+                               f"{chain.priority} at {unmapped.hook} and decide this packet differently ({outcome}, "
+                               f"{theirs}): the kernel runs the one created last first, which a dump does not tell")
 
     def _final(self, outcome: str, path: list[Step], st: _State) -> Answer:
         if outcome.startswith("reject:"):

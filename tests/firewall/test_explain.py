@@ -133,3 +133,19 @@ def test_before_conntrack_xt_conntrack_decides_on_its_state_alone_and_entry_matc
     assert dropped.verdict == "drop" and "--ctreplsrc 10.9.9.9/32" in dropped.path[-1].text
     assert tracer.explain(make_probe("10.1.1.5", "10.2.2.2", "udp", 54)).verdict == "forward"
     assert tracer.explain(make_probe("10.1.1.5", "10.2.2.2", "tcp", 80)).verdict == "forward"
+
+
+def test_nat_chains_sharing_a_priority_are_unknown_when_their_order_would_change_the_verdict(tmp_path):
+    """The NAT core stops at the first nat chain that maps or drops, and of two at one priority the
+    one created last runs first (no dump tells): a drop and a mapping tied is unknown, two drops are not."""
+    nft = tmp_path / "nat.nft"
+    nft.write_text("table ip a {\n  chain pre {\n    type nat hook prerouting priority -100; policy accept;\n"
+                   "    tcp dport { 80, 81 } drop\n  }\n}\n"
+                   "table ip b {\n  chain pre {\n    type nat hook prerouting priority -100; policy accept;\n"
+                   "    tcp dport 80 dnat to 10.2.2.2:8080\n    tcp dport { 81, 82 } drop\n  }\n}\n")
+    tracer = Tracer(read_ruleset_files([str(nft)]), offline_host(ROUTES, []))
+    tied = tracer.explain(make_probe("10.1.1.5", "10.2.2.3", "tcp", 80))
+    assert tied.verdict == "unknown" and "share priority -100" in tied.reason
+    assert tracer.explain(make_probe("10.1.1.5", "10.2.2.3", "tcp", 81)).verdict == "drop"
+    assert tracer.explain(make_probe("10.1.1.5", "10.2.2.3", "tcp", 82)).verdict == "drop"
+    assert tracer.explain(make_probe("10.1.1.5", "10.2.2.3", "tcp", 83)).verdict == "forward"
