@@ -3,10 +3,11 @@
 Read: ONE `iptables-save -c` (owned chains, jumps and DNAT counters). Write: ONE restore of only
 the owned chains that differ, with the missing jumps inserted and stale ones deleted in the same
 payload (see netfwd.netfilter.xstate). A restore commits table by table; a failure in the first
-table commits nothing, so only the later tables are checked with `--test` first - the cheap part
-of the validation that still guarantees "all or nothing" (for the nf_tables flavour and legacy
-alike). The payload is written to a file first, so a restore that has started finishes even if
-netfwd is killed meanwhile, and it holds netfwd's lock until it does.
+table commits nothing, so only the later tables are checked with `--test` - while the restore
+reads the first table, whose COMMIT it gets only once that test passed: "all or nothing" for the
+nf_tables flavour and legacy alike, at the cost of about one restore, not two. The payload is
+written to files first, so a restore that has started finishes even if netfwd is killed
+meanwhile, and it holds netfwd's lock until it does.
 """
 
 from __future__ import annotations
@@ -30,15 +31,20 @@ if TYPE_CHECKING:
 WAIT = "5"  # seconds to wait for the xtables lock (`-w`): bounded, never forever
 
 
-# $1 restore tool, $2 lock wait, $3 folder with head (first table up to its COMMIT), tail (that
-# COMMIT and the later tables) and test (the later tables). The test runs in the background while
-# the restore reads the head; the tail follows only if the test passed, else its exit status is
-# left in test.status and the restore gets no COMMIT.
+# $1 folder with head (the first table up to its COMMIT), tail (that COMMIT and the later tables)
+# and test (the later tables); the rest is the restore command. The test runs in the background
+# while the restore reads the head; the tail follows only if the test passed, else its exit status
+# is left in test.status and the restore gets no COMMIT. The test takes a lock file of its own
+# (XTABLES_LOCKFILE, iptables >= 1.8.7; it only reads the kernel's tables): a legacy restore holds
+# the xtables lock from a table's first line to its COMMIT, so on the shared lock the test would
+# wait for the very restore that waits for it. iptables 1.4.21's restore takes no lock at all.
 _FEED_AFTER_TEST = """
-{ "$1" --test --noflush -w "$2" <"$3/test" >"$3/test.out" 2>"$3/test.err" & test=$!
-  cat "$3/head"
-  if wait "$test"; then cat "$3/tail"; else echo "$?" >"$3/test.status"; fi
-} | "$1" --noflush -w "$2"
+folder=$1; shift
+{ XTABLES_LOCKFILE="$folder/test.lock" "$@" --test <"$folder/test" >"$folder/test.out" 2>"$folder/test.err" &
+  test=$!
+  cat "$folder/head"
+  if wait "$test"; then cat "$folder/tail"; else echo "$?" >"$folder/test.status"; fi
+} | "$@"
 """
 
 
@@ -75,9 +81,11 @@ def _owned_names():
     return owned
 
 
+@functools.cache
 def _xstate():
     """The rule model loads the spec model (netaddr): only when rules are read or written, not on
-    the no-change path, which needs nothing but the nf_tables generation."""
+    the no-change path, which needs nothing but the nf_tables generation. (Cached: a diff asks it
+    once per line.)"""
     from netfwd.netfilter import xstate
 
     return xstate
@@ -144,12 +152,9 @@ class IptablesBackend(BaseBackend):
         if not parts:
             return 0
         lock = () if self.context.lock_fd is None else (self.context.lock_fd,)
-        if len(parts) > 1 and self.flavour == "nft":
+        if len(parts) > 1:  # all or nothing: the tables committed after the first must be valid
             self._restore_tested_meanwhile(parts, lock)
             return len(parts)
-        if len(parts) > 1:  # all or nothing: the tables committed after the first must be valid
-            run([self._restore, "--test", "--noflush", *self._wait], input=_xstate().payload(parts[1:]),
-                what=f"{self._restore} --test")
         fd, path = tempfile.mkstemp(prefix="restore.", dir=self.context.workdir)
         try:
             with os.fdopen(fd, "w") as out:
@@ -161,11 +166,10 @@ class IptablesBackend(BaseBackend):
 
     def _restore_tested_meanwhile(self, parts: list, lock: tuple[int, ...]) -> None:
         """The same restore of the same bytes, but the `--test` of the later tables runs while the
-        restore parses the first one, and the first table's COMMIT line is fed only once that test
+        restore parses the first one, and the first table's COMMIT is fed only once that test
         passed (a restore that meets the end of its input inside a table commits nothing). A
         `sh` does the feeding, so the transaction still finishes (or commits nothing) if netfwd is
-        killed meanwhile. Only for the nf_tables flavour: legacy restores hold the xtables lock
-        from a table's first line to its COMMIT, so the test would wait for the restore."""
+        killed meanwhile."""
         payload = _xstate().payload
         first = payload(parts[:1])
         cut = first.rindex("COMMIT\n")
@@ -173,8 +177,8 @@ class IptablesBackend(BaseBackend):
             files = {"head": first[:cut], "tail": first[cut:] + payload(parts[1:]), "test": payload(parts[1:])}
             for name, text in files.items():
                 Path(folder, name).write_text(text)
-            done = run(["sh", "-c", _FEED_AFTER_TEST, "sh", self._restore, WAIT, folder], check=False,
-                       pass_fds=lock, what=self._restore)
+            done = run(["sh", "-c", _FEED_AFTER_TEST, "sh", folder, self._restore, "--noflush", *self._wait],
+                       check=False, pass_fds=lock, what=self._restore)
             status = Path(folder, "test.status")
             if status.exists():  # the test failed: the restore saw no COMMIT, nothing was committed
                 test = subprocess.CompletedProcess([], int(status.read_text() or 1),

@@ -198,8 +198,9 @@ def desired(spec: Spec) -> Owned:
 
 def transaction(live: Owned, target: Owned) -> list[tuple[str, list[str]]]:
     """[(table, payload lines)] that turn `live` into `target`; tables already equal are left out.
-    Larger tables come first: a restore commits table by table, and a failure in the first table
-    commits nothing, so only the tables after it need a `--test` run beforehand."""
+    The table slowest to parse comes first: a restore commits table by table, and a failure in the
+    first table commits nothing, so only the tables after it need the `--test` that runs while the
+    restore parses the first one (netfwd/backends/iptables.py) - hidden if it is the quicker one."""
     parts: list[tuple[str, list[str]]] = []
     for table in TABLES:
         old, new = live.get(table, Table()), target.get(table, Table())
@@ -219,8 +220,20 @@ def transaction(live: Owned, target: Owned) -> list[tuple[str, list[str]]]:
             lines += new.rules.get(chain, [])
         lines += [f"-X {chain}" for chain in sorted(gone)]
         parts.append((table, lines))
-    parts.sort(key=lambda part: -len(part[1]))
+    parts.sort(key=lambda part: -parse_cost(part[1]))
     return parts
+
+
+# conntrack's port options (--ctorigdstport, --ctreplsrcport, ...) are parsed by xtables'
+# option parser with getaddrinfo(NULL, port) - a service lookup with its sockets and netlink
+# round trips - where other matches parse numbers directly (docs/facts.md#iptables-backends,
+# "iptables-restore parse cost"): such a line costs about as much as ten plain ones.
+_PORT_LOOKUP_RE = re.compile(r" --ct(?:orig|repl)(?:src|dst)port ")
+
+
+def parse_cost(lines: list[str]) -> int:
+    """A restore's parse time of `lines`, in plain lines."""
+    return len(lines) + 9 * len(_PORT_LOOKUP_RE.findall("\n".join(lines)))
 
 
 def payload(parts: list[tuple[str, list[str]]]) -> str:
@@ -231,6 +244,18 @@ def boot_payload(target: Owned) -> str:
     """What the cluster's boot unit feeds `iptables-restore --noflush`: its chains, rules and jumps
     (inserted first, as apply does), built from nothing - never another chain, never a flush."""
     return payload(transaction({}, target))
+
+
+_last_boot: tuple[Spec | None, str] = (None, "")
+
+
+def spec_boot_payload(spec: Spec) -> str:
+    """boot_payload of the spec's desired state; the last one is kept (specs are immutable), as
+    both iptables dialects embed it when `render --dialect all` renders them in a row."""
+    global _last_boot
+    if _last_boot[0] is not spec:
+        _last_boot = (spec, boot_payload(desired(spec)))
+    return _last_boot[1]
 
 
 def tag(line: str) -> str | None:

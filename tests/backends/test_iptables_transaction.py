@@ -1,7 +1,7 @@
 """The iptables backends' one transaction: both tables or neither, through the real restore tools.
 
-The nf_tables flavour tests the later table while the restore reads the first one and feeds the
-first COMMIT only after that test passed (netfwd/backends/iptables.py); legacy tests first.
+Both flavours test the later table while the restore reads the first one and feed the first
+COMMIT only after that test passed (netfwd/backends/iptables.py).
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ print(xstate.canonical(xstate.parse(backend.read().text)[0]), end="")
 """
 
 
-def target(broken: bool = False) -> str:
+def target(broken: str | None = None) -> str:
     """netfwd's owned state for one forward (nat: chains, jumps, DNAT, masquerade; filter: the
-    accept); `broken` gives the filter table's rule a match iptables does not know."""
+    accept); `broken` names the table whose rule gets a match iptables does not know."""
     from netfwd.netfilter import xstate
     from netfwd.spec import parse_spec
 
@@ -46,11 +46,19 @@ def target(broken: bool = False) -> str:
                       "    to: {address: 10.0.0.5, port: 6443}\n", "t.yaml")
     text = xstate.canonical(xstate.desired(spec))
     if broken:
-        head, _, tail = text.partition("*filter\n")
-        tail = tail.replace(" -j ACCEPT", " -m no-such-match -j ACCEPT")
-        assert "no-such-match" in tail
-        text = f"{head}*filter\n{tail}"
+        head, _, tail = text.partition(f"*{broken}\n")
+        table, _, rest = tail.partition("COMMIT\n")
+        table = table.replace(" -m comment ", " -m no-such-match -m comment ", 1)  # an owned rule, not a jump
+        assert "no-such-match" in table
+        text = f"{head}*{broken}\n{table}COMMIT\n{rest}"
     return text
+
+
+def order() -> list[str]:
+    """The tables in the order the transaction feeds them to the restore."""
+    from netfwd.netfilter import xstate
+
+    return [table for table, _ in xstate.transaction({}, xstate.parse(target())[0])]
 
 
 def write_in_fresh_namespace(flavour: str, text: str) -> str:
@@ -74,8 +82,15 @@ def test_both_tables_or_neither(flavour):
     assert out.splitlines()[0] == "parts 2"
     assert out.split("\n", 1)[1] == good  # both tables committed, exactly as asked
 
-    bad = target(broken=True)  # the later (smaller) table fails its test
+    first, later = order()
+    bad = target(broken=later)  # the later table fails its test, run while the first is parsed
     out = write_in_fresh_namespace(flavour, bad)
-    first, rest = out.split("\n", 1)
-    assert first.startswith(f"refused iptables-{flavour}-restore --test failed (exit ")
-    assert rest == ""  # the first table's valid chains, jumps and DNAT rule were not committed either
+    head, rest = out.split("\n", 1)
+    assert head.startswith(f"refused iptables-{flavour}-restore --test failed (exit ")
+    assert rest == ""  # the first table's valid chains, jumps and rules were not committed either
+
+    bad = target(broken=first)  # the first table fails in the restore itself: it commits nothing
+    out = write_in_fresh_namespace(flavour, bad)
+    head, rest = out.split("\n", 1)
+    assert head.startswith(f"refused iptables-{flavour}-restore failed (exit ")
+    assert rest == ""

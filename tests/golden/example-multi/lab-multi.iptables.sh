@@ -320,6 +320,14 @@ WantedBy=multi-user.target
   if [ -z "$ROOT" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload || say "systemctl daemon-reload failed"; fi
   # The payload last: a failure before it leaves the previous payload, matching the undone rules.
   write_file_safely "$ROOT"/etc/netfwd/iptables-lab-multi.rules 600 cat <<'NETFWD_BOOT'
+*filter
+:NETFWD-00e59dae-FWD - [0:0]
+-I FORWARD 1 -j NETFWD-00e59dae-FWD
+-A NETFWD-00e59dae-FWD -m conntrack --ctstate DNAT --ctproto 6 --ctreplsrc 192.168.10.5 --ctorigdstport 16443 --ctreplsrcport 6443 -m comment --comment "netfwd:lab-multi/apiserver" -j ACCEPT
+-A NETFWD-00e59dae-FWD -m conntrack --ctstate DNAT --ctproto 6 --ctorigdst 10.0.0.4 --ctreplsrc 192.168.10.6 --ctorigdstport 6443 --ctreplsrcport 6443 -m comment --comment "netfwd:lab-multi/apiserver-office" -j ACCEPT
+-A NETFWD-00e59dae-FWD -m conntrack --ctstate DNAT --ctproto 17 --ctreplsrc 192.168.10.53 --ctorigdstport 5353 --ctreplsrcport 53 -m comment --comment "netfwd:lab-multi/dns" -j ACCEPT
+-A NETFWD-00e59dae-FWD -m conntrack --ctstate DNAT --ctproto 6 --ctreplsrc 192.168.10.7 --ctorigdstport 19100 --ctreplsrcport 9100 -m comment --comment "netfwd:lab-multi/metrics" -j ACCEPT
+COMMIT
 *nat
 :NETFWD-00e59dae-OUT - [0:0]
 :NETFWD-00e59dae-POST - [0:0]
@@ -348,14 +356,6 @@ WantedBy=multi-user.target
 -A NETFWD-00e59dae-PRE -s 203.0.113.7/32 -d 10.0.0.4/32 -i eth0 -p tcp -m tcp --dport 6443 -m comment --comment "netfwd:lab-multi/apiserver-office" -j DNAT --to-destination 192.168.10.6:6443
 -A NETFWD-00e59dae-PRE -s 203.0.113.0/24 -i eth0 -p udp -m udp --dport 5353 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/dns" -j DNAT --to-destination 192.168.10.53:53
 -A NETFWD-00e59dae-PRE -i eth0 -p tcp -m tcp --dport 19100 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:lab-multi/metrics" -j DNAT --to-destination 192.168.10.7:9100
-COMMIT
-*filter
-:NETFWD-00e59dae-FWD - [0:0]
--I FORWARD 1 -j NETFWD-00e59dae-FWD
--A NETFWD-00e59dae-FWD -m conntrack --ctstate DNAT --ctproto 6 --ctreplsrc 192.168.10.5 --ctorigdstport 16443 --ctreplsrcport 6443 -m comment --comment "netfwd:lab-multi/apiserver" -j ACCEPT
--A NETFWD-00e59dae-FWD -m conntrack --ctstate DNAT --ctproto 6 --ctorigdst 10.0.0.4 --ctreplsrc 192.168.10.6 --ctorigdstport 6443 --ctreplsrcport 6443 -m comment --comment "netfwd:lab-multi/apiserver-office" -j ACCEPT
--A NETFWD-00e59dae-FWD -m conntrack --ctstate DNAT --ctproto 17 --ctreplsrc 192.168.10.53 --ctorigdstport 5353 --ctreplsrcport 53 -m comment --comment "netfwd:lab-multi/dns" -j ACCEPT
--A NETFWD-00e59dae-FWD -m conntrack --ctstate DNAT --ctproto 6 --ctreplsrc 192.168.10.7 --ctorigdstport 19100 --ctreplsrcport 9100 -m comment --comment "netfwd:lab-multi/metrics" -j ACCEPT
 COMMIT
 NETFWD_BOOT
 fi

@@ -277,6 +277,11 @@ WantedBy=multi-user.target
   if [ -z "$ROOT" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload || say "systemctl daemon-reload failed"; fi
   # The payload last: a failure before it leaves the previous payload, matching the undone rules.
   write_file_safely "$ROOT"/etc/netfwd/iptables-text-001.rules 600 cat <<'NETFWD_BOOT'
+*filter
+:NETFWD-57a33fc1-FWD - [0:0]
+-I FORWARD 1 -j NETFWD-57a33fc1-FWD
+-A NETFWD-57a33fc1-FWD -m conntrack --ctstate DNAT --ctproto 6 --ctreplsrc 192.168.10.5 --ctorigdstport 16443 --ctreplsrcport 6443 -m comment --comment "netfwd:text-001/apiserver" -j ACCEPT
+COMMIT
 *nat
 :NETFWD-57a33fc1-OUT - [0:0]
 :NETFWD-57a33fc1-POST - [0:0]
@@ -288,11 +293,6 @@ WantedBy=multi-user.target
 -A NETFWD-57a33fc1-PRE -s 47.96.166.214/32 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:text-001/apiserver" -j DNAT --to-destination 192.168.10.5:6443
 -A NETFWD-57a33fc1-PRE -s 100.104.12.64/26 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:text-001/apiserver" -j DNAT --to-destination 192.168.10.5:6443
 -A NETFWD-57a33fc1-PRE -s 203.0.113.0/24 -i eth0 -p tcp -m tcp --dport 16443 -m addrtype --dst-type LOCAL -m comment --comment "netfwd:text-001/apiserver" -j DNAT --to-destination 192.168.10.5:6443
-COMMIT
-*filter
-:NETFWD-57a33fc1-FWD - [0:0]
--I FORWARD 1 -j NETFWD-57a33fc1-FWD
--A NETFWD-57a33fc1-FWD -m conntrack --ctstate DNAT --ctproto 6 --ctreplsrc 192.168.10.5 --ctorigdstport 16443 --ctreplsrcport 6443 -m comment --comment "netfwd:text-001/apiserver" -j ACCEPT
 COMMIT
 NETFWD_BOOT
 fi
