@@ -143,8 +143,11 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_json(path: Path, data: Any, mode: int = 0o644, dir_mode: int = 0o755) -> None:
-    write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n", mode, dir_mode)
+def write_json(path: Path, data: Any, mode: int = 0o644, dir_mode: int = 0o755, *, compact: bool = False) -> None:
+    """Indented for records people read; `compact` for caches (json's C encoder, which does not
+    indent: ~10x faster on the 10,000-forward cache)."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":")) if compact else json.dumps(data, indent=2, sort_keys=True)
+    write_atomic(path, text + "\n", mode, dir_mode)
 
 
 def read_json(path: Path) -> Any:

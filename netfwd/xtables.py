@@ -9,6 +9,7 @@ owned state is a single `iptables-restore --noflush` transaction.
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 from dataclasses import dataclass
@@ -49,11 +50,11 @@ class Rule:
 
     def save_line(self) -> str:
         """The rule as `iptables-save` prints it (comments double-quoted)."""
-        words = list(self.args)
-        if "--comment" in words:
-            at = words.index("--comment") + 1
-            words[at] = f'"{words[at]}"'
-        return f"-A {self.chain} " + " ".join(words)
+        args = self.args
+        if "--comment" not in args:
+            return f"-A {self.chain} " + " ".join(args)
+        at = args.index("--comment") + 1
+        return (f"-A {self.chain} " + " ".join(args[:at]) + f' "{args[at]}" ' + " ".join(args[at + 1:])).rstrip()
 
     def shell_args(self) -> str:
         """`-t TABLE -A CHAIN ARGS...` quoted for bash (fast path: validated values need no quoting)."""
@@ -80,24 +81,32 @@ def forward_rules(spec: Spec, forward: Forward) -> list[Rule]:
     FORWARD rules (DOCKER-USER, KUBE-FORWARD), established ones included.
     """
     tag = ("-m", "comment", "--comment", owned.rule_comment(spec, forward.name))
-    target = ("-j", "DNAT", "--to-destination", f"{forward.to.address}:{forward.to.port}")
+    to_address = str(forward.to.address)
+    target = ("-j", "DNAT", "--to-destination", f"{to_address}:{forward.to.port}")
     listen = () if forward.listen.address is None else ("-d", f"{forward.listen.address}/32")
     local_only = ("-m", "addrtype", "--dst-type", "LOCAL") if not listen else ()
     iface = () if spec.relay.interface is None else ("-i", spec.relay.interface)
     port = _port_match(forward.protocol, forward.listen.port)
     rules = []
-    pre, out, post, fwd = (owned.chain(spec.cluster, k) for k in ("PRE", "OUT", "POST", "FWD"))
-    for source in forward.sources if forward.sources is not None else (None,):
-        src = () if source is None else ("-s", str(source))
-        rules.append(Rule("nat", pre, (*src, *listen, *iface, *port, *local_only, *tag, *target)))
+    pre, out, post, fwd = _chains(spec.cluster)
+    dnat = (*listen, *iface, *port, *local_only, *tag, *target)
+    if forward.sources is None:
+        rules.append(Rule("nat", pre, dnat))
+    else:
+        rules += [Rule("nat", pre, ("-s", str(source), *dnat)) for source in forward.sources]
     if forward.local:
         rules.append(Rule("nat", out, (*listen, *port, *local_only, *tag, *target)))
-    to = ("-d", f"{forward.to.address}/32", *_port_match(forward.protocol, forward.to.port),
+    to = ("-d", f"{to_address}/32", *_port_match(forward.protocol, forward.to.port),
           "-m", "conntrack", "--ctstate", "DNAT", *tag)
     if forward.masquerade:
         rules.append(Rule("nat", post, (*to, "-j", "MASQUERADE")))
     rules.append(Rule("filter", fwd, own_flows(forward) + (*tag, "-j", "ACCEPT")))
     return rules
+
+
+@functools.lru_cache(maxsize=16)
+def _chains(cluster: str) -> tuple[str, ...]:
+    return tuple(owned.chain(cluster, k) for k in ("PRE", "OUT", "POST", "FWD"))
 
 
 def own_flows(forward: Forward) -> tuple[str, ...]:

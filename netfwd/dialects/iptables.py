@@ -60,7 +60,7 @@ BOOT_DELIMITER = "NETFWD_BOOT"
 def persist(spec: Spec) -> list[str]:
     """The cluster's boot payload and its own unit (netfwd.bootunit); NETFWD_PERSIST=no skips them."""
     path = owned.xtables_file(spec.cluster)
-    payload = xstate.boot_payload(xstate.desired(spec))
+    payload = xstate.spec_boot_payload(spec)
     return ['if [ "${NETFWD_PERSIST:-auto}" != no ]; then',
             *(f"  {line}" for line in bootunit.script_install(
                 spec.cluster, f'"$(command -v "$IPTABLES-restore") --noflush /{path}"')),

@@ -481,7 +481,7 @@ class Engine:
                 state = State(self.state_dir)
                 state.write(folder / f"{key}.txt", text)
                 write_json(folder / f"{key}.json", {**meta, "digest": digest(text)}, mode=FILE_MODE,
-                           dir_mode=DIR_MODE)
+                           dir_mode=DIR_MODE, compact=True)
             except (OSError, EnvironmentProblem):
                 pass
         return text, meta
