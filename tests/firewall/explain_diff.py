@@ -2,7 +2,8 @@
 
 A seeded generator writes random rulesets (iptables-nft, iptables-legacy, native nft, or an
 iptables flavour and nft together: raw/mangle/nat/filter tables and base chains at several
-priorities, user chains with jump/goto/return, address/port/interface/conntrack/addrtype matches,
+priorities, user chains with jump/goto/return, address/port/interface/addrtype matches, conntrack
+state, status and entry matches (`--ctorigdst`, `--ctreplsrc`, `ct original ip daddr`, ...),
 sets and verdict maps, DNAT/REDIRECT/SNAT/MASQUERADE, REJECT of several kinds, policies) and random
 packets. Each ruleset is loaded into the lab relay with the real tools, every packet is really sent
 from the lab client (many at once), and what happened - which server answered, seeing which source
@@ -165,13 +166,28 @@ class _Gen:
         if hook in ("forward", "postrouting") and self.chance(0.2):
             parts.append(f"-o {self.pick((e.ext, e.inside))}")
         if self.chance(0.15):
-            parts.append(f"-m conntrack {'! ' if self.chance(0.3) else ''}--ctstate "
-                         f"{self.pick(('NEW', 'DNAT', 'ESTABLISHED', 'NEW,ESTABLISHED'))}")
+            parts.append(self.ipt_conntrack())
         if self.chance(0.1):
             parts.append(f"-m addrtype {'! ' if self.chance(0.3) else ''}--dst-type LOCAL")
         if self.chance(0.1):
             parts.append('-m comment --comment "generated rule"')
         return " ".join(parts)
+
+    def ipt_conntrack(self) -> str:
+        """-m conntrack: a state, and now and then an option read from the entry (which a packet before
+        conntrack lacks: beside a state the kernel does not look at it there, alone it never matches)."""
+        e, options = self.env, []
+        if self.chance(0.8):
+            options.append(f"{'! ' if self.chance(0.3) else ''}--ctstate "
+                           f"{self.pick(('NEW', 'DNAT', 'ESTABLISHED', 'NEW,ESTABLISHED', 'INVALID'))}")
+        if not options or self.chance(0.3):
+            bang = "! " if self.chance(0.3) else ""
+            options.append(self.pick((f"{bang}--ctstatus {self.pick(('CONFIRMED', 'SEEN_REPLY', 'ASSURED'))}",
+                                      f"{bang}--ctproto {self.pick(('tcp', 'udp'))}",
+                                      f"{bang}--ctorigdst {self.pick(e.destinations)}/32",
+                                      f"{bang}--ctorigdstport {self.pick(PORTS)}",
+                                      f"{bang}--ctreplsrc {self.pick(e.destinations)}/32")))
+        return "-m conntrack " + " ".join(options)
 
     def ipt_target(self, table: str, hook: str, users: list[str], matches: str) -> str:
         e = self.env
@@ -258,6 +274,9 @@ class _Gen:
             parts.append(f'oifname "{self.pick((e.ext, e.inside))}"')
         if self.chance(0.15):
             parts.append(self.pick(("ct state new", "ct state established", "ct status dnat", "ct status != dnat")))
+        if self.chance(0.06):  # read from the entry: never matches before conntrack
+            parts.append(f"ct {self.pick(('original ip daddr', 'reply ip saddr'))} "
+                         f"{'!= ' if self.chance(0.3) else ''}{self.pick(e.destinations)}")
         if self.chance(0.1):
             parts.append("fib daddr type local")
         return " ".join(parts)
