@@ -137,6 +137,18 @@ def ruleset(spec: Spec) -> list[Rule]:
     return rules
 
 
+_last_lines: tuple[Spec | None, list[str]] = (None, [])
+
+
+def save_lines(spec: Spec) -> list[str]:
+    """`rule.save_line()` of each rule of `ruleset(spec)`, in the same order; kept like the ruleset
+    (the restore payload and the desired state both spell every rule)."""
+    global _last_lines
+    if _last_lines[0] is not spec:
+        _last_lines = (spec, [rule.save_line() for rule in ruleset(spec)])
+    return _last_lines[1]
+
+
 _last_payload: tuple[Spec | None, str] = (None, "")
 
 
@@ -147,12 +159,12 @@ def restore_payload(spec: Spec) -> str:
     global _last_payload
     if _last_payload[0] is spec:
         return _last_payload[1]
-    rules = ruleset(spec)
+    rules, lines = ruleset(spec), save_lines(spec)
     out: list[str] = []
     for table, names in chains(spec.cluster).items():
         out.append(f"*{table}")
         out.extend(f":{chain} - [0:0]" for chain in names)
-        out.extend(rule.save_line() for rule in rules if rule.table == table)
+        out.extend(line for rule, line in zip(rules, lines) if rule.table == table)
         out.append("COMMIT")
     text = "\n".join(out) + "\n"
     _last_payload = (spec, text)

@@ -191,8 +191,8 @@ def desired(spec: Spec) -> Owned:
                     for table, chains in xtables.chains(spec.cluster).items()}
     for table, builtin, chain in xtables.jumps(spec.cluster):
         owned[table].jumps.append(f"-A {builtin} -j {chain}")
-    for rule in xtables.ruleset(spec):
-        owned[rule.table].rules[rule.chain].append(rule.save_line())
+    for rule, line in zip(xtables.ruleset(spec), xtables.save_lines(spec)):
+        owned[rule.table].rules[rule.chain].append(line)
     return owned
 
 
