@@ -98,6 +98,8 @@ def test_every_command_without_root(installed):
     assert installed.run("validate", spec).returncode == 0
     installed.run("render", spec, "--dialect", "all", "--out", "out")
     assert sorted(p.name for p in (installed.work / "out").iterdir())  # scripts written, relative to the cwd
+    installed.run("render", windows, "--dialect", "all", "--out", "win")  # the shipped Windows example too
+    assert {p.suffix for p in (installed.work / "win").iterdir()} == {".cmd", ".ps1"}
     assert installed.run("whitelist", "render", "--regions", "cn-hangzhou", "--dialect", "list").stdout.strip()
     assert "audit.k8s.io/v1" in installed.run("audit", "policy").stdout
     reports = REPO / "tests" / "fixtures" / "windows" / "reports"

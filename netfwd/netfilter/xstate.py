@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 from netfwd import owned as names
 from netfwd import xtables
-from netfwd.model import Essence, Spec
+from netfwd.model import Spec
 
 TABLES = ("nat", "filter")
 PREFIX = names.CHAIN_PREFIX  # every cluster's chains (and the global ones of earlier versions)
