@@ -1,7 +1,8 @@
 """`nft` backend: the cluster's private table `inet netfwd-<cluster>`, replaced in ONE `nft -f` transaction.
 
 The ruleset is the nft dialect's (netfwd.dialects.nft.ruleset) - one renderer for scripts and for
-live applies. Read: ONE `nft list tables`, then the tables netfwd owns (the cluster's; the global
+live applies. Read: the table names (one netlink dump, netfwd.netfilter.nfgen; `nft list tables`
+if that fails), then the tables netfwd owns (the cluster's; the global
 `inet netfwd` of earlier versions while no other cluster's rule is in it, so the next transaction
 deletes it; other clusters' tables only to find listen-port clashes). The canonical form drops comments and prints
 set elements on one line, sorted, hosts without /32 - the only ways the dialect's text and nft's
@@ -97,8 +98,12 @@ class NftBackend(BaseBackend):
         return owned.nft_table(self.context.cluster)
 
     def read(self) -> Live:
-        tables = [line[6:].strip() for line in run(["nft", "list", "tables"], what="nft list tables").stdout.splitlines()
-                  if line.startswith("table ")]
+        from netfwd.netfilter.nfgen import tables as netlink_tables
+
+        tables = netlink_tables()
+        if tables is None:
+            tables = [line[6:].strip() for line in run(["nft", "list", "tables"], what="nft list tables").stdout.splitlines()
+                      if line.startswith("table ")]
         netfwd = [t for t in tables if t == owned.LEGACY_NFT_TABLE or t.startswith(f"inet {owned.NFT_TABLE_PREFIX}")]
         if not netfwd:
             return Live("", None, {"claims": []})
