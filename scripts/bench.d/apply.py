@@ -12,12 +12,14 @@ Every measurement runs in a fresh scratch network namespace (never the host's fi
             measured in full at 1,000; at 5,000/10,000 extrapolated from 200 calls timed on a
             half-full table (each call costs more as the table grows, so the midpoint is the mean)
 
-Then firewalld (lab relay with firewalld) at 100 and 1,000 forwards, each with firewalld's own
-load of the same permanent configuration (its D-Bus `reload`, what `firewall-cmd --reload` calls,
-with netfwd's objects in it) as the yardstick. Prints a markdown table for
-docs/performance.md and draws docs/apply-bench.svg. Needs root.
+Then firewalld (lab relay with firewalld) at 100 and 1,000 forwards (--runs times, the sizes
+interleaved, a fresh lab each; medians), each with firewalld's own load of the same permanent
+configuration (its D-Bus `reload`, what `firewall-cmd --reload` calls, with netfwd's objects in it)
+as the yardstick. Prints a markdown table for docs/performance.md and draws docs/apply-bench.svg.
+Needs root.
 
 Usage: .venv/bin/python scripts/bench.d/apply.py [--sizes 1000,5000,10000] [--runs 3] [--no-firewalld]
+       .venv/bin/python scripts/bench.d/apply.py --backends "" --firewalld-sizes 100,1000   (firewalld only)
 """
 
 from __future__ import annotations
@@ -166,7 +168,7 @@ def _rules(spec_file: Path) -> list:
     return xtables.ruleset(load_spec(spec_file))
 
 
-def measure_firewalld(count: int, work: Path) -> dict[str, float]:
+def measure_firewalld(count: int, work: Path, run: int = 0) -> dict[str, float]:
     from netfwd.lab import Lab
 
     spec, changed = work / f"fw-{count}.yaml", work / f"fw-{count}-changed.yaml"
@@ -175,7 +177,7 @@ def measure_firewalld(count: int, work: Path) -> dict[str, float]:
     with Lab.up() as lab:
         pid = lab.start_firewalld()
         wrap = ["nsenter", "-t", str(pid), "-m", "-n", f"--wd={REPO}", "--"]
-        netfwd = Netfwd(None, "firewalld", work / f"firewalld-{count}", wrap=wrap)
+        netfwd = Netfwd(None, "firewalld", work / f"firewalld-{count}-{run}", wrap=wrap)
         result = {"cold": netfwd("apply", str(spec), "--yes"), "no-change": netfwd("apply", str(spec), "--yes"),
                   "change": netfwd("apply", str(changed), "--yes")}
         # the yardstick: firewalld's own load of the same permanent configuration (netfwd's objects in it)
@@ -250,7 +252,7 @@ def main() -> int:
     results: dict[tuple[str, int], dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="netfwd-bench-") as tmp:
         work = Path(tmp)
-        for backend in args.backends.split(","):
+        for backend in filter(None, args.backends.split(",")):  # --backends "": firewalld only
             for count in sizes:
                 runs = args.runs if count < 10000 else max(1, args.runs - 1)
                 results[(backend, count)] = r = measure_iptables_family(backend, count, runs, work)
@@ -260,16 +262,25 @@ def main() -> int:
         if not args.no_svg and any(b == "iptables" for b, _ in results):
             picture(results)
         if not args.no_firewalld and shutil.which("firewalld"):
-            for count in [int(s) for s in args.firewalld_sizes.split(",")]:
-                results[("firewalld", count)] = r = measure_firewalld(count, work)
+            fw_sizes = [int(s) for s in args.firewalld_sizes.split(",")]
+            runs_fw: dict[int, list[dict[str, float]]] = {count: [] for count in fw_sizes}
+            for run in range(args.runs):  # the sizes interleaved, so both see the same load
+                for count in fw_sizes:
+                    r = measure_firewalld(count, work, run)
+                    runs_fw[count].append(r)
+                    print(f"{'firewalld':<16} {count:>6} (run {run + 1}): cold {r['cold']:.3f}  no-change "
+                          f"{r['no-change']:.3f}  change {r['change']:.3f}  reload {r['reload']:.3f}", flush=True)
+            for count in fw_sizes:
+                results[("firewalld", count)] = r = {key: statistics.median(s[key] for s in runs_fw[count])
+                                                     for key in runs_fw[count][0]}
                 print(f"{'firewalld':<16} {count:>6}: cold {r['cold']:.3f}  no-change {r['no-change']:.3f}  "
                       f"change {r['change']:.3f}  firewall-cmd --reload {r['reload']:.3f} "
-                      f"(cold {r['cold'] / r['reload']:.1f}x of it)", flush=True)
-            sizes_fw = sorted(n for b, n in results if b == "firewalld")
-            if len(sizes_fw) > 1:
-                small, big = results[("firewalld", sizes_fw[0])], results[("firewalld", sizes_fw[-1])]
-                print(f"firewalld cold apply: {sizes_fw[-1]} forwards take {big['cold'] / small['cold']:.1f}x "
-                      f"{sizes_fw[0]} (target for 10x the forwards: <= 12x)", flush=True)
+                      f"(cold {r['cold'] / r['reload']:.1f}x of it; median of {args.runs})", flush=True)
+            if len(fw_sizes) > 1:
+                small, big = results[("firewalld", min(fw_sizes))], results[("firewalld", max(fw_sizes))]
+                print(f"firewalld cold apply: {max(fw_sizes)} forwards take {big['cold'] / small['cold']:.1f}x "
+                      f"{min(fw_sizes)} (target for 10x the forwards: <= 12x); firewalld's own reload: "
+                      f"{big['reload'] / small['reload']:.1f}x", flush=True)
     print()
     print("| backend | forwards | bare restore | netfwd apply (cold) | apply after plan | ratio cold / warm to bare "
           "| no-change re-apply | one forward changed | per-rule `iptables -A` | netfwd cold / warm speed-up vs per-rule |")
