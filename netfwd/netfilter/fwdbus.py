@@ -337,7 +337,7 @@ def write_ipset_files(ipsets):
 
 def drop_orphan_ipsets(fw):
     """firewalld 0.6.3 (iptables backend: kernel ipsets) never destroys a kernel set whose configuration
-    was deleted, not even on reload: destroy netfwd's sets it no longer knows."""
+    was deleted, not even on reload: destroy the sets of this cluster (earlier names too) it no longer knows."""
     import shutil
     import subprocess
 
@@ -349,7 +349,7 @@ def drop_orphan_ipsets(fw):
     known = {str(name) for name in fw.call(fw.fw, ".ipset", "getIPSets")}
     done = []
     for name in listed.stdout.split():
-        if name.startswith(PREFIX) and name not in known:
+        if _owned(name) and name not in known:
             gone = subprocess.run(["ipset", "destroy", name], capture_output=True, text=True, check=False)
             if gone.returncode != 0:
                 raise SystemExit(f"cannot destroy the kernel ipset {name} firewalld left behind: {gone.stderr.strip()}")
