@@ -1,14 +1,15 @@
 """`firewalld` backend: netfwd's ipsets and rich rules, runtime and permanent kept in step.
 
-The objects are the firewalld dialect's (one ``netfwd-<hash>`` hash:net ipset per forward, a
-forward-port rich rule with that ipset as its source in the zone traffic arrives in, a masquerade
-rich rule in the zone toward the target), so a rendered script and a live apply make the same
-thing. They are read and written through firewalld's D-Bus API by one helper process
-(netfwd.netfilter.fwdbus, run by firewalld's own Python), not by one firewall-cmd per object.
+The objects are the firewalld dialect's (one ``netfwd-<tag>-<hash of its contents>`` hash:net ipset
+per distinct source list, shared by the forwards that have it; per forward a forward-port rich rule
+with that ipset as its source in the zone traffic arrives in, a masquerade rich rule in the zone
+toward the target), so a rendered script and a live apply make the same thing. They are read and
+written through firewalld's D-Bus API by one helper process (netfwd.netfilter.fwdbus, run by
+firewalld's own Python), not by one firewall-cmd per object.
 
 Canonical owned-state text, one object per line, sorted; both configurations must say the same:
 
-    permanent ipset netfwd-1a2b3c4d5e6f inet 10.200.1.8/29
+    permanent ipset netfwd-1a2b3c4d-5e6f7a8b9c inet 10.200.1.8/29
     permanent rule public rule family="ipv4" source ipset="netfwd-..." forward-port ...
     runtime ipset ...
     runtime rule ...
@@ -134,15 +135,15 @@ class FirewalldBackend(BaseBackend):
         routes = _route_devices([str(f.to.address) for f in spec.forwards if f.masquerade])
         ingress = spec.relay.interface or routes.get("default")
         zone_in = zones_of.get(ingress or "", default)
-        part: dict[str, Any] = {"ipsets": {}, "rules": {}}
-        for forward in spec.forwards:
-            family = "inet" if forward.family == 4 else "inet6"
-            name = dialect.ipset_name(spec.cluster, forward)
-            part["ipsets"][name] = {"family": family, "entries": sorted(dialect.ipset_entries(forward))}
-            part["rules"].setdefault(zone_in, []).append(dialect.forward_rule(forward, name))
+        names, found = dialect.forward_ipsets(spec)
+        sets = {name: {"family": family, "entries": sorted(entries)} for name, (family, entries) in found.items()}
+        rules: dict[str, dict[str, None]] = {}  # per zone, in order, once (forwards may share a masquerade rule)
+        for forward, name in zip(spec.forwards, names):
+            rules.setdefault(zone_in, {})[dialect.forward_rule(forward, name)] = None
             if forward.masquerade:
                 zone_out = zones_of.get(routes.get(str(forward.to.address)) or "", default)
-                part["rules"].setdefault(zone_out, []).append(dialect.masquerade_rule(forward, name))
+                rules.setdefault(zone_out, {})[dialect.masquerade_rule(forward, name)] = None
+        part: dict[str, Any] = {"ipsets": sets, "rules": {zone: list(found) for zone, found in rules.items()}}
         return canonical({config: part for config in CONFIGS})
 
     def forwards(self, text: str) -> list[Essence]:

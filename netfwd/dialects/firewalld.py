@@ -5,11 +5,15 @@ Why it looks the way it does (see docs/dialects.md and docs/facts.md#firewalld):
 - Every forward is a rich rule *with the source in it*: `rule family=... source ipset="netfwd-…"
   forward-port ...`. A plain `--add-forward-port` DNATs before any filter runs, so a separate rule
   can never restrict it (firewalld/firewalld#1466, in docs/facts.md#firewalld).
-- Every forward gets its own `hash:net` ipset, even one open to any source (it then holds the two
-  halves of the address space, since an ipset cannot hold a /0). So every rich rule netfwd owns
-  names a `netfwd-<cluster tag>-` ipset (netfwd.owned): that is how the script finds its own
-  cluster's stale rules, and only those. Earlier versions named them `netfwd-<hash>` for every
-  cluster; the exact names this spec's forwards had then are owned too, so they are migrated.
+- Every forward's source is a `hash:net` ipset, even for a forward open to any source (it then holds
+  the two halves of the address space, since an ipset cannot hold a /0). The ipset is named after
+  what it holds, `netfwd-<cluster tag>-<hash of family and entries>`, so the forwards of a cluster
+  with the same sources share one (firewalld loads ipsets one at a time, each slower the more there
+  are: one per forward made its reload quadratic in forwards). So every rich rule netfwd owns names
+  a `netfwd-<cluster tag>-` ipset (netfwd.owned): that is how the script finds its own cluster's
+  stale rules and ipsets, and only those — per-forward sets of the previous naming included. Earlier
+  versions named them `netfwd-<hash>` for every cluster; the exact names this spec's forwards had
+  then are owned too, so they are migrated.
 - Masquerade is a rich rule too, narrowed to the forward's sources and target address.
 - Runtime and permanent configuration get the same changes. firewalld creates ipsets in the
   permanent configuration only; a new (or deleted) netfwd ipset reaches the runtime only through
@@ -28,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import re
 import shlex
+from functools import lru_cache
 
 from netaddr import AddrFormatError, IPNetwork, cidr_merge
 
@@ -43,23 +48,60 @@ EVERYWHERE = {4: ("0.0.0.0/1", "128.0.0.0/1"), 6: ("::/1", "8000::/1")}
 ANY = {4: "0.0.0.0/0", 6: "::/0"}
 
 
-def ipset_name(cluster: str, forward: Forward) -> str:
-    """netfwd-<cluster tag>-<hash of name and family> (at most 26 of ipset's 31 characters): fixed for
-    a forward's life, a new one when its family changes."""
-    return owned.ipset_prefix(cluster) + hashlib.sha256(f"{forward.name}/{forward.family}".encode()).hexdigest()[:10]
-
-
-def legacy_ipset_name(forward: Forward) -> str:
-    """The name earlier versions gave the forward's ipset (no cluster in it)."""
-    return IPSET_PREFIX + hashlib.sha256(f"{forward.name}/{forward.family}".encode()).hexdigest()[:12]
-
-
 def ipset_entries(forward: Forward) -> tuple[str, ...]:
     sources = forward.sources
     if sources is None:
         return EVERYWHERE[forward.family]
     entries = tuple(str(net) for net in sources)
     return EVERYWHERE[forward.family] if entries == (ANY[forward.family],) else entries
+
+
+def ipset_family(forward: Forward) -> str:
+    """The ipset's `family` option."""
+    return "inet" if forward.family == 4 else "inet6"
+
+
+@lru_cache(maxsize=4096)
+def set_name(cluster: str, family: str, entries: tuple[str, ...]) -> str:
+    """netfwd-<cluster tag>-<hash of family and sorted entries> (at most 26 of ipset's 31 characters):
+    the name says what the set holds, so every forward of the cluster with the same sources shares it."""
+    content = family + " " + " ".join(sorted(entries))
+    return owned.ipset_prefix(cluster) + hashlib.sha256(content.encode()).hexdigest()[:10]
+
+
+def ipset_name(cluster: str, forward: Forward) -> str:
+    """The (shared) ipset of the forward's sources: a forward whose sources change moves to another set."""
+    return set_name(cluster, ipset_family(forward), ipset_entries(forward))
+
+
+def forward_ipsets(spec: Spec) -> tuple[list[str], dict[str, tuple[str, tuple[str, ...]]]]:
+    """The ipset of each forward (in spec order), and {name: (family, entries)}: one per distinct
+    source list of the spec, in spec order. Forwards that share an allow list (one object per
+    distinct whitelist text in a loaded spec) are hashed once."""
+    names: list[str] = []
+    found: dict[str, tuple[str, tuple[str, ...]]] = {}
+    seen: dict[tuple[int, int], str] = {}
+    for forward in spec.forwards:
+        key = (forward.family, id(forward.allow))  # the objects outlive this call: ids stay unique
+        name = seen.get(key)
+        if name is None:
+            family, entries = ipset_family(forward), ipset_entries(forward)
+            name = seen[key] = set_name(spec.cluster, family, entries)
+            found.setdefault(name, (family, entries))
+        names.append(name)
+    return names, found
+
+
+def ipsets(spec: Spec) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """{name: (family, entries)}: one per distinct source list of the spec's forwards, in spec order."""
+    return forward_ipsets(spec)[1]
+
+
+def legacy_ipset_name(forward: Forward) -> str:
+    """The name the versions before per-cluster names gave the forward's own ipset (no cluster in it).
+    (Between them and content names, a forward's ipset was netfwd-<cluster tag>-<hash of its name and
+    family>: under the cluster's prefix, so owned, and deleted once no rule names it.)"""
+    return IPSET_PREFIX + hashlib.sha256(f"{forward.name}/{forward.family}".encode()).hexdigest()[:12]
 
 
 def forward_rule(forward: Forward, ipset: str, to: str | None = None) -> str:
@@ -90,8 +132,9 @@ declare -A WANT_SET=() WANT_RULE=() FRESH=()
 SET_ORDER=() RULE_ORDER=()
 TAB=$'\t'
 CHANGES=0
-want_set() { WANT_SET[$1]=$2; SET_ORDER+=("$1"); }  # want_set NAME "FAMILY ENTRY..."
-want_rule() { WANT_RULE[$1$TAB$2]=1; RULE_ORDER+=("$1$TAB$2"); }  # want_rule ZONE RICH-RULE
+# want_set NAME "FAMILY ENTRY..."; want_rule ZONE RICH-RULE (forwards may share a masquerade rule: once)
+want_set() { [ -n "${WANT_SET[$1]:-}" ] || SET_ORDER+=("$1"); WANT_SET[$1]=$2; }
+want_rule() { [ -n "${WANT_RULE[$1$TAB$2]:-}" ] || RULE_ORDER+=("$1$TAB$2"); WANT_RULE[$1$TAB$2]=1; }
 
 fw() { firewall-cmd -q "$@"; }
 conf_opt() { if [ "$1" = permanent ]; then echo --permanent; fi; }
@@ -363,12 +406,14 @@ def _ingress(spec: Spec) -> list[str]:
 
 
 def _wanted(spec: Spec) -> list[str]:
-    lines = ["# Wanted state: per forward one ipset (its sources), the DNAT rich rule, the masquerade rule."]
-    for forward in spec.forwards:
-        name, to = ipset_name(spec.cluster, forward), str(forward.to.address)
-        family = "inet" if forward.family == 4 else "inet6"
+    names, sets = forward_ipsets(spec)
+    lines = ["# Wanted state: one ipset per distinct source list (named after it, shared by the forwards",
+             "# that have it), per forward the DNAT rich rule and the masquerade rule."]
+    lines += [f"want_set {name} {_single_quoted(' '.join((family, *entries)))}"
+              for name, (family, entries) in sets.items()]
+    for forward, name in zip(spec.forwards, names):
+        to = str(forward.to.address)
         lines += [f"# {forward.name}: port {forward.listen.port}/{forward.protocol} -> {to} port {forward.to.port}",
-                  f"want_set {name} {_single_quoted(' '.join((family, *ipset_entries(forward))))}",
                   f'want_rule "$ZONE" {_single_quoted(forward_rule(forward, name, to))}']
         if forward.masquerade:  # masquerade acts on traffic leaving into a zone: the zone toward the target
             lines.append(f'zone_of "$(route_dev {to})"; '
@@ -384,12 +429,18 @@ class FirewalldDialect(BaseDialect):
     supports_local = False  # rich rules hook prerouting only: the relay's own connections are not DNATed
 
     def expected(self, spec: Spec) -> list[Essence]:
-        """An allow list of the whole address space is the same as no allow list (the ipset cannot tell)."""
+        """An allow list of the whole address space is the same as no allow list (the ipset cannot tell).
+        A masquerade rule names sources and target address, not a forward: a forward with the same
+        sources and target as a masqueraded one is masqueraded too (the two share the rule)."""
+        names = forward_ipsets(spec)[0]
+        masqueraded = {(name, str(f.to.address)) for f, name in zip(spec.forwards, names) if f.masquerade}
         result = []
-        for forward in spec.forwards:
+        for forward, name in zip(spec.forwards, names):
             essence = forward.essence()
             if essence.sources == (ANY[forward.family],):
                 essence = essence._replace(sources=None)
+            if not essence.masquerade and (name, essence.to_address) in masqueraded:
+                essence = essence._replace(masquerade=True)
             result.append(essence)
         return result
 

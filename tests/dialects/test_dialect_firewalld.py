@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from netfwd import owned
 from netfwd.dialects import get_dialect
-from netfwd.dialects.firewalld import forward_rule, ipset_name, masquerade_rule
+from netfwd.dialects.firewalld import forward_rule, ipset_entries, ipset_name, ipsets, masquerade_rule
 from netfwd.errors import UnsupportedByDialect
 from netfwd.model import Spec
 from netfwd.spec import load_spec, parse_spec
@@ -101,7 +101,7 @@ def test_local_is_rejected_with_the_field_named():
         FW.render(spec)
 
 
-def test_every_rule_names_the_forwards_own_ipset_so_no_rule_bypasses_the_whitelist():
+def test_every_rule_names_the_ipset_of_its_sources_so_no_rule_bypasses_the_whitelist():
     spec = load_spec(REPO / "rules/example-multi.yaml")
     script = FW.render(spec)
     assert "--add-forward-port" not in script
@@ -109,8 +109,51 @@ def test_every_rule_names_the_forwards_own_ipset_so_no_rule_bypasses_the_whiteli
         name = ipset_name(spec.cluster, forward)
         assert f'source ipset="{name}" ' in forward_rule(forward, name) and name in script
         assert (masquerade_rule(forward, name) in script) == forward.masquerade
-    assert len({ipset_name(spec.cluster, f) for f in spec.forwards}) == len(spec.forwards)
-    assert all(len(ipset_name(spec.cluster, f)) <= 31 for f in spec.forwards)  # ipset's name limit
+        assert ipsets(spec)[name] == (("inet" if forward.family == 4 else "inet6"), ipset_entries(forward))
+    assert len(ipsets(spec)) == len(spec.forwards)  # four different source lists
+    assert all(len(name) <= 31 for name in ipsets(spec))  # ipset's name limit
+    assert script.count("\nwant_set ") == len(ipsets(spec))
+
+
+def test_forwards_with_the_same_sources_share_one_ipset_named_after_its_contents():
+    """One ipset per distinct (family, entries) of a cluster, whatever the forwards are called."""
+    edge = load_spec(REPO / "tests/fixtures/specs/firewalld-ipv6.yaml")  # `everyone` (0.0.0.0/0) and `dns` (no allow)
+    everyone, dns = edge.forwards[1], edge.forwards[2]
+    assert ipset_name(edge.cluster, everyone) == ipset_name(edge.cluster, dns)
+    assert len(ipsets(edge)) == 2 and FW.render(edge).count("\nwant_set ") == 2
+    same = parse_spec("""version: 1
+cluster: fw-edge
+relay: {os: linux}
+forwards:
+  - {name: other, listen: {port: 9}, to: {address: 192.168.1.1, port: 9}}
+""", "same.yaml")
+    assert ipset_name(same.cluster, same.forwards[0]) == ipset_name(edge.cluster, dns)  # contents, not names
+    other_cluster = parse_spec("""version: 1
+cluster: fw-other
+relay: {os: linux}
+forwards:
+  - {name: dns, listen: {port: 9}, to: {address: 192.168.1.1, port: 9}}
+""", "other.yaml")
+    assert ipset_name(other_cluster.cluster, other_cluster.forwards[0]) != ipset_name(edge.cluster, dns)
+    assert ipset_name(other_cluster.cluster, other_cluster.forwards[0]).startswith(owned.ipset_prefix("fw-other"))
+
+
+def test_a_shared_masquerade_rule_is_wanted_once_and_read_back_for_both_forwards():
+    """Two forwards to one target with the same sources share the masquerade rule (it names sources
+    and target address only): the script wants it once, and it masquerades both."""
+    spec = parse_spec("""version: 1
+cluster: fw-share
+relay: {os: linux}
+forwards:
+  - {name: a, listen: {port: 8001}, to: {address: 192.168.1.1, port: 80}, allow: {cidrs: [203.0.113.0/24]}}
+  - {name: b, listen: {port: 8002}, to: {address: 192.168.1.1, port: 81}, allow: {cidrs: [203.0.113.0/24]},
+     masquerade: false}
+""", "share.yaml")
+    script = FW.render(spec)
+    rule = masquerade_rule(spec.forwards[0], ipset_name(spec.cluster, spec.forwards[0]))
+    assert script.count(rule) == 1 and script.count("\nwant_set ") == 1
+    assert [e.masquerade for e in FW.expected(spec)] == [True, True]
+    assert FW.parse(script) == FW.expected(spec)
 
 
 def test_parses_firewall_cmd_output():
@@ -121,11 +164,9 @@ def test_parses_firewall_cmd_output():
     rules += [masquerade_rule(f, name[f.name]) for f in spec.forwards if f.masquerade]
     rules.append(FOREIGN_RULE)
     listing = "public (active)\n  target: default\n  rich rules: \n" + "".join(f"\t{r}\n" for r in reversed(rules))
-    from netfwd.dialects.firewalld import ipset_entries
-    for forward in spec.forwards:
-        family = "inet" if forward.family == 4 else "inet6"
-        listing += (f"{name[forward.name]}\n  type: hash:net\n  options: family={family}\n"
-                    f"  entries: {' '.join(ipset_entries(forward))}\n")
+    for set_name, (family, entries) in ipsets(spec).items():
+        listing += (f"{set_name}\n  type: hash:net\n  options: family={family}\n"
+                    f"  entries: {' '.join(entries)}\n")
     assert unordered(FW.parse(listing)) == unordered(FW.expected(spec))
     without_ipsets = FW.parse("\n".join(rules) + '\nrule family="ipv4" source ipset="netfwd-x masquerade\n')
     assert {e.sources for e in without_ipsets} == {(f"@{name[f.name]}",) for f in spec.forwards}
@@ -250,10 +291,22 @@ def test_changes_replace_rules_and_follow_the_interface_zone(lab_fw, tmp_path):
     assert lab.whoami("client", a.relay_outside, A, source=a.client_allowed) == a.relay_inside
     assert FOREIGN_RULE in lab.firewall_cmd("--list-rich-rules").stdout
 
-    # a changed allow list edits the ipset entries in place (still no reload)
+    # a changed allow list moves the forward to the ipset of its new sources: a new ipset reaches the
+    # runtime only through a reload, refused while the runtime-only rule is there; once it is
+    # permanent too, the reload keeps it and the old ipset goes
+    old_set = ipset_name(spec.cluster, spec.forwards[0])
     spec = lab_spec(lab, port=new, cidrs=[f"{a.client_denied}/32"])
+    before = state(lab)
+    refused = run_script(lab, FW.render(spec), tmp_path, check=False)
+    assert refused.returncode == 3 and f"rich rule {FOREIGN_RULE} (runtime only)" in refused.stderr
+    assert state(lab) == before
+    lab.firewall_cmd("--permanent", f"--add-rich-rule={FOREIGN_RULE}")
     done = run_script(lab, FW.render(spec), tmp_path)
-    assert "reloading" not in done.stderr
+    assert "reloading" in done.stderr
+    assert FOREIGN_RULE in lab.firewall_cmd("--list-rich-rules").stdout
+    for conf in ((), ("--permanent",)):
+        sets = lab.firewall_cmd(*conf, "--get-ipsets").stdout.split()
+        assert ipset_name(spec.cluster, spec.forwards[0]) in sets and old_set not in sets
     assert lab.whoami("client", a.relay_outside, A, source=a.client_denied) == a.relay_inside
     assert not lab.connect("client", a.relay_outside, A, source=a.client_allowed, timeout=1).ok
     for permanent in (False, True):

@@ -406,9 +406,9 @@ def test_a_netfwd_killed_at_each_stage_is_finished_or_undone_by_the_next(lab, tm
 
 
 def test_firewalld_many_new_ipsets_in_one_step(relay_for, tmp_path):
-    """From fwdbus.FILES_FROM new ipsets on, they reach firewalld as configuration files and one
-    reload: runtime and permanent in step, traffic flows, other admins' objects untouched, and
-    netfwd's next read finds exactly what it wrote."""
+    """From fwdbus.FILES_FROM new ipsets on (25 forwards, each with its own allow list), they reach
+    firewalld as configuration files and one reload: runtime and permanent in step, traffic flows,
+    other admins' objects untouched, and netfwd's next read finds exactly what it wrote."""
     relay = relay_for("firewalld")
     lab, a = relay.lab, relay.lab.addrs
     lab.start_server("onprem", B)
@@ -418,12 +418,13 @@ def test_firewalld_many_new_ipsets_in_one_step(relay_for, tmp_path):
     forwards = "".join(f"""  - name: f{i}
     listen: {{port: {A + i}}}
     to: {{address: {a.onprem}, port: {B}}}
-    allow: {{cidrs: [{a.allowed_cidr}]}}
+    allow: {{cidrs: [{a.allowed_cidr}, 198.18.{i}.0/24]}}
 """ for i in range(25))
     spec.write_text(f"version: 1\ncluster: lab-many\nrelay: {{os: linux, interface: {a.relay_outside_if}}}\n"
                     f"forwards:\n{forwards}")
     applied = relay.netfwd("apply", str(spec), "--yes", env={"NETFWD_TIMING": "1"})
     assert "ipset files at" in applied.stderr  # the helper's phase log: they went in as files
+    assert len([n for n in relay.relay(["firewall-cmd", "--get-ipsets"]).split() if n.startswith("netfwd-")]) == 25
     relay.netfwd("plan", str(spec))  # exit 0: runtime and permanent both hold exactly the spec
     assert len(json.loads(relay.netfwd("status", "--output", "json").stdout)["forwards"]) == 25
     assert lab.whoami("client", a.relay_outside, A + 24, source=a.client_allowed) == a.relay_inside
@@ -435,9 +436,10 @@ def test_firewalld_many_new_ipsets_in_one_step(relay_for, tmp_path):
 
 
 def test_firewalld_keeps_other_admins_runtime_only_rules(relay_for, tmp_path):
-    """An admin's runtime-only service survives an apply that needs no reload; an apply or remove
-    that needs one (an ipset comes or goes) exits 3 naming it and changes nothing, unless
-    --allow-runtime-loss."""
+    """An admin's runtime-only service survives an apply that needs no reload (a forward added with a
+    source list the cluster already has: its ipset is there); an apply or remove that needs one (an
+    ipset comes or goes: a changed allow list, the last forward gone) exits 3 naming it and changes
+    nothing, unless --allow-runtime-loss."""
     relay = relay_for("firewalld")
     lab, a = relay.lab, relay.lab.addrs
     lab.start_server("onprem", B)
@@ -455,12 +457,15 @@ def test_firewalld_keeps_other_admins_runtime_only_rules(relay_for, tmp_path):
     relay.netfwd("apply", spec("one", 1, a.allowed_cidr), "--yes")
     zone = lab.firewall_cmd("--get-default-zone").stdout.strip()
     lab.firewall_cmd("--add-service=http")  # another admin's runtime-only change
-    relay.netfwd("apply", spec("wider", 1, f"{a.client_denied}/32"), "--yes")  # ipset entries only: no reload
+    relay.netfwd("apply", spec("two", 2, a.allowed_cidr), "--yes")  # the same sources: their ipset is there
     assert "http" in lab.firewall_cmd("--list-services").stdout.split()
-    assert lab.whoami("client", a.relay_outside, A, source=a.client_denied) == a.relay_inside
+    assert lab.whoami("client", a.relay_outside, A + 1, source=a.client_allowed) == a.relay_inside
+    sets = [[n for n in lab.firewall_cmd(*conf, "--get-ipsets").stdout.split() if n.startswith("netfwd-")]
+            for conf in ((), ("--permanent",))]
+    assert len(sets[0]) == 1 and sets[0] == sets[1]  # one ipset, shared by both forwards
 
     before = relay.dump()
-    for argv in (("apply", spec("two", 2, a.allowed_cidr), "--yes"), ("remove",)):  # a new / a gone ipset
+    for argv in (("apply", spec("wider", 2, f"{a.client_denied}/32"), "--yes"), ("remove",)):  # a new / a gone ipset
         refused = relay.netfwd(*argv, expect=3)
         assert f"{zone}: service http (runtime only)" in refused.stderr, refused.stderr
         assert relay.dump() == before

@@ -4,11 +4,13 @@ On every live backend and every Linux dialect: two clusters' specs on one lab re
 traffic through real DNAT; applying or removing one leaves the other live; a listen port another
 cluster already takes is refused naming both; `status` groups by cluster. And relays set up by
 versions with global names (NETFWD-PRE ..., `table inet netfwd`, 90-netfwd.conf) are taken over
-by the next apply of the cluster their rule comments name, never by another cluster's.
+by the next apply of the cluster their rule comments name, never by another cluster's; so are
+firewalld ipsets named after their forward (before they were named after their contents).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import pytest
 
 from netfwd import owned, xtables
 from netfwd.dialects import get_dialect
+from netfwd.dialects.firewalld import forward_rule, ipset_name, legacy_ipset_name, masquerade_rule
 from netfwd.dialects.nft import ruleset as nft_ruleset
 from netfwd.spec import parse_spec
 from tests.engine.test_apply_netns import BACKENDS, Relay, relay_for  # noqa: F401 - relay_for is a fixture
@@ -165,3 +168,66 @@ def test_global_objects_of_earlier_versions_are_taken_over_by_their_cluster_only
         relay.netfwd("remove", "--cluster", cluster)
     leftover = relay.dump()
     assert "table inet netfwd" not in leftover and "NETFWD" not in leftover
+
+
+def per_forward_ipset_name(cluster: str, forward) -> str:
+    """The name the versions between global and content names gave each forward's own ipset."""
+    return owned.ipset_prefix(cluster) + hashlib.sha256(f"{forward.name}/{forward.family}".encode()).hexdigest()[:10]
+
+
+@pytest.mark.parametrize("userland", ["modern", "centos7"])
+@pytest.mark.parametrize("engine", ["apply", "script"])
+def test_firewalld_ipsets_of_earlier_names_are_taken_over(relay_for, tmp_path, engine, userland):  # noqa: F811
+    """A relay set up by earlier versions: one ipset per forward, named after the forward (with the
+    cluster's tag, or before that without). The cluster's next apply (backend or script) moves its
+    rules to the shared, content-named ipsets and deletes the old ones, runtime and permanent; another
+    cluster's ipsets stay."""
+    relay: Relay = relay_for("firewalld", userland)
+    lab, a = relay.lab, relay.lab.addrs
+    for _, target in PORTS.values():
+        lab.start_server("onprem", target)
+    text = spec_text(lab, "blue") + f"""  - name: second
+    listen: {{port: 16445}}
+    to: {{address: {a.onprem}, port: {PORTS["blue"][1]}}}
+    allow: {{cidrs: [{a.allowed_cidr}]}}
+"""
+    blue = parse_spec(text, "blue.yaml")
+    (tmp_path / "blue.yaml").write_text(text)
+    fw = get_dialect("firewalld")
+    old = {forward.name: name for forward, name in zip(
+        blue.forwards, (per_forward_ipset_name("blue", blue.forwards[0]), legacy_ipset_name(blue.forwards[1])))}
+    for forward in blue.forwards:
+        name = old[forward.name]
+        lab.firewall_cmd("--permanent", f"--new-ipset={name}", "--type=hash:net")
+        lab.firewall_cmd("--permanent", f"--ipset={name}", f"--add-entry={a.allowed_cidr}")
+        for rule in (forward_rule(forward, name), masquerade_rule(forward, name)):
+            lab.firewall_cmd("--permanent", f"--add-rich-rule={rule}")
+    lab.firewall_cmd("--reload")
+    lab.enable_forwarding()
+    assert reaches(lab, "blue")
+    relay.netfwd("apply", write(lab, tmp_path, "green"), "--yes")  # another cluster's apply leaves them
+    green_sets = set(netfwd_ipsets(lab)) - set(old.values())
+    assert set(old.values()) <= set(netfwd_ipsets(lab))
+
+    if engine == "apply":
+        relay.netfwd("apply", str(tmp_path / "blue.yaml"), "--yes")
+    else:
+        lab.relay_exec_fw(["env", f"NETFWD_ROOT={relay.root}", "bash", "-s"], input=fw.render(blue), timeout=300)
+    shared = ipset_name("blue", blue.forwards[0])
+    assert shared == ipset_name("blue", blue.forwards[1])
+    for permanent in (False, True):
+        assert sorted(netfwd_ipsets(lab, permanent)) == sorted(green_sets | {shared})
+        rules = lab.firewall_cmd(*(("--permanent",) if permanent else ()), "--list-rich-rules").stdout
+        assert not any(name in rules for name in old.values())
+        blue_rules = sorted(e for e in fw.parse(rules) if e.listen_port != PORTS["green"][0])  # sources: "@ipset"
+        assert blue_rules == sorted(e._replace(sources=(f"@{shared}",)) for e in fw.expected(blue))
+    assert not any(name in relay.kernel() for name in old.values())  # 0.6.3 keeps kernel sets: destroyed too
+    assert reaches(lab, "blue") and reaches(lab, "green")
+    assert lab.whoami("client", a.relay_outside, 16445, source=a.client_allowed) == a.relay_inside
+    if engine == "apply":
+        relay.netfwd("plan", str(tmp_path / "blue.yaml"))  # exit 0: in sync
+
+
+def netfwd_ipsets(lab, permanent: bool = True) -> list[str]:
+    conf = ("--permanent",) if permanent else ()
+    return [n for n in lab.firewall_cmd(*conf, "--get-ipsets").stdout.split() if n.startswith("netfwd-")]

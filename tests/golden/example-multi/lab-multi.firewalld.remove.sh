@@ -80,8 +80,9 @@ declare -A WANT_SET=() WANT_RULE=() FRESH=()
 SET_ORDER=() RULE_ORDER=()
 TAB=$'\t'
 CHANGES=0
-want_set() { WANT_SET[$1]=$2; SET_ORDER+=("$1"); }  # want_set NAME "FAMILY ENTRY..."
-want_rule() { WANT_RULE[$1$TAB$2]=1; RULE_ORDER+=("$1$TAB$2"); }  # want_rule ZONE RICH-RULE
+# want_set NAME "FAMILY ENTRY..."; want_rule ZONE RICH-RULE (forwards may share a masquerade rule: once)
+want_set() { [ -n "${WANT_SET[$1]:-}" ] || SET_ORDER+=("$1"); WANT_SET[$1]=$2; }
+want_rule() { [ -n "${WANT_RULE[$1$TAB$2]:-}" ] || RULE_ORDER+=("$1$TAB$2"); WANT_RULE[$1$TAB$2]=1; }
 
 fw() { firewall-cmd -q "$@"; }
 conf_opt() { if [ "$1" = permanent ]; then echo --permanent; fi; }

@@ -80,8 +80,9 @@ declare -A WANT_SET=() WANT_RULE=() FRESH=()
 SET_ORDER=() RULE_ORDER=()
 TAB=$'\t'
 CHANGES=0
-want_set() { WANT_SET[$1]=$2; SET_ORDER+=("$1"); }  # want_set NAME "FAMILY ENTRY..."
-want_rule() { WANT_RULE[$1$TAB$2]=1; RULE_ORDER+=("$1$TAB$2"); }  # want_rule ZONE RICH-RULE
+# want_set NAME "FAMILY ENTRY..."; want_rule ZONE RICH-RULE (forwards may share a masquerade rule: once)
+want_set() { [ -n "${WANT_SET[$1]:-}" ] || SET_ORDER+=("$1"); WANT_SET[$1]=$2; }
+want_rule() { [ -n "${WANT_RULE[$1$TAB$2]:-}" ] || RULE_ORDER+=("$1$TAB$2"); WANT_RULE[$1$TAB$2]=1; }
 
 fw() { firewall-cmd -q "$@"; }
 conf_opt() { if [ "$1" = permanent ]; then echo --permanent; fi; }
@@ -311,22 +312,23 @@ route_dev() {
 zone_of eth0  # relay.interface (in no zone: the default zone)
 ZONE=$ZONE_IS
 
-# Wanted state: per forward one ipset (its sources), the DNAT rich rule, the masquerade rule.
+# Wanted state: one ipset per distinct source list (named after it, shared by the forwards
+# that have it), per forward the DNAT rich rule and the masquerade rule.
+want_set netfwd-00e59dae-0da611177c 'inet 47.96.166.214/32 47.100.0.176/32 47.100.18.171/32 47.101.178.223/32 47.101.220.176/32 100.104.12.64/26 100.104.43.0/26 101.132.70.106/32 101.132.156.228/32 101.132.180.26/32 106.15.36.12/32 139.196.168.125/32 139.224.8.64/32 139.224.15.48/32'
+want_set netfwd-00e59dae-e2f11b96a6 'inet 198.51.100.0/24 203.0.113.7/32'
+want_set netfwd-00e59dae-681efd9ddf 'inet 203.0.113.0/24'
+want_set netfwd-00e59dae-c59a25a2d2 'inet 0.0.0.0/1 128.0.0.0/1'
 # apiserver: port 16443/tcp -> 192.168.10.5 port 6443
-want_set netfwd-00e59dae-aec32ea1be 'inet 47.96.166.214/32 47.100.0.176/32 47.100.18.171/32 47.101.178.223/32 47.101.220.176/32 100.104.12.64/26 100.104.43.0/26 101.132.70.106/32 101.132.156.228/32 101.132.180.26/32 106.15.36.12/32 139.196.168.125/32 139.224.8.64/32 139.224.15.48/32'
-want_rule "$ZONE" 'rule family="ipv4" source ipset="netfwd-00e59dae-aec32ea1be" forward-port port="16443" protocol="tcp" to-port="6443" to-addr="192.168.10.5"'
-zone_of "$(route_dev 192.168.10.5)"; want_rule "$ZONE_IS" 'rule family="ipv4" source ipset="netfwd-00e59dae-aec32ea1be" destination address="192.168.10.5" masquerade'
+want_rule "$ZONE" 'rule family="ipv4" source ipset="netfwd-00e59dae-0da611177c" forward-port port="16443" protocol="tcp" to-port="6443" to-addr="192.168.10.5"'
+zone_of "$(route_dev 192.168.10.5)"; want_rule "$ZONE_IS" 'rule family="ipv4" source ipset="netfwd-00e59dae-0da611177c" destination address="192.168.10.5" masquerade'
 # apiserver-office: port 6443/tcp -> 192.168.10.6 port 6443
-want_set netfwd-00e59dae-4e8cd75dc9 'inet 198.51.100.0/24 203.0.113.7/32'
-want_rule "$ZONE" 'rule family="ipv4" source ipset="netfwd-00e59dae-4e8cd75dc9" destination address="10.0.0.4" forward-port port="6443" protocol="tcp" to-port="6443" to-addr="192.168.10.6"'
-zone_of "$(route_dev 192.168.10.6)"; want_rule "$ZONE_IS" 'rule family="ipv4" source ipset="netfwd-00e59dae-4e8cd75dc9" destination address="192.168.10.6" masquerade'
+want_rule "$ZONE" 'rule family="ipv4" source ipset="netfwd-00e59dae-e2f11b96a6" destination address="10.0.0.4" forward-port port="6443" protocol="tcp" to-port="6443" to-addr="192.168.10.6"'
+zone_of "$(route_dev 192.168.10.6)"; want_rule "$ZONE_IS" 'rule family="ipv4" source ipset="netfwd-00e59dae-e2f11b96a6" destination address="192.168.10.6" masquerade'
 # dns: port 5353/udp -> 192.168.10.53 port 53
-want_set netfwd-00e59dae-506a63be8c 'inet 203.0.113.0/24'
-want_rule "$ZONE" 'rule family="ipv4" source ipset="netfwd-00e59dae-506a63be8c" forward-port port="5353" protocol="udp" to-port="53" to-addr="192.168.10.53"'
-zone_of "$(route_dev 192.168.10.53)"; want_rule "$ZONE_IS" 'rule family="ipv4" source ipset="netfwd-00e59dae-506a63be8c" destination address="192.168.10.53" masquerade'
+want_rule "$ZONE" 'rule family="ipv4" source ipset="netfwd-00e59dae-681efd9ddf" forward-port port="5353" protocol="udp" to-port="53" to-addr="192.168.10.53"'
+zone_of "$(route_dev 192.168.10.53)"; want_rule "$ZONE_IS" 'rule family="ipv4" source ipset="netfwd-00e59dae-681efd9ddf" destination address="192.168.10.53" masquerade'
 # metrics: port 19100/tcp -> 192.168.10.7 port 9100
-want_set netfwd-00e59dae-2a49205099 'inet 0.0.0.0/1 128.0.0.0/1'
-want_rule "$ZONE" 'rule family="ipv4" source ipset="netfwd-00e59dae-2a49205099" forward-port port="19100" protocol="tcp" to-port="9100" to-addr="192.168.10.7"'
+want_rule "$ZONE" 'rule family="ipv4" source ipset="netfwd-00e59dae-c59a25a2d2" forward-port port="19100" protocol="tcp" to-port="9100" to-addr="192.168.10.7"'
 
 partial() {
   local rc=$?

@@ -80,8 +80,9 @@ declare -A WANT_SET=() WANT_RULE=() FRESH=()
 SET_ORDER=() RULE_ORDER=()
 TAB=$'\t'
 CHANGES=0
-want_set() { WANT_SET[$1]=$2; SET_ORDER+=("$1"); }  # want_set NAME "FAMILY ENTRY..."
-want_rule() { WANT_RULE[$1$TAB$2]=1; RULE_ORDER+=("$1$TAB$2"); }  # want_rule ZONE RICH-RULE
+# want_set NAME "FAMILY ENTRY..."; want_rule ZONE RICH-RULE (forwards may share a masquerade rule: once)
+want_set() { [ -n "${WANT_SET[$1]:-}" ] || SET_ORDER+=("$1"); WANT_SET[$1]=$2; }
+want_rule() { [ -n "${WANT_RULE[$1$TAB$2]:-}" ] || RULE_ORDER+=("$1$TAB$2"); WANT_RULE[$1$TAB$2]=1; }
 
 fw() { firewall-cmd -q "$@"; }
 conf_opt() { if [ "$1" = permanent ]; then echo --permanent; fi; }
@@ -311,11 +312,12 @@ route_dev() {
 zone_of eth0  # relay.interface (in no zone: the default zone)
 ZONE=$ZONE_IS
 
-# Wanted state: per forward one ipset (its sources), the DNAT rich rule, the masquerade rule.
+# Wanted state: one ipset per distinct source list (named after it, shared by the forwards
+# that have it), per forward the DNAT rich rule and the masquerade rule.
+want_set netfwd-57a33fc1-66973dc79e 'inet 47.96.166.214/32 100.104.12.64/26 203.0.113.0/24'
 # apiserver: port 16443/tcp -> 192.168.10.5 port 6443
-want_set netfwd-57a33fc1-aec32ea1be 'inet 47.96.166.214/32 100.104.12.64/26 203.0.113.0/24'
-want_rule "$ZONE" 'rule family="ipv4" source ipset="netfwd-57a33fc1-aec32ea1be" forward-port port="16443" protocol="tcp" to-port="6443" to-addr="192.168.10.5"'
-zone_of "$(route_dev 192.168.10.5)"; want_rule "$ZONE_IS" 'rule family="ipv4" source ipset="netfwd-57a33fc1-aec32ea1be" destination address="192.168.10.5" masquerade'
+want_rule "$ZONE" 'rule family="ipv4" source ipset="netfwd-57a33fc1-66973dc79e" forward-port port="16443" protocol="tcp" to-port="6443" to-addr="192.168.10.5"'
+zone_of "$(route_dev 192.168.10.5)"; want_rule "$ZONE_IS" 'rule family="ipv4" source ipset="netfwd-57a33fc1-66973dc79e" destination address="192.168.10.5" masquerade'
 
 partial() {
   local rc=$?
