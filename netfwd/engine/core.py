@@ -187,7 +187,7 @@ class Engine:
                 self._remember(state, backend, generation, live.text)
                 return Outcome(Plan(backend.name, live.text, live.text), False,
                                backend=backend.name, fast=True)
-            desired, meta = self._desired(spec_path, catalog, backend, live, key)
+            desired, meta = self._desired(spec_path, catalog, backend, live, key, keep=False)
             _refuse_clashes(self.cluster, meta, self._claims(backend, live))
             _refuse_served_ports(spec_path, catalog, meta)
             with self._phase("diff"):
@@ -447,12 +447,13 @@ class Engine:
 
     # -- the desired state (cached per spec) -------------------------------------------------------
     def _desired(self, spec_path: str, catalog: str | None, backend: Backend, live: Live,
-                 key: str) -> tuple[str, dict[str, Any]]:
+                 key: str, keep: bool = True) -> tuple[str, dict[str, Any]]:
         """The desired owned state and what the records need from the spec. Rendering it means
-        parsing and validating the spec (seconds for 10,000 forwards), so it is kept per spec key
-        (spec bytes, catalog, netfwd version, backend): apply after plan, re-applies, and repairs of
-        drift with the same spec skip it. Zones make firewalld's desired state depend on the live
-        firewall, so it is never cached."""
+        parsing and validating the spec (seconds for 10,000 forwards), so `plan` keeps it per spec
+        key (spec bytes, catalog, netfwd version, backend) and apply after plan skips it. Apply
+        reads that cache but does not write it (`keep`): once applied, a re-apply of the same spec
+        takes the fingerprint path, so writing megabytes there would only serve a drift repair.
+        Zones make firewalld's desired state depend on the live firewall, so it is never cached."""
         cacheable = not backend.desired_depends_on_live
         folder = self.state_dir / "cache"
         if cacheable:
@@ -474,7 +475,7 @@ class Engine:
                              file=spec_path, field="cluster")
         meta = {"forwards": len(spec.forwards), "cluster": spec.cluster, "sysctl_text": sysctl.file_text(spec),
                 "listens": listeners.rows(spec), "forward_names": [f.name for f in spec.forwards]}
-        if cacheable:
+        if cacheable and keep:
             try:
                 for old in folder.glob("*") if folder.is_dir() else ():
                     old.unlink(missing_ok=True)  # one spec at a time is enough
