@@ -30,7 +30,6 @@ the same engine with nothing wanted.
 from __future__ import annotations
 
 import hashlib
-import re
 import shlex
 from functools import lru_cache
 
