@@ -9,7 +9,7 @@ use the full name: cluster names are restricted to ``[A-Za-z0-9._-]`` (netfwd.mo
 
     iptables chains   NETFWD-<tag>-PRE / -OUT / -POST / -FWD   (nat; FWD in filter)
     nft table         inet netfwd-<cluster>
-    firewalld ipsets  netfwd-<tag>-<hash of its contents>         (one per source list; rich rules name theirs)
+    firewalld ipsets  netfwd-<tag>-<hash of its CIDRs/regions>    (one per source list; rich rules name theirs)
     sysctl.d file     etc/sysctl.d/90-netfwd-<cluster>.conf
     nft boot file     etc/nftables.d/netfwd-<cluster>.nft
     iptables boot     etc/netfwd/iptables-<cluster>.rules         (iptables-restore --noflush payload)

@@ -1,6 +1,6 @@
 """`firewalld` backend: netfwd's ipsets and rich rules, runtime and permanent kept in step.
 
-The objects are the firewalld dialect's (one ``netfwd-<tag>-<hash of its contents>`` hash:net ipset
+The objects are the firewalld dialect's (one ``netfwd-<tag>-<hash of what it is made of>`` hash:net ipset
 per distinct source list, shared by the forwards that have it; per forward a forward-port rich rule
 with that ipset as its source in the zone traffic arrives in, a masquerade rich rule in the zone
 toward the target), so a rendered script and a live apply make the same thing. They are read and

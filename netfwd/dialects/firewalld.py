@@ -61,16 +61,27 @@ def ipset_family(forward: Forward) -> str:
 
 
 @lru_cache(maxsize=4096)
-def set_name(cluster: str, family: str, entries: tuple[str, ...]) -> str:
-    """netfwd-<cluster tag>-<hash of family and sorted entries> (at most 26 of ipset's 31 characters):
-    the name says what the set holds, so every forward of the cluster with the same sources shares it."""
-    content = family + " " + " ".join(sorted(entries))
+def set_name(cluster: str, family: str, made_of: tuple[str, ...]) -> str:
+    """netfwd-<cluster tag>-<hash of family and what the set is made of> (at most 26 of ipset's 31
+    characters), so every forward of the cluster with the same sources shares it."""
+    content = family + " " + " ".join(made_of)
     return owned.ipset_prefix(cluster) + hashlib.sha256(content.encode()).hexdigest()[:10]
 
 
+def made_of(forward: Forward) -> tuple[str, ...]:
+    """What names the forward's ipset: its sorted entries, but for an allow list with regions the
+    regions by name and its own CIDRs. A region's addresses come from the catalog, so when the
+    catalog changes the set keeps its name and only its entries are edited - in place, no reload
+    (a new ipset reaches firewalld's runtime only through one)."""
+    allow = forward.allow
+    if allow is None or not allow.regions:
+        return tuple(sorted(ipset_entries(forward)))
+    return ("regions", *sorted(allow.regions), "cidrs", *sorted(str(cidr) for cidr in allow.cidrs))
+
+
 def ipset_name(cluster: str, forward: Forward) -> str:
-    """The (shared) ipset of the forward's sources: a forward whose sources change moves to another set."""
-    return set_name(cluster, ipset_family(forward), ipset_entries(forward))
+    """The (shared) ipset of the forward's sources: a forward whose allow list changes moves to another set."""
+    return set_name(cluster, ipset_family(forward), made_of(forward))
 
 
 def forward_ipsets(spec: Spec) -> tuple[list[str], dict[str, tuple[str, tuple[str, ...]]]]:
@@ -84,9 +95,9 @@ def forward_ipsets(spec: Spec) -> tuple[list[str], dict[str, tuple[str, tuple[st
         key = (forward.family, id(forward.allow))  # the objects outlive this call: ids stay unique
         name = seen.get(key)
         if name is None:
-            family, entries = ipset_family(forward), ipset_entries(forward)
-            name = seen[key] = set_name(spec.cluster, family, entries)
-            found.setdefault(name, (family, entries))
+            family = ipset_family(forward)
+            name = seen[key] = set_name(spec.cluster, family, made_of(forward))
+            found.setdefault(name, (family, ipset_entries(forward)))
         names.append(name)
     return names, found
 

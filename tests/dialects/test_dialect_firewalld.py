@@ -337,6 +337,72 @@ def test_refuses_without_a_running_firewalld(lab, tmp_path):
     assert not (tmp_path / "etc").exists()
 
 
+def test_an_allow_list_with_regions_names_its_ipset_by_the_regions_not_their_addresses(tmp_path):
+    """A catalog refresh changes a region's addresses, not the ipset's name: entries are edited in
+    place (no reload). Literal CIDRs still name the set by value, so lists that hold the same CIDRs
+    share it whatever order they are written in."""
+    from netfwd.catalog import load_catalog
+
+    def spec_with(regions: str, cidrs: str, catalog=None) -> Spec:
+        text = ("version: 1\ncluster: fw-r\nforwards:\n  - {name: a, listen: {port: 1}, to: {address: 10.0.0.2, port: 2},"
+                f" allow: {{regions: [{regions}], cidrs: [{cidrs}]}}}}\n")
+        path = tmp_path / "r.yaml"
+        path.write_text(text)
+        return load_spec(path, catalog)
+
+    bundled = load_catalog()
+    moved = tmp_path / "regions.yaml"
+    moved.write_text(Path(bundled.file).read_text().replace("47.96.166.214", "47.96.166.215"))
+    old, new = spec_with("cn-hangzhou", "203.0.113.0/24"), spec_with("cn-hangzhou", "203.0.113.0/24", load_catalog(str(moved)))
+    assert ipset_entries(old.forwards[0]) != ipset_entries(new.forwards[0])
+    assert ipset_name("fw-r", old.forwards[0]) == ipset_name("fw-r", new.forwards[0])
+    assert ipset_name("fw-r", old.forwards[0]) != ipset_name("fw-r", spec_with("cn-shanghai", "203.0.113.0/24").forwards[0])
+    assert ipset_name("fw-r", old.forwards[0]) != ipset_name("fw-r", spec_with("cn-hangzhou", "198.51.100.0/24").forwards[0])
+    a = parse_spec("version: 1\ncluster: fw-r\nforwards:\n  - {name: a, listen: {port: 1}, to: {address: 10.0.0.2, port: 2},"
+                   " allow: {cidrs: [198.51.100.0/24, 203.0.113.0/24]}}\n", "a.yaml")
+    b = parse_spec("version: 1\ncluster: fw-r\nforwards:\n  - {name: b, listen: {port: 3}, to: {address: 10.0.0.2, port: 2},"
+                   " allow: {cidrs: [203.0.113.0/24, 198.51.100.0/24]}}\n", "b.yaml")
+    assert ipset_name("fw-r", a.forwards[0]) == ipset_name("fw-r", b.forwards[0])
+
+
+@pytest.mark.netns
+@pytest.mark.slow
+def test_a_catalog_refresh_edits_the_regions_ipset_in_place_without_a_reload(lab_fw, tmp_path):
+    """The region's addresses move (a newer catalog): the next apply edits the shared ipset's
+    entries at runtime and in the permanent configuration, so another admin's runtime-only rule
+    survives and the new address gets through while the old one no longer does."""
+    from netfwd.catalog import load_catalog
+
+    lab, a = lab_fw, lab_fw.addrs
+    lab.start_server("onprem", B, kind="whoami")
+    catalogs = []
+    for index, client in enumerate((a.client_allowed, a.client_denied)):
+        path = tmp_path / f"regions-{index}.yaml"
+        path.write_text(f"version: 1\nsource_updated: 2026-0{index + 1}-01\nregions:\n"
+                        f"  - {{id: lab-region, name: Lab, public: [{client}], private: []}}\n")
+        catalogs.append(load_catalog(str(path)))
+    spec_file = tmp_path / "lab-fw.yaml"
+    spec_file.write_text(f"version: 1\ncluster: lab-fw\nrelay: {{os: linux, interface: {a.relay_outside_if}}}\n"
+                         f"forwards:\n  - name: apiserver\n    listen: {{port: {A}}}\n"
+                         f"    to: {{address: {a.onprem}, port: {B}}}\n    allow: {{regions: [lab-region]}}\n")
+    before, after = (load_spec(spec_file, catalog) for catalog in catalogs)
+    run_script(lab, FW.render(before), tmp_path)
+    assert lab.whoami("client", a.relay_outside, A, source=a.client_allowed) == a.relay_inside
+    lab.firewall_cmd(f"--add-rich-rule={FOREIGN_RULE}")  # runtime-only: a reload would lose it
+    done = run_script(lab, FW.render(after), tmp_path)
+    assert "reloading" not in done.stderr
+    assert FOREIGN_RULE in lab.firewall_cmd("--list-rich-rules").stdout
+    name = ipset_name(after.cluster, after.forwards[0])
+    assert name == ipset_name(before.cluster, before.forwards[0])
+    for conf in ((), ("--permanent",)):
+        assert lab.firewall_cmd(*conf, f"--info-ipset={name}").stdout.count(a.client_denied) == 1
+        assert a.client_allowed not in lab.firewall_cmd(*conf, f"--info-ipset={name}").stdout
+    assert lab.whoami("client", a.relay_outside, A, source=a.client_denied) == a.relay_inside
+    assert not lab.connect("client", a.relay_outside, A, source=a.client_allowed, timeout=1).ok
+    run_script(lab, FW.render_remove(after), tmp_path, check=False)
+    lab.firewall_cmd(f"--remove-rich-rule={FOREIGN_RULE}")
+
+
 @pytest.mark.netns
 @pytest.mark.slow
 def test_bundled_and_fixture_specs_apply_to_a_real_firewalld(lab_fw, tmp_path):

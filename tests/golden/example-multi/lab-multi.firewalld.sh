@@ -314,13 +314,13 @@ ZONE=$ZONE_IS
 
 # Wanted state: one ipset per distinct source list (named after it, shared by the forwards
 # that have it), per forward the DNAT rich rule and the masquerade rule.
-want_set netfwd-00e59dae-0da611177c 'inet 47.96.166.214/32 47.100.0.176/32 47.100.18.171/32 47.101.178.223/32 47.101.220.176/32 100.104.12.64/26 100.104.43.0/26 101.132.70.106/32 101.132.156.228/32 101.132.180.26/32 106.15.36.12/32 139.196.168.125/32 139.224.8.64/32 139.224.15.48/32'
+want_set netfwd-00e59dae-9de31b60fc 'inet 47.96.166.214/32 47.100.0.176/32 47.100.18.171/32 47.101.178.223/32 47.101.220.176/32 100.104.12.64/26 100.104.43.0/26 101.132.70.106/32 101.132.156.228/32 101.132.180.26/32 106.15.36.12/32 139.196.168.125/32 139.224.8.64/32 139.224.15.48/32'
 want_set netfwd-00e59dae-e2f11b96a6 'inet 198.51.100.0/24 203.0.113.7/32'
 want_set netfwd-00e59dae-681efd9ddf 'inet 203.0.113.0/24'
 want_set netfwd-00e59dae-c59a25a2d2 'inet 0.0.0.0/1 128.0.0.0/1'
 # apiserver: port 16443/tcp -> 192.168.10.5 port 6443
-want_rule "$ZONE" 'rule family="ipv4" source ipset="netfwd-00e59dae-0da611177c" forward-port port="16443" protocol="tcp" to-port="6443" to-addr="192.168.10.5"'
-zone_of "$(route_dev 192.168.10.5)"; want_rule "$ZONE_IS" 'rule family="ipv4" source ipset="netfwd-00e59dae-0da611177c" destination address="192.168.10.5" masquerade'
+want_rule "$ZONE" 'rule family="ipv4" source ipset="netfwd-00e59dae-9de31b60fc" forward-port port="16443" protocol="tcp" to-port="6443" to-addr="192.168.10.5"'
+zone_of "$(route_dev 192.168.10.5)"; want_rule "$ZONE_IS" 'rule family="ipv4" source ipset="netfwd-00e59dae-9de31b60fc" destination address="192.168.10.5" masquerade'
 # apiserver-office: port 6443/tcp -> 192.168.10.6 port 6443
 want_rule "$ZONE" 'rule family="ipv4" source ipset="netfwd-00e59dae-e2f11b96a6" destination address="10.0.0.4" forward-port port="6443" protocol="tcp" to-port="6443" to-addr="192.168.10.6"'
 zone_of "$(route_dev 192.168.10.6)"; want_rule "$ZONE_IS" 'rule family="ipv4" source ipset="netfwd-00e59dae-e2f11b96a6" destination address="192.168.10.6" masquerade'

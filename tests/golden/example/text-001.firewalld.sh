@@ -314,10 +314,10 @@ ZONE=$ZONE_IS
 
 # Wanted state: one ipset per distinct source list (named after it, shared by the forwards
 # that have it), per forward the DNAT rich rule and the masquerade rule.
-want_set netfwd-57a33fc1-66973dc79e 'inet 47.96.166.214/32 100.104.12.64/26 203.0.113.0/24'
+want_set netfwd-57a33fc1-9d468578e7 'inet 47.96.166.214/32 100.104.12.64/26 203.0.113.0/24'
 # apiserver: port 16443/tcp -> 192.168.10.5 port 6443
-want_rule "$ZONE" 'rule family="ipv4" source ipset="netfwd-57a33fc1-66973dc79e" forward-port port="16443" protocol="tcp" to-port="6443" to-addr="192.168.10.5"'
-zone_of "$(route_dev 192.168.10.5)"; want_rule "$ZONE_IS" 'rule family="ipv4" source ipset="netfwd-57a33fc1-66973dc79e" destination address="192.168.10.5" masquerade'
+want_rule "$ZONE" 'rule family="ipv4" source ipset="netfwd-57a33fc1-9d468578e7" forward-port port="16443" protocol="tcp" to-port="6443" to-addr="192.168.10.5"'
+zone_of "$(route_dev 192.168.10.5)"; want_rule "$ZONE_IS" 'rule family="ipv4" source ipset="netfwd-57a33fc1-9d468578e7" destination address="192.168.10.5" masquerade'
 
 partial() {
   local rc=$?
