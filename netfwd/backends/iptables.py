@@ -123,8 +123,12 @@ class IptablesBackend(BaseBackend):
         return text
 
     def _owned(self, target: str):
+        """`target` as the rule model: the one desired() built, else parsed once (apply after plan
+        takes its text from plan's cache, and write() and persist() both need it)."""
         known = getattr(self, "_desired", None)
-        return known[1] if known is not None and known[0] is target else _xstate().parse(target)[0]
+        if known is None or known[0] is not target:
+            known = self._desired = (target, _xstate().parse(target)[0])
+        return known[1]
 
     def forwards(self, text: str) -> list[Essence]:
         from netfwd import xtables

@@ -97,12 +97,13 @@ class Engine:
                                      f"remove them first (netfwd remove --backend {state.backend}) "
                                      f"before switching to {chosen}")
         context = Context(root=self.root, workdir=self.state_dir, lock_fd=lock_fd, cluster=self.cluster,
-                          legacy=self._legacy_names(), allow_runtime_loss=self.allow_runtime_loss)
+                          legacy=self._legacy_names() if chosen == "firewalld" else (),
+                          allow_runtime_loss=self.allow_runtime_loss)
         return get_backend(chosen, context)
 
     def _legacy_names(self) -> tuple[str, ...]:
         """Objects of earlier versions that only the spec can attribute to this cluster (firewalld
-        ipsets were named after the forward alone)."""
+        ipsets were named after the forward alone; no other backend has such objects)."""
         if not self._preloaded:
             return ()
         from netfwd.dialects.firewalld import legacy_ipset_name
