@@ -20,6 +20,7 @@ from dataclasses import replace
 from netfwd.firewall.model import (BESIDE_STATE, ENTRY, PRIORITY, TCP_FLAGS, SOURCE_NAT_HOOKS, Always, Chain, CtState,
                                    DAddr, DPort, DstLocal, Iface, OrigDst, Origin, Proto, Rule, Ruleset, Source, SPort,
                                    TcpFlags, Unknown, Verdict)
+from netfwd.firewall.model import Cond
 
 HOOKS = {"PREROUTING": "prerouting", "INPUT": "input", "FORWARD": "forward", "OUTPUT": "output",
          "POSTROUTING": "postrouting"}
@@ -59,12 +60,20 @@ def options(words: list[str]) -> dict[str, str]:
     return opts
 
 
+# Options whose condition depends on their own words only (not on the match module or a
+# conntrack state beside them), so equal words give one shared, immutable condition.
+_PURE = frozenset({"-d", "--destination", "--dst", "-p", "--protocol", "-i", "--in-interface", "-o",
+                   "--out-interface", "--dport", "--destination-port", "--dports", "--destination-ports",
+                   "--sport", "--source-port", "--sports", "--source-ports", "--ctstate", "--state", "--dst-type"})
+
+
 class _Reader:
     def __init__(self, text: str, file: str) -> None:
         self.text, self.file = text, file
         self.ruleset = Ruleset()
         self.sets: dict[str, IPSet | None] = {}
         self.address_sets: dict[str, IPSet] = {}
+        self.conds: dict[tuple[str, str, bool], Cond] = {}  # see _PURE
 
     def error(self, line: int, field: str, message: str) -> InputError:
         return InputError(message, file=self.file, line=line, field=field)
@@ -239,18 +248,20 @@ class _RuleParser:
 
     def parse(self) -> Rule:
         words, index, negate = self.words, 0, False
-        while index < len(words):
+        count = len(words)
+        while index < count:
             word = words[index]
-            if word == "!":
-                negate, index = True, index + 1
-                continue
-            args: list[str] = []
             index += 1
-            while index < len(words) and not (words[index].startswith("-") and len(words[index]) > 1
-                                              and not words[index][1].isdigit()) and words[index] != "!":
-                args.append(words[index])
+            if word == "!":
+                negate = True
+                continue
+            start = index  # the option's arguments: up to the next option word (not "-1", not "-")
+            while index < count:
+                arg = words[index]
+                if arg == "!" or (arg[:1] == "-" and len(arg) > 1 and not arg[1].isdigit()):
+                    break
                 index += 1
-            self.option(word, args, negate)
+            self.option(word, words[start:index], negate)
             negate = False
         self.end_match()
         origin = Origin(self.reader.file, self.number, self.line if len(self.line) <= 160 else self.line[:157] + "...")
@@ -271,23 +282,24 @@ class _RuleParser:
     def option(self, word: str, args: list[str], negate: bool) -> None:  # noqa: C901 - a flat table
         value = args[0] if args else ""
         bang = "! " if negate else ""
-        if word in ("-s", "--source", "--src"):
-            self.sources.append(Source(self.addresses(word, value), negate))
-            self.source_text.append(f"{bang}-s {value}")
-        elif word in ("-d", "--destination", "--dst"):
-            self.conds.append(DAddr(self.addresses(word, value), negate))
-        elif word in ("-p", "--protocol"):
-            name = PROTOCOL_NUMBERS.get(value, value.lower())
-            self.conds.append(Proto(frozenset({name}), negate))
-        elif word in ("-i", "--in-interface", "-o", "--out-interface"):
-            self.conds.append(Iface("in" if word in ("-i", "--in-interface") else "out", value, negate))
+        # the words every rule has come first (the branches exclude each other: order is speed only)
+        if word == "--comment":
+            pass
         elif word in ("-m", "--match"):
             self.end_match()
             self.module = value
-        elif word in ("--dport", "--destination-port", "--dports", "--destination-ports"):
-            self.conds.append(DPort(self.ports(word, value).ranges, negate))
-        elif word in ("--sport", "--source-port", "--sports", "--source-ports"):
-            self.conds.append(SPort(self.ports(word, value).ranges, negate))
+        elif word in ("-j", "--jump", "-g", "--goto"):
+            self.target, self.goto = value, word in ("-g", "--goto")
+        elif word in _PURE:  # a condition of its words alone: made once per dump, then shared
+            key = (word, value, negate)
+            cond = self.reader.conds.get(key)
+            if cond is None:
+                cond = self.reader.conds[key] = self.pure(word, value, negate)
+            self.conds.append(cond)
+            self.with_state = self.with_state or word == "--ctstate"
+        elif word in ("-s", "--source", "--src"):
+            self.sources.append(Source(self.addresses(word, value), negate))
+            self.source_text.append(f"{bang}-s {value}")
         elif word == "--ctorigdst":
             self.entry_option(OrigDst(self.addresses(word, value), (), negate))
         elif word == "--ctorigdstport":
@@ -300,11 +312,6 @@ class _RuleParser:
             self.entry_option(Proto(frozenset({PROTOCOL_NUMBERS.get(value, value.lower())}), negate, ct=ENTRY))
         elif word == "--ctstatus":
             self.entry_option(CtState(frozenset(s.lower() for s in value.split(",")), negate, ct=ENTRY))
-        elif word in ("--ctstate", "--state"):
-            self.with_state = self.with_state or word == "--ctstate"
-            self.conds.append(CtState(frozenset(s.lower() for s in value.split(",")), negate))
-        elif word == "--dst-type":
-            self.conds.append(DstLocal(negate) if value == "LOCAL" else Unknown(f"--dst-type {value}", negate))
         elif word == "--src-range":
             self.sources.append(Source(self.addresses(word, value), negate))
             self.source_text.append(f"{bang}--src-range {value}")
@@ -312,8 +319,6 @@ class _RuleParser:
             self.conds.append(DAddr(self.addresses(word, value), negate))
         elif word == "--match-set":
             self.match_set(value, args[1] if len(args) > 1 else "", negate)
-        elif word == "--comment":
-            pass
         elif word == "--syn":  # --tcp-flags FIN,SYN,RST,ACK SYN
             self.conds.append(TcpFlags(frozenset({"fin", "syn", "rst", "ack"}), frozenset({"syn"}), negate))
         elif word == "--tcp-flags" and len(args) == 2:
@@ -322,8 +327,6 @@ class _RuleParser:
             self.conds.append(TcpFlags(names[0], names[1], negate))
         elif word in ("-f", "--fragment"):  # never the first packet of a connection
             self.conds.append(Always(not negate))
-        elif word in ("-j", "--jump", "-g", "--goto"):
-            self.target, self.goto = value, word in ("-g", "--goto")
         elif word in ("--to-destination", "--to-source"):
             self.to_addr, self.to_port = self.destination(value)
             self.detail = value
@@ -339,6 +342,22 @@ class _RuleParser:
                                       f"{' '.join(args)}".strip()))
         else:
             raise self.error("rule", f"unexpected word {word!r}")
+
+    def pure(self, word: str, value: str, negate: bool) -> Cond:
+        """The condition of an option whose meaning lies in its words alone (see _PURE)."""
+        if word in ("-d", "--destination", "--dst"):
+            return DAddr(self.addresses(word, value), negate)
+        if word in ("-p", "--protocol"):
+            return Proto(frozenset({PROTOCOL_NUMBERS.get(value, value.lower())}), negate)
+        if word in ("-i", "--in-interface", "-o", "--out-interface"):
+            return Iface("in" if word in ("-i", "--in-interface") else "out", value, negate)
+        if word in ("--dport", "--destination-port", "--dports", "--destination-ports"):
+            return DPort(self.ports(word, value).ranges, negate)
+        if word in ("--sport", "--source-port", "--sports", "--source-ports"):
+            return SPort(self.ports(word, value).ranges, negate)
+        if word in ("--ctstate", "--state"):
+            return CtState(frozenset(s.lower() for s in value.split(",")), negate)
+        return DstLocal(negate) if value == "LOCAL" else Unknown(f"--dst-type {value}", negate)  # --dst-type
 
     def entry_option(self, cond) -> None:
         """An option of `-m conntrack` read from the connection's entry."""

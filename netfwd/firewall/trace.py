@@ -504,8 +504,8 @@ def _host_of(rule: Rule) -> int | None:
     """The one destination address a plain (non-negated) `-d ADDR/32` / `ip daddr ADDR` limits a
     rule to, as the index key of _rules_for; None otherwise."""
     for cond in rule.conds:
-        if type(cond) is DAddr and not cond.negated and cond.ct != BESIDE_STATE and cond.addresses is not None \
-                and cond.addresses.size == 1:
-            address = next(iter(cond.addresses))
-            return int(address) + (address.version << 128)
+        if type(cond) is DAddr and not cond.negated and cond.ct != BESIDE_STATE and cond.addresses is not None:
+            cidrs = cond.addresses.iter_cidrs()  # one /32 or /128: its first address is the host
+            if len(cidrs) == 1 and cidrs[0].first == cidrs[0].last:
+                return cidrs[0].first + (cidrs[0].version << 128)
     return None
