@@ -195,6 +195,11 @@ class _Reader:
                     verdict = Verdict("jump", verdict.target)
                 elif verdict.kind == "unknown" and verdict.target in NON_TERMINAL:
                     verdict = replace(verdict, kind="continue")
+                named = any(s.name for s in rule.sources) or any(isinstance(c, DAddr) and c.name for c in rule.conds)
+                if not named:  # nothing to fill in (nearly every rule): keep it unless the verdict changed
+                    if verdict is not rule.verdict:
+                        chain.rules[index] = replace(rule, verdict=verdict)
+                    continue
                 sources = tuple(Source(self.sets.get(s.name), s.negated, s.name) if s.name else s
                                 for s in rule.sources)
                 conds = tuple(replace(c, addresses=self.sets.get(c.name))
@@ -235,7 +240,7 @@ class _RuleParser:
             except ValueError as problem:
                 raise self.error(option, str(problem)) from None
             nets += to_cidrs(version, first, last)
-        return IPSet(nets)
+        return IPSet(nets[0]) if len(nets) == 1 else IPSet(nets)  # one CIDR needs no merge
 
     def ports(self, option: str, value: str) -> DPort:
         ranges = []
@@ -400,9 +405,12 @@ class _RuleParser:
         if not host:
             return None, port
         try:
-            return IPAddress(host), port
-        except Exception:
+            version, first, last = parse_token(host, strict=False)
+        except ValueError:
             raise self.error("--to-destination", f"{value!r} is not an address[:port]") from None
+        if first != last:  # a network is not an address
+            raise self.error("--to-destination", f"{value!r} is not an address[:port]")
+        return IPAddress(first, version), port
 
 
 def read_ruleset(text: str, file: str) -> Ruleset:
