@@ -102,30 +102,36 @@ def render(spec_file: str, dialect_name: str, out_dir: str | None, remove: bool,
     if dialect_name == "all":
         if out_dir is None:
             raise InputError("--dialect all writes several files: give --out DIR", field="--out")
-        rendered = {}
+        written = 0
         for dialect in dialects_for(loaded.spec.relay.os):  # each that accepts the spec; refusals reported
             try:
-                rendered.update(loaded.check(render_files, loaded.spec, [dialect]))
+                files = loaded.check(render_files, loaded.spec, [dialect])
             except InputError as problem:
                 problem.message = f"{problem.message} (no {dialect.name} files written)"
                 refused.append(problem)
-        if not rendered:
+                continue
+            written += _write_files(Path(out_dir), files)  # now, not after the last: one dialect's texts in memory
+        if not written:
             raise refused[0]
     else:
         rendered = loaded.check(render_files, loaded.spec, [get_dialect(dialect_name)])
-    if out_dir is None:
-        names = list(rendered)
-        click.echo(rendered[names[1] if remove else names[0]], nl=False)
-        return
-    target = Path(out_dir)
-    target.mkdir(parents=True, exist_ok=True)
-    for name, text in rendered.items():
-        _write_atomically(target / name, text)
-        click.echo(str(target / name))
+        if out_dir is None:
+            names = list(rendered)
+            click.echo(rendered[names[1] if remove else names[0]], nl=False)
+            return
+        _write_files(Path(out_dir), rendered)
     for refusal in refused:
         click.echo(f"netfwd: error: {visible(refusal.render())}", err=True)
     if refused:
         raise click.exceptions.Exit(EXIT_BAD_INPUT)
+
+
+def _write_files(target: Path, files: dict[str, str]) -> int:
+    target.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        _write_atomically(target / name, text)
+        click.echo(str(target / name))
+    return len(files)
 
 
 def _emit_collector(text: str, name: str, out_dir: str | None) -> None:
