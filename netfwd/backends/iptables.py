@@ -35,7 +35,7 @@ WAIT = "5"  # seconds to wait for the xtables lock (`-w`): bounded, never foreve
 # and test (the later tables); the rest is the restore command. The test runs in the background
 # while the restore reads the head; the tail follows only if the test passed, else its exit status
 # is left in test.status and the restore gets no COMMIT. The test takes a lock file of its own
-# (XTABLES_LOCKFILE, iptables >= 1.8.7; it only reads the kernel's tables): a legacy restore holds
+# (XTABLES_LOCKFILE, iptables(8); the test only reads the kernel's tables): a legacy restore holds
 # the xtables lock from a table's first line to its COMMIT, so on the shared lock the test would
 # wait for the very restore that waits for it. iptables 1.4.21's restore takes no lock at all.
 _FEED_AFTER_TEST = """
