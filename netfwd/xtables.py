@@ -13,6 +13,7 @@ import functools
 import re
 import shlex
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 from netfwd import owned
 from netfwd.model import Essence, Forward, Spec
@@ -63,6 +64,8 @@ class Rule:
             return f"-t {self.table} -A {self.chain} {joined}"
         return " ".join(shlex.quote(a) for a in ("-t", self.table, "-A", self.chain, *self.args))
 
+
+T = TypeVar("T")
 
 _SHELL_UNSAFE = re.compile(r"[^\w@%+=:,./ -]", re.ASCII)
 
@@ -118,47 +121,39 @@ def own_flows(forward: Forward) -> tuple[str, ...]:
             "--ctreplsrcport", str(forward.to.port))
 
 
-_last: tuple[Spec | None, list[Rule]] = (None, [])
+def per_spec(build: Callable[[Spec], T]) -> Callable[[Spec], T]:
+    """Keep the last result of `build` (specs are immutable): both iptables dialects, the live
+    backends and `render --dialect all` ask for the same spec's rules, lines and payloads in a row."""
+    last: list = [None, None]
+
+    @functools.wraps(build)
+    def cached(spec: Spec) -> T:
+        if last[0] is not spec:
+            last[:] = [spec, build(spec)]
+        return last[1]
+    return cached
 
 
+@per_spec
 def ruleset(spec: Spec) -> list[Rule]:
-    """The whole owned ruleset, in order: each forward's rules (no shared, unscoped accept).
-
-    The last result is kept (specs are immutable): both iptables dialects, the live backends and
-    `render --dialect all` ask for the same spec's ruleset in a row.
-    """
-    global _last
-    if _last[0] is spec:
-        return _last[1]
+    """The whole owned ruleset, in order: each forward's rules (no shared, unscoped accept)."""
     rules: list[Rule] = []
     for forward in spec.forwards:
         rules.extend(forward_rules(spec, forward))
-    _last = (spec, rules)
     return rules
 
 
-_last_lines: tuple[Spec | None, list[str]] = (None, [])
-
-
+@per_spec
 def save_lines(spec: Spec) -> list[str]:
-    """`rule.save_line()` of each rule of `ruleset(spec)`, in the same order; kept like the ruleset
-    (the restore payload and the desired state both spell every rule)."""
-    global _last_lines
-    if _last_lines[0] is not spec:
-        _last_lines = (spec, [rule.save_line() for rule in ruleset(spec)])
-    return _last_lines[1]
+    """`rule.save_line()` of each rule of `ruleset(spec)`, in the same order (the restore payload
+    and the desired state both spell every rule)."""
+    return [rule.save_line() for rule in ruleset(spec)]
 
 
-_last_payload: tuple[Spec | None, str] = (None, "")
-
-
+@per_spec
 def restore_payload(spec: Spec) -> str:
     """One `iptables-restore --noflush` transaction: declaring each owned chain flushes and refills it.
-
-    The last payload is kept like the ruleset: both iptables dialects embed it, one of them twice."""
-    global _last_payload
-    if _last_payload[0] is spec:
-        return _last_payload[1]
+    Both iptables dialects embed it, one of them twice."""
     rules, lines = ruleset(spec), save_lines(spec)
     out: list[str] = []
     for table, names in chains(spec.cluster).items():
@@ -166,9 +161,7 @@ def restore_payload(spec: Spec) -> str:
         out.extend(f":{chain} - [0:0]" for chain in names)
         out.extend(line for rule, line in zip(rules, lines) if rule.table == table)
         out.append("COMMIT")
-    text = "\n".join(out) + "\n"
-    _last_payload = (spec, text)
-    return text
+    return "\n".join(out) + "\n"
 
 
 def parse_save(text: str) -> list[Essence]:

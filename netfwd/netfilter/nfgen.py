@@ -30,8 +30,8 @@ NLMSG_DONE = 3
 FAMILIES = {1: "inet", 2: "ip", 3: "arp", 5: "netdev", 7: "bridge", 10: "ip6"}
 
 
-def generation() -> int | None:
-    """The current nf_tables generation of this process's network namespace (None if unavailable)."""
+def _open(kind: int, flags: int) -> socket.socket | None:
+    """A netfilter netlink socket that has sent one nf_tables request `kind` (None if unavailable)."""
     try:
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
     except OSError:
@@ -39,11 +39,22 @@ def generation() -> int | None:
     try:
         sock.settimeout(2.0)
         sock.bind((0, 0))
-        seq = os.getpid() & 0xFFFF
         body = struct.pack("=BBH", socket.AF_UNSPEC, 0, 0)  # nfgenmsg: family, version, res_id
-        header = struct.pack("=IHHII", 16 + len(body), (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN,
-                             NLM_F_REQUEST, seq, 0)
+        header = struct.pack("=IHHII", 16 + len(body), (NFNL_SUBSYS_NFTABLES << 8) | kind,
+                             flags, os.getpid() & 0xFFFF, 0)
         sock.send(header + body)
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def generation() -> int | None:
+    """The current nf_tables generation of this process's network namespace (None if unavailable)."""
+    sock = _open(NFT_MSG_GETGEN, NLM_F_REQUEST)
+    if sock is None:
+        return None
+    try:
         data = sock.recv(65536)
     except OSError:
         return None
@@ -72,18 +83,10 @@ def _parse(data: bytes) -> int | None:
 def tables() -> list[str] | None:
     """`FAMILY NAME` of every nf_tables table in this network namespace, as `nft list tables`
     prints them after "table "; None if netlink cannot tell (the caller then asks nft)."""
-    try:
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
-    except OSError:
+    sock = _open(NFT_MSG_GETTABLE, NLM_F_REQUEST | NLM_F_DUMP)
+    if sock is None:
         return None
     try:
-        sock.settimeout(2.0)
-        sock.bind((0, 0))
-        seq = os.getpid() & 0xFFFF
-        body = struct.pack("=BBH", socket.AF_UNSPEC, 0, 0)
-        header = struct.pack("=IHHII", 16 + len(body), (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE,
-                             NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
-        sock.send(header + body)
         found: list[str] = []
         while True:
             data = sock.recv(1 << 20)

@@ -246,16 +246,10 @@ def boot_payload(target: Owned) -> str:
     return payload(transaction({}, target))
 
 
-_last_boot: tuple[Spec | None, str] = (None, "")
-
-
+@xtables.per_spec
 def spec_boot_payload(spec: Spec) -> str:
-    """boot_payload of the spec's desired state; the last one is kept (specs are immutable), as
-    both iptables dialects embed it when `render --dialect all` renders them in a row."""
-    global _last_boot
-    if _last_boot[0] is not spec:
-        _last_boot = (spec, boot_payload(desired(spec)))
-    return _last_boot[1]
+    """boot_payload of the spec's desired state (both iptables dialects embed it)."""
+    return boot_payload(desired(spec))
 
 
 def tag(line: str) -> str | None:
