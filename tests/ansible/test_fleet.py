@@ -149,9 +149,9 @@ def state_of(lab, node: str) -> State:
     return State.load(records(lab, node))
 
 
-def forwarded(lab, node: str) -> bool:
-    """HTTPS through the relay from the allowed client source reaches the relay's own API server."""
-    result = lab.https_get("client", lab.addrs.relay(node).outside, LISTEN, server_name="kubernetes",
+def forwarded(lab, node: str, port: int = LISTEN) -> bool:
+    """HTTPS through the relay's `port` from the allowed client source reaches its own API server."""
+    result = lab.https_get("client", lab.addrs.relay(node).outside, port, server_name="kubernetes",
                            source=lab.addrs.client_allowed, timeout=2)
     return result.ok and result.status == 200
 
@@ -232,6 +232,43 @@ def test_unreachable_target_rolls_back_and_stops_the_rollout(make_fleet, collect
         assert hosts.get(node, {"changed": 0})["changed"] == 0
         assert not (records(lab, node) / "state.json").exists()
         assert ruleset(lab, node) == before[node]
+
+
+def test_two_clusters_on_one_relay_are_told_apart_by_the_cluster_option(make_fleet, collections):
+    """A relay shared by two clusters: without a spec, the modules need `cluster` (and fail naming
+    both clusters, changing nothing); with it, facts and `state=absent` touch that cluster alone."""
+    lab = make_fleet(1)
+    inventory = write_inventory(lab, {"relay1": "nft"})
+    where = {"state_dir": "{{ netfwd_state_dir }}", "root": "{{ netfwd_root }}"}
+    first = spec_for(lab, "relay1")
+    second = {**spec_for(lab, "relay1"), "cluster": "c-second"}
+    second["forwards"] = [{**second["forwards"][0], "listen": {"port": LISTEN + 1}}]
+
+    def run(module: str, *extra: str, **args) -> dict:
+        return adhoc(lab, collections, inventory, module, json.dumps({**where, **args}), *extra)["relay1"]
+
+    for spec in (first, second):
+        applied = run("netfwd.relay.forward", spec=spec, backend="nft")
+        assert applied["changed"] and applied["forwards"] == 1, applied
+    assert forwarded(lab, "relay1") and forwarded(lab, "relay1", LISTEN + 1)
+    kept = ruleset(lab, "relay1")
+
+    unnamed = run("netfwd.relay.forward", state="absent")
+    assert unnamed["error_type"] == "InputError" and unnamed["exit_code"] == 2, unnamed
+    assert unnamed["msg"] == ("cluster: 2 clusters on this relay (c-relay1, c-second): choose one with the "
+                              "cluster option"), unnamed["msg"]
+    mismatched = run("netfwd.relay.forward", "--check", spec=first, cluster="c-second")
+    assert mismatched["error_type"] == "InputError" and "the spec is cluster 'c-relay1', not 'c-second'" in mismatched["msg"]
+    assert ruleset(lab, "relay1") == kept
+
+    facts = run("netfwd.relay.facts", gather=["status"], cluster="c-second")["ansible_facts"]["netfwd"]["status"]
+    assert [report["cluster"] for report in facts["clusters"]] == ["c-second"], facts
+    assert [f["listen_port"] for f in facts["forwards"]] == [LISTEN + 1], facts["forwards"]
+
+    removed = run("netfwd.relay.forward", state="absent", cluster="c-second")
+    assert removed["changed"] and removed["forwards"] == 0, removed
+    assert forwarded(lab, "relay1") and not forwarded(lab, "relay1", LISTEN + 1)
+    assert state_of(lab, "relay1").applied["forwards"] == 1  # c-relay1's records are untouched
 
 
 KILL_PLAY = """

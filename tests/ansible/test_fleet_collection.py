@@ -38,6 +38,8 @@ def test_every_module_renders_with_options_examples_and_returns(doc_env):
     for name, entry in docs.items():
         assert entry["doc"]["short_description"] and entry["doc"]["options"], name
         assert "netfwd.relay." in entry["examples"] and entry["return"], name
+    for name in ("forward", "confirm", "rollback", "facts"):  # a relay may hold several clusters
+        assert docs[f"netfwd.relay.{name}"]["doc"]["options"]["cluster"]["type"] == "str", name
     forward = docs["netfwd.relay.forward"]
     assert {"spec", "state", "backend", "confirm_timeout", "state_dir", "root"} <= set(forward["doc"]["options"])
     assert {"changed", "plan", "backend", "forwards", "pending_confirm"} <= set(forward["return"])

@@ -32,6 +32,7 @@ ENGINE_ARGS = dict(
     backend=dict(type="str", default="auto",
                  choices=["auto", "iptables", "iptables-nft", "iptables-legacy", "libiptc", "nft", "firewalld"]),
     lock_timeout=dict(type="float", default=60.0),
+    cluster=dict(type="str"),
 )
 
 SPEC_FILE = "ansible-spec.json"  # where a spec given as a dict is kept, inside the state directory
@@ -56,14 +57,25 @@ def base_dir_of(params):
 
 
 def cluster_of(params):
-    """The cluster a module acts on: the spec's (a dict's `cluster`, or a spec file's), else the only
-    cluster recorded on the relay (netfwd.engine.state.resolve_cluster)."""
+    """The cluster a module acts on: the spec's (a dict's `cluster`, or a spec file's), else the
+    `cluster` option, else the only cluster recorded on the relay (netfwd.engine.state.resolve_cluster).
+    A `cluster` option naming another cluster than the spec's is bad input; so is no `cluster` on a
+    relay that holds several."""
     from netfwd.engine.state import resolve_cluster
+    from netfwd.errors import InputError
 
-    spec = params.get("spec")
-    if isinstance(spec, dict) and isinstance(spec.get("cluster"), str):
-        return resolve_cluster(base_dir_of(params), spec["cluster"])
-    return resolve_cluster(base_dir_of(params), None, spec if isinstance(spec, str) else None)
+    spec, option = params.get("spec"), params.get("cluster")
+    try:
+        if isinstance(spec, dict) and isinstance(spec.get("cluster"), str):
+            if option and option != spec["cluster"]:
+                raise InputError("the spec is cluster %r, not %r" % (spec["cluster"], option), field="cluster")
+            return resolve_cluster(base_dir_of(params), spec["cluster"])
+        return resolve_cluster(base_dir_of(params), option, spec if isinstance(spec, str) else None)
+    except InputError as problem:  # the CLI's words name its option; here the module's option is meant
+        if problem.field != "--cluster":
+            raise
+        raise InputError(problem.message.replace("--cluster NAME", "the cluster option"), file=problem.file,
+                         line=problem.line, field="cluster") from None
 
 
 def state_dir_of(params):
@@ -90,8 +102,9 @@ def engine(module, messages):
 
 
 def status(module, messages):
-    """`netfwd status` of every cluster recorded on the relay, as the CLI reports it: a list under
-    `clusters`, and with exactly one cluster its report at the top level too."""
+    """`netfwd status` of every cluster recorded on the relay (or only of the `cluster` option's), as
+    the CLI reports it: a list under `clusters`, and with exactly one cluster its report at the top
+    level too."""
     from pathlib import Path
 
     from netfwd.engine.core import Engine
@@ -99,7 +112,7 @@ def status(module, messages):
 
     base, root = base_dir_of(module.params), Path(module.params["root"])
     reports = []
-    for name in clusters(base):
+    for name in [cluster_of(module.params)] if module.params.get("cluster") else clusters(base):
         migrate_legacy(base, name)
         reports.append(Engine(cluster_dir(base, name), root, module.params["backend"],
                               lock_wait=module.params["lock_timeout"], log=messages.append, cluster=name).status())

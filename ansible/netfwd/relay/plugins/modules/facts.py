@@ -62,6 +62,10 @@ options:
       - Accepted for symmetry with M(netfwd.relay.forward) (reading takes no lock).
     type: float
     default: 60.0
+  cluster:
+    description:
+      - Gather the status of this cluster only (default - every cluster recorded on the relay).
+    type: str
 seealso:
   - module: netfwd.relay.forward
 """

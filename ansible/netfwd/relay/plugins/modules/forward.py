@@ -42,7 +42,8 @@ options:
     type: raw
   state:
     description:
-      - V(present) applies O(spec); V(absent) removes every netfwd-owned object (as C(netfwd remove)).
+      - V(present) applies O(spec); V(absent) removes every object netfwd owns for the cluster (as
+        C(netfwd remove)) - the spec's cluster, else O(cluster), else the relay's only one.
     type: str
     choices: [present, absent]
     default: present
@@ -77,6 +78,15 @@ options:
       - Seconds to wait for another netfwd on the relay to finish before failing.
     type: float
     default: 60.0
+  cluster:
+    description:
+      - The cluster to act on when O(spec) does not say (O(state=absent) without a spec). On a relay
+        that several clusters share, each cluster's objects, records and files are its own, and
+        V(absent) removes only this cluster's.
+      - Defaults to the spec's C(cluster), else the only cluster recorded on the relay; with several
+        recorded and none named the module fails, naming them. A value other than the spec's own
+        C(cluster) is refused.
+    type: str
 notes:
   - A change still waiting for confirmation makes this module fail until it is confirmed or rolled back.
 seealso:
@@ -105,9 +115,14 @@ EXAMPLES = r"""
     spec: /etc/netfwd/relay.yaml
     backend: nft
 
-- name: Remove everything netfwd owns
+- name: Remove everything netfwd owns (the relay holds one cluster)
   netfwd.relay.forward:
     state: absent
+
+- name: On a relay shared by several clusters, remove only cluster prod-eu's forwards
+  netfwd.relay.forward:
+    state: absent
+    cluster: prod-eu
 """
 
 RETURN = r"""

@@ -55,6 +55,11 @@ options:
       - Seconds to wait for another netfwd on the relay to finish before failing.
     type: float
     default: 60.0
+  cluster:
+    description:
+      - The cluster whose change to roll back. Defaults to the only cluster recorded on the relay;
+        with several recorded it must be given (the module fails, naming them).
+    type: str
 seealso:
   - module: netfwd.relay.forward
   - module: netfwd.relay.confirm
