@@ -66,6 +66,10 @@ def test_two_clusters_share_a_relay(relay_for, tmp_path, backend):  # noqa: F811
     relay.netfwd("apply", green, "--yes")
     assert reaches(lab, "blue") and reaches(lab, "green")
     assert "no changes" in relay.netfwd("apply", blue, "--yes").stdout  # the other cluster is no drift
+    # blue's record now vouches for the firewall as green left it: blue's next change still sees green
+    taken = relay.netfwd("apply", write(lab, tmp_path, "blue", listen=PORTS["green"][0]), "--yes", expect=3)
+    assert "'green'" in taken.stderr and "'blue'" in taken.stderr and f":{PORTS['green'][0]}/tcp" in taken.stderr
+    assert reaches(lab, "blue") and reaches(lab, "green")
 
     status = json.loads(relay.netfwd("status", "--output", "json").stdout)
     by_cluster = {r["cluster"]: [(f["listen_port"], f["to_port"]) for f in r["forwards"]] for r in status["clusters"]}
