@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from netfwd.errors import InputError
 
@@ -34,14 +34,15 @@ NAMES = (*(name for name in MODULES if name != "fake"), "auto")  # what --backen
 class Context:
     """What a backend may need from the engine: where persisted files go (`root`), a private work
     directory (`workdir`, for transaction files), the lock to hand to the child that commits, and
-    the cluster whose objects it reads and writes (netfwd.owned names them; `legacy` names objects
-    of earlier versions this cluster owns where the objects themselves cannot say so)."""
+    the cluster whose objects it reads and writes (netfwd.owned names them; `legacy()` names objects
+    of earlier versions this cluster owns where the objects themselves cannot say so - a call, so
+    that only a backend that has such objects (firewalld's ipsets) makes the engine work them out)."""
 
     root: Path
     workdir: Path
     lock_fd: int | None = None
     cluster: str = ""
-    legacy: tuple[str, ...] = ()
+    legacy: Callable[[], tuple[str, ...]] = tuple
     allow_runtime_loss: bool = False  # firewalld: reload even if others' runtime-only configuration is lost
 
 

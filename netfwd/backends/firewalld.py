@@ -120,7 +120,7 @@ class FirewalldBackend(BaseBackend):
 
     def _owned(self) -> dict[str, Any]:
         """Which ipsets (and rich rules naming them) are this cluster's, for the helper."""
-        return {"prefix": owned.ipset_prefix(self.context.cluster), "legacy": list(self.context.legacy)}
+        return {"prefix": owned.ipset_prefix(self.context.cluster), "legacy": list(self.context.legacy())}
 
     def check(self, spec: Spec) -> None:
         dialect.DIALECT.check(spec)

@@ -97,21 +97,22 @@ class Engine:
                                      f"remove them first (netfwd remove --backend {state.backend}) "
                                      f"before switching to {chosen}")
         context = Context(root=self.root, workdir=self.state_dir, lock_fd=lock_fd, cluster=self.cluster,
-                          legacy=self._legacy_names() if chosen == "firewalld" else (),
+                          legacy=self._legacy_names(),
                           allow_runtime_loss=self.allow_runtime_loss)
         return get_backend(chosen, context)
 
-    def _legacy_names(self) -> tuple[str, ...]:
+    def _legacy_names(self) -> Callable[[], tuple[str, ...]]:
         """Objects of earlier versions that only the spec can attribute to this cluster (firewalld
-        ipsets were named after the forward alone; no other backend has such objects)."""
-        if not self._preloaded:
-            return ()
-        from netfwd.dialects.firewalld import legacy_ipset_name
+        ipsets were named after the forward alone): worked out from the specs preloaded now, but only
+        when the backend asks - no other backend has such objects, so no other pays for them."""
+        specs = [loaded.spec for loaded in self._preloaded.values()]
 
-        names: list[str] = []
-        for loaded in self._preloaded.values():
-            names += [legacy_ipset_name(f) for f in loaded.spec.forwards]
-        return tuple(dict.fromkeys(names))
+        def names() -> tuple[str, ...]:
+            from netfwd.dialects.firewalld import legacy_ipset_name
+
+            return tuple(dict.fromkeys(legacy_ipset_name(f) for spec in specs for f in spec.forwards))
+
+        return names
 
     def _lock(self, what: str, exclusive: bool = True) -> StateLock:
         if self.state_dir.parent.name == "clusters":  # BASE/clusters/<cluster>: root's alone, all three
