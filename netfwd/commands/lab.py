@@ -48,6 +48,7 @@ def lab() -> None:
       sudo netfwd lab demo
       sudo netfwd lab up --name ab12
       sudo netfwd lab up --fleet 3 --name fl01
+      sudo netfwd lab up --fleet 3 --firewalld-relay relay3
       sudo netfwd lab exec --name ab12 client -- ip route
       sudo netfwd lab down --name ab12
     """
@@ -59,7 +60,11 @@ def lab() -> None:
               help="Name the relay's outside interface after the spec and start a stand-in on each target port.")
 @click.option("--router", is_flag=True, help="Put a router between client and relay (the relay is hop 2).")
 @click.option("--route-back", is_flag=True, help="Give on-prem a default route via the relay (no masquerade needed).")
-@click.option("--firewalld", is_flag=True, help="Run firewalld in the relay (private D-Bus and /etc/firewalld).")
+@click.option("--firewalld", is_flag=True, help="Run firewalld in the relay (private D-Bus and /etc/firewalld); "
+                                              "with --fleet, in every relay.")
+@click.option("--firewalld-relay", "firewalld_relays", multiple=True, metavar="RELAY",
+              help="With --fleet: run firewalld in this relay only, e.g. relay2 (repeatable) - a fleet of "
+                   "RHEL-family and Debian relays side by side.")
 @click.option("--userland", type=click.Choice(["modern", "centos7"]), default="modern", show_default=True,
               help="The relay's firewall programs: this machine's, or CentOS 7's (iptables 1.4.21, firewalld "
                    "0.6.3, no nft; built from vendor/ on first use, see docs/compat.md).")
@@ -73,22 +78,30 @@ def lab() -> None:
 @click.option("--anonymous/--no-anonymous", default=True, show_default=True,
               help="--no-anonymous: the stand-in answers 401 to everything, like --anonymous-auth=false.")
 @OUTPUT_OPTION
-def up(name: str | None, spec_file: str | None, router: bool, route_back: bool, firewalld: bool, userland: str,
-       fleet: int | None, no_apiserver: bool, sans: tuple[str, ...], git_version: str, anonymous: bool,
+def up(name: str | None, spec_file: str | None, router: bool, route_back: bool, firewalld: bool,
+       firewalld_relays: tuple[str, ...], userland: str, fleet: int | None, no_apiserver: bool, sans: tuple[str, ...], git_version: str, anonymous: bool,
        output: str) -> None:
     """Build a lab and leave it running; print its name and addresses."""
     from netfwd.lab import Lab
     from netfwd.lab.core import crash_point
 
     if fleet is not None:
-        single = {"--spec": spec_file, "--router": router, "--route-back": route_back, "--firewalld": firewalld,
+        single = {"--spec": spec_file, "--router": router, "--route-back": route_back,
                   "--userland": userland != "modern", "--san": sans, "--git-version": git_version != "v1.28.3",
                   "--no-anonymous": not anonymous}
         if any(single.values()):
             raise InputError(f"{', '.join(k for k, v in single.items() if v)}: only for a one-relay lab, "
                              "not with --fleet", field="--fleet")
-        _show(_fleet_up(fleet, name, apiservers=not no_apiserver), output)
+        relays = [f"relay{i}" for i in range(1, fleet + 1)]
+        unknown = [r for r in firewalld_relays if r not in relays]
+        if unknown:
+            raise InputError(f"{unknown[0]!r} is not a relay of this fleet ({relays[0]}..{relays[-1]})",
+                             field="--firewalld-relay")
+        with_firewalld = relays if firewalld else list(dict.fromkeys(firewalld_relays))
+        _show(_fleet_up(fleet, name, apiservers=not no_apiserver, firewalld=with_firewalld), output)
         return
+    if firewalld_relays:
+        raise InputError("only with --fleet (a one-relay lab takes --firewalld)", field="--firewalld-relay")
 
     ports: list[tuple[int, str]] = [(6443, "tcp")]
     interface = "ext0"
@@ -117,14 +130,17 @@ def up(name: str | None, spec_file: str | None, router: bool, route_back: bool, 
     _show(built.status(rules=False), output)  # a fresh relay has no rules: skip reading them
 
 
-def _fleet_up(relays: int, name: str | None, apiservers: bool) -> dict:
-    """A fleet lab with sshd in every relay and the client, and an Ansible inventory for it; its status."""
+def _fleet_up(relays: int, name: str | None, apiservers: bool, firewalld: list[str]) -> dict:
+    """A fleet lab with sshd in every relay and the client (firewalld in the relays `firewalld` names),
+    and an Ansible inventory for it; its status."""
     from netfwd.lab.core import crash_point
     from netfwd.lab.fleet import FleetLab
     from netfwd.safefiles import write_atomic
 
     built = FleetLab.up(relays=relays, name=name)
     try:
+        for node in firewalld:  # before sshd, which then runs in firewalld's mount namespace (its D-Bus)
+            built.start_firewalld(node=node)
         for node in (*built.relays, "client"):
             built.start_sshd(node)
         if apiservers:

@@ -140,9 +140,10 @@ def test_fleet_up_status_down_through_the_cli(lab_dir, name):
     from netfwd.lab.fleet import SSH_ARGS
 
     before = baseline(name, lab_dir)
-    up = json.loads(cli("lab", "up", "--fleet", "2", "--name", name, "-o", "json").stdout)
+    up = json.loads(cli("lab", "up", "--fleet", "2", "--firewalld-relay", "relay2", "--name", name, "-o", "json").stdout)
     sshd = {p["node"]: p["pid"] for p in up["processes"] if p["kind"] == "sshd"}
     assert up["complete"] and set(sshd) == {"relay1", "relay2", "client"}
+    assert [p["node"] for p in up["processes"] if p["kind"] == "firewalld"] == ["relay2"]
     assert sorted(p["node"] for p in up["processes"] if p["kind"] == "apiserver") == ["onprem1", "onprem2"]
     inodes = ns_inodes(name)
     assert len(inodes) == 2 * 2 + 3 and root_links() == before["links"]
@@ -153,9 +154,13 @@ def test_fleet_up_status_down_through_the_cli(lab_dir, name):
     shown = lab.run("controller", ["ssh", "-i", key, *SSH_ARGS.split(), f"root@{relays['relay2']['ansible_host']}",
                                    "ip -o -4 addr show"]).stdout
     assert up["addrs"]["relays"][1]["inside"] in shown  # the session runs in relay2's namespace
+    state = lab.run("controller", ["ssh", "-i", key, *SSH_ARGS.split(), f"root@{relays['relay2']['ansible_host']}",
+                                   "firewall-cmd --state"]).stdout
+    assert state.strip() == "running"  # ... and reaches relay2's firewalld, as netfwd run over SSH must
     status = json.loads(cli("lab", "status", "--name", name, "-o", "json").stdout)
     assert {n for n in status["nodes"]} >= {"relay1", "relay2", "onprem1", "onprem2", "controller"}
-    assert all(p["alive"] for p in status["processes"]) and len(status["processes"]) == 5
+    assert all(p["alive"] for p in status["processes"])
+    assert sorted(p["kind"] for p in status["processes"]) == ["apiserver"] * 2 + ["dbus-daemon", "firewalld"] + ["sshd"] * 3
     shown = cli("lab", "exec", "--name", name, "relay1", "--", "ip", "-o", "-4", "addr", "show").stdout
     assert up["addrs"]["relays"][0]["inside"] in shown
     assert cli("lab", "exec", "--name", name, "relay", "--", "true", check=False).returncode == 2  # no such node

@@ -44,6 +44,10 @@ def test_cli_bad_name_and_unknown_lab_exit_2(capsys, tmp_path, monkeypatch):
     assert code == 2 and "missing.yaml: no such file" in err
     code, err = run_cli(capsys, "lab", "up", "--fleet", "2", "--router", "--userland", "centos7")
     assert code == 2 and "--router, --userland: only for a one-relay lab" in err and err.count("\n") == 1
+    code, err = run_cli(capsys, "lab", "up", "--fleet", "2", "--firewalld-relay", "relay3")
+    assert code == 2 and "--firewalld-relay: 'relay3' is not a relay of this fleet (relay1..relay2)" in err
+    code, err = run_cli(capsys, "lab", "up", "--firewalld-relay", "relay1")
+    assert code == 2 and "--firewalld-relay: only with --fleet" in err and err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []  # refused before anything was claimed
 
 
