@@ -123,16 +123,22 @@ def patch(ctx: click.Context, manifest: str, cluster_id: str, log_path: str, pol
     from netfwd.inputfile import read_utf8
 
     path = Path(manifest)
+    backup = None
+    if in_place:  # root rewrites what the kubelet runs: only where nobody else can swap it (netfwd/trust.py)
+        from netfwd import trust
+
+        backup = Path(backup_file) if backup_file else \
+            path.with_name(f".{path.name}.netfwd-{time.strftime('%Y%m%d-%H%M%S')}.bak")
+        for directory in dict.fromkeys((path.parent, backup.parent)):
+            trust.check_dir(directory)
     original = read_utf8(path, MAX_MANIFEST_BYTES, "static pod manifest")
     result = patch_text(original, settings, manifest)
     for line in result.added:
         click.echo(f"netfwd: added {line}", err=True)
     if not result.changed:
         click.echo(f"netfwd: {manifest} already has every audit piece; nothing changed", err=True)
-    if in_place:
+    if backup is not None:
         if result.changed:
-            backup = Path(backup_file) if backup_file else \
-                path.with_name(f".{path.name}.netfwd-{time.strftime('%Y%m%d-%H%M%S')}.bak")
             _write_atomically(backup, original, path)
             _write_atomically(path, result.text, path)
             click.echo(f"netfwd: wrote {manifest} (backup: {backup}); the kubelet restarts kube-apiserver "

@@ -224,6 +224,17 @@ def test_cli_policy_check_patch(tmp_path):
     assert done.returncode == 0 and "nothing changed" in done.stderr
     assert len(list(tmp_path.glob(".kube-apiserver.yaml.netfwd-*.bak"))) == 1  # no backup of a no-op
 
+    shared = tmp_path / "shared"  # a directory others may write: root does not rewrite a manifest there
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    (shared / "kube-apiserver.yaml").write_text(original)
+    done = cli("patch", str(shared / "kube-apiserver.yaml"), "--cluster-id", CLUSTER, "--in-place")
+    assert done.returncode == 3 and f"refusing {shared}: writable by" in done.stderr, done.stderr
+    assert [p.name for p in shared.iterdir()] == ["kube-apiserver.yaml"]
+    assert (shared / "kube-apiserver.yaml").read_text() == original
+    done = cli("patch", str(manifest), "--cluster-id", CLUSTER, "--in-place", "--backup", str(shared / "m.bak"))
+    assert done.returncode == 3 and f"refusing {shared}" in done.stderr and not (shared / "m.bak").exists()
+
     junit = cli("check", str(FIXTURES / "vendor-guide.yaml"), "-o", "junit")
     assert junit.returncode == 0 and "<testsuites" in junit.stdout
 
