@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -44,6 +45,18 @@ def test_render_all_writes_apply_and_remove_files_per_linux_dialect(tmp_path, ca
                       for kind in ("", ".remove"))
     assert names == expected
     assert sorted(out.split()) == sorted(str(tmp_path / n) for n in names)
+
+
+def test_render_out_is_made_where_missing_and_refused_where_others_can_write(tmp_path, capsys):
+    made = tmp_path / "new" / "out"
+    code, _, _ = run(["render", "rules/example.yaml", "--dialect", "nft", "--out", str(made)], capsys)
+    assert code == 0 and len(list(made.iterdir())) == 2 and (made.stat().st_mode & 0o777) == 0o755
+    shared = tmp_path / "shared"  # others could swap the scripts there before root runs them
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    code, _, err = run(["render", "rules/example.yaml", "--dialect", "all", "--out", str(shared / "out")], capsys)
+    assert code == 3 and f"refusing {shared}: writable by" in err and err.count("\n") == 1
+    assert list(shared.iterdir()) == []
 
 
 def test_unknown_dialect_and_missing_out_are_bad_input(capsys):

@@ -126,8 +126,16 @@ def render(spec_file: str, dialect_name: str, out_dir: str | None, remove: bool,
         raise click.exceptions.Exit(EXIT_BAD_INPUT)
 
 
+def _out_dir(target: Path) -> None:
+    """--out: made if missing; refused (exit 3) where others could swap the scripts before root runs
+    them - the trust rule of every directory netfwd writes (netfwd/trust.py, docs/security.md)."""
+    from netfwd import trust
+
+    os.close(trust.open_dir(target, create=0o755))
+
+
 def _write_files(target: Path, files: dict[str, str]) -> int:
-    target.mkdir(parents=True, exist_ok=True)
+    _out_dir(target)
     for name, text in files.items():
         _write_atomically(target / name, text)
         click.echo(str(target / name))
@@ -138,7 +146,7 @@ def _emit_collector(text: str, name: str, out_dir: str | None) -> None:
     if out_dir is None:
         click.echo(text, nl=False)
         return
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    _out_dir(Path(out_dir))
     _write_atomically(Path(out_dir) / name, text)
     click.echo(str(Path(out_dir) / name))
 
