@@ -13,7 +13,7 @@ import functools
 import re
 import shlex
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import Callable, NamedTuple, TypeVar
 
 from netfwd import owned
 from netfwd.model import Essence, Forward, Spec
@@ -143,23 +143,107 @@ def ruleset(spec: Spec) -> list[Rule]:
     return rules
 
 
-@per_spec
 def save_lines(spec: Spec) -> list[str]:
-    """`rule.save_line()` of each rule of `ruleset(spec)`, in the same order (the restore payload
-    and the desired state both spell every rule)."""
+    """`rule.save_line()` of each rule of `ruleset(spec)`, in the same order (the reference
+    spelling; the payloads and the desired state take :func:`spelled`'s, which equals it)."""
     return [rule.save_line() for rule in ruleset(spec)]
+
+
+class Spelled(NamedTuple):
+    """Every owned rule's `iptables-save` line: per table in ruleset order (the restore payload),
+    and per chain in chain order (the canonical state)."""
+
+    tables: dict[str, list[str]]
+    chains: dict[str, list[str]]
+
+
+@per_spec
+def spelled(spec: Spec) -> Spelled:
+    """The save lines of `ruleset(spec)`, spelled straight from the forwards (the restore
+    payload, the boot payload and the desired state all spell every rule): no Rule objects, no
+    argument tuples joined back into text. Equal to `save_lines` (tests/backends/test_backends_unit.py)."""
+    nat: list[str] = []
+    filt: list[str] = []
+    pre, out, post, fwd = _spell(spec, [f"-A {c} " for c in _chains(spec.cluster)], '"', nat, filt)
+    return Spelled({"nat": nat, "filter": filt}, dict(zip(_chains(spec.cluster), (pre, out, post, fwd))))
+
+
+@per_spec
+def shell_lines(spec: Spec) -> list[str]:
+    """`ipt <rule.shell_args()>` for each rule of `ruleset(spec)`, in order (the iptables
+    dialect's install step). Spelled straight from the forwards when every word a spec puts in
+    a rule is shell-safe (what the model's names and addresses are), else rule by rule."""
+    words = [spec.cluster, spec.relay.interface or ""]
+    words += [f"{f.name}\n{f.to.address}\n{f.listen.address}" for f in spec.forwards]
+    text = "\n".join(words)  # one line per word, unless a word holds a newline itself
+    if not _SHELL_SAFE_WORDS.fullmatch(text) or text.count("\n") != 1 + 3 * len(spec.forwards):
+        return [f"ipt {rule.shell_args()}" for rule in ruleset(spec)]
+    lines: list[str] = []
+    tables = ("nat", "nat", "nat", "filter")
+    _spell(spec, [f"ipt -t {t} -A {c} " for t, c in zip(tables, _chains(spec.cluster))], "", lines, lines)
+    return lines
+
+
+_SHELL_SAFE_WORDS = re.compile(r"[\w@%+=:,./\n-]*", re.ASCII)
+
+
+def _spell(spec: Spec, heads: list[str], quote: str, nat: list[str],
+           filt: list[str]) -> tuple[list[str], list[str], list[str], list[str]]:
+    """Append each forward's rules (as `forward_rules` makes them) to `nat` and `filt`, each line
+    `heads[chain kind] + its arguments` with the comment between `quote`s; also returns the
+    lines of each chain (PRE, OUT, POST, FWD)."""
+    h_pre, h_out, h_post, h_fwd = heads
+    pre: list[str] = []
+    out: list[str] = []
+    post: list[str] = []
+    fwd: list[str] = []
+    iface = "" if spec.relay.interface is None else f"-i {spec.relay.interface} "
+    comment = f"-m comment --comment {quote}{owned.comment_prefix(spec.cluster)}"
+    for forward in spec.forwards:
+        to, listen_port, to_port, protocol = forward.to.address, forward.listen.port, forward.to.port, forward.protocol
+        tag = f"{comment}{forward.name}{quote}"
+        if forward.listen.address is None:
+            listen, local_only, orig_dst = "", "-m addrtype --dst-type LOCAL ", ""
+        else:
+            listen, local_only, orig_dst = f"-d {forward.listen.address}/32 ", "", f"--ctorigdst {forward.listen.address} "
+        port = f"-p {protocol} -m {protocol} --dport {listen_port} "
+        dnat = f"{port}{local_only}{tag} -j DNAT --to-destination {to}:{to_port}"
+        if forward.allow is None:
+            line = f"{h_pre}{listen}{iface}{dnat}"
+            nat.append(line)
+            pre.append(line)
+        else:
+            head = f"{listen}{iface}{dnat}"
+            for source in forward.allow.sources:
+                line = f"{h_pre}-s {source} {head}"
+                nat.append(line)
+                pre.append(line)
+        if forward.local:
+            line = f"{h_out}{listen}{dnat}"
+            nat.append(line)
+            out.append(line)
+        if forward.masquerade:
+            line = (f"{h_post}-d {to}/32 -p {protocol} -m {protocol} --dport {to_port} "
+                    f"-m conntrack --ctstate DNAT {tag} -j MASQUERADE")
+            nat.append(line)
+            post.append(line)
+        line = (f"{h_fwd}-m conntrack --ctstate DNAT --ctproto {PROTO_NUMBERS[protocol]} {orig_dst}--ctreplsrc {to} "
+                f"--ctorigdstport {listen_port} --ctreplsrcport {to_port} {tag} -j ACCEPT")
+        filt.append(line)
+        fwd.append(line)
+    return pre, out, post, fwd
 
 
 @per_spec
 def restore_payload(spec: Spec) -> str:
     """One `iptables-restore --noflush` transaction: declaring each owned chain flushes and refills it.
     Both iptables dialects embed it, one of them twice."""
-    rules, lines = ruleset(spec), save_lines(spec)
+    by_table = spelled(spec).tables
     out: list[str] = []
     for table, names in chains(spec.cluster).items():
         out.append(f"*{table}")
         out.extend(f":{chain} - [0:0]" for chain in names)
-        out.extend(line for rule, line in zip(rules, lines) if rule.table == table)
+        out.extend(by_table[table])
         out.append("COMMIT")
     return "\n".join(out) + "\n"
 

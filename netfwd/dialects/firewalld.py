@@ -35,7 +35,7 @@ from functools import lru_cache
 
 from netaddr import AddrFormatError, IPNetwork, cidr_merge
 
-from netfwd import owned
+from netfwd import owned, xtables
 from netfwd.dialects import shell
 from netfwd.dialects.base import BaseDialect
 from netfwd.firewall import rich
@@ -358,9 +358,15 @@ route_dev() {
 """.strip("\n").splitlines()
 
 
+@xtables.per_spec
+def _legacy_sets(spec: Spec) -> str:
+    """The earlier names of the spec's ipsets, one hash per forward (both scripts name them)."""
+    return " ".join(dict.fromkeys(legacy_ipset_name(f) for f in spec.forwards))
+
+
 def _preflight(spec: Spec) -> list[str]:
     """Refuse (exit 3) unless root, with firewall-cmd, and firewalld running; then the engine."""
-    legacy = " ".join(dict.fromkeys(legacy_ipset_name(f) for f in spec.forwards))
+    legacy = _legacy_sets(spec)
     return [
         f"OWNED_PREFIX={owned.ipset_prefix(spec.cluster)}  # this cluster's ipsets (netfwd.owned)",
         f"LEGACY_SETS={shlex.quote(legacy)}  # what earlier versions named them",
@@ -461,7 +467,7 @@ class FirewalldDialect(BaseDialect):
         lines += [*_say_partial(), "before=$(old_dnat)", "converge", "trap - EXIT",
                   "# Forwarding only once firewalld took the rules: a refused change leaves the sysctls as they were.",
                   *shell.enable_forwarding(spec),
-                  *shell.forget_stale([shell.mapping_key(f) for f in spec.forwards]),
+                  *shell.forget_stale_of(spec),
                   f'say "applied {len(spec.forwards)} forward(s) in zone $ZONE ($CHANGES change(s))"', ""]
         return "\n".join(lines)
 

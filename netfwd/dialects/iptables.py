@@ -123,7 +123,7 @@ class IptablesDialect(BaseDialect):
                   'DONE+=("the jumps")']
         lines += [f"ensure_jump {t} {b} {o}" for t, b, o in xtables.jumps(spec.cluster)]
         lines += ["", *xtguard.read_now(), *drop_legacy(spec)]
-        lines += ["", *shell.forget_stale([shell.mapping_key(f) for f in spec.forwards])]
+        lines += ["", *shell.forget_stale_of(spec)]
         lines += [*persist(spec), "trap - EXIT",
                   f"echo {shlex.quote(f'netfwd: applied {len(spec.forwards)} forward(s)')} >&2", ""]
         return "\n".join(lines)
@@ -136,7 +136,7 @@ class IptablesDialect(BaseDialect):
                 lines.append(f"chain_exists {table} {chain} || ipt -t {table} -N {chain}")
                 lines.append(f"ipt -t {table} -F {chain}")
         lines += ["", "# Rules (whitelisted sources DNAT; scoped masquerade; FORWARD accept)."]
-        lines += [f"ipt {rule.shell_args()}" for rule in xtables.ruleset(spec)]
+        lines += xtables.shell_lines(spec)
         return lines
 
     def render_remove(self, spec: Spec) -> str:

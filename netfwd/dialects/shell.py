@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shlex
 
-from netfwd import owned
+from netfwd import owned, xtables
 from netfwd.model import Forward, Spec
 
 
@@ -123,6 +123,12 @@ def mapping_key(forward: Forward) -> str:
     target = f"{to}:{forward.to.port}" if forward.family == 4 else f"[{to}]:{forward.to.port}"
     listen = "*" if forward.listen.address is None else str(forward.listen.address)
     return f"{listen} {forward.protocol} {forward.listen.port} {target}"
+
+
+@xtables.per_spec
+def forget_stale_of(spec: Spec) -> list[str]:
+    """`forget_stale` keeping every forward of `spec` (the iptables and firewalld scripts' step)."""
+    return forget_stale([mapping_key(f) for f in spec.forwards])
 
 
 def forget_stale(keep: list[str]) -> list[str]:

@@ -191,8 +191,10 @@ def desired(spec: Spec) -> Owned:
                     for table, chains in xtables.chains(spec.cluster).items()}
     for table, builtin, chain in xtables.jumps(spec.cluster):
         owned[table].jumps.append(f"-A {builtin} -j {chain}")
-    for rule, line in zip(xtables.ruleset(spec), xtables.save_lines(spec)):
-        owned[rule.table].rules[rule.chain].append(line)
+    lines = xtables.spelled(spec).chains
+    for part in owned.values():
+        for chain in part.chains:
+            part.rules[chain] = list(lines[chain])
     return owned
 
 
@@ -228,16 +230,22 @@ def transaction(live: Owned, target: Owned) -> list[tuple[str, list[str]]]:
 # option parser with getaddrinfo(NULL, port) - a service lookup with its sockets and netlink
 # round trips - where other matches parse numbers directly (docs/facts.md#iptables-backends,
 # "iptables-restore parse cost"): such a line costs about as much as ten plain ones.
-_PORT_LOOKUP_RE = re.compile(r" --ct(?:orig|repl)(?:src|dst)port ")
+_PORT_LOOKUPS = tuple(f" --ct{way}{end}port " for way in ("orig", "repl") for end in ("src", "dst"))
 
 
 def parse_cost(lines: list[str]) -> int:
     """A restore's parse time of `lines`, in plain lines."""
-    return len(lines) + 9 * len(_PORT_LOOKUP_RE.findall("\n".join(lines)))
+    text = "\n".join(lines)
+    return len(lines) + 9 * sum(text.count(option) for option in _PORT_LOOKUPS)
 
 
 def payload(parts: list[tuple[str, list[str]]]) -> str:
-    return "".join(f"*{table}\n" + "".join(line + "\n" for line in lines) + "COMMIT\n" for table, lines in parts)
+    out: list[str] = []
+    for table, lines in parts:
+        out.append(f"*{table}")
+        out += lines
+        out.append("COMMIT")
+    return "\n".join(out) + "\n" if out else ""
 
 
 def boot_payload(target: Owned) -> str:

@@ -130,6 +130,20 @@ def test_one_pass_save_words_agree_with_shlex(generated):
     assert sorted(map(repr, xtables.parse_save(text))) == sorted(map(repr, get_dialect("iptables-restore").expected(generated)))
 
 
+@settings(max_examples=80, deadline=None)
+@given(linux_specs(families=(4,)))
+def test_spelled_lines_equal_the_rule_models(generated):
+    """The payloads, the desired state and the iptables script spell rules straight from the
+    forwards: the very lines the Rule models (the reference) spell, in the same order."""
+    rules = xtables.ruleset(generated)
+    spelled = xtables.spelled(generated)
+    for table in ("nat", "filter"):
+        assert spelled.tables[table] == [r.save_line() for r in rules if r.table == table]
+    for chain in (c for names in xtables.chains(generated.cluster).values() for c in names):
+        assert spelled.chains[chain] == [r.save_line() for r in rules if r.chain == chain]
+    assert xtables.shell_lines(generated) == [f"ipt {r.shell_args()}" for r in rules]
+
+
 def test_libiptc_rendering_matches_iptables_save_spelling():
     decoded = {"src": "10.1.1.8/29", "protocol": "tcp", "in-interface": "ext0", "tcp": {"dport": "16443"},
                "comment": {"comment": "netfwd:c/a"}, "target": {"DNAT": {"to-destination": "10.2.2.2:6443"}},
