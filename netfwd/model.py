@@ -154,10 +154,13 @@ class Forward:
     local: bool = False
     allow: Allow | None = None  # None: any source
 
-    def __post_init__(self) -> None:
-        check_name(self.name, "name")
-        check_port(self.listen.port, "listen.port")
-        check_port(self.to.port, "to.port")
+    def __post_init__(self) -> None:  # the checks' common case inline: this runs once per forward
+        if type(self.name) is not str or not NAME_RE.match(self.name):
+            check_name(self.name, "name")
+        if type(self.listen.port) is not int or not 1 <= self.listen.port <= 65535:
+            check_port(self.listen.port, "listen.port")
+        if type(self.to.port) is not int or not 1 <= self.to.port <= 65535:
+            check_port(self.to.port, "to.port")
         if self.to.address is None:
             raise ModelError("to.address", "is required")
         if self.protocol not in ("tcp", "udp"):
@@ -242,19 +245,33 @@ class Spec:
         check_name(self.cluster, "cluster")
         names: dict[str, int] = {}
         taken: dict[tuple[int, str], dict[str, int]] = {}
+        # Each check's common case is decided inline (this runs once per forward); a forward that
+        # might break a rule goes through the check itself, which words the error.
+        linux = self.relay.os == "linux"
+        managed = {*MANAGEMENT_PORTS, *self.relay.management_ports}
+        sources_ok: set[tuple[int, int]] = set()  # (id of an Allow, family) whose sources were checked
         for index, forward in enumerate(self.forwards):
-            where = f"forwards[{index}]"
             if forward.name in names:
-                raise ModelError(f"{where}.name", f"{forward.name!r} is already the name of "
-                                                  f"forwards[{names[forward.name]}]")
+                raise ModelError(f"forwards[{index}].name", f"{forward.name!r} is already the name of "
+                                                            f"forwards[{names[forward.name]}]")
             names[forward.name] = index
-            self._check_identity(forward, index, taken)
-            self._check_management(forward, where)
-            self._check_loop(forward, where)
-            self._check_families(forward, where)
-            if self.relay.os == "windows" and forward.protocol != "tcp":
-                raise ModelError(f"{where}.protocol", "netsh portproxy forwards TCP only; "
-                                                      "a Windows relay cannot forward udp")
+            listen, to, allow = forward.listen, forward.to, forward.allow
+            if (listen.port, forward.protocol) in taken or listen.address is not None:
+                self._check_identity(forward, index, taken)
+            else:
+                taken[(listen.port, forward.protocol)] = {"*": index}
+            if listen.port in managed and not listen.takeover:
+                self._check_management(forward, f"forwards[{index}]")
+            if to.port == listen.port or (linux and _is_loopback(to.address)):
+                self._check_loop(forward, f"forwards[{index}]")
+            if not linux or listen.address is not None \
+                    or (allow is not None and (id(allow), forward.family) not in sources_ok):
+                self._check_families(forward, f"forwards[{index}]")
+                if allow is not None:
+                    sources_ok.add((id(allow), forward.family))
+            if not linux and forward.protocol != "tcp":
+                raise ModelError(f"forwards[{index}].protocol", "netsh portproxy forwards TCP only; "
+                                                                "a Windows relay cannot forward udp")
 
     @staticmethod
     def _check_identity(forward: Forward, index: int, taken: dict[tuple[int, str], dict[str, int]]) -> None:

@@ -27,6 +27,8 @@ TO_KEYS = ("address", "port")
 ALLOW_KEYS = ("regions", "cidrs")
 MAX_FORWARDS = 20_000
 _KNOWN: dict[tuple[str, ...], frozenset[str]] = {keys: frozenset(keys) for keys in (TOP_KEYS, RELAY_KEYS, FORWARD_KEYS, LISTEN_KEYS, TO_KEYS, ALLOW_KEYS)}
+_FORWARD_SET, _LISTEN_SET, _TO_SET = _KNOWN[FORWARD_KEYS], _KNOWN[LISTEN_KEYS], _KNOWN[TO_KEYS]
+_FORWARD_REQUIRED, _TO_REQUIRED = ("name", "listen", "to"), ("address", "port")
 
 
 def load_spec(path: str | Path, catalog: Catalog | None = None) -> Spec:
@@ -80,7 +82,7 @@ class _Builder:
         if len(forwards_raw) > MAX_FORWARDS:
             raise ModelError("forwards", f"has {len(forwards_raw)} entries; at most {MAX_FORWARDS} are supported")
         relay = self.relay(data.get("relay", {}))
-        forwards = tuple(self.forward(item, f"forwards[{i}]") for i, item in enumerate(forwards_raw))
+        forwards = tuple(self.forward(item, i) for i, item in enumerate(forwards_raw))
         return Spec(cluster=self.string(data["cluster"], "cluster"), relay=relay, forwards=forwards,
                     version=data["version"], origin=self.doc.file, digest=self.doc.digest,
                     catalog="" if self._catalog is None or not self._used_regions else self._catalog.identity)
@@ -156,23 +158,44 @@ class _Builder:
                 management_ports=self.ports(data.get("management_ports", []), "management_ports"),
             )
 
-    def forward(self, raw: Any, where: str) -> Forward:
-        data = self.mapping(raw, where, FORWARD_KEYS, required=("name", "listen", "to"))
-        listen = self.mapping(data["listen"], f"{where}.listen", LISTEN_KEYS, required=("port",))
-        to = self.mapping(data["to"], f"{where}.to", TO_KEYS, required=("address", "port"))
-        try:  # `with at(where)`, inlined: this runs once per forward
-            return Forward(
-                name=self.string(data["name"], "name"),
-                listen=Endpoint(listen["port"], None if listen.get("address") is None
-                                else self.address(listen["address"], "listen.address"),
-                                self.boolean(listen.get("takeover", False), "listen.takeover")),
-                to=Endpoint(to["port"], self.address(to["address"], "to.address")),
-                protocol=self.string(data.get("protocol", "tcp"), "protocol"),  # type: ignore[arg-type]
-                masquerade=self.boolean(data.get("masquerade", True), "masquerade"),
-                local=self.boolean(data.get("local", False), "local"),
-                allow=None if data.get("allow") is None else self.allow(data["allow"]),
-            )
+    def forward(self, raw: Any, index: int) -> Forward:
+        # This runs once per forward: the shapes of a plain forward are checked inline (the field
+        # path is only spelled for an error), anything else goes through mapping().
+        if type(raw) is dict and _FORWARD_SET.issuperset(raw) and None not in map(raw.get, _FORWARD_REQUIRED):
+            data, listen, to = raw, raw["listen"], raw["to"]
+        else:
+            data = self.mapping(raw, f"forwards[{index}]", FORWARD_KEYS, required=_FORWARD_REQUIRED)
+            listen, to = data["listen"], data["to"]
+        if not (type(listen) is dict and _LISTEN_SET.issuperset(listen) and listen.get("port") is not None):
+            listen = self.mapping(listen, f"forwards[{index}].listen", LISTEN_KEYS, required=("port",))
+        if not (type(to) is dict and _TO_SET.issuperset(to) and None not in map(to.get, _TO_REQUIRED)):
+            to = self.mapping(to, f"forwards[{index}].to", TO_KEYS, required=_TO_REQUIRED)
+        try:  # `with at(where)`, inlined; each value's check in field order, the common type inline
+            name = data["name"]
+            if type(name) is not str:
+                name = self.string(name, "name")
+            address = listen.get("address")
+            if address is not None:
+                address = self.address(address, "listen.address")
+            takeover = listen.get("takeover", False)
+            if type(takeover) is not bool:
+                takeover = self.boolean(takeover, "listen.takeover")
+            to_address = self.address(to["address"], "to.address")
+            protocol = data.get("protocol", "tcp")
+            if type(protocol) is not str:
+                protocol = self.string(protocol, "protocol")
+            masquerade = data.get("masquerade", True)
+            if type(masquerade) is not bool:
+                masquerade = self.boolean(masquerade, "masquerade")
+            local = data.get("local", False)
+            if type(local) is not bool:
+                local = self.boolean(local, "local")
+            allow = data.get("allow")
+            return Forward(name, Endpoint(listen["port"], address, takeover), Endpoint(to["port"], to_address),
+                           protocol, masquerade, local,  # type: ignore[arg-type]  # Forward checks the protocol
+                           None if allow is None else self.allow(allow))
         except ModelError as problem:
+            where = f"forwards[{index}]"
             raise ModelError(f"{where}.{problem.field}" if problem.field else where, problem.message) from None
 
     def allow(self, raw: Any) -> Allow:
