@@ -12,6 +12,7 @@ a snapshot is something the backend can write back in one transaction.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections import Counter
 from dataclasses import dataclass, field
@@ -71,11 +72,31 @@ class Plan:
 
     def __init__(self, backend: str, current: str, desired: str, added: int = 0, removed: int = 0,
                  touched: int = 0, explain: Callable[[int | None], list[Change]] | None = None,
-                 extra: tuple[Change, ...] = ()) -> None:
-        self.backend, self.current, self.desired = backend, current, desired
-        self.added, self.removed, self.touched, self.extra = added, removed, touched, extra
+                 extra: tuple[Change, ...] = (), counts: Callable[[], tuple[int, int, int]] | None = None) -> None:
+        """`counts`: (added, removed, touched) worked out when first asked, instead of the numbers
+        (a fresh 10,000-forward apply counts them while its transaction runs)."""
+        self.backend, self.current, self.desired, self.extra = backend, current, desired, extra
+        self._counts = counts or (lambda: (added, removed, touched))
+        self._counted: tuple[int, int, int] | None = None
         self._explain = explain
         self._cache: dict[int | None, tuple[Change, ...]] = {}
+
+    def _count(self) -> tuple[int, int, int]:
+        if self._counted is None:
+            self._counted = self._counts()
+        return self._counted
+
+    @property
+    def added(self) -> int:
+        return self._count()[0]
+
+    @property
+    def removed(self) -> int:
+        return self._count()[1]
+
+    @property
+    def touched(self) -> int:
+        return self._count()[2]
 
     @property
     def in_sync(self) -> bool:
@@ -93,8 +114,8 @@ class Plan:
         return self._cache[limit]
 
     def with_extra(self, extra: tuple[Change, ...]) -> "Plan":
-        return Plan(self.backend, self.current, self.desired, self.added, self.removed, self.touched,
-                    self._explain, self.extra + extra)
+        return Plan(self.backend, self.current, self.desired, explain=self._explain, extra=self.extra + extra,
+                    counts=self._count)
 
     def as_dict(self) -> dict[str, Any]:
         return {"backend": self.backend, "in_sync": self.in_sync, "lines_added": self.added,
@@ -127,6 +148,10 @@ class Backend(Protocol):
         """Make the owned state `target` in one transaction (`target` "" = own nothing). Returns how
         many commits it made (None: unknown), which the engine compares with :meth:`fingerprint`."""
 
+    def write_meanwhile(self, target: str, live: Live, meanwhile: Callable[[], object]) -> int | None:
+        """:meth:`write`, calling `meanwhile()` (work of the caller's that need not wait for the
+        firewall) while the firewall's own tool runs, where it runs as a separate process."""
+
     def tags(self, line: str) -> str | None:
         """The forward (its rule comment) an owned-state line belongs to; None: not one forward's."""
 
@@ -153,6 +178,17 @@ class BaseBackend:
 
     def validate(self, target: str, live: Live) -> None:
         """No dry run: the write itself is the first check."""
+
+    if TYPE_CHECKING:  # each backend's own (a backend without one fails the Backend protocol check)
+        def write(self, target: str, live: Live) -> int | None:
+            raise NotImplementedError
+
+    def write_meanwhile(self, target: str, live: Live, meanwhile: Callable[[], object]) -> int | None:
+        """The write, then `meanwhile()`: only a backend whose write waits for a tool's process can
+        do both at once."""
+        commits = self.write(target, live)
+        ahead(meanwhile)
+        return commits
 
     def tags(self, line: str) -> str | None:
         return None  # lines not grouped by forward: a plan explains the whole text
@@ -191,20 +227,29 @@ def diff(backend: Backend, current: str, desired: str) -> Plan:
     ways the forwards do not show (a missing jump, a foreign rule inside an owned chain, order)."""
     if current == desired:
         return Plan(backend.name, current, desired)
-    have, want = Counter(_lines(current)), Counter(_lines(desired))
-    added, removed = want - have, have - want
-    changed = list(added) + list(removed)
-    tags = list(dict.fromkeys(t for t in map(backend.tags, changed) if t))
+    found: list[tuple[Counter[str], Counter[str], list[str]]] = []
+
+    def lines() -> tuple[Counter[str], Counter[str], list[str]]:  # (added, removed, their forwards' tags)
+        if not found:
+            have, want = Counter(_lines(current)), Counter(_lines(desired))
+            added, removed = want - have, have - want
+            changed = list(added) + list(removed)
+            found.append((added, removed, list(dict.fromkeys(t for t in map(backend.tags, changed) if t))))
+        return found[0]
+
+    def counts() -> tuple[int, int, int]:
+        added, removed, tags = lines()
+        return sum(added.values()), sum(removed.values()), len(tags)
 
     def explain(limit: int | None) -> list[Change]:
+        added, removed, tags = lines()
         before, after = current, desired
         if tags:  # parse only the forwards the differing lines belong to
             wanted = set(tags if limit is None else tags[:limit])
             before, after = backend.focus(current, wanted), backend.focus(desired, wanted)
         return _explain(backend, before, after, added, removed)
 
-    return Plan(backend.name, current, desired, sum(added.values()), sum(removed.values()),
-                len(tags) if tags else 0, explain)
+    return Plan(backend.name, current, desired, explain=explain, counts=counts)
 
 
 def _explain(backend: Backend, current: str, desired: str, added: Counter[str], removed: Counter[str]) -> list[Change]:
@@ -258,6 +303,47 @@ def run(argv: Sequence[str], *, input: str | None = None, check: bool = True,  #
     if check and done.returncode != 0:
         raise failure(done, what or " ".join(argv[:2]))
     return done
+
+
+def ahead(meanwhile: Callable[[], object]) -> None:
+    """Run work that only computes ahead (caches the caller would fill later anyway): a failure of
+    it is dropped here and meets the caller again when it asks for the result the usual way."""
+    try:
+        meanwhile()
+    except Exception:  # noqa: BLE001 - see above
+        pass
+
+
+def run_meanwhile(argv: Sequence[str], meanwhile: Callable[[], object], *, timeout: float = 600.0,
+                  pass_fds: Sequence[int] = (), stdin_file: str | None = None,
+                  what: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`run(argv, check=False)`, calling `meanwhile()` (see :func:`ahead`) while the tool runs.
+
+    The tool is never killed for netfwd's sake: an interrupt (or a failure) on this side waits for
+    it to finish first - a transaction runs to its end, as when netfwd itself is killed - and
+    then propagates."""
+    try:
+        with open(stdin_file or os.devnull, "rb") as source:
+            process = subprocess.Popen(list(argv), stdin=source, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       text=True, errors="replace", pass_fds=tuple(pass_fds))
+    except FileNotFoundError:
+        raise EnvironmentProblem(f"{argv[0]} not found: install it, or choose another --backend") from None
+    with process:
+        try:
+            ahead(meanwhile)
+            out, err = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise TransactionError(f"{what or argv[0]} did not finish within {timeout:.0f} s") from None
+        except BaseException:
+            while process.poll() is None:
+                try:
+                    process.wait()
+                except BaseException:  # noqa: BLE001 - a second interrupt: still wait for the tool
+                    pass
+            raise
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
 def failure(done: subprocess.CompletedProcess[str], what: str) -> TransactionError:

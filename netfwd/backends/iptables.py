@@ -19,10 +19,10 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from netfwd.backends import Context
-from netfwd.backends.base import BaseBackend, Live, TransactionError, failure, run
+from netfwd.backends.base import BaseBackend, Live, TransactionError, ahead, failure, run, run_meanwhile
 from netfwd.errors import EnvironmentProblem
 
 if TYPE_CHECKING:
@@ -130,6 +130,13 @@ class IptablesBackend(BaseBackend):
             known = self._desired = (target, _xstate().parse(target)[0])
         return known[1]
 
+    def _boot_payload(self, target: str) -> str:
+        """The boot payload of `target` (worked out while the restore of `target` runs)."""
+        known = getattr(self, "_boot", None)
+        if known is None or known[0] is not target:
+            known = self._boot = (target, _xstate().boot_payload(self._owned(target)))
+        return known[1]
+
     def forwards(self, text: str) -> list[Essence]:
         from netfwd import xtables
 
@@ -151,24 +158,38 @@ class IptablesBackend(BaseBackend):
 
     def write(self, target: str, live: Live) -> int:
         """Returns the number of commits (one per table) for the engine's fingerprint check."""
+        return self.write_meanwhile(target, live, lambda: None)
+
+    def write_meanwhile(self, target: str, live: Live, meanwhile: Callable[[], object]) -> int:
+        """:meth:`write`; while the restore runs, `meanwhile()` and the boot payload that
+        :meth:`persist` of this target writes are worked out."""
         owned = live.extra.get("owned") or _xstate().parse(live.text)[0]
         parts = _xstate().transaction(owned, self._owned(target))
         if not parts:
+            ahead(meanwhile)
             return 0
         lock = () if self.context.lock_fd is None else (self.context.lock_fd,)
+
+        def also() -> None:
+            ahead(lambda: self._boot_payload(target))
+            ahead(meanwhile)
+
         if len(parts) > 1:  # all or nothing: the tables committed after the first must be valid
-            self._restore_tested_meanwhile(parts, lock)
+            self._restore_tested_meanwhile(parts, lock, also)
             return len(parts)
         fd, path = tempfile.mkstemp(prefix="restore.", dir=self.context.workdir)
         try:
             with os.fdopen(fd, "w") as out:
                 out.write(_xstate().payload(parts))
-            run([self._restore, "--noflush", *self._wait], stdin_file=path, pass_fds=lock, what=self._restore)
+            done = run_meanwhile([self._restore, "--noflush", *self._wait], also, stdin_file=path, pass_fds=lock,
+                                 what=self._restore)
+            if done.returncode != 0:
+                raise failure(done, self._restore)
         finally:
             os.unlink(path)
         return len(parts)
 
-    def _restore_tested_meanwhile(self, parts: list, lock: tuple[int, ...]) -> None:
+    def _restore_tested_meanwhile(self, parts: list, lock: tuple[int, ...], meanwhile: Callable[[], object]) -> None:
         """The same restore of the same bytes, but the `--test` of the later tables runs while the
         restore parses the first one, and the first table's COMMIT is fed only once that test
         passed (a restore that meets the end of its input inside a table commits nothing). A
@@ -181,8 +202,8 @@ class IptablesBackend(BaseBackend):
             files = {"head": first[:cut], "tail": first[cut:] + payload(parts[1:]), "test": payload(parts[1:])}
             for name, text in files.items():
                 Path(folder, name).write_text(text)
-            done = run(["sh", "-c", _FEED_AFTER_TEST, "sh", folder, self._restore, "--noflush", *self._wait],
-                       check=False, pass_fds=lock, what=self._restore)
+            done = run_meanwhile(["sh", "-c", _FEED_AFTER_TEST, "sh", folder, self._restore, "--noflush", *self._wait],
+                                 meanwhile, pass_fds=lock, what=self._restore)
             status = Path(folder, "test.status")
             if status.exists():  # the test failed: the restore saw no COMMIT, nothing was committed
                 test = subprocess.CompletedProcess([], int(status.read_text() or 1),
@@ -216,7 +237,7 @@ class IptablesBackend(BaseBackend):
         path = owned.xtables_file(cluster)
         if not target:
             return bootunit.uninstall(root, cluster, path)
-        text = _xstate().boot_payload(self._owned(target))
+        text = self._boot_payload(target)
         restore = shutil.which(self._restore) or f"/usr/sbin/{self._restore}"
         return bootunit.install(root, cluster, path, text, [restore, "--noflush", f"/{path}"])
 

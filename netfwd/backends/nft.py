@@ -17,12 +17,13 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from netaddr import IPAddress, IPNetwork
 
 from netfwd import bootunit, owned
 from netfwd.backends import Context
-from netfwd.backends.base import BaseBackend, Live, run
+from netfwd.backends.base import BaseBackend, Live, failure, run, run_meanwhile
 from netfwd.dialects import nft as dialect
 from netfwd.safefiles import remove_file, write_atomic
 from netfwd.errors import EnvironmentProblem
@@ -134,12 +135,18 @@ class NftBackend(BaseBackend):
     def write(self, target: str, live: Live) -> int:
         """One `nft -f FILE`: from a file, so once started it completes even if netfwd is killed,
         holding netfwd's lock until it has."""
+        return self.write_meanwhile(target, live, lambda: None)
+
+    def write_meanwhile(self, target: str, live: Live, meanwhile: Callable[[], object]) -> int:
+        """:meth:`write`, with `meanwhile()` while `nft -f` runs."""
         fd, path = tempfile.mkstemp(prefix="ruleset.", suffix=".nft", dir=self.context.workdir)
         try:
             with os.fdopen(fd, "w") as out:
                 out.write(reset(live.text, target, table=self.table) + target)
             lock = () if self.context.lock_fd is None else (self.context.lock_fd,)
-            run(["nft", "-f", path], pass_fds=lock, what="nft -f")
+            done = run_meanwhile(["nft", "-f", path], meanwhile, pass_fds=lock, what="nft -f")
+            if done.returncode != 0:
+                raise failure(done, "nft -f")
         finally:
             os.unlink(path)
         return 1

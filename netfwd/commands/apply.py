@@ -154,7 +154,7 @@ def apply(spec_file: str, catalog_file: str | None, confirm_timeout: float | Non
     """
     engine = _engine(**common, spec_file=spec_file, allow_runtime_loss=allow_runtime_loss)
     outcome = engine.apply(spec_file, catalog=catalog_file, confirm_timeout=confirm_timeout,
-                           approve=None if yes else _ask)
+                           approve=None if yes else _ask, explain=None if output == "json" else SHOWN)
     _report(outcome, output, "applied")
 
 

@@ -169,7 +169,9 @@ class Engine:
 
     # -- apply / remove --------------------------------------------------------------------------
     def apply(self, spec_path: str, *, catalog: str | None = None, confirm_timeout: float | None = None,
-              approve: Callable[[Plan], bool] | None = None) -> Outcome:
+              approve: Callable[[Plan], bool] | None = None, explain: int | None = 0) -> Outcome:
+        """`explain`: how many of the plan's changes the caller will show (None: all), worked out
+        while the transaction runs."""
         self._check_dirs()
         self._preflight(spec_path, catalog)
         with self._lock(f"netfwd apply {spec_path}") as lock:
@@ -213,7 +215,8 @@ class Engine:
             if approve is not None and not approve(plan):
                 raise NothingToDo("not applied")
             outcome = self._transact(state, backend, live, desired, record=record, lock_fd=lock.fd,
-                                     confirm_timeout=confirm_timeout, generation=generation, plan=plan)
+                                     confirm_timeout=confirm_timeout, generation=generation, plan=plan,
+                                     explain=explain)
             outcome.sysctl = changes
             return outcome
 
@@ -297,9 +300,10 @@ class Engine:
     # -- the transaction -------------------------------------------------------------------------
     def _transact(self, state: State, backend: Backend, live: Live, target: str, *, record: dict,
                   lock_fd: int | None, confirm_timeout: float | None, generation: str | None, plan: Plan,
-                  forget: bool = False) -> Outcome:
+                  forget: bool = False, explain: int | None = 0) -> Outcome:
         """Snapshot, journal, timer, ONE backend write, then sysctls, persistence and records.
-        Forwarding is enabled (and persisted) as `record["sysctl_text"]` says; `forget` drops it."""
+        Forwarding is enabled (and persisted) as `record["sysctl_text"]` says; `forget` drops it.
+        While the firewall's tool runs, the plan is counted (and `explain` changes explained)."""
         self._check_targets(backend)
         change_id = new_id()
         with self._phase("snapshot"):
@@ -322,7 +326,7 @@ class Engine:
         crash_point("before-write")
         try:
             with self._phase("write (one transaction)"):
-                commits = backend.write(target, live)
+                commits = backend.write_meanwhile(target, live, lambda: _count_plan(plan, explain))
         except BaseException:
             self._abandon(state, backend, live, journal, prior_pending)
             raise
@@ -667,6 +671,12 @@ def _refuse_clashes(cluster: str, meta: dict, claims: list) -> None:
                     f"listen port clash: cluster {cluster!r} forward {name!r} ({address or '*'}:{port}/{protocol}) and "
                     f"cluster {claim.cluster!r} {theirs} ({claim.listen_address or '*'}:{claim.port}/"
                     f"{claim.protocol}), live on this relay: change one listen port (or remove that cluster first)")
+
+
+def _count_plan(plan: Plan, explain: int | None) -> None:
+    """What the report will ask of the plan: its counts, and `explain` (None: all) changes."""
+    if plan.count and explain != 0:
+        plan.changes(explain)
 
 
 def _with_sysctl(plan: Plan, changes: list[tuple[str, str, str]]) -> Plan:

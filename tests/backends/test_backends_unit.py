@@ -173,6 +173,40 @@ def test_plan_explains_by_forward_and_a_new_target_replaces():
     assert sorted(c.op for c in gone.changes()) == ["-", "-"]
 
 
+def test_plan_counts_and_explains_only_when_asked():
+    """A fresh apply counts its plan while the restore runs: diff() itself reads no line."""
+    seen: list[str] = []
+
+    class Counting(Xt):
+        @staticmethod
+        def tags(line: str) -> str | None:
+            seen.append(line)
+            return xstate.tag(line)
+
+    want = xstate.canonical(xstate.desired(spec()))
+    plan = diff(Counting(), "", want).with_extra(())
+    assert not plan.in_sync and seen == []
+    assert plan.added == len([line for line in want.splitlines() if line[:1] in "-:"]) and plan.removed == 0
+    assert plan.count == 2 and len(plan.changes(1)) == 1 and len(seen) == plan.added
+
+
+def test_run_meanwhile_works_while_the_tool_runs_and_waits_for_it_when_interrupted(tmp_path):
+    from netfwd.backends.base import run_meanwhile
+
+    seen: list[bool] = []
+    done = run_meanwhile(["sh", "-c", f"sleep 0.3; echo out; touch {tmp_path / 'one'}"],
+                         lambda: seen.append((tmp_path / "one").exists()))
+    assert seen == [False] and (done.returncode, done.stdout) == (0, "out\n")
+    assert run_meanwhile(["sh", "-c", "exit 3"], lambda: 1 / 0).returncode == 3  # only work ahead: dropped
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_meanwhile(["sh", "-c", f"sleep 0.3; touch {tmp_path / 'two'}"], interrupted)
+    assert (tmp_path / "two").exists()  # the tool ran to its end before the interrupt went on
+
+
 def test_plan_names_a_missing_jump_that_the_forwards_do_not_show():
     want = xstate.canonical(xstate.desired(spec()))
     live = want.replace(f"-A OUTPUT -j {OUT}\n", "")
