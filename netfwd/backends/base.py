@@ -232,7 +232,7 @@ def diff(backend: Backend, current: str, desired: str) -> Plan:
     def lines() -> tuple[Counter[str], Counter[str], list[str]]:  # (added, removed, their forwards' tags)
         if not found:
             have, want = Counter(_lines(current)), Counter(_lines(desired))
-            added, removed = want - have, have - want
+            added, removed = (want, have) if not (have and want) else (want - have, have - want)
             changed = list(added) + list(removed)
             found.append((added, removed, list(dict.fromkeys(t for t in map(backend.tags, changed) if t))))
         return found[0]

@@ -262,7 +262,11 @@ def spec_boot_payload(spec: Spec) -> str:
 
 def tag(line: str) -> str | None:
     """The forward a line belongs to (its netfwd comment), None for shared objects (jumps, replies)."""
-    found = _comment(line)
+    at = line.find('--comment "')  # _comment(line), inline: a plan asks this of every line that differs
+    if at < 0:
+        return None
+    end = line.find('"', at + 11)
+    found = line[at + 11:end] if end > 0 else None
     return found if found and found != xtables.REPLIES_COMMENT else None
 
 
