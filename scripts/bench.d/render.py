@@ -7,6 +7,7 @@ Targets (docs/performance.md): rendering 10,000 forwards to all dialects < 1 s w
 from __future__ import annotations
 
 import gc
+import os
 import resource
 import statistics
 import subprocess
@@ -18,6 +19,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+# the CLI runs this checkout's netfwd (a worktree's), not the one the virtualenv's install points at
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
 def big_spec(path: Path, count: int = 10_000, relay_os: str = "linux") -> None:
@@ -34,7 +37,7 @@ def median_seconds(argv: list[str], runs: int = 15) -> float:
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        subprocess.run(argv, check=True, capture_output=True)
+        subprocess.run(argv, check=True, capture_output=True, env=ENV)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -74,7 +77,7 @@ def main() -> None:
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
             subprocess.run([str(REPO / ".venv/bin/netfwd"), "render", str(spec_file), "--dialect", "all",
-                            "--out", str(out_dir)], check=True, capture_output=True)
+                            "--out", str(out_dir)], check=True, capture_output=True, env=ENV)
             walls.append(time.perf_counter() - start)
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
@@ -99,7 +102,7 @@ def main() -> None:
     print(f"- Python heap peak while rendering all dialects (tracemalloc): {peak_render / 1e6:.0f} MB")
     print(f"- whole CLI `netfwd render --dialect all --out DIR` (median of 5): {cli_total:.2f} s wall, "
           f"{cli_cpu:.2f} s CPU, peak RSS {peak_rss_mb:.0f} MB (target < 1 s; load average "
-          f"{__import__('os').getloadavg()[0]:.1f})")
+          f"{os.getloadavg()[0]:.1f})")
 
     click = median_seconds([sys.executable, "-c", "import click"])
     help_ = median_seconds([str(REPO / ".venv/bin/netfwd"), "--help"])
