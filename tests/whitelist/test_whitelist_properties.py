@@ -10,10 +10,10 @@ import ipaddress
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from netaddr import IPNetwork, IPSet
+from netaddr import IPAddress, IPNetwork, IPSet
 
 from netfwd.catalog import Catalog, Region
-from netfwd.firewall.addresses import parse_token
+from netfwd.firewall.addresses import parse_token, range_set, to_cidrs
 from netfwd.whitelist.render import aggregate, render
 from netfwd.whitelist.sources import Context
 from netfwd.whitelist.sources.iptables import parse as parse_iptables
@@ -127,6 +127,19 @@ def test_tokens_parse_like_ipaddress(entry):
     text, addrs, version = entry
     got_version, first, last = parse_token(text)
     assert (got_version, first, last) == (version, min(addrs), max(addrs))
+
+
+@settings(max_examples=300, deadline=None)
+@given(entry=entries())
+def test_range_set_is_the_ipset_netaddr_builds(entry):
+    """The readers' quick set of one range (unpickled, for a CIDR) equals netaddr's own, and
+    behaves as one: members, set algebra."""
+    text, addrs, version = entry
+    _, first, last = parse_token(text)
+    quick, reference = range_set(version, first, last), IPSet(to_cidrs(version, first, last))
+    assert quick == reference and quick.iter_cidrs() == reference.iter_cidrs()
+    assert quick.size == len(addrs) and (quick | reference) == reference and not (quick - reference)
+    assert all(IPAddress(a, version) in quick for a in sorted(addrs)[:3] + sorted(addrs)[-3:])
 
 
 @given(st.from_regex(r"\A[0-9./:a-f-]{1,24}\Z"))
