@@ -4,6 +4,7 @@ and the packets to explain. The walk itself is netfwd.firewall.trace."""
 from __future__ import annotations
 
 import json
+from typing import Callable
 
 from netaddr import AddrFormatError, IPAddress
 
@@ -19,11 +20,8 @@ RULESET_FORMATS = ("iptables", "nft", "nft-json")
 def read_ruleset_files(paths: list[str]) -> Ruleset:
     """Every file (iptables-save of either flavour, `nft list ruleset`, `nft -j`), detected by content,
     into one model; tables keep apart per file (`2/ipv4:filter`) when several are given."""
-    from netfwd.firewall.iptables_save import read_ruleset
-    from netfwd.firewall.nft_json import read_json
-    from netfwd.firewall.nft_text import read_text
+    from netfwd.inputfile import read_text as read_file
     from netfwd.whitelist.detect import detect
-    from netfwd.whitelist.load import read_text as read_file
 
     merged = Ruleset()
     for number, path in enumerate(paths, 1):
@@ -31,16 +29,31 @@ def read_ruleset_files(paths: list[str]) -> Ruleset:
         fmt = detect(text)
         if fmt not in RULESET_FORMATS:
             raise InputError("is not iptables-save, `nft list ruleset` or `nft -j list ruleset` output", file=path)
-        reader = {"iptables": read_ruleset, "nft": read_text, "nft-json": read_json}[fmt]
-        part = reader(text, path)
+        part = _reader(fmt)(text, path)
         prefix = f"{number}/" if len(paths) > 1 else ""
         for (table, name), chain in part.chains.items():
             merged.chains[(prefix + table, name)] = chain
     return merged
 
 
+def _reader(fmt: str) -> Callable[[str, str], Ruleset]:
+    """The reader of one format, imported when a file of it is read (each costs milliseconds to
+    import, and the one-packet run is budgeted as a whole)."""
+    if fmt == "iptables":
+        from netfwd.firewall.iptables_save import read_ruleset
+
+        return read_ruleset
+    if fmt == "nft":
+        from netfwd.firewall.nft_text import read_text
+
+        return read_text
+    from netfwd.firewall.nft_json import read_json
+
+    return read_json
+
+
 def offline_host(routes: str | None, local: list[str]) -> Host:
-    from netfwd.whitelist.load import read_text as read_file
+    from netfwd.inputfile import read_text as read_file
 
     host = read_routes(read_file(routes), routes) if routes else Host()
     for value in local:
@@ -110,7 +123,7 @@ def make_probe(src: str, dst: str, protocol: str = "tcp", dport=None, sport=None
 
 def read_packets(path: str) -> list[Probe]:
     """`--packets FILE`: one JSON object a line, {"src", "dst", "proto", "dport", "sport", "in_interface"}."""
-    from netfwd.whitelist.load import read_text as read_file
+    from netfwd.inputfile import read_text as read_file
 
     probes = []
     for number, line in enumerate(read_file(path).splitlines(), 1):

@@ -39,3 +39,23 @@ def read_utf8(path: str | Path, limit: int, kind: str = "") -> str:
     except UnicodeDecodeError as problem:
         what = f"the {kind} is not valid UTF-8" if kind else "is not valid UTF-8"
         raise InputError(what, file=str(path), line=utf8_line(raw, problem)) from None
+
+
+MAX_TEXT = 256 * 1024 * 1024  # a dump or whitelist: a 1,000,000-rule iptables dump is ~150 MB
+
+
+def read_text(path: str) -> str:
+    """A firewall dump or whitelist as text: UTF-8 (a BOM is dropped), or UTF-16 with its BOM
+    (netsh output saved by PowerShell's `>`); at most MAX_TEXT bytes."""
+    raw = read_capped(path, MAX_TEXT)
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as problem:
+        try:
+            return raw.decode("utf-16") if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else _fail(raw, problem, path)
+        except UnicodeDecodeError:
+            return _fail(raw, problem, path)
+
+
+def _fail(raw: bytes, problem: UnicodeDecodeError, path: str) -> str:
+    raise InputError("is not valid UTF-8", file=path, line=utf8_line(raw, problem)) from None

@@ -11,6 +11,15 @@ _LIST_ALL = re.compile(r"^\S.*\n\s+target:\s", re.M)
 _NETSH = re.compile(r"^Rule Name:\s", re.M)
 _SPEC = re.compile(r"^forwards\s*:", re.M)
 HEAD = 65536
+# The header every dialect writes (netfwd.dialects.base.BaseDialect.header), after `@echo off` on cmd.
+HEADER = re.compile(r"^(?:#|rem|::)\s*netfwd \S+: ([a-z-]+) (apply|remove) script for cluster (\S+)",
+                    re.M | re.I)
+
+
+def sniff(text: str) -> re.Match | None:
+    """The header of a rendered script within its first lines, None for anything else (here, not
+    in sources/script.py, so detecting a format imports no reader)."""
+    return HEADER.search("\n".join(text.splitlines()[:4]))
 
 
 def detect(text: str) -> str:
@@ -23,8 +32,6 @@ def detect(text: str) -> str:
     if re.match(r"create \S+ (hash|bitmap|list):", head):
         return "iptables"
     text = head
-    from netfwd.whitelist.sources.script import sniff
-
     if sniff(head[:4096]):
         return "script"
     if head.startswith("{") and '"nftables"' in text[:4096]:

@@ -4,20 +4,10 @@ one group per forward, so what was rendered is verified before it is run."""
 
 from __future__ import annotations
 
-import re
-
 from netfwd.errors import InputError
 from netfwd.firewall.addresses import BITS, parse_token
+from netfwd.whitelist.detect import sniff
 from netfwd.whitelist.model import Entry, Group, Origin, Parsed
-
-# The header every dialect writes (netfwd.dialects.base.BaseDialect.header), after `@echo off` on cmd.
-HEADER = re.compile(r"^(?:#|rem|::)\s*netfwd \S+: ([a-z-]+) (apply|remove) script for cluster (\S+)",
-                    re.M | re.I)
-
-
-def sniff(text: str) -> re.Match | None:
-    """The header of a rendered script within its first lines, None for anything else."""
-    return HEADER.search("\n".join(text.splitlines()[:4]))
 
 
 def parse(text: str, file: str, context) -> Parsed:
