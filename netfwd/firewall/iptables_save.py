@@ -67,6 +67,25 @@ _PURE = frozenset({"-d", "--destination", "--dst", "-p", "--protocol", "-i", "--
                    "--out-interface", "--dport", "--destination-port", "--dports", "--destination-ports",
                    "--sport", "--source-port", "--sports", "--source-ports", "--ctstate", "--state", "--dst-type"})
 
+# The shape iptables-save prints nearly every rule in (netfwd's own, and plain ACCEPT/DNAT/REJECT
+# rules): `-A CHAIN [-s A] [-d A] [-i IF] [-o IF] [-p P] [-m tcp|udp --dport N] [-m conntrack
+# --ctstate S] [-m comment --comment "C"] [-j T [--to-destination|--to-source|--reject-with V]]`,
+# one space apart. Its words need no quoting rules (none holds a quote or backslash; only the
+# comment is quoted) and no value could be taken for an option (none starts with "-" or is "!"),
+# so one match finds exactly the options and values the word scan would (_RuleParser.canonical).
+_WORD = r"""[^\s"'\\!-][^\s"'\\]*"""
+_CANONICAL = re.compile(rf"""-A\ (?P<chain>{_WORD})
+    (?:\ -s\ (?P<s>{_WORD}))? (?:\ -d\ (?P<d>{_WORD}))?
+    (?:\ -i\ (?P<i>{_WORD}))? (?:\ -o\ (?P<o>{_WORD}))? (?:\ -p\ (?P<p>{_WORD}))?
+    (?:\ -m\ (?:tcp|udp)\ --dport\ (?P<dport>{_WORD}))?
+    (?:\ -m\ conntrack\ --ctstate\ (?P<ctstate>{_WORD}))?
+    (?:\ -m\ comment\ --comment\ (?:"(?:[^"'\\!-][^"'\\]*)?"|{_WORD}))?
+    (?:\ -j\ (?P<j>{_WORD})
+        (?:\ (?P<option>--to-destination|--to-source|--reject-with)\ (?P<value>{_WORD}))?)?
+    \Z""", re.X)
+_CANONICAL_GROUPS = ("s", "d", "i", "o", "p", "dport", "ctstate", "j")
+_CANONICAL_WORDS = ("-s", "-d", "-i", "-o", "-p", "--dport", "--ctstate", "-j")  # the option of each group
+
 
 class _Reader:
     def __init__(self, text: str, file: str) -> None:
@@ -180,6 +199,12 @@ class _Reader:
                 self.sets[name] = self.sets[name] | addresses
 
     def _rule(self, tid: str, table: str, version: int, line: str, number: int) -> None:
+        canonical = _CANONICAL.match(line)
+        if canonical is not None:  # nearly every rule: read without splitting and scanning its words
+            name = canonical["chain"]
+            chain = self.ruleset.chains.get((tid, name)) or self._declare(tid, table, version, f":{name} -", number)
+            chain.rules.append(_RuleParser(self, [], 0, number, line).canonical(canonical))
+            return
         try:
             split = words(line)
         except ValueError as problem:
@@ -305,8 +330,32 @@ class _RuleParser:
             else:
                 self.option(word, words[start:index], negate)
             negate = False
+        return self.rule()
+
+    def canonical(self, match: re.Match) -> Rule:
+        """A line of the canonical shape (_CANONICAL): the options :meth:`parse` would find, in the
+        same order, given to the same handlers, without splitting and scanning the words."""
+        for word, value in zip(_CANONICAL_WORDS, match.group(*_CANONICAL_GROUPS)):
+            if value is None:
+                continue
+            if word in _PURE:
+                key = (word, value, False)
+                cond = self.reader.conds.get(key)
+                if cond is None:
+                    cond = self.reader.conds[key] = self.pure(word, value, False)
+                self.conds.append(cond)
+                self.with_state = self.with_state or word == "--ctstate"
+            elif word == "-s":
+                self.source(word, value, False)
+            else:
+                self.option(word, [value], False)
+        if match["option"] is not None:
+            self.option(match["option"], [match["value"]], False)
+        return self.rule()
+
+    def rule(self) -> Rule:
         self.end_match()
-        return Rule(self.origin(), tuple(self.sources), tuple(conds), self.verdict(),
+        return Rule(self.origin(), tuple(self.sources), tuple(self.conds), self.verdict(),
                     " ".join(self.source_text) or "any source")
 
     def origin(self) -> Origin:
@@ -314,8 +363,11 @@ class _RuleParser:
         return Origin(self.reader.file, self.number, line if len(line) <= 160 else line[:157] + "...")
 
     def verdict(self) -> Verdict:
-        """The rule's verdict; equal verdicts are one shared (immutable) object per dump."""
-        key = (self.target, self.goto, self.to_addr, self.to_port, self.detail)
+        """The rule's verdict; equal verdicts are one shared (immutable) object per dump (a NAT
+        target's address is nearly always its rule's own: not worth hashing)."""
+        if self.to_addr is not None:
+            return self._verdict()
+        key = (self.target, self.goto, self.to_port, self.detail)
         verdict = self.reader.verdicts.get(key)
         if verdict is None:
             verdict = self.reader.verdicts[key] = self._verdict()
