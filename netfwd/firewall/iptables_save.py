@@ -32,6 +32,7 @@ NON_TERMINAL = {"LOG", "NFLOG", "ULOG", "MARK", "CONNMARK", "CT", "NOTRACK", "TR
                 "CONNSECMARK", "SECMARK", "IDLETIMER", "LED", "RATEEST"}
 PROTOCOL_NUMBERS = {"6": "tcp", "17": "udp", "132": "sctp", "1": "icmp", "58": "ipv6-icmp"}
 _COUNTERS = re.compile(r"^\[\d+:\d+\]\s+")
+_IPV6_ADDRESS = re.compile(r"\s(-s|-d|--to-destination)\s+\[?[0-9a-fA-F]*:[0-9a-fA-F:]*:")  # a table of ip6tables
 
 
 def words(line: str) -> list[str]:
@@ -152,7 +153,7 @@ class _Reader:
         for line in rest:
             if line.strip() == "COMMIT":
                 break
-            if re.search(r"\s(-s|-d|--to-destination)\s+\[?[0-9a-fA-F]*:[0-9a-fA-F:]*:", line):
+            if _IPV6_ADDRESS.search(line):
                 return 6
         return 4
 
