@@ -315,6 +315,23 @@ class Rule:
     verdict: Verdict
     source_text: str  # "-s 10.0.0.0/8", "ip saddr != @allow", "any source"
 
+    def index_keys(self, max_ports: int) -> tuple[int | None, list[int] | None]:
+        """Where an index of a chain may file this rule (explain's tracer does): the one destination
+        address a plain (non-negated) `-d ADDR/32` / `ip daddr ADDR` limits it to, as an integer
+        keyed by version (`address + (version << 128)`); else the destination ports a plain port
+        match limits it to, when they are at most `max_ports`; None where any may match. A match
+        the kernel may skip (BESIDE_STATE) limits nothing."""
+        for cond in self.conds:
+            if type(cond) is DAddr and not cond.negated and cond.ct != BESIDE_STATE and cond.addresses is not None:
+                cidrs = cond.addresses.iter_cidrs()  # one /32 or /128: its first address is the host
+                if len(cidrs) == 1 and cidrs[0].first == cidrs[0].last:
+                    return cidrs[0].first + (cidrs[0].version << 128), None
+        for cond in self.conds:
+            if type(cond) is DPort and not cond.negated and cond.ct != BESIDE_STATE:
+                if sum(high - low + 1 for low, high in cond.ranges) <= max_ports:
+                    return None, [port for low, high in cond.ranges for port in range(low, high + 1)]
+        return None, None
+
 
 @dataclass
 class Chain:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from netaddr import IPAddress
 
 from netfwd.firewall.routing import Host
-from netfwd.firewall.model import (BESIDE_STATE, ENTRY, Always, Chain, CtState, DAddr, DPort, DstLocal, Family, Iface, OrigDst, Proto,
+from netfwd.firewall.model import (ENTRY, Always, Chain, CtState, DAddr, DPort, DstLocal, Family, Iface, OrigDst, Proto,
                                    Rule, Ruleset, SPort, TcpFlags, Unknown, describe, iface_matches)
 
 NAT_CORE = {"prerouting": -100, "output": -100, "postrouting": 100, "input": 100}
@@ -152,8 +152,7 @@ class Tracer:
             by_port: dict[int, list[int]] = {}
             wild: list[int] = []
             for index, rule in enumerate(chain.rules):
-                host = _host_of(rule)
-                ports = None if host is not None else _ports_of(rule)
+                host, ports = rule.index_keys(INDEXED_PORTS)
                 if host is not None:
                     by_address.setdefault(host, []).append(index)
                 elif ports is not None:
@@ -489,23 +488,3 @@ class Tracer:
             return None
         return None
 
-
-def _ports_of(rule: Rule) -> list[int] | None:
-    """The destination ports a rule can match, when a plain (non-negated) port match limits them
-    to a few; None when any port may match (a match the kernel may skip, BESIDE_STATE, limits nothing)."""
-    for cond in rule.conds:
-        if type(cond) is DPort and not cond.negated and cond.ct != BESIDE_STATE:
-            if sum(high - low + 1 for low, high in cond.ranges) <= INDEXED_PORTS:
-                return [port for low, high in cond.ranges for port in range(low, high + 1)]
-    return None
-
-
-def _host_of(rule: Rule) -> int | None:
-    """The one destination address a plain (non-negated) `-d ADDR/32` / `ip daddr ADDR` limits a
-    rule to, as the index key of _rules_for; None otherwise."""
-    for cond in rule.conds:
-        if type(cond) is DAddr and not cond.negated and cond.ct != BESIDE_STATE and cond.addresses is not None:
-            cidrs = cond.addresses.iter_cidrs()  # one /32 or /128: its first address is the host
-            if len(cidrs) == 1 and cidrs[0].first == cidrs[0].last:
-                return cidrs[0].first + (cidrs[0].version << 128)
-    return None
