@@ -17,9 +17,10 @@ PROTOCOLS = ("tcp", "udp", "icmp")
 RULESET_FORMATS = ("iptables", "nft", "nft-json")
 
 
-def read_ruleset_files(paths: list[str]) -> Ruleset:
+def read_ruleset_files(paths: list[str], lazy: bool = False) -> Ruleset:
     """Every file (iptables-save of either flavour, `nft list ruleset`, `nft -j`), detected by content,
-    into one model; tables keep apart per file (`2/ipv4:filter`) when several are given."""
+    into one model; tables keep apart per file (`2/ipv4:filter`) when several are given. `lazy`:
+    iptables rules are read whole when first used (for one packet, which meets few of them)."""
     from netfwd.inputfile import read_text as read_file
     from netfwd.whitelist.detect import detect
 
@@ -29,20 +30,20 @@ def read_ruleset_files(paths: list[str]) -> Ruleset:
         fmt = detect(text)
         if fmt not in RULESET_FORMATS:
             raise InputError("is not iptables-save, `nft list ruleset` or `nft -j list ruleset` output", file=path)
-        part = _reader(fmt)(text, path)
+        part = _reader(fmt, lazy)(text, path)
         prefix = f"{number}/" if len(paths) > 1 else ""
         for (table, name), chain in part.chains.items():
             merged.chains[(prefix + table, name)] = chain
     return merged
 
 
-def _reader(fmt: str) -> Callable[[str, str], Ruleset]:
+def _reader(fmt: str, lazy: bool) -> Callable[[str, str], Ruleset]:
     """The reader of one format, imported when a file of it is read (each costs milliseconds to
     import, and the one-packet run is budgeted as a whole)."""
     if fmt == "iptables":
         from netfwd.firewall.iptables_save import read_ruleset
 
-        return read_ruleset
+        return lambda text, path: read_ruleset(text, path, lazy)
     if fmt == "nft":
         from netfwd.firewall.nft_text import read_text
 
@@ -64,14 +65,14 @@ def offline_host(routes: str | None, local: list[str]) -> Host:
     return host
 
 
-def live(netns: str | None) -> tuple[Ruleset, Host, list[str]]:
+def live(netns: str | None, lazy: bool = False) -> tuple[Ruleset, Host, list[str]]:
     """Every table the kernel evaluates in `netns` (iptables-nft, iptables-legacy, native nft) and
-    its routes, addresses, forwarding and rp_filter settings."""
+    its routes, addresses, forwarding and rp_filter settings (`lazy`: see read_ruleset_files)."""
     from netfwd.firewall.live import read_live
     from netfwd.relayfacts import LinuxRelay
 
     relay = LinuxRelay(netns)
-    ruleset, read = read_live(relay)
+    ruleset, read = read_live(relay, lazy)
     data, problem = relay._ip(["route", "show", "table", "all"])
     if data is None:
         raise InputError(f"cannot read the routes of {relay.where}: {problem}", field="--netns")

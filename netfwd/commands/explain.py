@@ -54,10 +54,11 @@ def explain(ctx: click.Context, src: str | None, dst: str | None, protocol: str,
         raise InputError("only applies with --ruleset (live routes and addresses are read)", field="--routes")
     probes = inputs.read_packets(packets) if packets else [
         inputs.make_probe(src, dst, protocol, dport, sport, in_interface)]  # type: ignore[arg-type]
+    lazy = not packets  # one packet meets a few rules: read the others only if it does
     if rulesets:
-        ruleset, host = inputs.read_ruleset_files(list(rulesets)), inputs.offline_host(routes, list(local))
+        ruleset, host = inputs.read_ruleset_files(list(rulesets), lazy), inputs.offline_host(routes, list(local))
     else:
-        ruleset, host, _read = inputs.live(netns)
+        ruleset, host, _read = inputs.live(netns, lazy)
     tracer = Tracer(ruleset, host)
     answers = [tracer.explain(probe) for probe in probes]
     if output == "json":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import re
 import shlex
+from typing import Any, Callable
 
 from netaddr import IPAddress, IPSet
 
@@ -89,8 +90,8 @@ _CANONICAL_WORDS = ("-s", "-d", "-i", "-o", "-p", "--dport", "--ctstate", "-j") 
 
 
 class _Reader:
-    def __init__(self, text: str, file: str) -> None:
-        self.text, self.file = text, file
+    def __init__(self, text: str, file: str, lazy: bool = False) -> None:
+        self.text, self.file, self.lazy = text, file, lazy
         self.ruleset = Ruleset()
         self.sets: dict[str, IPSet | None] = {}
         self.address_sets: dict[str, IPSet] = {}
@@ -204,7 +205,10 @@ class _Reader:
         if canonical is not None:  # nearly every rule: read without splitting and scanning its words
             name = canonical["chain"]
             chain = self.ruleset.chains.get((tid, name)) or self._declare(tid, table, version, f":{name} -", number)
-            chain.rules.append(_RuleParser(self, [], 0, number, line).canonical(canonical))
+            if self.lazy:
+                chain.rules.append(self._deferred(tid, canonical, number, line))
+            else:
+                chain.rules.append(_RuleParser(self, [], 0, number, line).canonical(canonical))
             return
         try:
             split = words(line)
@@ -221,26 +225,101 @@ class _Reader:
         rule = _RuleParser(self, split, 3 if numbered else 2, number, line).parse()
         chain.rules.insert(len(chain.rules) if position < 0 else position, rule)  # `-I CHAIN 0`: appended
 
+    def _deferred(self, tid: str, match: re.Match, number: int, line: str) -> Rule:
+        """A canonical line, read lazily: its values that could make it an error are checked now, in
+        the order the whole read checks them (so reading it later cannot fail, and a bad dump fails
+        here as it would eagerly), and its index keys taken; the rest is read on first use."""
+        check = _RuleParser(self, [], 0, number, line)
+        source, destination, port, option, value = match.group("s", "d", "dport", "option", "value")
+        if source is not None:
+            check.addresses("-s", source)
+        host = check.host("-d", destination) if destination is not None else None
+        ports = check.ports("--dport", port) if port is not None else None
+        if option in ("--to-destination", "--to-source"):
+            check.destination(value)
+
+        def read() -> Rule:
+            return self._resolved(tid, _RuleParser(self, [], 0, number, line).canonical(match))
+
+        return _DeferredRule(check.origin(), read, (host, ports))
+
     def _resolve(self) -> None:
         """Now that every chain and set is declared: is `-j NAME` a jump? What do `-m set` sets hold?"""
         for (tid, _), chain in self.ruleset.chains.items():
             for index, rule in enumerate(chain.rules):
-                verdict = rule.verdict
-                if verdict.kind == "unknown" and self.ruleset.chain(tid, verdict.target) is not None:
-                    verdict = Verdict("jump", verdict.target)
-                elif verdict.kind == "unknown" and verdict.target in NON_TERMINAL:
-                    verdict = replace(verdict, kind="continue")
-                named = self.named and (any(s.name for s in rule.sources)
-                                        or any(isinstance(c, DAddr) and c.name for c in rule.conds))
-                if not named:  # nothing to fill in (nearly every rule): keep it unless the verdict changed
-                    if verdict is not rule.verdict:
-                        chain.rules[index] = replace(rule, verdict=verdict)
-                    continue
-                sources = tuple(Source(self.sets.get(s.name), s.negated, s.name) if s.name else s
-                                for s in rule.sources)
-                conds = tuple(replace(c, addresses=self.sets.get(c.name))
-                              if isinstance(c, DAddr) and c.name else c for c in rule.conds)
-                chain.rules[index] = Rule(rule.origin, sources, conds, verdict, rule.source_text)
+                if type(rule) is _DeferredRule:
+                    continue  # resolved when it is read
+                resolved = self._resolved(tid, rule)
+                if resolved is not rule:
+                    chain.rules[index] = resolved
+
+    def _resolved(self, tid: str, rule: Rule) -> Rule:
+        """`rule` with `-j NAME` decided (a jump, or a target that goes on) and its `-m set` sets filled
+        in; the rule itself when nothing changes (nearly every rule)."""
+        verdict = rule.verdict
+        if verdict.kind == "unknown" and self.ruleset.chain(tid, verdict.target) is not None:
+            verdict = Verdict("jump", verdict.target)
+        elif verdict.kind == "unknown" and verdict.target in NON_TERMINAL:
+            verdict = replace(verdict, kind="continue")
+        named = self.named and (any(s.name for s in rule.sources)
+                                or any(isinstance(c, DAddr) and c.name for c in rule.conds))
+        if not named:
+            return rule if verdict is rule.verdict else replace(rule, verdict=verdict)
+        sources = tuple(Source(self.sets.get(s.name), s.negated, s.name) if s.name else s for s in rule.sources)
+        conds = tuple(replace(c, addresses=self.sets.get(c.name)) if isinstance(c, DAddr) and c.name else c
+                      for c in rule.conds)
+        return Rule(rule.origin, sources, conds, verdict, rule.source_text)
+
+
+_LATE = ("sources", "conds", "verdict", "source_text")  # the fields a _DeferredRule reads on first use
+
+
+class _DeferredRule(Rule):
+    """A rule read when it is first used (`read_ruleset(lazy=True)`: explain of one packet, which
+    meets a handful of a 10,000-rule dump's rules; reading every rule whole was over half its run). Its
+    origin and index keys come from the quick pass (_Reader._deferred); :meth:`whole`, or the first
+    access to another field, reads the line with the parser an eager read uses. It equals the Rule an
+    eager read makes. Its fields are slower to reach than a Rule's (`__getattr__` keeps Python from
+    specialising attribute access), so a walker takes :meth:`whole` once."""
+
+    __slots__ = ("_read", "_keys", "_whole")
+
+    def __init__(self, origin: Origin, read: Callable[[], Rule],
+                 keys: tuple[int | None, tuple[tuple[int, int], ...] | None]) -> None:
+        object.__setattr__(self, "origin", origin)
+        object.__setattr__(self, "_read", read)
+        object.__setattr__(self, "_keys", keys)  # (the one destination host, the destination ports)
+        object.__setattr__(self, "_whole", None)
+
+    def whole(self) -> Rule:
+        if self._whole is None:
+            rule = self._read()
+            for late in _LATE:
+                object.__setattr__(self, late, getattr(rule, late))
+            object.__setattr__(self, "_whole", rule)
+            object.__setattr__(self, "_read", None)  # the line's match is no longer needed
+        return self._whole
+
+    def __getattr__(self, name: str) -> Any:
+        """Called only for a field not read yet."""
+        if name not in _LATE:
+            raise AttributeError(name)
+        return getattr(self.whole(), name)
+
+    def index_keys(self, max_ports: int) -> tuple[int | None, list[int] | None]:
+        """Rule.index_keys without reading the rule: its only destination match is `-d`, its only
+        port match `--dport`, neither negated."""
+        host, ranges = self._keys
+        if host is not None or ranges is None or sum(high - low + 1 for low, high in ranges) > max_ports:
+            return host, None
+        return None, [port for low, high in ranges for port in range(low, high + 1)]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Rule):
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in ("origin", *_LATE))
+
+    __hash__ = Rule.__hash__
 
 
 class _RuleParser:
@@ -268,13 +347,25 @@ class _RuleParser:
             known = self.reader.address_sets[value] = self._addresses(option, value)
         return known  # shared between rules: the model never changes an IPSet in place
 
-    def _addresses(self, option: str, value: str) -> IPSet:
+    def _ranges(self, option: str, value: str) -> list[tuple[int, int, int]]:
+        """(version, first, last) of each address, network or range of `a,b,...`."""
         ranges = []
         for token in value.split(","):
             try:
                 ranges.append(parse_token(token, strict=False))
             except ValueError as problem:
                 raise self.error(option, str(problem)) from None
+        return ranges
+
+    def host(self, option: str, value: str) -> int | None:
+        """The one address `value` names, as Rule.index_keys keys it, or None; an error as
+        :meth:`addresses` would raise it (without building the set)."""
+        ranges = self._ranges(option, value)
+        version, first, _ = ranges[0]
+        return first + (version << 128) if all(r == (version, first, first) for r in ranges) else None
+
+    def _addresses(self, option: str, value: str) -> IPSet:
+        ranges = self._ranges(option, value)
         if len(ranges) == 1:  # nearly always: one address or network needs no merge
             return range_set(*ranges[0])
         return IPSet([net for version, first, last in ranges for net in to_cidrs(version, first, last)])
@@ -512,13 +603,15 @@ class _RuleParser:
         return IPAddress(first, version), port
 
 
-def read_ruleset(text: str, file: str) -> Ruleset:
-    """The model of one dump. Reading allocates ~10 objects a rule and makes no cycles, so the
-    cyclic garbage collector is paused meanwhile: its passes over the growing model find nothing."""
+def read_ruleset(text: str, file: str, lazy: bool = False) -> Ruleset:
+    """The model of one dump. `lazy`: rules of the canonical shape are read whole when first used
+    (_DeferredRule; errors are still found here; until then such a rule keeps the reader, a cycle
+    the collector frees with the model). Reading allocates ~10 objects a rule and makes no other
+    cycles, so the cyclic garbage collector is paused meanwhile: its passes would find nothing."""
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _Reader(text, file).read()
+        return _Reader(text, file, lazy).read()
     finally:
         if enabled:
             gc.enable()

@@ -12,8 +12,9 @@ if TYPE_CHECKING:
     from netfwd.relayfacts import LinuxRelay
 
 
-def read_live(relay: LinuxRelay) -> tuple[Ruleset, list[str]]:
-    """Every backend's rules in `relay`, as one ruleset, and what was read ("iptables-nft (IPv4)", ...)."""
+def read_live(relay: LinuxRelay, lazy: bool = False) -> tuple[Ruleset, list[str]]:
+    """Every backend's rules in `relay`, as one ruleset, and what was read ("iptables-nft (IPv4)", ...).
+    `lazy`: iptables rules are read whole when first used (explain; see read_ruleset)."""
     from netfwd.firewall.iptables_save import read_ruleset
     from netfwd.firewall.nft_json import build
 
@@ -21,7 +22,7 @@ def read_live(relay: LinuxRelay) -> tuple[Ruleset, list[str]]:
     for backend, texts in relay.saves.items():
         for version, text in texts.items():
             label = f"iptables-{backend} (IPv{version})"
-            part = read_ruleset(text, label)
+            part = read_ruleset(text, label, lazy)
             for (tid, name), chain in part.chains.items():
                 ruleset.chains[(f"{backend}/{tid}", name)] = chain
             read.append(label)

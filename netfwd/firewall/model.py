@@ -315,6 +315,11 @@ class Rule:
     verdict: Verdict
     source_text: str  # "-s 10.0.0.0/8", "ip saddr != @allow", "any source"
 
+    def whole(self) -> Rule:
+        """This rule with every field read: itself. A lazy reader's rule (iptables_save's
+        _DeferredRule) reads its line here; a walker that tests rules often takes them so."""
+        return self
+
     def index_keys(self, max_ports: int) -> tuple[int | None, list[int] | None]:
         """Where an index of a chain may file this rule (explain's tracer does): the one destination
         address a plain (non-negated) `-d ADDR/32` / `ip daddr ADDR` limits it to, as an integer

@@ -328,7 +328,7 @@ class Tracer:
                 continue
             frame[1] = position + 1
             index = positions[position]
-            rule = chain.rules[index]
+            rule = chain.rules[index].whole()
             if not self._matches(rule, st, table, chain, index):
                 continue
             verdict = rule.verdict

@@ -415,7 +415,7 @@ class Bench:
         from netfwd.explain import live, make_probe
         from netfwd.firewall.trace import Tracer
 
-        ruleset, host, _ = live(self.lab.ns("relay"))
+        ruleset, host, _ = live(self.lab.ns("relay"), lazy=True)  # as one-packet explain reads (rules read on use)
         tracer = Tracer(ruleset, host)
         return [tracer.explain(make_probe(p["src"], p["dst"], p["proto"], p["dport"], p["sport"])) for p in packets]
 
