@@ -28,7 +28,7 @@ from netfwd.dialects.nft import NFT_CONFS
 from netfwd.engine.state import cluster_dir
 from netfwd.lab.state import NS_PREFIX
 from tests.attacker import as_nobody, nobody
-from tests.dialects.test_argv import run_script, stub_bin  # noqa: F401 - stub_bin is a fixture
+from tests.dialects.test_argv import make_stub_bin, run_script
 
 CLUSTER = "lsec"
 SYSCTL_FILE, NFT_FILE, TABLE = owned.sysctl_file(CLUSTER), owned.nft_file(CLUSTER), owned.nft_table(CLUSTER)
@@ -265,6 +265,12 @@ def example_spec():
     from netfwd.spec import open_spec
 
     return open_spec(str(REPO / "rules" / "example.yaml")).spec
+
+
+@pytest.fixture(scope="module")
+def stub_bin(tmp_path_factory) -> Path:
+    """tests/dialects/test_argv.py's PATH of recording stubs."""
+    return make_stub_bin(tmp_path_factory.mktemp("stub-bin"))
 
 
 @pytest.mark.parametrize("dialect_name", ["iptables", "iptables-restore", "nft", "firewalld"])

@@ -293,12 +293,12 @@ FILES_FROM = 20
 
 
 def _has_ipset_writer():
-    try:
-        from firewall import config  # noqa: F401 - firewalld's own modules, beside this Python
-        from firewall.core.io.ipset import IPSet, ipset_writer  # noqa: F401
+    try:  # firewalld's own modules, beside this Python
+        from firewall import config
+        from firewall.core.io.ipset import IPSet, ipset_writer
     except ImportError:
         return False
-    return True
+    return bool(getattr(config, "ETC_FIREWALLD_IPSETS", None)) and callable(ipset_writer) and callable(IPSet)
 
 
 def write_ipset_files(ipsets):

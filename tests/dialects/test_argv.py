@@ -57,8 +57,11 @@ pytestmark = pytest.mark.skipif(shutil.which("shellcheck") is None or os.geteuid
 
 @pytest.fixture(scope="module")
 def stub_bin(tmp_path_factory) -> Path:
+    return make_stub_bin(tmp_path_factory.mktemp("stub-bin"))
+
+
+def make_stub_bin(folder: Path) -> Path:
     """A directory that is the whole PATH: the stubs, and the few real tools scripts use to get by."""
-    folder = tmp_path_factory.mktemp("stub-bin")
     for name in STUBBED:
         (folder / name).symlink_to(STUB)
     for name in REAL:

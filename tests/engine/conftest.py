@@ -74,3 +74,20 @@ def relay(tmp_path, monkeypatch) -> FakeRelay:
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("NETFWD_FAKE_FAIL", raising=False)
     return fake
+
+
+@pytest.fixture
+def relay_for(make_lab, tmp_path, request):
+    """``relay_for(backend, userland="modern")``: a lab relay (firewalld running for that backend)
+    driven like `netfwd apply --netns` (tests/engine/test_apply_netns.py's Relay)."""
+    import shutil
+
+    from tests.engine.test_apply_netns import Relay
+
+    def factory(backend: str, userland: str = "modern") -> Relay:
+        if backend == "firewalld" and not Path("/usr/sbin/firewalld").exists() and not shutil.which("firewalld"):
+            pytest.skip("firewalld is not installed")
+        if userland == "centos7":
+            request.getfixturevalue("centos7_userland")
+        return Relay(make_lab(firewalld=backend == "firewalld", userland=userland), backend, tmp_path)
+    return factory

@@ -224,23 +224,6 @@ def wait_for(predicate, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
-@pytest.fixture
-def relay_for(make_lab, tmp_path, request):
-    def factory(backend: str, userland: str = "modern") -> Relay:
-        if backend == "firewalld" and not Path("/usr/sbin/firewalld").exists() and not _which("firewalld"):
-            pytest.skip("firewalld is not installed")
-        if userland == "centos7":
-            request.getfixturevalue("centos7_userland")
-        return Relay(make_lab(firewalld=backend == "firewalld", userland=userland), backend, tmp_path)
-    return factory
-
-
-def _which(name: str) -> str | None:
-    import shutil
-
-    return shutil.which(name)
-
-
 @pytest.mark.parametrize(("userland", "backend"), LIFECYCLE)
 def test_lifecycle(relay_for, tmp_path, backend, userland):
     relay = relay_for(backend, userland)

@@ -21,7 +21,7 @@ from netfwd.dialects import get_dialect
 from netfwd.dialects.firewalld import forward_rule, ipset_name, legacy_ipset_name, masquerade_rule
 from netfwd.dialects.nft import ruleset as nft_ruleset
 from netfwd.spec import parse_spec
-from tests.engine.test_apply_netns import BACKENDS, Relay, relay_for  # noqa: F401 - relay_for is a fixture
+from tests.engine.test_apply_netns import BACKENDS, Relay
 from tests.dialects.test_dialect_nft import ISOLATED
 
 pytestmark = pytest.mark.netns
@@ -55,7 +55,7 @@ def reaches(lab, cluster: str) -> bool:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_two_clusters_share_a_relay(relay_for, tmp_path, backend):  # noqa: F811 - the fixture
+def test_two_clusters_share_a_relay(relay_for, tmp_path, backend):
     relay: Relay = relay_for(backend)
     lab = relay.lab
     for _, target in PORTS.values():
@@ -142,7 +142,7 @@ def legacy_nft(spec) -> str:
 
 
 @pytest.mark.parametrize("backend", ["iptables", "nft"])
-def test_global_objects_of_earlier_versions_are_taken_over_by_their_cluster_only(relay_for, tmp_path, backend):  # noqa: F811
+def test_global_objects_of_earlier_versions_are_taken_over_by_their_cluster_only(relay_for, tmp_path, backend):
     relay: Relay = relay_for(backend)
     lab = relay.lab
     for _, target in PORTS.values():
@@ -181,7 +181,7 @@ def per_forward_ipset_name(cluster: str, forward) -> str:
 
 @pytest.mark.parametrize("userland", ["modern", "centos7"])
 @pytest.mark.parametrize("engine", ["apply", "script"])
-def test_firewalld_ipsets_of_earlier_names_are_taken_over(relay_for, tmp_path, engine, userland):  # noqa: F811
+def test_firewalld_ipsets_of_earlier_names_are_taken_over(relay_for, tmp_path, engine, userland):
     """A relay set up by earlier versions: one ipset per forward, named after the forward (with the
     cluster's tag, or before that without). The cluster's next apply (backend or script) moves its
     rules to the shared, content-named ipsets and deletes the old ones, runtime and permanent; another
