@@ -148,9 +148,12 @@ class Backend(Protocol):
         """Make the owned state `target` in one transaction (`target` "" = own nothing). Returns how
         many commits it made (None: unknown), which the engine compares with :meth:`fingerprint`."""
 
-    def write_meanwhile(self, target: str, live: Live, meanwhile: Callable[[], object]) -> int | None:
+    def write_meanwhile(self, target: str, live: Live, meanwhile: Callable[[], object],
+                        before_commit: Callable[[], object] | None = None) -> int | None:
         """:meth:`write`, calling `meanwhile()` (work of the caller's that need not wait for the
-        firewall) while the firewall's own tool runs, where it runs as a separate process."""
+        firewall) while the firewall's own tool runs, where it runs as a separate process, and
+        `before_commit()` before anything is committed (the tool may be reading its input
+        already); if that raises, nothing is committed and its error propagates."""
 
     def tags(self, line: str) -> str | None:
         """The forward (its rule comment) an owned-state line belongs to; None: not one forward's."""
@@ -183,9 +186,12 @@ class BaseBackend:
         def write(self, target: str, live: Live) -> int | None:
             raise NotImplementedError
 
-    def write_meanwhile(self, target: str, live: Live, meanwhile: Callable[[], object]) -> int | None:
-        """The write, then `meanwhile()`: only a backend whose write waits for a tool's process can
-        do both at once."""
+    def write_meanwhile(self, target: str, live: Live, meanwhile: Callable[[], object],
+                        before_commit: Callable[[], object] | None = None) -> int | None:
+        """`before_commit()`, the write, then `meanwhile()`: only a backend whose write waits for a
+        tool's process can do them at once."""
+        if before_commit is not None:
+            before_commit()
         commits = self.write(target, live)
         ahead(meanwhile)
         return commits
@@ -315,21 +321,46 @@ def ahead(meanwhile: Callable[[], object]) -> None:
 
 
 def run_meanwhile(argv: Sequence[str], meanwhile: Callable[[], object], *, timeout: float = 600.0,
-                  pass_fds: Sequence[int] = (), stdin_file: str | None = None,
-                  what: str | None = None) -> subprocess.CompletedProcess[str]:
+                  pass_fds: Sequence[int] = (), stdin_file: str | None = None, what: str | None = None,
+                  before_commit: Callable[[], object] | None = None,
+                  gate: bool = False) -> subprocess.CompletedProcess[str]:
     """`run(argv, check=False)`, calling `meanwhile()` (see :func:`ahead`) while the tool runs.
 
-    The tool is never killed for netfwd's sake: an interrupt (or a failure) on this side waits for
-    it to finish first - a transaction runs to its end, as when netfwd itself is killed - and
-    then propagates."""
+    `gate`: the tool's standard input is a pipe that gets "go" once `before_commit()` returned,
+    and which the tool reads before it commits; whatever happens first - `before_commit()` raising,
+    an interrupt, netfwd being killed - closes it without "go", and the tool commits nothing. The
+    tool is never killed for netfwd's sake: an interrupt (or a failure) on this side waits for it
+    to finish first - a transaction runs to its end, as when netfwd itself is killed - and then
+    propagates."""
+    gate_write = None
     try:
-        with open(stdin_file or os.devnull, "rb") as source:
+        if gate:
+            read_end, gate_write = os.pipe()  # both close-on-exec: only the child's stdin stays open
+            source = os.fdopen(read_end, "rb")
+        else:
+            source = open(stdin_file or os.devnull, "rb")
+        with source:
             process = subprocess.Popen(list(argv), stdin=source, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                        text=True, errors="replace", pass_fds=tuple(pass_fds))
-    except FileNotFoundError:
-        raise EnvironmentProblem(f"{argv[0]} not found: install it, or choose another --backend") from None
+    except BaseException as problem:
+        if gate_write is not None:
+            os.close(gate_write)
+        if isinstance(problem, FileNotFoundError):
+            raise EnvironmentProblem(f"{argv[0]} not found: install it, or choose another --backend") from None
+        raise
     with process:
         try:
+            try:
+                if before_commit is not None:
+                    before_commit()
+                if gate_write is not None:
+                    try:
+                        os.write(gate_write, b"go\n")
+                    except BrokenPipeError:  # the tool's side has ended already: its status says how
+                        pass
+            finally:
+                if gate_write is not None:
+                    os.close(gate_write)
             ahead(meanwhile)
             out, err = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -32,9 +32,11 @@ WAIT = "5"  # seconds to wait for the xtables lock (`-w`): bounded, never foreve
 
 
 # $1 folder with head (the first table up to its COMMIT), tail (that COMMIT and the later tables)
-# and test (the later tables); the rest is the restore command. The test runs in the background
-# while the restore reads the head; the tail follows only if the test passed, else its exit status
-# is left in test.status and the restore gets no COMMIT. The test takes a lock file of its own
+# and test (the later tables); the rest is the restore command; standard input is netfwd's gate.
+# The test runs in the background while the restore reads the head; the tail follows only if the
+# test passed (else its exit status is left in test.status) and netfwd said "go" on the gate -
+# once its journal is written; if netfwd fails or dies first, the gate closes without it - else
+# the restore gets no COMMIT. The test takes a lock file of its own
 # (XTABLES_LOCKFILE, iptables(8); the test only reads the kernel's tables): a legacy restore holds
 # the xtables lock from a table's first line to its COMMIT, so on the shared lock the test would
 # wait for the very restore that waits for it. iptables 1.4.21's restore takes no lock at all.
@@ -43,7 +45,9 @@ folder=$1; shift
 { XTABLES_LOCKFILE="$folder/test.lock" "$@" --test <"$folder/test" >"$folder/test.out" 2>"$folder/test.err" &
   test=$!
   cat "$folder/head"
-  if wait "$test"; then cat "$folder/tail"; else echo "$?" >"$folder/test.status"; fi
+  if wait "$test"; then
+    if read -r go && [ "$go" = go ]; then cat "$folder/tail"; fi
+  else echo "$?" >"$folder/test.status"; fi
 } | "$@"
 """
 
@@ -160,11 +164,16 @@ class IptablesBackend(BaseBackend):
         """Returns the number of commits (one per table) for the engine's fingerprint check."""
         return self.write_meanwhile(target, live, lambda: None)
 
-    def write_meanwhile(self, target: str, live: Live, meanwhile: Callable[[], object]) -> int:
+    def write_meanwhile(self, target: str, live: Live, meanwhile: Callable[[], object],
+                        before_commit: Callable[[], object] | None = None) -> int:
         """:meth:`write`; while the restore runs, `meanwhile()` and the boot payload that
-        :meth:`persist` of this target writes are worked out."""
+        :meth:`persist` of this target writes are worked out, and (several tables) `before_commit()`
+        runs while the restore reads the first one."""
         owned = live.extra.get("owned") or _xstate().parse(live.text)[0]
         parts = _xstate().transaction(owned, self._owned(target))
+        if not parts or len(parts) == 1:
+            if before_commit is not None:
+                before_commit()
         if not parts:
             ahead(meanwhile)
             return 0
@@ -175,7 +184,7 @@ class IptablesBackend(BaseBackend):
             ahead(meanwhile)
 
         if len(parts) > 1:  # all or nothing: the tables committed after the first must be valid
-            self._restore_tested_meanwhile(parts, lock, also)
+            self._restore_tested_meanwhile(parts, lock, also, before_commit)
             return len(parts)
         fd, path = tempfile.mkstemp(prefix="restore.", dir=self.context.workdir)
         try:
@@ -189,12 +198,14 @@ class IptablesBackend(BaseBackend):
             os.unlink(path)
         return len(parts)
 
-    def _restore_tested_meanwhile(self, parts: list, lock: tuple[int, ...], meanwhile: Callable[[], object]) -> None:
+    def _restore_tested_meanwhile(self, parts: list, lock: tuple[int, ...], meanwhile: Callable[[], object],
+                                  before_commit: Callable[[], object] | None = None) -> None:
         """The same restore of the same bytes, but the `--test` of the later tables runs while the
         restore parses the first one, and the first table's COMMIT is fed only once that test
         passed (a restore that meets the end of its input inside a table commits nothing). A
         `sh` does the feeding, so the transaction still finishes (or commits nothing) if netfwd is
-        killed meanwhile."""
+        killed meanwhile. The COMMIT also waits for `before_commit()`, which runs while the restore
+        reads the first table."""
         payload = _xstate().payload
         first = payload(parts[:1])
         cut = first.rindex("COMMIT\n")
@@ -203,7 +214,7 @@ class IptablesBackend(BaseBackend):
             for name, text in files.items():
                 Path(folder, name).write_text(text)
             done = run_meanwhile(["sh", "-c", _FEED_AFTER_TEST, "sh", folder, self._restore, "--noflush", *self._wait],
-                                 meanwhile, pass_fds=lock, what=self._restore)
+                                 meanwhile, pass_fds=lock, what=self._restore, before_commit=before_commit, gate=True)
             status = Path(folder, "test.status")
             if status.exists():  # the test failed: the restore saw no COMMIT, nothing was committed
                 test = subprocess.CompletedProcess([], int(status.read_text() or 1),

@@ -137,8 +137,12 @@ class NftBackend(BaseBackend):
         holding netfwd's lock until it has."""
         return self.write_meanwhile(target, live, lambda: None)
 
-    def write_meanwhile(self, target: str, live: Live, meanwhile: Callable[[], object]) -> int:
-        """:meth:`write`, with `meanwhile()` while `nft -f` runs."""
+    def write_meanwhile(self, target: str, live: Live, meanwhile: Callable[[], object],
+                        before_commit: Callable[[], object] | None = None) -> int:
+        """:meth:`write`, with `meanwhile()` while `nft -f` runs (`before_commit()` first: `nft -f`
+        reads and commits in one go)."""
+        if before_commit is not None:
+            before_commit()
         fd, path = tempfile.mkstemp(prefix="ruleset.", suffix=".nft", dir=self.context.workdir)
         try:
             with os.fdopen(fd, "w") as out:

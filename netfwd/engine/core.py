@@ -306,30 +306,39 @@ class Engine:
         While the firewall's tool runs, the plan is counted (and `explain` changes explained)."""
         self._check_targets(backend)
         change_id = new_id()
-        with self._phase("snapshot"):
-            before = state.write_snapshot(change_id, live.text)
-            after = state.write_snapshot(change_id, target, "after")
-        applied = {"id": change_id, "at": _now(), **record, "digest": digest(target), "fingerprint": None}
-        journal = {"id": change_id, "backend": backend.name, "before": before, "after": after,
-                   "before_digest": digest(live.text),
-                   "applied": applied, "previous": state.applied, "forget_sysctl": forget,
-                   "sysctl_text": record.get("sysctl_text")}
-        write_json(state.journal_file, journal, mode=FILE_MODE, dir_mode=DIR_MODE)
-        state.backend, state.root = backend.name, str(self.root)
-        prior_pending, deadline = state.pending, None
-        if confirm_timeout is not None:
-            deadline = time.time() + confirm_timeout
-            pid, start = timer.spawn(self.state_dir, change_id, deadline)
-            state.pending = {"id": change_id, "deadline": deadline, "timeout": confirm_timeout,
-                             "pid": pid, "start": start}
-        state.save()
-        crash_point("before-write")
+        prepared: dict[str, Any] = {}
+
+        def prepare() -> None:
+            """Before the firewall changes (the backend's tool may be reading its input meanwhile,
+            its commit waits for this): snapshot, target, journal, the commit-confirm timer."""
+            with self._phase("snapshot"):
+                before = state.write_snapshot(change_id, live.text)
+                after = state.write_snapshot(change_id, target, "after")
+            applied = {"id": change_id, "at": _now(), **record, "digest": digest(target), "fingerprint": None}
+            journal = {"id": change_id, "backend": backend.name, "before": before, "after": after,
+                       "before_digest": digest(live.text),
+                       "applied": applied, "previous": state.applied, "forget_sysctl": forget,
+                       "sysctl_text": record.get("sysctl_text")}
+            write_json(state.journal_file, journal, mode=FILE_MODE, dir_mode=DIR_MODE)
+            state.backend, state.root = backend.name, str(self.root)
+            prepared.update(prior_pending=state.pending, deadline=None)
+            if confirm_timeout is not None:
+                prepared["deadline"] = time.time() + confirm_timeout
+                pid, start = timer.spawn(self.state_dir, change_id, prepared["deadline"])
+                state.pending = {"id": change_id, "deadline": prepared["deadline"], "timeout": confirm_timeout,
+                                 "pid": pid, "start": start}
+            state.save()
+            prepared["journal"] = journal
+            crash_point("before-write")
+
         try:
             with self._phase("write (one transaction)"):
-                commits = backend.write_meanwhile(target, live, lambda: _count_plan(plan, explain))
+                commits = backend.write_meanwhile(target, live, lambda: _count_plan(plan, explain), prepare)
         except BaseException:
-            self._abandon(state, backend, live, journal, prior_pending)
+            if "journal" in prepared:  # else nothing was committed: the backend does not commit before
+                self._abandon(state, backend, live, prepared["journal"], prepared["prior_pending"])
             raise
+        journal, deadline = prepared["journal"], prepared["deadline"]
         crash_point("after-write")
         if confirm_timeout is not None and state.pending is not None:  # set together with the deadline above
             deadline = time.time() + confirm_timeout  # the confirm window starts when the change is live

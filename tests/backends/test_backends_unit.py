@@ -207,6 +207,29 @@ def test_run_meanwhile_works_while_the_tool_runs_and_waits_for_it_when_interrupt
     assert (tmp_path / "two").exists()  # the tool ran to its end before the interrupt went on
 
 
+def test_run_meanwhile_says_go_through_its_gate_only_after_before_commit(tmp_path):
+    """The tool's side commits only on "go": once before_commit() returned; a failure there closes
+    the gate without it (as netfwd's death would) and propagates once the tool has ended."""
+    from netfwd.backends.base import run_meanwhile
+
+    script = 'if read -r go && [ "$go" = go ]; then echo committed >"$1"; else echo nothing >"$1"; fi'
+
+    def run(before_commit, record):
+        return run_meanwhile(["sh", "-c", script, "sh", str(tmp_path / record)], lambda: None,
+                             before_commit=before_commit, gate=True)
+
+    calls: list[str] = []
+    assert run(lambda: calls.append("journal"), "one").returncode == 0
+    assert calls == ["journal"] and (tmp_path / "one").read_text() == "committed\n"
+
+    def refused() -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        run(refused, "two")
+    assert (tmp_path / "two").read_text() == "nothing\n"
+
+
 def test_plan_names_a_missing_jump_that_the_forwards_do_not_show():
     want = xstate.canonical(xstate.desired(spec()))
     live = want.replace(f"-A OUTPUT -j {OUT}\n", "")

@@ -1,7 +1,7 @@
 """The iptables backends' one transaction: both tables or neither, through the real restore tools.
 
 Both flavours test the later table while the restore reads the first one and feed the first
-COMMIT only after that test passed (netfwd/backends/iptables.py).
+COMMIT only after that test passed and the engine's journal is written (netfwd/backends/iptables.py).
 """
 
 from __future__ import annotations
@@ -28,8 +28,11 @@ from netfwd.backends.iptables import IptablesBackend
 from netfwd.netfilter import xstate
 backend = IptablesBackend(Context(Path(tempfile.mkdtemp()), Path(tempfile.mkdtemp()), cluster="t"), sys.argv[1])
 live = backend.read()
+def before_commit():  # argv[2] "refuse": the engine could not write its journal, say
+    if sys.argv[2:] == ["refuse"]:
+        raise TransactionError("no journal")
 try:
-    print("parts", backend.write(sys.stdin.read(), live))
+    print("parts", backend.write_meanwhile(sys.stdin.read(), live, lambda: None, before_commit))
 except TransactionError as problem:
     print("refused", problem)
 print(xstate.canonical(xstate.parse(backend.read().text)[0]), end="")
@@ -61,11 +64,11 @@ def order() -> list[str]:
     return [table for table, _ in xstate.transaction({}, xstate.parse(target())[0])]
 
 
-def write_in_fresh_namespace(flavour: str, text: str) -> str:
+def write_in_fresh_namespace(flavour: str, text: str, *mode: str) -> str:
     name = f"nfw-tx-{secrets.token_hex(3)}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
-        done = subprocess.run(["ip", "netns", "exec", name, sys.executable, "-c", WRITE, flavour], input=text,
+        done = subprocess.run(["ip", "netns", "exec", name, sys.executable, "-c", WRITE, flavour, *mode], input=text,
                               capture_output=True, text=True, cwd=REPO, timeout=120)
         assert done.returncode == 0, done.stderr
         return done.stdout
@@ -94,3 +97,8 @@ def test_both_tables_or_neither(flavour):
     head, rest = out.split("\n", 1)
     assert head.startswith(f"refused iptables-{flavour}-restore failed (exit ")
     assert rest == ""
+
+    # the restore reads the first table while the engine writes its journal: if that fails, the
+    # restore never gets a COMMIT - valid tables, nothing committed
+    out = write_in_fresh_namespace(flavour, good, "refuse")
+    assert out == "refused no journal\n"
