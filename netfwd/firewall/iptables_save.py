@@ -388,7 +388,7 @@ class _RuleParser:
         inlined because the loop runs ~9 times a rule, and reading 10,000 rules is most of an
         explain run."""
         words, count = self.words, len(self.words)
-        conds, cache = self.conds, self.reader.conds
+        conds = self.conds
         index, negate = self.start, False
         while index < count:
             word = words[index]
@@ -403,14 +403,8 @@ class _RuleParser:
                     break
                 index += 1
             value = words[start] if index > start else ""
-            if word in _PURE:  # a condition of its words alone: made once per dump, then shared
-                key = (word, value, negate)
-                cond = cache.get(key)
-                if cond is None:
-                    cond = cache[key] = self.pure(word, value, negate)
-                conds.append(cond)
-                if word == "--ctstate":
-                    self.with_state = True
+            if word in _PURE:
+                conds.append(self.shared(word, value, negate))
             elif word == "--comment":
                 pass
             elif word == "-m" or word == "--match":
@@ -431,12 +425,7 @@ class _RuleParser:
             if value is None:
                 continue
             if word in _PURE:
-                key = (word, value, False)
-                cond = self.reader.conds.get(key)
-                if cond is None:
-                    cond = self.reader.conds[key] = self.pure(word, value, False)
-                self.conds.append(cond)
-                self.with_state = self.with_state or word == "--ctstate"
+                self.conds.append(self.shared(word, value, False))
             elif word == "-s":
                 self.source(word, value, False)
             else:
@@ -444,6 +433,16 @@ class _RuleParser:
         if match["option"] is not None:
             self.option(match["option"], [match["value"]], False)
         return self.rule()
+
+    def shared(self, word: str, value: str, negate: bool) -> Cond:
+        """The condition of an option of its words alone (_PURE): made once per dump, then shared."""
+        if word == "--ctstate":
+            self.with_state = True
+        key = (word, value, negate)
+        cond = self.reader.conds.get(key)
+        if cond is None:
+            cond = self.reader.conds[key] = self.pure(word, value, negate)
+        return cond
 
     def rule(self) -> Rule:
         self.end_match()
