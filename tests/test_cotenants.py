@@ -135,14 +135,19 @@ class SharedRelay:
                              'mount -t tmpfs tmpfs /run && mkdir -m 755 /run/sshd && exec "$0" -D -e -f "$1"',
                              "/usr/sbin/sshd", str(config)])
         for _ in range(50):
-            if all(self.ssh_banner(port) for port in reachable):
+            if all(self.ssh_banner(port, patience=(0.5,)) for port in reachable):
                 return
             time.sleep(0.1)
         raise AssertionError("sshd did not start in the relay namespace")
 
-    def ssh_banner(self, port: int) -> bool:
-        done = self.lab.connect("client", self.lab.addrs.relay_outside, port, timeout=0.5)  # sshd never closes
-        return bool(done.data and done.data.startswith("SSH-2.0-"))
+    def ssh_banner(self, port: int, patience: tuple[float, ...] = (0.5, 2.0, 5.0)) -> bool:
+        """sshd greets within `patience` seconds (it never closes, so each try waits its whole timeout;
+        sshd re-executes itself per connection, which a loaded machine can stretch past 0.5 s)."""
+        for timeout in patience:
+            done = self.lab.connect("client", self.lab.addrs.relay_outside, port, timeout=timeout)
+            if done.data and done.data.startswith("SSH-2.0-"):
+                return True
+        return False
 
     def open_flow(self) -> subprocess.Popen:
         server = self.spawn("onprem", [sys.executable, "-c", ECHO_SERVER, str(FLOW)])
