@@ -66,9 +66,15 @@ class Relay:
     def warnings(self, spec=None) -> set[str]:
         return {r.name for r in self.doctor(spec).results if r.status == "warning"}
 
-    def reaches(self) -> bool:
+    def reaches(self, patience: tuple[float, ...] = (1.0, 3.0)) -> bool:
+        """A connection from the allowed client through the relay is answered by on-prem (a second,
+        longer try: a loaded machine can stretch a working path past one second)."""
         a = self.lab.addrs
-        return self.lab.whoami("client", a.relay_outside, A, source=a.client_allowed, timeout=1) == a.relay_inside
+        return any(self.lab.whoami("client", a.relay_outside, A, source=a.client_allowed, timeout=t) == a.relay_inside
+                   for t in patience)
+
+    def blocked(self) -> bool:
+        return not self.reaches(patience=(1.0,))
 
 
 RESET = """set -e
@@ -130,7 +136,7 @@ def test_healthy_relay_passes_every_check(relay, tmp_path):
 def test_ip_forward_off(relay):
     relay.lab.enable_forwarding(enabled=False)
     assert relay.errors() == {"ip-forward"}
-    assert not relay.reaches()
+    assert relay.blocked()
     relay.lab.enable_forwarding()
     assert relay.errors() == set()
     assert relay.reaches()
@@ -191,7 +197,7 @@ def test_forward_chain_blocks_the_vendor_guides_rules(relay, blocker):
     assert r.errors() == set() and r.reaches()
     r.sh(blocker)
     assert r.errors() == {"forward-chain"}
-    assert not r.reaches()
+    assert r.blocked()
     report = r.doctor()
     message = report.result("forward-chain").findings[0].message
     assert ("FORWARD DROP" in message) if "-P" in blocker else ("REJECT" in message)
@@ -205,7 +211,7 @@ def test_forward_dropped_by_another_nft_table_despite_netfwds_accept(relay):
     relay.sh("nft 'add table inet guard; add chain inet guard fwdfilter { type filter hook forward priority 10; "
              "policy drop; }'")
     assert relay.errors() == {"forward-chain"}
-    assert not relay.reaches()
+    assert relay.blocked()
     relay.sh("nft add rule inet guard fwdfilter ct status dnat accept; nft add rule inet guard fwdfilter ct state "
              "established,related accept")
     assert relay.errors() == set()
@@ -242,7 +248,7 @@ def test_no_route_to_the_target(relay):
     relay.sh(f"ip route del {a.inside_net} dev {a.relay_inside_if}")
     assert relay.errors() == {"target-route"}
     assert "no route" in relay.doctor().result("target-route").findings[0].message
-    assert not relay.reaches()
+    assert relay.blocked()
     relay.sh(f"ip route add {a.inside_net} dev {a.relay_inside_if} src {a.relay_inside}")
     assert relay.errors() == set()
     assert relay.reaches()
@@ -260,7 +266,7 @@ def test_missing_masquerade(relay):
     a = relay.lab.addrs
     relay.apply(spec_text(relay.lab, masquerade=False))  # the vendor guide's one-liner: DNAT only
     assert relay.errors() == {"masquerade"}
-    assert not relay.reaches()  # on-prem answers the client directly: no handshake
+    assert relay.blocked()  # on-prem answers the client directly: no handshake
     assert relay.warnings() == {"conntrack-unreplied"}  # ... and conntrack shows it
     relay.apply()
     relay.sh(f"conntrack -D -p tcp --orig-port-dst {A} >/dev/null 2>&1 || true")  # the check's fix
@@ -275,7 +281,7 @@ def test_listen_address_on_no_interface(relay):
     trap = parse_spec(spec_text(relay.lab, listen_address="203.0.113.10"), "lab-doctor.yaml")
     relay.apply(spec_text(relay.lab, listen_address="203.0.113.10"))
     assert relay.errors(trap) == {"listen-address"}
-    assert not relay.reaches()
+    assert relay.blocked()
     fixed = spec_text(relay.lab, listen_address=a.relay_outside)
     relay.apply(fixed)
     assert relay.errors(parse_spec(fixed, "lab-doctor.yaml")) == set()
@@ -297,7 +303,7 @@ def test_drift_from_the_engines_last_apply(relay, tmp_path):
     assert report.result("drift").status == "ok" and report.exit_code == 0
     relay.sh(f"iptables -t nat -F {owned.chain(spec.cluster, 'PRE')}")  # a firewall reload that flushed netfwd's chain
     assert relay.errors(spec) == {"dnat", "drift"}
-    assert not relay.reaches()
+    assert relay.blocked()
 
 
 def test_ignore_downgrades_errors_and_routes_agree_with_pyroute2(relay):
