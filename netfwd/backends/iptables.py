@@ -31,12 +31,12 @@ if TYPE_CHECKING:
 WAIT = "5"  # seconds to wait for the xtables lock (`-w`): bounded, never forever
 
 
-# $1 folder with head (the first table up to its COMMIT), tail (that COMMIT and the later tables)
-# and test (the later tables); the rest is the restore command; standard input is netfwd's gate.
-# The test runs in the background while the restore reads the head; the tail follows only if the
-# test passed (else its exit status is left in test.status) and netfwd said "go" on the gate -
-# once its journal is written; if netfwd fails or dies first, the gate closes without it - else
-# the restore gets no COMMIT. The test takes a lock file of its own
+# $1 folder with head (the first table up to its COMMIT) and test (the later tables); the rest is
+# the restore command; standard input is netfwd's gate. The test runs in the background while the
+# restore reads the head; the head's COMMIT and the later tables follow only if the test passed
+# (else its exit status is left in test.status) and netfwd said "go" on the gate - once its
+# journal is written; if netfwd fails or dies first, the gate closes without it - else the
+# restore gets no COMMIT. The test takes a lock file of its own
 # (XTABLES_LOCKFILE, iptables(8); the test only reads the kernel's tables): a legacy restore holds
 # the xtables lock from a table's first line to its COMMIT, so on the shared lock the test would
 # wait for the very restore that waits for it. iptables 1.4.21's restore takes no lock at all.
@@ -46,7 +46,7 @@ folder=$1; shift
   test=$!
   cat "$folder/head"
   if wait "$test"; then
-    if read -r go && [ "$go" = go ]; then cat "$folder/tail"; fi
+    if read -r go && [ "$go" = go ]; then echo COMMIT; cat "$folder/test"; fi
   else echo "$?" >"$folder/test.status"; fi
 } | "$@"
 """
@@ -66,17 +66,41 @@ def tool(flavour: str, kind: str) -> str:
                              "or choose another --backend")
 
 
-@functools.lru_cache(maxsize=None)
-def restore_wait(restore: str) -> tuple[str, ...]:
+_WAITS: dict[str, tuple[str, ...]] = {}  # restore binary -> its wait flags (probed once per process)
+
+
+def restore_wait(restore: str, started: subprocess.Popen[str] | None = None) -> tuple[str, ...]:
     """How this iptables-restore waits for the xtables lock, probed once: `-w 5`, `-w`, or not at all.
 
     CentOS 7's iptables-restore 1.4.21 has no `-w`; it prints "invalid option" and goes on with exit
-    status 0 (and would read `5` as its input file), so an answer counts only when it is silent."""
-    for flag in (("-w", WAIT), ("-w",)):
-        done = run([restore, "--test", "--noflush", *flag], input="", check=False)
-        if done.returncode == 0 and not (done.stdout + done.stderr).strip():
-            return flag
-    return ()
+    status 0 (and would read `5` as its input file), so an answer counts only when it is silent.
+    `started`: the first probe, begun by :func:`probe_wait` while netfwd did other work."""
+    if restore not in _WAITS:
+        found: tuple[str, ...] = ()
+        for flag in (("-w", WAIT), ("-w",)):
+            if started is not None and flag == ("-w", WAIT):
+                out, err = started.communicate()
+                done = subprocess.CompletedProcess(started.args, started.returncode, out, err)
+            else:
+                done = run([restore, "--test", "--noflush", *flag], input="", check=False)
+            if done.returncode == 0 and not (done.stdout + done.stderr).strip():
+                found = flag
+                break
+        _WAITS[restore] = found
+    elif started is not None:
+        started.communicate()
+    return _WAITS[restore]
+
+
+def probe_wait(restore: str) -> subprocess.Popen[str] | None:
+    """Begin :func:`restore_wait`'s first probe in the background (None: known already, or it does not start)."""
+    if restore in _WAITS:
+        return None
+    try:
+        return subprocess.Popen([restore, "--test", "--noflush", "-w", WAIT], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
+    except OSError:
+        return None
 
 
 def _owned_names():
@@ -169,6 +193,15 @@ class IptablesBackend(BaseBackend):
         """:meth:`write`; while the restore runs, `meanwhile()` and the boot payload that
         :meth:`persist` of this target writes are worked out, and (several tables) `before_commit()`
         runs while the restore reads the first one."""
+        started = probe_wait(self._restore)  # while the transaction and its files are worked out
+        try:
+            return self._write(target, live, meanwhile, before_commit, started)
+        finally:
+            if started is not None and started.returncode is None:
+                started.communicate()
+
+    def _write(self, target: str, live: Live, meanwhile: Callable[[], object],
+               before_commit: Callable[[], object] | None, started: subprocess.Popen[str] | None) -> int:
         owned = live.extra.get("owned") or _xstate().parse(live.text)[0]
         parts = _xstate().transaction(owned, self._owned(target))
         if not parts or len(parts) == 1:
@@ -184,13 +217,14 @@ class IptablesBackend(BaseBackend):
             ahead(meanwhile)
 
         if len(parts) > 1:  # all or nothing: the tables committed after the first must be valid
-            self._restore_tested_meanwhile(parts, lock, also, before_commit)
+            self._restore_tested_meanwhile(parts, lock, also, before_commit, started)
             return len(parts)
         fd, path = tempfile.mkstemp(prefix="restore.", dir=self.context.workdir)
         try:
             with os.fdopen(fd, "w") as out:
                 out.write(_xstate().payload(parts))
-            done = run_meanwhile([self._restore, "--noflush", *self._wait], also, stdin_file=path, pass_fds=lock,
+            wait = restore_wait(self._restore, started)
+            done = run_meanwhile([self._restore, "--noflush", *wait], also, stdin_file=path, pass_fds=lock,
                                  what=self._restore)
             if done.returncode != 0:
                 raise failure(done, self._restore)
@@ -199,7 +233,8 @@ class IptablesBackend(BaseBackend):
         return len(parts)
 
     def _restore_tested_meanwhile(self, parts: list, lock: tuple[int, ...], meanwhile: Callable[[], object],
-                                  before_commit: Callable[[], object] | None = None) -> None:
+                                  before_commit: Callable[[], object] | None = None,
+                                  started: subprocess.Popen[str] | None = None) -> None:
         """The same restore of the same bytes, but the `--test` of the later tables runs while the
         restore parses the first one, and the first table's COMMIT is fed only once that test
         passed (a restore that meets the end of its input inside a table commits nothing). A
@@ -210,10 +245,10 @@ class IptablesBackend(BaseBackend):
         first = payload(parts[:1])
         cut = first.rindex("COMMIT\n")
         with tempfile.TemporaryDirectory(prefix="restore.", dir=self.context.workdir) as folder:
-            files = {"head": first[:cut], "tail": first[cut:] + payload(parts[1:]), "test": payload(parts[1:])}
-            for name, text in files.items():
+            for name, text in {"head": first[:cut], "test": payload(parts[1:])}.items():  # the sh echoes the COMMIT
                 Path(folder, name).write_text(text)
-            done = run_meanwhile(["sh", "-c", _FEED_AFTER_TEST, "sh", folder, self._restore, "--noflush", *self._wait],
+            wait = restore_wait(self._restore, started)
+            done = run_meanwhile(["sh", "-c", _FEED_AFTER_TEST, "sh", folder, self._restore, "--noflush", *wait],
                                  meanwhile, pass_fds=lock, what=self._restore, before_commit=before_commit, gate=True)
             status = Path(folder, "test.status")
             if status.exists():  # the test failed: the restore saw no COMMIT, nothing was committed
