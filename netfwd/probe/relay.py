@@ -15,6 +15,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from netfwd.probe.model import Stage, Status
 from netfwd.probe.tcp import connect_once, state_of
@@ -119,17 +120,28 @@ def relay_stage(listen_port: int, target: tuple[str, int] | None, timeout: float
 EXAMPLE_CLIENT = "203.0.113.10"  # documentation space (RFC 5737): a client when the spec admits anyone
 
 
-def explain_forward(endpoint, netns: str | None) -> dict | None:
-    """What the relay's firewall does to a new connection from a client the forward admits to its
-    listen port (netfwd explain, read live): the verdict and the rule that decided it."""
+def relay_firewall(netns: str | None) -> tuple[Any, Any] | str:
+    """The relay's rules, routes and addresses as explain reads them live, once for every forward a
+    probe looks at (iptables rules read whole only when a traced packet meets them); or why not."""
     from netfwd.errors import NetfwdError
-    from netfwd.explain import live, make_probe
-    from netfwd.firewall.trace import Tracer
+    from netfwd.explain import live
 
     try:
-        ruleset, host, _ = live(netns)
+        ruleset, host, _ = live(netns, lazy=True)
     except NetfwdError as problem:
-        return {"error": str(problem)}
+        return str(problem)
+    return ruleset, host
+
+
+def explain_forward(endpoint, firewall: tuple[Any, Any] | str) -> dict | None:
+    """What the relay's firewall (`relay_firewall`) does to a new connection from a client the forward
+    admits to its listen port (netfwd explain): the verdict and the rule that decided it."""
+    from netfwd.explain import make_probe
+    from netfwd.firewall.trace import Tracer
+
+    if isinstance(firewall, str):
+        return {"error": firewall}
+    ruleset, host = firewall
     candidates = [a for a in (*endpoint.relay_addresses, endpoint.host) if a and a != "*"]
     dst = next((a for a in candidates if ":" not in a), None)
     if dst is None:  # on the relay itself: its first address on an interface that is not loopback

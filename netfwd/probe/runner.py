@@ -15,7 +15,7 @@ import queue
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from netfwd.probe.diagnose import diagnose
 from netfwd.probe.model import Endpoint, Options, ProbeResult, Stage
@@ -55,6 +55,8 @@ class _Run:
         self.lock = threading.Lock()
         self.last_attempt: dict[int, Attempt] = {}  # the full-TTL handshake, reused by the trace
         self._relays: Relays | None = None  # per relay address: its hop and ICMP budget, for its traces
+        self._firewall: tuple[Any, Any] | str | None = None  # --from-relay: the relay's rules, read once
+        self.firewall_lock = threading.Lock()  # ... and traced one packet at a time (rules read on first use)
 
     def relay_state(self, address: str) -> RelayState:
         with self.lock:
@@ -63,6 +65,14 @@ class _Run:
 
                 self._relays = Relays()
         return self._relays(address)
+
+    def relay_firewall(self) -> tuple[Any, Any] | str:
+        """Under firewall_lock: the relay's firewall, read on first use (netfwd.probe.relay)."""
+        if self._firewall is None:
+            from netfwd.probe.relay import relay_firewall
+
+            self._firewall = relay_firewall(None)  # probe runs inside --netns itself
+        return self._firewall
 
     def finish(self, index: int) -> None:
         self.conclude(index)
@@ -223,7 +233,8 @@ def _relay(run: _Run, index: int) -> None:
     if endpoint.target is not None:
         from netfwd.probe.relay import explain_forward
 
-        stage.detail["explain"] = explain_forward(endpoint, None)  # probe runs inside --netns itself
+        with run.firewall_lock:
+            stage.detail["explain"] = explain_forward(endpoint, run.relay_firewall())
     run.results[index].stages.append(stage)
     run.finish(index)
 

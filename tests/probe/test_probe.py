@@ -349,6 +349,22 @@ def test_from_relay_findings(stage, codes):
     assert [f.code for f in result.findings] == codes
 
 
+def test_from_relay_reads_the_relays_firewall_once_for_every_forward(monkeypatch):
+    """--from-relay explains each forward's first packet against the relay's rules, read once per run
+    (a relay with many forwards was dumped once per forward)."""
+    import netfwd.probe.relay as relay
+
+    reads = []
+    monkeypatch.setattr(relay, "relay_stage", lambda port, target, timeout: relay_stage())
+    monkeypatch.setattr(relay, "relay_firewall", lambda netns: reads.append(netns) or "no firewall in this test")
+    endpoints = [Endpoint("*", 16443 + i, target=("192.168.10.5", 6443)) for i in range(5)]
+    results = probe_all(endpoints, Options(from_relay=True, concurrency=5))
+    assert reads == [None]
+    for result in results:
+        stage = next(s for s in result.stages if s.name == "relay")
+        assert stage.detail["explain"] == {"error": "no firewall in this test"}
+
+
 def test_every_code_has_a_one_line_fix():
     for code, (severity, fix) in CODES.items():
         assert severity in ("error", "warning", "info") and fix and "\n" not in fix, code
