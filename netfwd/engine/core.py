@@ -97,8 +97,7 @@ class Engine:
                                      f"remove them first (netfwd remove --backend {state.backend}) "
                                      f"before switching to {chosen}")
         context = Context(root=self.root, workdir=self.state_dir, lock_fd=lock_fd, cluster=self.cluster,
-                          legacy=self._legacy_names(),
-                          allow_runtime_loss=self.allow_runtime_loss)
+                          legacy=self._legacy_names(), allow_runtime_loss=self.allow_runtime_loss)
         return get_backend(chosen, context)
 
     def _legacy_names(self) -> Callable[[], tuple[str, ...]]:
@@ -190,8 +189,7 @@ class Engine:
             if (not backend.desired_depends_on_live and state.applied
                     and state.applied.get("spec_key") == key and live.text == state.applied_text()
                     and state.backend == backend.name and self._sysctl_ok(state)):
-                if "claims" in live.extra:  # the fingerprint recorded below vouches for these claims too
-                    state.applied["claims"] = [list(claim) for claim in self._claims(backend, live)]
+                _keep_claims(state.applied, live, self._claims(backend, live))  # the fingerprint below vouches for them
                 self._remember(state, backend, generation, live.text)
                 return Outcome(Plan(backend.name, live.text, live.text), False,
                                backend=backend.name, fast=True)
@@ -204,8 +202,7 @@ class Engine:
             changes = sysctl.pending(meta["sysctl_text"], self.root, self.cluster)
             plan = _with_sysctl(plan, changes)
             record = {"op": "apply", "spec": str(Path(spec_path).resolve()), "spec_key": key, **meta}
-            if "claims" in live.extra:  # read live: kept for the next apply's unread path (_recorded_live)
-                record["claims"] = [list(claim) for claim in claims]
+            _keep_claims(record, live, claims)
             if plan.in_sync:
                 state.applied = {**(state.applied or {}), **record, "digest": digest(desired)}
                 if not state.applied.get("id"):
@@ -692,6 +689,13 @@ def _with_sysctl(plan: Plan, changes: list[tuple[str, str, str]]) -> Plan:
     if not changes:
         return plan
     return plan.with_extra(tuple(Change("~", "sysctl", what, now, wanted) for what, now, wanted in changes))
+
+
+def _keep_claims(record: dict[str, Any], live: Live, claims: list[Any]) -> None:
+    """Keep the other clusters' listen-port claims with the record when they were read from the
+    firewall itself (not from records: firewalld), for the next apply's unread path below."""
+    if "claims" in live.extra:
+        record["claims"] = [list(claim) for claim in claims]
 
 
 def _recorded_live(state: State, backend: Backend, generation: str | None) -> Live | None:
