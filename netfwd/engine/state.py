@@ -63,9 +63,11 @@ def clusters(base: Path) -> list[str]:
     return sorted({*found, legacy}) if legacy else found
 
 
-def resolve_cluster(base: Path, option: str | None = None, spec_file: str | None = None) -> str:
-    """The cluster a command acts on: the spec's, else `option` (--cluster), else the only one
-    recorded under BASE; bad input (exit 2) when none or several could be meant."""
+def resolve_cluster(base: Path, option: str | None = None, spec_file: str | None = None,
+                    option_name: str = "--cluster") -> str:
+    """The cluster a command acts on: the spec's, else `option` (--cluster; `option_name` is what
+    errors call it, e.g. an Ansible module's `cluster`), else the only one recorded under BASE; bad
+    input (exit 2) when none or several could be meant."""
     from netfwd.errors import InputError
     from netfwd.owned import cluster_of_spec
 
@@ -76,16 +78,17 @@ def resolve_cluster(base: Path, option: str | None = None, spec_file: str | None
         return name
     if option:
         if not CLUSTER_RE.match(option):
-            raise InputError(f"{option!r} is not a cluster name", field="--cluster")
+            raise InputError(f"{option!r} is not a cluster name", field=option_name)
         return option
     known = clusters(base)
     if len(known) == 1:
         return known[0]
+    naming = f"{option_name} NAME" if option_name.startswith("-") else f"the {option_name} option"
     if not known:
-        raise InputError(f"no cluster recorded in {base}: name one with --cluster NAME (or give the SPEC)",
-                         field="--cluster")
-    raise InputError(f"{len(known)} clusters on this relay ({', '.join(known)}): choose one with --cluster NAME",
-                     field="--cluster")
+        raise InputError(f"no cluster recorded in {base}: name one with {naming} (or give the SPEC)",
+                         field=option_name)
+    raise InputError(f"{len(known)} clusters on this relay ({', '.join(known)}): choose one with {naming}",
+                     field=option_name)
 
 
 def legacy_cluster(base: Path) -> str | None:

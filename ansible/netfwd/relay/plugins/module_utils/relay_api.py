@@ -65,17 +65,12 @@ def cluster_of(params):
     from netfwd.errors import InputError
 
     spec, option = params.get("spec"), params.get("cluster")
-    try:
-        if isinstance(spec, dict) and isinstance(spec.get("cluster"), str):
-            if option and option != spec["cluster"]:
-                raise InputError("the spec is cluster %r, not %r" % (spec["cluster"], option), field="cluster")
-            return resolve_cluster(base_dir_of(params), spec["cluster"])
-        return resolve_cluster(base_dir_of(params), option, spec if isinstance(spec, str) else None)
-    except InputError as problem:  # the CLI's words name its option; here the module's option is meant
-        if problem.field != "--cluster":
-            raise
-        raise InputError(problem.message.replace("--cluster NAME", "the cluster option"), file=problem.file,
-                         line=problem.line, field="cluster") from None
+    if isinstance(spec, dict) and isinstance(spec.get("cluster"), str):
+        if option and option != spec["cluster"]:
+            raise InputError("the spec is cluster %r, not %r" % (spec["cluster"], option), field="cluster")
+        return resolve_cluster(base_dir_of(params), spec["cluster"], option_name="cluster")
+    return resolve_cluster(base_dir_of(params), option, spec if isinstance(spec, str) else None,
+                           option_name="cluster")
 
 
 def state_dir_of(params):
